@@ -1,0 +1,1 @@
+"""Python client that apps call before upload."""

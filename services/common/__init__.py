@@ -1,0 +1,1 @@
+"""Scaffolding the three gRPC services share: settings, server factory, health, metrics, errors."""

@@ -1,0 +1,1 @@
+"""Face detection (MTCNN), photo decoding helpers and the crop/paste-back geometry."""

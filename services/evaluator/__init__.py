@@ -1,0 +1,1 @@
+"""Recognition checks: independent recognisers and cloud-API adapters."""

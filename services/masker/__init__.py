@@ -1,0 +1,1 @@
+"""Adversarial mask generation: the Face-Off attacks on a surrogate embedding model."""
