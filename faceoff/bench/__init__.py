@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures (a short table, and JSON on request). Never tests."""

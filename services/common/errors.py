@@ -1,0 +1,63 @@
+"""Domain exceptions, each carrying the gRPC status it maps to.
+
+Core code (decoding, detection, attacks, recognisers) raises these without importing grpc: the
+status is kept as the name of a ``grpc.StatusCode`` member, and the servers' error interceptor
+(:mod:`faceoff.common.interceptors.errors`) turns it into ``context.abort(code, message)`` at
+the edge. Messages are for the client: they say what was wrong and what would be accepted, and
+never carry a stack trace, image bytes or embeddings.
+"""
+
+from __future__ import annotations
+
+
+class FaceOffError(Exception):
+    """Base of every error a client may see."""
+
+    #: Name of the ``grpc.StatusCode`` member this error maps to.
+    status: str = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImage(FaceOffError):
+    """The photo cannot be used: empty, not an image, corrupt, too large, unsupported."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class InvalidOption(FaceOffError):
+    """A request option is out of range or unknown; the message names the field."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class NoFaceFound(FaceOffError):
+    """An operation needs a face and the photo has none (detection itself returns an empty list)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class ModelNotReady(FaceOffError):
+    """The service's models are still loading; retry shortly."""
+
+    status = "UNAVAILABLE"
+
+
+class Overloaded(FaceOffError):
+    """The service's queue is full; retry later."""
+
+    status = "RESOURCE_EXHAUSTED"
+
+
+class BackendUnavailable(FaceOffError):
+    """A service this one depends on (the detector, a cloud API) cannot be reached."""
+
+    status = "UNAVAILABLE"
+
+
+class DeadlineExceeded(FaceOffError):
+    """The client's deadline passed before the work finished."""
+
+    status = "DEADLINE_EXCEEDED"

@@ -1,0 +1,92 @@
+"""Wrapping a grpc.aio method handler's behaviour, for unary and server-streaming RPCs alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from typing import Any
+
+import grpc
+
+UnaryBehaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamBehaviour = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    unary: Callable[[UnaryBehaviour], UnaryBehaviour],
+    stream: Callable[[StreamBehaviour], StreamBehaviour],
+) -> grpc.RpcMethodHandler:
+    """Return ``handler`` with its behaviour wrapped by ``unary`` or ``stream``.
+
+    Every Face-Off RPC takes a single request; client-streaming handlers (only the reflection
+    service has one, bidirectional) are returned unchanged.
+    """
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            stream(handler.unary_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+def observe(
+    handler: grpc.RpcMethodHandler,
+    on_start: Callable[[], None],
+    on_finish: Callable[[Any, grpc.aio.ServicerContext, float, bool], None],
+) -> grpc.RpcMethodHandler:
+    """Wrap ``handler`` so that ``on_start()`` runs before it and ``on_finish`` after it.
+
+    ``on_finish(request, context, seconds, failed)`` gets the elapsed time and whether the
+    behaviour raised (an abort included); for a stream, the time to its last message.
+    """
+
+    def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            on_start()
+            failed = True
+            try:
+                result = await behaviour(request, context)
+                failed = False
+                return result
+            finally:
+                on_finish(request, context, time.perf_counter() - start, failed)
+
+        return wrapped
+
+    def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            on_start()
+            failed = True
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+                failed = False
+            finally:
+                on_finish(request, context, time.perf_counter() - start, failed)
+
+        return wrapped
+
+    return wrap_handler(handler, unary, stream)
+
+
+def code_name(context: grpc.aio.ServicerContext, failed: bool) -> str:
+    """The status the RPC ended with: the code set on ``context``, else OK or UNKNOWN."""
+    code = context.code()
+    if code is None:
+        return "UNKNOWN" if failed else "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for member in grpc.StatusCode:  # some grpc versions report the raw integer
+        if member.value[0] == code:
+            return member.name
+    return str(code)

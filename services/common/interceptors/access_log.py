@@ -1,0 +1,35 @@
+"""One access-log line per RPC: method, peer, status, duration, request size. Never payloads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from faceoff.common.interceptors._wrap import code_name, observe
+
+log = logging.getLogger("faceoff.access")
+
+
+class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+    """Logs every RPC at INFO (health checks at DEBUG, since probes call them every few seconds)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        level = logging.DEBUG if method.startswith("/grpc.") else logging.INFO
+
+        def on_finish(request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool) -> None:
+            size = request.ByteSize() if hasattr(request, "ByteSize") else -1
+            log.log(level, "rpc %s peer=%s code=%s seconds=%.3f request_bytes=%d",
+                    method, context.peer(), code_name(context, failed), seconds, size)
+
+        return observe(handler, lambda: None, on_finish)

@@ -1,0 +1,67 @@
+"""The one place where domain exceptions become gRPC statuses.
+
+A :class:`~faceoff.common.errors.FaceOffError` aborts the RPC with its status and message; any
+other exception is logged with its traceback on the server and reaches the client as INTERNAL
+with a generic message (never a stack trace).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from faceoff.common.errors import FaceOffError
+from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the server log has the details"
+
+
+async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, FaceOffError):
+        await context.abort(grpc.StatusCode[exc.status], exc.message)
+    log.error("unhandled error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps exceptions raised by servicers to status codes (see module docstring)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+
+        def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this is the mapper
+                    await _abort_for(exc, context, method)
+
+            return wrapped
+
+        def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
+            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                try:
+                    async for item in behaviour(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this is the mapper
+                    await _abort_for(exc, context, method)
+
+            return wrapped
+
+        return wrap_handler(handler, unary, stream)

@@ -1,0 +1,172 @@
+"""The server factory all three services use: wiring only, no domain logic.
+
+:func:`start_server` builds a ``grpc.aio`` server with the metrics, access-log and error
+interceptors, the gRPC health service (NOT_SERVING until the service's models are loaded),
+server reflection, message-size limits, a concurrency limit and a Prometheus ``/metrics``
+endpoint, and returns a :class:`RunningServer` that tests start on port 0. :func:`run` serves
+until SIGTERM or SIGINT and then drains gracefully: health turns NOT_SERVING at once (so load
+balancers stop sending), in-flight RPCs get ``grace_seconds`` to finish, then the rest are
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from faceoff.common.interceptors import AccessLogInterceptor, ErrorInterceptor, MetricsInterceptor, ServerMetrics
+from faceoff.common.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class ServiceSpec:
+    """What a service plugs into the shared server.
+
+    Attributes:
+        name: Fully-qualified gRPC service name, e.g. ``"faceoff.v1.Detector"``.
+        namespace: Prometheus namespace of its metrics, e.g. ``"faceoff_detector"``.
+        register: Adds the servicer to a server (the generated ``add_*Servicer_to_server``).
+        load: Blocking model load, run in a thread after the server starts; health turns
+            SERVING when it returns. An exception keeps the service NOT_SERVING and is logged.
+        setup_metrics: Optional hook that registers service-specific metrics in the registry.
+    """
+
+    name: str
+    namespace: str
+    register: Callable[[grpc.aio.Server], None]
+    load: Callable[[], None]
+    setup_metrics: Callable[[CollectorRegistry], None] | None = None
+
+
+@dataclass
+class RunningServer:
+    """A started server and what tests need to talk to it."""
+
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    health: health.aio.HealthServicer
+    metrics: ServerMetrics
+    spec: ServiceSpec
+    settings: ServerSettings
+    loading: asyncio.Task[None]
+    load_error: BaseException | None = None
+    _metrics_http: WSGIServer | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` a client on this machine can dial."""
+        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the models are loaded (health SERVING); re-raise a load failure."""
+        await asyncio.wait_for(asyncio.shield(self.loading), timeout)
+        if self.load_error is not None:
+            raise RuntimeError(f"{self.spec.name} failed to load its models: {self.load_error}") from self.load_error
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Turn health NOT_SERVING, let in-flight RPCs finish within ``grace`` seconds, stop."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if not self.loading.done():
+            self.loading.cancel()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+
+
+async def start_server(
+    settings: ServerSettings, spec: ServiceSpec, *, registry: CollectorRegistry | None = None
+) -> RunningServer:
+    """Start ``spec`` on ``settings.port`` (0 picks a free port) and begin loading its models."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ServerMetrics(spec.namespace, registry)
+    if spec.setup_metrics is not None:
+        spec.setup_metrics(registry)
+    server = grpc.aio.server(
+        interceptors=[MetricsInterceptor(metrics), AccessLogInterceptor(), ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    spec.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    await health_servicer.set("", NOT_SERVING)
+    await health_servicer.set(spec.name, NOT_SERVING)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.host}:{settings.port}")
+    await server.start()
+
+    metrics_http = None
+    metrics_port = None
+    if settings.metrics_port >= 0:
+        metrics_http, _thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        metrics_port = int(metrics_http.server_port)
+
+    running: RunningServer
+
+    async def load() -> None:
+        try:
+            await asyncio.to_thread(spec.load)
+        except Exception as exc:  # noqa: BLE001 - reported through health and the log
+            running.load_error = exc
+            log.exception("%s failed to load its models; staying NOT_SERVING", spec.name)
+            return
+        await health_servicer.set("", SERVING)
+        await health_servicer.set(spec.name, SERVING)
+        log.info("%s SERVING on port %d", spec.name, port)
+
+    running = RunningServer(
+        server=server, port=port, metrics_port=metrics_port, health=health_servicer, metrics=metrics,
+        spec=spec, settings=settings, loading=asyncio.get_running_loop().create_task(load()),
+        _metrics_http=metrics_http,
+    )
+    log.info("%s listening on %s:%d (metrics port %s)", spec.name, settings.host, port, metrics_port)
+    return running
+
+
+async def run(settings: ServerSettings, spec: ServiceSpec, *, on_started: Callable[[RunningServer], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain within ``settings.grace_seconds``."""
+    running = await start_server(settings, spec)
+    if on_started is not None:
+        on_started(running)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s draining (grace %.1f s)", spec.name, settings.grace_seconds)
+    await running.stop()
+    log.info("%s stopped", spec.name)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Configure the root logger; called by entry points only, never by library code."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # TensorFlow's own chatter is not ours to print at INFO.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)

@@ -1,0 +1,135 @@
+"""Typed settings read once from the environment, failing fast on bad values.
+
+Each service declares a frozen dataclass of its settings; :func:`from_env` fills it from
+``FACEOFF_<FIELD>`` variables (``FACEOFF_PORT``, ``FACEOFF_MAX_PIXELS`` ...), with explicit
+overrides (command-line flags) taking precedence. A value that does not parse, or that the
+dataclass's ``__post_init__`` rejects, raises :class:`SettingsError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ENV_PREFIX = "FACEOFF_"
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting is malformed or out of range; the message names the variable."""
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if raw.strip() == "":
+            return None
+        kind = args[0]
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw.strip())
+        if kind is float:
+            return float(raw.strip())
+        if kind is str:
+            return raw
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    raise SettingsError(f"{name}: unsupported setting type {kind}")
+
+
+def from_env(
+    cls: type[T], env: Mapping[str, str] | None = None, *, defaults: Mapping[str, Any] | None = None, **overrides: Any
+) -> T:
+    """Build settings of dataclass ``cls`` from ``overrides``, then ``env``, then ``defaults``.
+
+    ``env`` defaults to ``os.environ``. Overrides whose value is None are ignored, so unset
+    command-line flags fall through to the environment, then to ``defaults`` (per-service
+    defaults such as the port), then to the dataclass default.
+    """
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        var = ENV_PREFIX + f.name.upper()
+        if overrides.get(f.name) is not None:
+            values[f.name] = overrides[f.name]
+        elif var in env:
+            values[f.name] = _parse(var, env[var], hints[f.name])
+        elif defaults and f.name in defaults:
+            values[f.name] = defaults[f.name]
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if unknown:
+        raise SettingsError(f"unknown settings: {sorted(unknown)}")
+    try:
+        return cls(**values)
+    except SettingsError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SettingsError(message)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every Face-Off server needs.
+
+    Attributes:
+        host: Interface to listen on (``FACEOFF_HOST``).
+        port: gRPC port; 0 picks a free one (``FACEOFF_PORT``).
+        metrics_port: Prometheus ``/metrics`` port; 0 picks a free one, -1 disables it.
+        max_message_bytes: Largest request or response message, in bytes (default 20 MiB).
+        grace_seconds: How long SIGTERM waits for in-flight RPCs before cancelling them.
+        max_concurrent_rpcs: RPCs handled at once; more are refused with RESOURCE_EXHAUSTED.
+        log_level: Logging level of the entry point (DEBUG, INFO, WARNING, ERROR).
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    metrics_port: int = 9100
+    max_message_bytes: int = 20 * MIB
+    grace_seconds: float = 20.0
+    max_concurrent_rpcs: int = 64
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, f"FACEOFF_PORT must be 0..65535, got {self.port}")
+        _check(-1 <= self.metrics_port <= 65535, f"FACEOFF_METRICS_PORT must be -1..65535, got {self.metrics_port}")
+        _check(
+            1024 <= self.max_message_bytes <= 2**31 - 1,
+            f"FACEOFF_MAX_MESSAGE_BYTES must be 1024..2147483647, got {self.max_message_bytes}",
+        )
+        _check(self.grace_seconds >= 0, f"FACEOFF_GRACE_SECONDS must be >= 0, got {self.grace_seconds}")
+        _check(self.max_concurrent_rpcs >= 1, f"FACEOFF_MAX_CONCURRENT_RPCS must be >= 1, got {self.max_concurrent_rpcs}")
+        _check(
+            self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            f"FACEOFF_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
+        )
+
+
+#: Names of the :class:`ServerSettings` fields.
+SERVER_FIELDS = frozenset(f.name for f in dataclasses.fields(ServerSettings))
+
+
+def split_overrides(overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split command-line overrides into server settings and service-specific ones."""
+    server = {k: v for k, v in overrides.items() if k in SERVER_FIELDS}
+    rest = {k: v for k, v in overrides.items() if k not in SERVER_FIELDS}
+    return server, rest
