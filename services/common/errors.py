@@ -21,16 +21,18 @@ class FaceOffError(Exception):
         self.message = message
 
 
-class InvalidImage(FaceOffError):
+class InvalidArgument(FaceOffError):
+    """Something in the request is wrong; the message says what and what is accepted."""
+
+    status = "INVALID_ARGUMENT"
+
+
+class InvalidImage(InvalidArgument):
     """The photo cannot be used: empty, not an image, corrupt, too large, unsupported."""
 
-    status = "INVALID_ARGUMENT"
 
-
-class InvalidOption(FaceOffError):
+class InvalidOption(InvalidArgument):
     """A request option is out of range or unknown; the message names the field."""
-
-    status = "INVALID_ARGUMENT"
 
 
 class NoFaceFound(FaceOffError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
@@ -43,6 +43,7 @@ class ServiceSpec:
         load: Blocking model load, run in a thread after the server starts; health turns
             SERVING when it returns. An exception keeps the service NOT_SERVING and is logged.
         setup_metrics: Optional hook that registers service-specific metrics in the registry.
+        close: Optional coroutine function run after the server stopped (close channels, workers).
     """
 
     name: str
@@ -50,6 +51,7 @@ class ServiceSpec:
     register: Callable[[grpc.aio.Server], None]
     load: Callable[[], None]
     setup_metrics: Callable[[CollectorRegistry], None] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -86,6 +88,8 @@ class RunningServer:
         await self.server.stop(grace)
         if not self.loading.done():
             self.loading.cancel()
+        if self.spec.close is not None:
+            await self.spec.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
@@ -147,9 +151,12 @@ async def start_server(
     return running
 
 
-async def run(settings: ServerSettings, spec: ServiceSpec, *, on_started: Callable[[RunningServer], None] | None = None) -> None:
+async def run(
+    settings: ServerSettings, spec: ServiceSpec, *, registry: CollectorRegistry | None = None,
+    on_started: Callable[[RunningServer], None] | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain within ``settings.grace_seconds``."""
-    running = await start_server(settings, spec)
+    running = await start_server(settings, spec, registry=registry)
     if on_started is not None:
         on_started(running)
     stop = asyncio.Event()

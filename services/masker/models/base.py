@@ -7,7 +7,9 @@ Attacks and losses depend on this interface only, never on one network, so that 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -40,3 +42,24 @@ class EmbeddingModel(abc.ABC):
     @abc.abstractmethod
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Return ``(N, D)`` embeddings of ``(N, S, S, 3)`` images in [0, 1] (differentiable)."""
+
+    def embed_numpy(self, images01: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Embed ``(N, S, S, 3)`` images in [0, 1] in compiled chunks; returns float32 ``(N, D)``.
+
+        For evaluation and enrolment, where no gradient is needed. Calling :meth:`embed` eagerly
+        dispatches a deep graph op by op; this wraps it in one ``tf.function``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size is {batch_size}; it must be at least 1")
+        arr = np.asarray(images01, dtype=np.float32)
+        size = self.input_size
+        if arr.ndim != 4 or arr.shape[1:] != (size, size, 3):
+            raise ValueError(f"images01 has shape {arr.shape}; expected (N, {size}, {size}, 3)")
+        compiled = getattr(self, "_embed_compiled", None)
+        if compiled is None:
+            compiled = tf.function(self.embed, reduce_retracing=True)
+            self._embed_compiled = compiled
+        out = np.zeros((len(arr), self.embedding_dim), np.float32)
+        for i in range(0, len(arr), batch_size):
+            out[i : i + batch_size] = compiled(tf.constant(arr[i : i + batch_size]))
+        return out

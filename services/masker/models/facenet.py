@@ -313,23 +313,3 @@ class FaceNet(EmbeddingModel):
         even for a zero vector.
         """
         return tf.math.l2_normalize(self.raw_embed(images01, training=training), axis=-1)
-
-    def embed_numpy(
-        self, images01: np.ndarray | Sequence[np.ndarray], batch_size: int = 32
-    ) -> np.ndarray:
-        """Embed ``(N, 160, 160, 3)`` images in [0, 1] in compiled chunks; returns float32 (N, 128).
-
-        For evaluation and enrolment, where no gradient is needed. Calling :meth:`embed` eagerly
-        is slow (the 447-layer graph is dispatched op by op); this wraps it in ``tf.function``.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size is {batch_size}; it must be at least 1")
-        arr = np.asarray(images01, dtype=np.float32)
-        if arr.ndim != 4 or arr.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ValueError(f"images01 has shape {arr.shape}; expected (N, 160, 160, 3)")
-        if self._embed_compiled is None:
-            self._embed_compiled = tf.function(self.embed, reduce_retracing=True)
-        out = np.zeros((len(arr), EMBEDDING_DIM), np.float32)
-        for i in range(0, len(arr), batch_size):
-            out[i : i + batch_size] = self._embed_compiled(tf.constant(arr[i : i + batch_size]))
-        return out

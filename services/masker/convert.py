@@ -1,0 +1,65 @@
+"""Conversions between the masker's domain objects and ``faceoff.v1`` messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faceoff.common.errors import InvalidOption
+from faceoff.masker.options import ProtectionOptions, resolve
+from faceoff.masker.protection import FaceReceipt, ProtectionResult
+from faceoff.v1 import common_pb2, masker_pb2
+
+_ATTACKS = {masker_pb2.ATTACK_PGD: "pgd", masker_pb2.ATTACK_CW: "cw"}
+_NORMS = {masker_pb2.NORM_L2: "l2", masker_pb2.NORM_LINF: "linf"}
+_LOSSES = {masker_pb2.LOSS_TARGET: "target", masker_pb2.LOSS_HINGE: "hinge"}
+_MODES = {masker_pb2.MODE_UNTARGETED: False, masker_pb2.MODE_TARGETED: True}
+FORMATS = {
+    "JPEG": common_pb2.IMAGE_FORMAT_JPEG, "PNG": common_pb2.IMAGE_FORMAT_PNG, "WEBP": common_pb2.IMAGE_FORMAT_WEBP,
+    "BMP": common_pb2.IMAGE_FORMAT_BMP, "TIFF": common_pb2.IMAGE_FORMAT_TIFF, "GIF": common_pb2.IMAGE_FORMAT_GIF,
+}
+
+
+def _enum(field: str, value: int, table: dict[int, Any], enum: Any) -> Any:
+    if value == 0:
+        return None  # unspecified: the profile's choice
+    if value not in table:
+        accepted = ", ".join(enum.Name(k) for k in table)
+        raise InvalidOption(f"{field} has unknown value {value}; accepted: {accepted}")
+    return table[value]
+
+
+def options_from_proto(msg: masker_pb2.ProtectOptions) -> ProtectionOptions:
+    """Resolve the request's options against its profile (raises InvalidOption naming the field)."""
+    optional = ("epsilon", "iterations", "learning_rate", "kappa", "alpha", "initial_const", "search_steps", "seed")
+    overrides: dict[str, Any] = {name: getattr(msg, name) for name in optional if msg.HasField(name)}
+    overrides["attack"] = _enum("attack", msg.attack, _ATTACKS, masker_pb2.Attack)
+    overrides["norm"] = _enum("norm", msg.norm, _NORMS, masker_pb2.Norm)
+    overrides["loss"] = _enum("loss", msg.loss, _LOSSES, masker_pb2.Loss)
+    overrides["targeted"] = _enum("mode", msg.mode, _MODES, masker_pb2.Mode)
+    if msg.target:
+        overrides["target"] = msg.target
+    if msg.face_indices:
+        overrides["face_indices"] = tuple(msg.face_indices)
+    if msg.strip_gps:
+        overrides["strip_gps"] = True
+    return resolve(msg.profile or None, **overrides)
+
+
+def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:
+    """One face's receipt as a message (an unchanged region's infinite PSNR is sent as 0)."""
+    x, y, w, h = face.box
+    return masker_pb2.FaceReceipt(
+        index=face.index, box=common_pb2.BoundingBox(x=x, y=y, width=w, height=h), target=face.target or "",
+        l2=face.l2, linf=face.linf, psnr=face.psnr if face.psnr != float("inf") else 0.0, ssim=face.ssim,
+        distance_before=face.distance_before, distance_after=face.distance_after,
+    )
+
+
+def result_to_proto(result: ProtectionResult) -> masker_pb2.ProtectResponse:
+    """The protected photo and its receipts as the RPC's response."""
+    return masker_pb2.ProtectResponse(
+        image=common_pb2.Image(data=result.data, format=FORMATS.get(result.format, common_pb2.IMAGE_FORMAT_UNSPECIFIED)),
+        faces=[receipt_to_proto(f) for f in result.faces],
+        profile=result.options.profile,
+        faces_found=result.faces_found,
+    )

@@ -1,0 +1,41 @@
+"""The masker's own Prometheus metrics (the per-RPC ones come from the shared interceptor)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from faceoff.masker.protection import ProtectionResult
+
+NAMESPACE = "faceoff_masker"
+
+
+class MaskerMetrics:
+    """Faces and photos protected, queue depth and capacity, batch sizes, attack iterations and time."""
+
+    def __init__(self, registry: CollectorRegistry, queue_capacity: int) -> None:
+        kw = {"namespace": NAMESPACE, "registry": registry}
+        self.faces = Counter("faces_protected", "Faces protected.", **kw)
+        self.photos = Counter("photos_protected", "Photos protected.", **kw)
+        self.queue_depth = Gauge("queue_depth", "Faces waiting for an attack batch.", **kw)
+        self.queue_capacity = Gauge("queue_capacity", "Faces allowed to wait before requests are refused.", **kw)
+        self.batch_size = Histogram("batch_size", "Faces per attack batch.", buckets=(1, 2, 4, 8, 16, 32, 64), **kw)
+        self.iterations = Counter("attack_iterations", "Attack iterations run (per batch, not per face).", **kw)
+        self.attack_seconds = Histogram(
+            "attack_seconds", "Wall time of one attack batch.", buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320), **kw
+        )
+        self.queue_capacity.set(queue_capacity)
+
+    def queued(self, faces: int) -> None:
+        """The queue now holds ``faces`` faces."""
+        self.queue_depth.set(faces)
+
+    def batch_done(self, faces: int, iterations: int, seconds: float) -> None:
+        """An attack batch of ``faces`` faces ran ``iterations`` iterations in ``seconds``."""
+        self.batch_size.observe(faces)
+        self.iterations.inc(iterations)
+        self.attack_seconds.observe(seconds)
+
+    def result(self, result: ProtectionResult) -> None:
+        """A photo was protected."""
+        self.photos.inc()
+        self.faces.inc(len(result.faces))

@@ -1,0 +1,341 @@
+"""The Face-Off pipeline for one photo, independent of gRPC.
+
+    photo bytes -> faces (detector) -> crops (box + margin -> 160 px) -> reference sets A_y
+      -> [targeted: decoy] -> loss + attack on the surrogate -> amplify by alpha
+      -> resize each perturbation to its crop -> add to the full-resolution photo -> encode
+      -> receipts (norms, face-region PSNR/SSIM, surrogate distance before/after)
+
+It is split into :meth:`Protector.prepare`, :meth:`Protector.attack` and
+:meth:`Protector.finish` so that the masker service can run the attack of several requests
+in one batch; :meth:`Protector.protect` runs the three in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from faceoff.common.errors import InvalidImage, InvalidOption
+from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode, encode, output_format
+from faceoff.detector.crops import CropRegion, crop_region, extract_crop, paste_delta
+from faceoff.detector.detection import DetectionResult
+from faceoff.masker.attacks import make_attack, make_loss
+from faceoff.masker.decoys import SAME_PERSON_DISTANCE, DecoyGallery
+from faceoff.masker.models import EmbeddingModel, load_surrogate
+from faceoff.masker.options import ProtectionOptions
+from faceoff.masker.quality import psnr, ssim
+from faceoff.masker.references import augment_probe
+
+log = logging.getLogger(__name__)
+
+#: Detects faces in encoded photo bytes (in-process detector or a gRPC client of the service).
+Detect = Callable[[bytes], DetectionResult]
+#: ``progress(stage, iteration, iterations)``; stages: "detect", "attack", "paste", "encode".
+Progress = Callable[[str, int, int], None]
+
+#: A reference photo without a detectable face is used whole when it is at most this large
+#: (it is then taken to be a face crop already, like the shared ``aligned160`` crops).
+MAX_CROP_SIDE = 400
+
+
+@dataclass(frozen=True)
+class FaceReceipt:
+    """What was done to one face (see ``faceoff.v1.FaceReceipt``)."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    target: str | None
+    l2: float
+    linf: float
+    psnr: float
+    ssim: float
+    distance_before: float
+    distance_after: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (PSNR of an unchanged region is reported as null)."""
+        return {
+            "index": self.index, "box": [round(v, 1) for v in self.box], "target": self.target,
+            "l2": round(self.l2, 4), "linf": round(self.linf, 4),
+            "psnr": None if not np.isfinite(self.psnr) else round(self.psnr, 2), "ssim": round(self.ssim, 4),
+            "distance_before": round(self.distance_before, 4), "distance_after": round(self.distance_after, 4),
+        }
+
+
+@dataclass(frozen=True)
+class ProtectionResult:
+    """A protected photo and its receipts."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    faces: list[FaceReceipt]
+    faces_found: int
+    options: ProtectionOptions
+    seconds: float
+
+    def receipt(self) -> dict[str, Any]:
+        """The receipt as JSON-ready data."""
+        o = self.options
+        return {
+            "format": self.format, "width": self.width, "height": self.height, "bytes": len(self.data),
+            "faces_found": self.faces_found, "faces_protected": len(self.faces), "seconds": round(self.seconds, 3),
+            "profile": o.profile,
+            "options": {"attack": o.attack, "norm": o.norm, "loss": o.loss, "targeted": o.targeted,
+                        "epsilon": o.epsilon, "iterations": o.iterations, "alpha": o.alpha, "kappa": o.kappa,
+                        "seed": o.seed},
+            "faces": [f.to_json() for f in self.faces],
+        }
+
+
+@dataclass
+class Job:
+    """One request, prepared for the attack: its faces' crops and loss inputs."""
+
+    data: bytes
+    photo: Photo | None  # None for a job made of face crops only (benchmarks, tests)
+    options: ProtectionOptions
+    faces_found: int
+    indices: list[int]
+    boxes: list[tuple[float, float, float, float]]
+    regions: list[CropRegion]
+    crops: np.ndarray  # (n, S, S, 3) float32 in [0, 1]
+    user_refs: list[np.ndarray]  # per face (k, D): the set A_y the distances are reported against
+    anchors: list[np.ndarray]  # per face: A_y (untargeted) or the decoy's A_t (targeted)
+    others: list[list[np.ndarray]]  # per face: the other identities the hinge loss compares with
+    targets: list[str | None]
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def size(self) -> int:
+        """Faces to protect."""
+        return len(self.indices)
+
+
+def _mean_distance(embedding: np.ndarray, refs: np.ndarray) -> float:
+    return float(np.linalg.norm(refs - embedding[None, :], axis=1).mean())
+
+
+class Protector:
+    """Runs the Face-Off pipeline with one surrogate.
+
+    Args:
+        model: The surrogate (default: FaceNet from the verified model cache).
+        decoys: The decoy gallery for targeted mode (default: the surrogate's committed one).
+        max_pixels: Pixel limit for photos and reference photos.
+    """
+
+    def __init__(
+        self, model: EmbeddingModel | None = None, decoys: DecoyGallery | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.model = model or load_surrogate("facenet")
+        self.decoys = decoys or DecoyGallery.load(self.model.name)
+        self.max_pixels = max_pixels
+        self.size = self.model.input_size
+
+    def warm_up(self, options: ProtectionOptions | None = None) -> None:
+        """Trace the compiled embedding and attack steps once, so the first request does not pay for it."""
+        from faceoff.masker.options import resolve
+
+        o = options or resolve()
+        crop = np.full((1, self.size, self.size, 3), 0.5, np.float32)
+        refs = self.model.embed_numpy(np.concatenate([crop, augment_probe(crop[0])]))
+        loss_params: dict[str, Any] = {"targeted": o.targeted}
+        if o.loss == "hinge":
+            loss_params["kappa"] = o.kappa
+        loss = make_loss(o.loss, self.model, [refs], [self.decoys.others(None, refs)], **loss_params)
+        params = {**o.attack_params(), "iterations": 2}
+        make_attack(o.attack, o.norm, **params).attack(crop, loss, seed=0)
+
+    # -- preparation ---------------------------------------------------------------------------
+
+    def reference_embeddings(self, references: Sequence[tuple[bytes, DetectionResult]]) -> np.ndarray | None:
+        """Embeddings ``(M, D)`` of the largest face of each reference photo (None if none given)."""
+        if not references:
+            return None
+        crops = []
+        for i, (data, detection) in enumerate(references):
+            try:
+                photo = decode(data, max_pixels=self.max_pixels)
+            except InvalidImage as exc:
+                raise InvalidImage(f"reference photo {i}: {exc.message}") from None
+            if detection.faces:
+                region = crop_region(detection.faces[0].box, photo.width, photo.height)
+            elif max(photo.width, photo.height) <= MAX_CROP_SIDE:
+                region = CropRegion(0, 0, photo.width, photo.height)  # already a face crop
+            else:
+                raise InvalidImage(
+                    f"reference photo {i} ({photo.width}x{photo.height} px) has no detectable face; "
+                    f"send photos of the person's face, or face crops of at most {MAX_CROP_SIDE} px"
+                )
+            crops.append(extract_crop(photo.pixels, region, self.size))
+        return self.model.embed_numpy(np.stack(crops))
+
+    def prepare(
+        self, data: bytes, options: ProtectionOptions, detection: DetectionResult,
+        references: Sequence[tuple[bytes, DetectionResult]] = (), started: float | None = None,
+    ) -> Job:
+        """Decode, crop, and build each face's reference set and target.
+
+        ``detection`` holds the faces of ``data``; ``references`` pairs each reference photo
+        with its detection.
+        """
+        started = time.perf_counter() if started is None else started
+        photo = decode(data, max_pixels=self.max_pixels)
+        if (detection.width, detection.height) != (photo.width, photo.height):
+            raise InvalidImage(
+                f"detector saw {detection.width}x{detection.height} px but the photo is {photo.width}x{photo.height}"
+            )
+        found = len(detection.faces)
+        indices = list(options.face_indices) if options.face_indices else list(range(found))
+        bad = [i for i in indices if i >= found]
+        if bad:
+            raise InvalidOption(f"face_indices {bad} out of range: the photo has {found} face(s) (indices 0..{found - 1})")
+        indices = sorted(set(indices))
+        boxes = [detection.faces[i].box for i in indices]
+        regions = [crop_region(b, photo.width, photo.height, options.margin) for b in boxes]
+        crops = (np.stack([extract_crop(photo.pixels, r, self.size) for r in regions]) if regions
+                 else np.zeros((0, self.size, self.size, 3), np.float32))
+        user_refs = self.user_sets(crops, self.reference_embeddings(references))
+        anchors, others, targets = self.goals(user_refs, options)
+        return Job(data=data, photo=photo, options=options, faces_found=found, indices=indices, boxes=boxes,
+                   regions=regions, crops=crops, user_refs=user_refs, anchors=anchors, others=others,
+                   targets=targets, started=started)
+
+    def crop_job(
+        self, crops: np.ndarray, options: ProtectionOptions, references: Sequence[np.ndarray] | None = None
+    ) -> Job:
+        """A job of bare ``(n, S, S, 3)`` face crops in [0, 1], for :meth:`attack` (no photo to finish).
+
+        ``references`` gives each face's A_y embeddings; by default each face's own augmentations.
+        """
+        crops = np.asarray(crops, np.float32)
+        user_refs = list(references) if references is not None else self.user_sets(crops, None)
+        anchors, others, targets = self.goals(user_refs, options)
+        n = len(crops)
+        return Job(data=b"", photo=None, options=options, faces_found=n, indices=list(range(n)), boxes=[],
+                   regions=[], crops=crops, user_refs=user_refs, anchors=anchors, others=others, targets=targets)
+
+    def user_sets(self, crops: np.ndarray, user: np.ndarray | None) -> list[np.ndarray]:
+        """Each face's reference set A_y.
+
+        With the user's reference embeddings ``user``, a face that looks like the user (or the
+        only face) gets them; any other face, or every face without ``user``, gets its own crop
+        and light augmentations of it.
+        """
+        probe = self.model.embed_numpy(crops) if user is not None and len(crops) > 1 else None
+        sets: list[np.ndarray] = []
+        for k in range(len(crops)):
+            if user is not None and (probe is None or np.linalg.norm(probe[k] - user.mean(0)) < SAME_PERSON_DISTANCE + 0.2):
+                sets.append(user)
+            else:
+                sets.append(self.model.embed_numpy(augment_probe(crops[k])))
+        return sets
+
+    def goals(
+        self, user_refs: Sequence[np.ndarray], options: ProtectionOptions
+    ) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[str | None]]:
+        """Each face's loss anchor, other identities and decoy name (targeted mode)."""
+        anchors: list[np.ndarray] = []
+        others: list[list[np.ndarray]] = []
+        targets: list[str | None] = []
+        for refs in user_refs:
+            if options.targeted:
+                name, centroid = self.decoys.pick(refs, options.target)
+                anchors.append(centroid)
+                others.append([refs, *self.decoys.others(name, refs)])
+                targets.append(name)
+            else:
+                anchors.append(refs)
+                others.append(self.decoys.others(None, refs))
+                targets.append(None)
+        return anchors, others, targets
+
+    # -- the attack ----------------------------------------------------------------------------
+
+    def attack(self, jobs: Sequence[Job], progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+        """Run one attack over every face of ``jobs`` (which must share ``options.batch_key()``).
+
+        Returns each job's ``(n, S, S, 3)`` perturbation before amplification.
+        """
+        if not jobs:
+            return []
+        options = jobs[0].options
+        if any(j.options.batch_key() != options.batch_key() for j in jobs):
+            raise ValueError("jobs of one attack batch must share their attack options")
+        sizes = [j.size for j in jobs]
+        if sum(sizes) == 0:
+            return [np.zeros((0, self.size, self.size, 3), np.float32) for _ in jobs]
+        crops = np.concatenate([j.crops for j in jobs])
+        anchors = [a for j in jobs for a in j.anchors]
+        others = [o for j in jobs for o in j.others]
+        loss_params: dict[str, Any] = {"targeted": options.targeted}
+        if options.loss == "hinge":
+            loss_params["kappa"] = options.kappa
+        loss = make_loss(options.loss, self.model, anchors, others, **loss_params)
+        attack = make_attack(options.attack, options.norm, **options.attack_params())
+        result = attack.attack(crops, loss, seed=options.seed, progress=progress)
+        return np.split(result.delta, np.cumsum(sizes)[:-1])
+
+    # -- amplification, paste-back and receipts ----------------------------------------------
+
+    def finish(self, job: Job, delta: np.ndarray, progress: Progress | None = None) -> ProtectionResult:
+        """Amplify, paste back into the full photo, encode, and measure."""
+        if job.photo is None:
+            raise ValueError("a job made with crop_job has no photo to finish")
+        o = job.options
+        if progress:
+            progress("paste", 0, 0)
+        applied = np.clip(job.crops + o.alpha * delta, 0.0, 1.0) - job.crops if job.size else delta
+        pixels = job.photo.pixels
+        for k, region in enumerate(job.regions):
+            pixels = paste_delta(pixels, region, applied[k])
+        if progress:
+            progress("encode", 0, 0)
+        out = encode(job.photo, pixels, remove_gps=o.strip_gps)
+        receipts: list[FaceReceipt] = []
+        if job.size:
+            # Measure what the user actually gets: the encoded output, decoded and re-cropped.
+            shown = decode(out, max_pixels=self.max_pixels).pixels
+            after_crops = np.stack([extract_crop(shown, r, self.size) for r in job.regions])
+            before = self.model.embed_numpy(job.crops)
+            after = self.model.embed_numpy(after_crops)
+            for k, region in enumerate(job.regions):
+                original = job.photo.pixels[region.slices]
+                protected = shown[region.slices]
+                receipts.append(FaceReceipt(
+                    index=job.indices[k], box=job.boxes[k], target=job.targets[k],
+                    l2=float(np.linalg.norm(applied[k])), linf=float(np.abs(applied[k]).max()),
+                    psnr=psnr(original, protected), ssim=ssim(original, protected),
+                    distance_before=_mean_distance(before[k], job.user_refs[k]),
+                    distance_after=_mean_distance(after[k], job.user_refs[k]),
+                ))
+        return ProtectionResult(
+            data=out, format=output_format(job.photo.format), width=job.photo.width, height=job.photo.height,
+            faces=receipts, faces_found=job.faces_found, options=o, seconds=time.perf_counter() - job.started,
+        )
+
+    def protect(
+        self, data: bytes, options: ProtectionOptions, detect: Detect,
+        reference_images: Sequence[bytes] = (), progress: Progress | None = None,
+    ) -> ProtectionResult:
+        """Protect every selected face of one photo (see the module docstring)."""
+        started = time.perf_counter()
+        if progress:
+            progress("detect", 0, 0)
+        detection = detect(data)
+        references = [(r, detect(r)) for r in reference_images]
+        job = self.prepare(data, options, detection, references, started)
+        total = options.total_iterations
+        attack_progress = (lambda i, n: progress("attack", i, n)) if progress else None
+        if progress:
+            progress("attack", 0, total)
+        (delta,) = self.attack([job], attack_progress)
+        return self.finish(job, delta, progress)

@@ -1,0 +1,117 @@
+"""The Masker RPCs: messages in, domain calls, messages out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from faceoff.common.errors import InvalidOption, ModelNotReady
+from faceoff.detector.convert import options_from_proto as detect_options_from_proto
+from faceoff.masker.batching import AttackBatcher
+from faceoff.masker.convert import options_from_proto, result_to_proto
+from faceoff.masker.detector_client import DetectorClient
+from faceoff.masker.protection import ProtectionResult, Protector
+from faceoff.v1 import masker_pb2, masker_pb2_grpc
+
+ProgressSink = Callable[[masker_pb2.ProtectProgress], None]
+
+
+class MaskerServicer(masker_pb2_grpc.MaskerServicer):
+    """Serves ``faceoff.v1.Masker``.
+
+    Args:
+        factory: Builds the :class:`Protector` (loads the surrogate); called by :meth:`load`.
+        detector: Client of the detector service.
+        batcher_factory: Builds the attack batcher around ``Protector.attack``.
+        max_reference_photos: Most reference photos one request may carry.
+        on_result: Called with every finished protection (metrics).
+    """
+
+    def __init__(
+        self, factory: Callable[[], Protector], detector: DetectorClient,
+        batcher_factory: Callable[[Protector], AttackBatcher], max_reference_photos: int = 16,
+        on_result: Callable[[ProtectionResult], None] | None = None,
+    ) -> None:
+        self._factory = factory
+        self._detector = detector
+        self._batcher_factory = batcher_factory
+        self._max_refs = max_reference_photos
+        self._on_result = on_result
+        self._protector: Protector | None = None
+        self._batcher: AttackBatcher | None = None
+
+    def load(self) -> None:
+        """Load the surrogate and compile the attack once (called in a thread at start-up)."""
+        protector = self._factory()
+        self._batcher = self._batcher_factory(protector)
+        self._protector = protector
+
+    def _ready(self) -> tuple[Protector, AttackBatcher]:
+        if self._protector is None or self._batcher is None:
+            raise ModelNotReady("the masker is still loading its surrogate model; retry in a few seconds")
+        return self._protector, self._batcher
+
+    async def _protect(
+        self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext, sink: ProgressSink | None
+    ) -> ProtectionResult:
+        protector, batcher = self._ready()
+        options = options_from_proto(request.options)
+        detect_options = detect_options_from_proto(request.options.detect)
+        if len(request.reference_images) > self._max_refs:
+            raise InvalidOption(
+                f"reference_images has {len(request.reference_images)} photos; at most {self._max_refs} are accepted"
+            )
+        timeout = context.time_remaining()
+        if sink:
+            sink(masker_pb2.ProtectProgress(stage="detect"))
+        photos = [request.image.data, *(r.data for r in request.reference_images)]
+        detections = await asyncio.gather(*(self._detector.detect(p, detect_options, timeout) for p in photos))
+        references = list(zip(photos[1:], detections[1:]))
+        job = await asyncio.to_thread(protector.prepare, photos[0], options, detections[0], references)
+        total = options.total_iterations
+
+        def on_attack(i: int, n: int) -> None:
+            if sink:
+                sink(masker_pb2.ProtectProgress(stage="attack", faces=job.size, iteration=i, iterations=n))
+
+        if sink:
+            sink(masker_pb2.ProtectProgress(stage="attack", faces=job.size, iteration=0, iterations=total))
+        delta = await batcher.submit(job, on_attack)
+        if sink:
+            sink(masker_pb2.ProtectProgress(stage="paste", faces=job.size, iteration=total, iterations=total))
+        result = await asyncio.to_thread(protector.finish, job, delta)
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
+
+    async def Protect(  # noqa: N802 - gRPC method name
+        self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
+    ) -> masker_pb2.ProtectResponse:
+        return result_to_proto(await self._protect(request, context, None))
+
+    async def ProtectStream(  # noqa: N802 - gRPC method name
+        self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[masker_pb2.ProtectEvent]:
+        events: asyncio.Queue[masker_pb2.ProtectProgress] = asyncio.Queue()
+        task = asyncio.ensure_future(self._protect(request, context, events.put_nowait))
+        try:
+            while not task.done() or not events.empty():
+                getter = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield masker_pb2.ProtectEvent(progress=getter.result())
+                else:
+                    getter.cancel()
+            result = task.result()  # re-raises a domain error for the error interceptor
+            yield masker_pb2.ProtectEvent(result=result_to_proto(result))
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def close(self) -> None:
+        """Stop the batcher and close the detector channel."""
+        if self._batcher is not None:
+            await self._batcher.close()
+        await self._detector.close()
