@@ -1,0 +1,88 @@
+"""The command line as a person uses it: ``faceoff evaluate`` and ``faceoff serve evaluator``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import PHOTOS
+
+FACEOFF = [sys.executable, "-m", "faceoff.cli"]
+# No cloud credentials from the machine: the cloud backends must show as not configured.
+CLOUD_VARS = ("AWS_", "FACEOFF_AZURE_", "FACEOFF_FACEPP_", "FACEOFF_REKOGNITION_", "FACEOFF_CLOUD_SECRETS_FILE")
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_VARS)} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_evaluate_json() -> None:
+    out = subprocess.run(
+        [*FACEOFF, "evaluate", str(PHOTOS / "leo" / "leo_01.jpg"), "--reference", str(PHOTOS / "barack"),
+         "--gallery", str(PHOTOS), "--recognizers", "sface,facepp", "--top-k", "2", "--json"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    sface, facepp = doc["verdicts"]
+    assert sface["configured"] and not sface["match"] and sface["confidence"] < 0.5 and not sface["white_box"]
+    assert sface["top_k"][0]["name"] == "leo" and len(sface["top_k"]) == 2
+    assert facepp == {"recognizer": "facepp", "white_box": False, "configured": False}
+
+
+def test_evaluate_table_and_errors() -> None:
+    out = subprocess.run(
+        [*FACEOFF, "evaluate", str(PHOTOS / "barack" / "barack_02.jpg"), "--reference", str(PHOTOS / "barack"),
+         "--recognizers", "sface"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "sface" in out.stdout and "MATCH" in out.stdout
+    bad = subprocess.run(
+        [*FACEOFF, "evaluate", str(PHOTOS / "barack" / "barack_02.jpg"), "--reference", str(PHOTOS / "barack"),
+         "--recognizers", "sface,vggface"],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert bad.returncode == 2 and "accepted: dlib, sface" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_evaluator_turns_serving_and_drains_on_sigterm() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*FACEOFF, "serve", "evaluator", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
+         "--local-recognizers", "sface"],
+        env={**ENV, "FACEOFF_GRACE_SECONDS": "2"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        status = None
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service="faceoff.v1.Evaluator"), timeout=2).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.5)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        log = proc.stdout.read() if proc.stdout else ""
+        assert "draining" in log and "stopped" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
