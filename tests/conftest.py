@@ -76,3 +76,122 @@ def start_service(loop_thread: LoopThread, serve: Callable[[], Coroutine[Any, An
     if wait:
         loop_thread.run(running.wait_ready(timeout=600))
     return running
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_metrics(port: int) -> str:
+    """The text of a server's Prometheus ``/metrics`` page."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name{labels}`` in a metrics page (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            body = line[len(name) + 1 : line.index("}")]
+            if ",".join(sorted(body.split(","))) == want:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def serve_until_serving_then_drain(command: list[str], service: str, port: int, env: dict[str, str]) -> str:
+    """Run a ``faceoff serve ...`` command, wait for health SERVING, SIGTERM it; return its log.
+
+    Asserts that it turns SERVING within 5 minutes and exits 0 after draining.
+    """
+    import signal
+    import subprocess
+    import time
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        status = None
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.5)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        return proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+class ServeAll:
+    """``faceoff serve all --free-ports`` in a child process: the three real services, for a test module.
+
+    Its log goes to a file (a full pipe would block it); ``addresses`` comes from the JSON line
+    it prints once all three are SERVING. :meth:`stop` sends SIGTERM and returns its exit code.
+    """
+
+    def __init__(self, log_path: Path, *extra: str) -> None:
+        import json
+        import queue
+        import subprocess
+        import sys
+
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FACEOFF_GRACE_SECONDS": "2"}
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faceoff.cli", "serve", "all", "--free-ports", "--log-level", "WARNING", *extra],
+            stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        self.info: dict[str, Any] = {}
+        while not self.info:
+            try:
+                line = lines.get(timeout=600)
+            except queue.Empty:
+                line = None
+            if line is None:
+                self.stop()
+                pytest.fail(f"faceoff serve all did not come up; its log: {log_path.read_text()[-3000:]}")
+            if line.startswith("{"):
+                self.info = json.loads(line)
+
+    def address(self, service: str) -> str:
+        """``host:port`` of ``detector``, ``masker`` or ``evaluator``."""
+        return str(self.info[service]["address"])
+
+    def stop(self) -> int:
+        """SIGTERM, wait for the drain, return the exit code."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=120)
+        self._log.close()
+        return code

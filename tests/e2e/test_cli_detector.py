@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.conftest import free_port, serve_until_serving_then_drain
 
 FACEOFF = [sys.executable, "-m", "faceoff.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -37,37 +33,10 @@ def test_detect_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "not an image" in out.stderr and "Traceback" not in out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_detector_drains_on_sigterm() -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
+    port = free_port()
+    log = serve_until_serving_then_drain(
         [*FACEOFF, "serve", "detector", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1"],
-        env={**ENV, "FACEOFF_GRACE_SECONDS": "2"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        "faceoff.v1.Detector", port, {**ENV, "FACEOFF_GRACE_SECONDS": "2"},
     )
-    try:
-        deadline = time.monotonic() + 300
-        status = None
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                try:
-                    status = stub.Check(health_pb2.HealthCheckRequest(service="faceoff.v1.Detector"), timeout=2).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.5)
-        assert status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        log = proc.stdout.read() if proc.stdout else ""
-        assert "draining" in log and "stopped" in log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert "draining" in log and "stopped" in log

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, free_port, serve_until_serving_then_drain
 
 FACEOFF = [sys.executable, "-m", "faceoff.cli"]
 # No cloud credentials from the machine: the cloud backends must show as not configured.
@@ -51,38 +46,11 @@ def test_evaluate_table_and_errors() -> None:
     assert bad.returncode == 2 and "accepted: dlib, sface" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_evaluator_turns_serving_and_drains_on_sigterm() -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
+    port = free_port()
+    log = serve_until_serving_then_drain(
         [*FACEOFF, "serve", "evaluator", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
          "--local-recognizers", "sface"],
-        env={**ENV, "FACEOFF_GRACE_SECONDS": "2"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        "faceoff.v1.Evaluator", port, {**ENV, "FACEOFF_GRACE_SECONDS": "2"},
     )
-    try:
-        deadline = time.monotonic() + 300
-        status = None
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                try:
-                    status = stub.Check(health_pb2.HealthCheckRequest(service="faceoff.v1.Evaluator"), timeout=2).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                time.sleep(0.5)
-        assert status == health_pb2.HealthCheckResponse.SERVING
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        log = proc.stdout.read() if proc.stdout else ""
-        assert "draining" in log and "stopped" in log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert "draining" in log and "stopped" in log

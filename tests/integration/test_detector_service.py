@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import urllib.request
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from faceoff.common.settings import ServerSettings
 from faceoff.detector import server as detector_server
 from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
-from tests.conftest import LoopThread, encode
+from tests.conftest import LoopThread, encode, metric_value, scrape_metrics
 from tests.unit.test_imaging import PIXELS, _png_with_size
 
 EXPECTED = json.loads((Path(__file__).resolve().parent.parent / "data" / "photo_faces.json").read_text())["boxes"]
@@ -153,32 +153,26 @@ def test_bad_input_is_invalid_argument_and_server_stays_healthy(ready: None, cha
     assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            body = line[len(name) + 1 : line.index("}")]
-            if ",".join(sorted(body.split(","))) == want:
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_metrics_move(ready: None, detector: Any, channel: grpc.Channel) -> None:
-    before = _scrape(detector.metrics_port)
+    ok = "faceoff_detector_requests_total"
+    before = scrape_metrics(detector.metrics_port)
     _detect(channel, encode(PIXELS))
     with pytest.raises(grpc.RpcError):
         _detect(channel, b"")
-    after = _scrape(detector.metrics_port)
-    ok = "faceoff_detector_requests_total"
-    assert _sample(after, ok, method="Detect", code="OK") == _sample(before, ok, method="Detect", code="OK") + 1
-    assert (_sample(after, ok, method="Detect", code="INVALID_ARGUMENT")
-            == _sample(before, ok, method="Detect", code="INVALID_ARGUMENT") + 1)
-    assert _sample(after, "faceoff_detector_request_seconds_count", method="Detect") >= 2
+    # The client sees the status a moment before the interceptor records it: poll briefly.
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape_metrics(detector.metrics_port)
+        moved = (
+            metric_value(after, ok, method="Detect", code="OK") == metric_value(before, ok, method="Detect", code="OK") + 1
+            and metric_value(after, ok, method="Detect", code="INVALID_ARGUMENT")
+            == metric_value(before, ok, method="Detect", code="INVALID_ARGUMENT") + 1
+        )
+        if moved or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert moved, "the request counters did not move by one OK and one INVALID_ARGUMENT"
+    assert metric_value(after, "faceoff_detector_request_seconds_count", method="Detect") >= 2
     assert "faceoff_detector_requests_in_progress" in after
 
 

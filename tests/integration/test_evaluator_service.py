@@ -8,7 +8,6 @@ local answers, a cloud answer, a failed backend and an unconfigured one.
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from faceoff.common.settings import ServerSettings
 from faceoff.evaluator import server as evaluator_server
 from faceoff.evaluator.cloud.credentials import AzureConfig, CloudConfig, FaceppConfig
 from faceoff.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
-from tests.conftest import PHOTOS, LoopThread, encode
+from tests.conftest import PHOTOS, LoopThread, encode, metric_value, scrape_metrics
 from tests.integration import fakes
 from tests.integration.fakes import FakeCloud
 
@@ -168,28 +167,13 @@ def test_bad_requests_are_invalid_argument(ready: None, channel: grpc.Channel, f
     assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            body = line[len(name) + 1 : line.index("}")]
-            if ",".join(sorted(body.split(","))) == want:
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_metrics_move(ready: None, evaluator: Any, channel: grpc.Channel) -> None:
-    before = _scrape(evaluator.metrics_port)
+    before = scrape_metrics(evaluator.metrics_port)
     _evaluate(channel, image=_image("meryl", 3), reference_images=[_image("meryl", 4)], recognizers=["sface", "azure"])
-    after = _scrape(evaluator.metrics_port)
+    after = scrape_metrics(evaluator.metrics_port)
     calls = "faceoff_evaluator_backend_calls_total"
     for backend, outcome in (("sface", "ok"), ("azure", "auth")):
-        assert _sample(after, calls, backend=backend, outcome=outcome) == _sample(before, calls, backend=backend, outcome=outcome) + 1
-    assert _sample(after, "faceoff_evaluator_backend_seconds_count", backend="sface") >= 1
+        assert metric_value(after, calls, backend=backend, outcome=outcome) == metric_value(before, calls, backend=backend, outcome=outcome) + 1
+    assert metric_value(after, "faceoff_evaluator_backend_seconds_count", backend="sface") >= 1
     ok = "faceoff_evaluator_requests_total"
-    assert _sample(after, ok, method="Evaluate", code="OK") == _sample(before, ok, method="Evaluate", code="OK") + 1
+    assert metric_value(after, ok, method="Evaluate", code="OK") == metric_value(before, ok, method="Evaluate", code="OK") + 1

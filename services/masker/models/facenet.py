@@ -16,7 +16,7 @@ No device is pinned: TensorFlow places the model on a GPU when one is visible, e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
