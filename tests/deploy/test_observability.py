@@ -57,9 +57,8 @@ def _server_metrics(namespace: str) -> dict[str, set[str]]:
     }
 
 
-#: The metrics each service declares (sample name -> label names). The detector's are also
-#: scraped from a live server below; the masker's and evaluator's are checked only against
-#: these declarations until their servers can be started here.
+#: The metrics each service declares (sample name -> label names); every service is also
+#: scraped live below, and must export what it declares.
 DECLARED: dict[str, dict[str, set[str]]] = {
     "detector": _server_metrics("faceoff_detector"),
     "masker": {
@@ -124,10 +123,61 @@ def _detector_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
         loop_thread.run(running.stop(0))
 
 
+def _masker_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
+    from faceoff.masker import server as masker_server
+    from faceoff.v1 import masker_pb2, masker_pb2_grpc
+
+    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
+    detector = loop_thread.run(
+        detector_server.serve(settings, detector_server.DetectorSettings(), registry=CollectorRegistry())
+    )
+    masker = loop_thread.run(masker_server.serve(
+        settings, masker_server.MaskerSettings(detector_address=detector.address), registry=CollectorRegistry()
+    ))
+    try:
+        loop_thread.run(detector.wait_ready(timeout=300))
+        loop_thread.run(masker.wait_ready(timeout=600))
+        photo = (REPO.parent / "shared/data/faceoff-celebs/photos/bill/bill_03.jpg").read_bytes()
+        with grpc.insecure_channel(masker.address) as channel:
+            request = masker_pb2.ProtectRequest(
+                image=common_pb2.Image(data=photo), options=masker_pb2.ProtectOptions(profile="low")
+            )
+            masker_pb2_grpc.MaskerStub(channel).Protect(request, timeout=300)
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        yield _scrape(masker.metrics_port)
+    finally:
+        loop_thread.run(masker.stop(0))
+        loop_thread.run(detector.stop(0))
+
+
+def _evaluator_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
+    from faceoff.evaluator import server as evaluator_server
+    from faceoff.v1 import evaluator_pb2, evaluator_pb2_grpc
+
+    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
+    _, evaluator_settings = evaluator_server.load_settings(env={}, local_recognizers="sface")
+    running = loop_thread.run(evaluator_server.serve(settings, evaluator_settings, registry=CollectorRegistry()))
+    try:
+        loop_thread.run(running.wait_ready(timeout=300))
+        photos = REPO.parent / "shared/data/faceoff-celebs/photos/bill"
+        with grpc.insecure_channel(running.address) as channel:
+            request = evaluator_pb2.EvaluateRequest(
+                image=common_pb2.Image(data=(photos / "bill_03.jpg").read_bytes()),
+                reference_images=[common_pb2.Image(data=(photos / "bill_04.jpg").read_bytes())],
+                recognizers=["sface"],
+            )
+            evaluator_pb2_grpc.EvaluatorStub(channel).Evaluate(request, timeout=300)
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        yield _scrape(running.metrics_port)
+    finally:
+        loop_thread.run(running.stop(0))
+
+
 #: How to start each service and make it export every metric: a generator that starts the
-#: server, does an RPC, yields the scrape and stops it. None: use DECLARED for now.
-#: (For the masker: start a detector and a masker, call Protect on a shared photo, scrape.)
-STARTERS: dict[str, Starter | None] = {"detector": _detector_metrics, "masker": None, "evaluator": None}
+#: server, does an RPC, yields the scrape and stops it.
+STARTERS: dict[str, Starter | None] = {
+    "detector": _detector_metrics, "masker": _masker_metrics, "evaluator": _evaluator_metrics,
+}
 
 
 @pytest.fixture(scope="module")
@@ -271,13 +321,16 @@ def _recorded() -> dict[str, set[str]]:
     return recorded
 
 
-def test_the_live_detector_exports_what_it_declares_and_counts_health_checks(scrapes: dict[str, Scrape]) -> None:
-    detector = scrapes["detector"]
-    assert detector.text is not None, "the detector is scraped live"
-    for name, labels in DECLARED["detector"].items():
-        assert name in detector.samples and labels <= detector.samples[name], name
+@pytest.mark.parametrize(("service", "rpc"), [("detector", "Detect"), ("masker", "Protect"), ("evaluator", "Evaluate")])
+def test_each_live_service_exports_what_it_declares_and_counts_health_checks(
+    scrapes: dict[str, Scrape], service: str, rpc: str
+) -> None:
+    scrape = scrapes[service]
+    assert scrape.text is not None, f"the {service} is scraped live"
+    for name, labels in DECLARED[service].items():
+        assert name in scrape.samples and labels <= scrape.samples[name], name
     # Kubelet's gRPC probes call Check, which is counted like any RPC: hence method!~"Check|Watch".
-    assert {"Detect", "Check"} <= detector.label_values("faceoff_detector_requests_total", "method")
+    assert {rpc, "Check"} <= scrape.label_values(f"faceoff_{service}_requests_total", "method")
 
 
 def test_every_queried_metric_is_exported_with_the_labels_used(exported: dict[str, dict[str, set[str]]]) -> None:
