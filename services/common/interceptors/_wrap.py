@@ -39,40 +39,43 @@ def wrap_handler(
 
 def observe(
     handler: grpc.RpcMethodHandler,
-    on_start: Callable[[], None],
-    on_finish: Callable[[Any, grpc.aio.ServicerContext, float, bool], None],
+    on_start: Callable[[grpc.aio.ServicerContext], Any],
+    on_finish: Callable[[Any, grpc.aio.ServicerContext, float, bool, Any], None],
 ) -> grpc.RpcMethodHandler:
-    """Wrap ``handler`` so that ``on_start()`` runs before it and ``on_finish`` after it.
+    """Wrap ``handler`` so that ``on_start(context)`` runs before it and ``on_finish`` after it.
 
-    ``on_finish(request, context, seconds, failed)`` gets the elapsed time and whether the
-    behaviour raised (an abort included); for a stream, the time to its last message.
+    ``on_finish(request, context, seconds, failed, started)`` gets the elapsed time, whether the
+    behaviour raised (an abort included) and what ``on_start`` returned; for a stream, the time
+    to its last message. A stream the client cancelled may be finished long after its call is
+    gone: ``on_finish`` must then not ask the call anything (``context.peer()`` crashes the
+    process), so whatever it needs from the live call, ``on_start`` takes and hands over.
     """
 
     def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
-            on_start()
+            started = on_start(context)
             failed = True
             try:
                 result = await behaviour(request, context)
                 failed = False
                 return result
             finally:
-                on_finish(request, context, time.perf_counter() - start, failed)
+                on_finish(request, context, time.perf_counter() - start, failed, started)
 
         return wrapped
 
     def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start = time.perf_counter()
-            on_start()
+            started = on_start(context)
             failed = True
             try:
                 async for item in behaviour(request, context):
                     yield item
                 failed = False
             finally:
-                on_finish(request, context, time.perf_counter() - start, failed)
+                on_finish(request, context, time.perf_counter() - start, failed, started)
 
         return wrapped
 

@@ -56,9 +56,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def on_finish(request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool) -> None:
+        def on_finish(request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, _: Any) -> None:
             m.requests.labels(method, code_name(context, failed)).inc()
             m.latency.labels(method).observe(seconds)
             m.in_progress.labels(method).dec()
 
-        return observe(handler, lambda: m.in_progress.labels(method).inc(), on_finish)
+        return observe(handler, lambda _context: m.in_progress.labels(method).inc(), on_finish)
