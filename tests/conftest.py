@@ -186,12 +186,12 @@ class ServeAll:
         """``host:port`` of ``detector``, ``masker`` or ``evaluator``."""
         return str(self.info[service]["address"])
 
-    def stop(self) -> int:
-        """SIGTERM, wait for the drain, return the exit code."""
+    def stop(self, sig: int | None = None) -> int:
+        """Send ``sig`` (default SIGTERM; SIGINT is Ctrl-C), wait for the drain, return the exit code."""
         import signal
 
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM if sig is None else sig)
         code = self.process.wait(timeout=120)
         self._log.close()
         return code

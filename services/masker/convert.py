@@ -13,6 +13,9 @@ _ATTACKS = {masker_pb2.ATTACK_PGD: "pgd", masker_pb2.ATTACK_CW: "cw"}
 _NORMS = {masker_pb2.NORM_L2: "l2", masker_pb2.NORM_LINF: "linf"}
 _LOSSES = {masker_pb2.LOSS_TARGET: "target", masker_pb2.LOSS_HINGE: "hinge"}
 _MODES = {masker_pb2.MODE_UNTARGETED: False, masker_pb2.MODE_TARGETED: True}
+_ATTACK_ENUMS = {name: value for value, name in _ATTACKS.items()}
+_NORM_ENUMS = {name: value for value, name in _NORMS.items()}
+_LOSS_ENUMS = {name: value for value, name in _LOSSES.items()}
 FORMATS = {
     "JPEG": common_pb2.IMAGE_FORMAT_JPEG, "PNG": common_pb2.IMAGE_FORMAT_PNG, "WEBP": common_pb2.IMAGE_FORMAT_WEBP,
     "BMP": common_pb2.IMAGE_FORMAT_BMP, "TIFF": common_pb2.IMAGE_FORMAT_TIFF, "GIF": common_pb2.IMAGE_FORMAT_GIF,
@@ -45,6 +48,19 @@ def options_from_proto(msg: masker_pb2.ProtectOptions) -> ProtectionOptions:
     return resolve(msg.profile or None, **overrides)
 
 
+def options_to_proto(options: ProtectionOptions) -> masker_pb2.ProtectOptions:
+    """Resolved options as a message, every field set (the inverse of :func:`options_from_proto`)."""
+    return masker_pb2.ProtectOptions(
+        profile=options.profile,
+        attack=_ATTACK_ENUMS[options.attack], norm=_NORM_ENUMS[options.norm], loss=_LOSS_ENUMS[options.loss],
+        mode=masker_pb2.MODE_TARGETED if options.targeted else masker_pb2.MODE_UNTARGETED,
+        epsilon=options.epsilon, iterations=options.iterations, learning_rate=options.learning_rate,
+        kappa=options.kappa, alpha=options.alpha, initial_const=options.initial_const,
+        search_steps=options.search_steps, target=options.target or "", face_indices=list(options.face_indices),
+        seed=options.seed, strip_gps=options.strip_gps,
+    )
+
+
 def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:
     """One face's receipt as a message (an unchanged region's infinite PSNR is sent as 0)."""
     x, y, w, h = face.box
@@ -62,4 +78,5 @@ def result_to_proto(result: ProtectionResult) -> masker_pb2.ProtectResponse:
         faces=[receipt_to_proto(f) for f in result.faces],
         profile=result.options.profile,
         faces_found=result.faces_found,
+        options=options_to_proto(result.options),
     )

@@ -1,0 +1,254 @@
+"""Keyword arguments to ``faceoff.v1`` requests, and responses to the SDK's result types.
+
+Both clients (remote and embedded, sync and async) build their requests and read their answers
+here, so a result does not depend on which one ran it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, TypedDict
+
+from faceoff.sdk.errors import InvalidArgumentError
+from faceoff.sdk.photos import PhotoInput, read_photo, read_photos
+from faceoff.sdk.types import (
+    AppliedOptions,
+    Box,
+    Detection,
+    Face,
+    FaceReceipt,
+    IdentityScore,
+    Progress,
+    ProtectedPhoto,
+    Verdict,
+)
+from faceoff.v1 import common_pb2, detector_pb2, evaluator_pb2, masker_pb2
+
+
+class ProtectOptions(TypedDict, total=False):
+    """Options of :meth:`faceoff.sdk.Client.protect` beyond the profile; each overrides the profile's value.
+
+    Out-of-range values are refused by the masker with :class:`~faceoff.sdk.InvalidArgumentError`
+    naming the field and the accepted range.
+    """
+
+    #: Optimiser: ``"pgd"`` (projected gradient descent) or ``"cw"`` (Carlini & Wagner).
+    attack: Literal["pgd", "cw"]
+    #: Norm of the perturbation: ``"l2"`` or ``"linf"``.
+    norm: Literal["l2", "linf"]
+    #: Adversarial loss: ``"target"`` or ``"hinge"``.
+    loss: Literal["target", "hinge"]
+    #: Pull the face towards a decoy identity as well as away from the person (``target=`` implies it).
+    targeted: bool
+    #: Perturbation bound before amplification, > 0.
+    epsilon: float
+    #: Optimiser iterations per face, 1..10000.
+    iterations: int
+    #: PGD step size or CW learning rate, > 0.
+    learning_rate: float
+    #: Hinge margin, >= 0.
+    kappa: float
+    #: Amplification after the attack, in (0, 20].
+    alpha: float
+    #: CW's initial loss constant, > 0.
+    initial_const: float
+    #: CW's binary-search steps, 1..50.
+    search_steps: int
+    #: Indices of the faces to protect (largest first); default all.
+    faces: Sequence[int]
+    #: Remove GPS tags from the output's EXIF.
+    strip_gps: bool
+    #: Smallest face to protect, in pixels (default 20).
+    min_face_size: int
+    #: Smallest detector confidence (default 0.9).
+    min_confidence: float
+    #: Protect at most this many faces, largest first (0: all).
+    max_faces: int
+
+
+_ENUMS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
+    "attack": (masker_pb2.Attack, "ATTACK_", ("pgd", "cw")),
+    "norm": (masker_pb2.Norm, "NORM_", ("l2", "linf")),
+    "loss": (masker_pb2.Loss, "LOSS_", ("target", "hinge")),
+}
+_SCALARS = ("epsilon", "iterations", "learning_rate", "kappa", "alpha", "initial_const", "search_steps", "strip_gps")
+_DETECT = ("min_face_size", "min_confidence", "max_faces")
+#: Every keyword :func:`protect_request` accepts beyond the named ones.
+OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, "faces", *_DETECT)
+
+_FORMATS: dict[int, str] = {
+    common_pb2.IMAGE_FORMAT_JPEG: "JPEG", common_pb2.IMAGE_FORMAT_PNG: "PNG", common_pb2.IMAGE_FORMAT_WEBP: "WEBP",
+    common_pb2.IMAGE_FORMAT_BMP: "BMP", common_pb2.IMAGE_FORMAT_TIFF: "TIFF", common_pb2.IMAGE_FORMAT_GIF: "GIF",
+}
+
+
+def _set(msg: Any, name: str, value: Any) -> None:
+    try:
+        setattr(msg, name, value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{name} has an invalid value {value!r} ({exc})") from None
+
+
+def recognizer_names(recognizers: str | Iterable[str] | None) -> list[str]:
+    """``"dlib,sface"`` or ``["dlib", "sface"]`` as a list of names."""
+    if recognizers is None:
+        return []
+    items = recognizers.split(",") if isinstance(recognizers, str) else list(recognizers)
+    return [n.strip() for n in items if n.strip()]
+
+
+def protect_request(
+    photo: PhotoInput, *, profile: str | None, reference_photos: Iterable[PhotoInput] | PhotoInput,
+    target: str | None, seed: int | None, options: Mapping[str, Any],
+) -> masker_pb2.ProtectRequest:
+    """The ``ProtectRequest`` for :meth:`Client.protect`'s arguments.
+
+    Raises:
+        TypeError: an unknown keyword (the message lists the accepted ones).
+        InvalidArgumentError: a value that cannot be sent (an unknown attack name, a negative count).
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"protect() got unexpected keyword argument(s) {', '.join(unknown)}; "
+                        f"accepted: {', '.join(OPTION_NAMES)}")
+    msg = masker_pb2.ProtectOptions(profile=profile or "")
+    for name, (enum, prefix, choices) in _ENUMS.items():
+        value = options.get(name)
+        if value is None:
+            continue
+        if value not in choices:
+            raise InvalidArgumentError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        _set(msg, name, enum.Value(prefix + str(value).upper()))
+    targeted = options.get("targeted")
+    if targeted is None and target:
+        targeted = True
+    if targeted is not None:
+        msg.mode = masker_pb2.MODE_TARGETED if targeted else masker_pb2.MODE_UNTARGETED
+    if target:
+        _set(msg, "target", target)
+    for name in _SCALARS:
+        if options.get(name) is not None:
+            _set(msg, name, options[name])
+    if seed is not None:
+        _set(msg, "seed", seed)
+    if options.get("faces") is not None:
+        try:
+            msg.face_indices.extend(options["faces"])
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"faces must be indices >= 0, got {options['faces']!r} ({exc})") from None
+    for name in _DETECT:
+        if options.get(name) is not None:
+            _set(msg.detect, name, options[name])
+    return masker_pb2.ProtectRequest(
+        image=common_pb2.Image(data=read_photo(photo)), options=msg,
+        reference_images=[common_pb2.Image(data=d) for d in read_photos(reference_photos)],
+    )
+
+
+def detect_request(photo: PhotoInput) -> detector_pb2.DetectRequest:
+    """The ``DetectRequest`` for a photo (the detector's default options)."""
+    return detector_pb2.DetectRequest(image=common_pb2.Image(data=read_photo(photo)))
+
+
+def evaluate_request(
+    photo: PhotoInput | bytes, reference_photos: Iterable[PhotoInput] | PhotoInput,
+    recognizers: str | Iterable[str] | None, *, gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+    top_k: int = 0, use_api_threshold: bool = False,
+) -> evaluator_pb2.EvaluateRequest:
+    """The ``EvaluateRequest`` for :meth:`Client.evaluate`'s arguments."""
+    msg = evaluator_pb2.EvaluateRequest(
+        image=common_pb2.Image(data=read_photo(photo)),
+        reference_images=[common_pb2.Image(data=d) for d in read_photos(reference_photos)],
+        recognizers=recognizer_names(recognizers), use_api_threshold=use_api_threshold,
+    )
+    _set(msg, "top_k", top_k)
+    for name, photos in (gallery or {}).items():
+        msg.gallery.add(name=name, images=[common_pb2.Image(data=d) for d in read_photos(photos)])
+    return msg
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+def _box(b: common_pb2.BoundingBox) -> Box:
+    return Box(x=b.x, y=b.y, width=b.width, height=b.height)
+
+
+def _size_and_format(data: bytes, hint: int) -> tuple[int, int, str]:
+    """Display size and format of an encoded photo, from its header."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        orientation = img.getexif().get(0x0112, 1)
+        fmt = _FORMATS.get(hint) or str(img.format)
+    if orientation in (5, 6, 7, 8):  # the services store pixels upright, but be exact for any input
+        width, height = height, width
+    return width, height, fmt
+
+
+def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
+    """The resolved options a masker reports back."""
+    return AppliedOptions(
+        profile=msg.profile, attack=masker_pb2.Attack.Name(msg.attack).removeprefix("ATTACK_").lower(),
+        norm=masker_pb2.Norm.Name(msg.norm).removeprefix("NORM_").lower(),
+        loss=masker_pb2.Loss.Name(msg.loss).removeprefix("LOSS_").lower(),
+        targeted=msg.mode == masker_pb2.MODE_TARGETED, epsilon=msg.epsilon, iterations=msg.iterations,
+        learning_rate=msg.learning_rate, kappa=msg.kappa, alpha=msg.alpha, initial_const=msg.initial_const,
+        search_steps=msg.search_steps, seed=msg.seed, strip_gps=msg.strip_gps,
+        faces=tuple(msg.face_indices), target=msg.target or None,
+    )
+
+
+def protected_photo(msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict] = ()) -> ProtectedPhoto:
+    """A :class:`ProtectedPhoto` from the masker's response (and the evaluator's verdicts)."""
+    data = msg.image.data
+    width, height, fmt = _size_and_format(data, msg.image.format)
+    return ProtectedPhoto(
+        data=data, format=fmt, width=width, height=height,
+        faces=tuple(
+            FaceReceipt(
+                index=f.index, box=_box(f.box), target=f.target or None, l2=f.l2, linf=f.linf,
+                psnr=f.psnr or None,  # the contract sends an unchanged region's infinite PSNR as 0
+                ssim=f.ssim, distance_before=f.distance_before, distance_after=f.distance_after,
+            )
+            for f in msg.faces
+        ),
+        faces_found=msg.faces_found, profile=msg.profile,
+        options=applied_options(msg.options) if msg.HasField("options") else None,
+        verdicts=tuple(verdicts),
+    )
+
+
+def detection(msg: detector_pb2.DetectResponse) -> Detection:
+    """A :class:`Detection` from the detector's response."""
+    names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+    return Detection(
+        width=msg.width, height=msg.height,
+        faces=tuple(
+            Face(box=_box(f.box), confidence=f.confidence,
+                 landmarks={n: (getattr(f.landmarks, n).x, getattr(f.landmarks, n).y) for n in names})
+            for f in msg.faces
+        ),
+    )
+
+
+def verdicts(msg: evaluator_pb2.EvaluateResponse) -> list[Verdict]:
+    """The evaluator's verdicts, in request order."""
+    out = []
+    for v in msg.verdicts:
+        local = v.distance != 0.0
+        out.append(Verdict(
+            recognizer=v.recognizer, white_box=v.white_box, configured=v.configured,
+            confidence=v.confidence if v.verified else None, threshold=v.threshold if v.verified else None,
+            match=v.match if v.verified else None, distance=v.distance if v.verified and local else None,
+            top_k=tuple(IdentityScore(name=s.name, confidence=s.confidence, distance=s.distance or None) for s in v.top_k),
+            error=v.error or None, error_kind=v.error_kind or None,
+        ))
+    return out
+
+
+def progress(msg: masker_pb2.ProtectProgress) -> Progress:
+    """A :class:`Progress` from a progress event."""
+    return Progress(stage=msg.stage, faces=msg.faces, iteration=msg.iteration, iterations=msg.iterations)

@@ -1,0 +1,275 @@
+"""The asyncio client: the same calls as :class:`faceoff.sdk.Client`, as coroutines.
+
+Example::
+
+    import asyncio
+    from faceoff.sdk import AsyncClient
+
+    async def main(paths):
+        async with AsyncClient("localhost:50052") as client:
+            results = await asyncio.gather(*(client.protect(p, profile="low") for p in paths))
+        for path, protected in zip(paths, results):
+            protected.save(path + ".protected" + protected.suffix)
+
+    asyncio.run(main(["a.jpg", "b.jpg"]))
+
+Concurrent protections with the same options and seed share the masker's attack batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from faceoff.sdk import _convert
+from faceoff.sdk._convert import ProtectOptions
+from faceoff.sdk._grpc import Caller, TLSOption, aio_channel, metadata
+from faceoff.sdk.client import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TIMEOUT,
+    DETECTOR,
+    EVALUATOR,
+    MASKER,
+    check_request,
+)
+from faceoff.sdk.config import RetryPolicy
+from faceoff.sdk.errors import InternalError
+from faceoff.sdk.photos import PhotoInput
+from faceoff.sdk.types import Detection, Progress, ProtectedPhoto, Verdict
+from faceoff.v1 import (
+    detector_pb2,
+    detector_pb2_grpc,
+    evaluator_pb2,
+    evaluator_pb2_grpc,
+    masker_pb2,
+    masker_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from faceoff.sdk.local import LocalPipeline
+
+__all__ = ["AsyncClient"]
+
+AsyncEventSink = Callable[[masker_pb2.ProtectProgress], Awaitable[None]]
+
+
+class _AsyncBackend(Protocol):
+    async def protect(
+        self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
+    ) -> masker_pb2.ProtectResponse: ...
+    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse: ...
+    async def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse: ...
+    async def close(self) -> None: ...
+
+
+class _AsyncRemote:
+    """The services over ``grpc.aio`` channels, with retries; one channel per distinct address."""
+
+    def __init__(
+        self, target: str, detector: str | None, evaluator: str | None, tls: TLSOption, token: str | None,
+        timeout: float, retries: int | RetryPolicy, max_message_bytes: int,
+    ) -> None:
+        self.addresses = {MASKER: target, DETECTOR: detector or target, EVALUATOR: evaluator or target}
+        self._caller = Caller(RetryPolicy.of(retries), timeout, metadata(token))
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        for address in self.addresses.values():
+            if address not in self._channels:
+                self._channels[address] = aio_channel(address, tls, max_message_bytes)
+        self._masker = masker_pb2_grpc.MaskerStub(self._channels[self.addresses[MASKER]])
+        self._detector = detector_pb2_grpc.DetectorStub(self._channels[self.addresses[DETECTOR]])
+        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self._channels[self.addresses[EVALUATOR]])
+
+    async def protect(
+        self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
+    ) -> masker_pb2.ProtectResponse:
+        if on_event is None:
+            return await self._caller.acall(
+                lambda timeout, md: self._masker.Protect(request, timeout=timeout, metadata=md),
+                MASKER, self.addresses[MASKER], "Protect",
+            )
+
+        async def stream(timeout: float, md: tuple[tuple[str, str], ...]) -> masker_pb2.ProtectResponse:
+            call = self._masker.ProtectStream(request, timeout=timeout, metadata=md)
+            result = None
+            try:
+                async for event in call:  # read to the end: the stream's status follows the result
+                    if event.HasField("result"):
+                        result = event.result
+                    else:
+                        await on_event(event.progress)
+            except BaseException:
+                call.cancel()  # the callback raised (or the task was cancelled): stop the protection
+                raise
+            if result is None:
+                raise InternalError(f"the masker at {self.addresses[MASKER]} ended its stream without a result")
+            return result
+
+        return await self._caller.acall(stream, MASKER, self.addresses[MASKER], "ProtectStream")
+
+    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+        return await self._caller.acall(
+            lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
+            DETECTOR, self.addresses[DETECTOR], "Detect",
+        )
+
+    async def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+        return await self._caller.acall(
+            lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
+            EVALUATOR, self.addresses[EVALUATOR], "Evaluate",
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+class _AsyncLocal:
+    """:class:`~faceoff.sdk.local.LocalPipeline` on worker threads, its progress delivered on the loop."""
+
+    def __init__(self, pipeline: LocalPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def protect(
+        self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
+    ) -> masker_pb2.ProtectResponse:
+        if on_event is None:
+            return await asyncio.to_thread(self.pipeline.protect, request, None)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[masker_pb2.ProtectProgress | None] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while (event := await events.get()) is not None:
+                await on_event(event)
+
+        def queue(event: masker_pb2.ProtectProgress) -> None:  # on the worker thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        delivering = asyncio.ensure_future(deliver())
+        try:
+            # Events are queued from the worker thread in order, and before the thread's result.
+            return await asyncio.to_thread(self.pipeline.protect, request, queue)
+        finally:
+            events.put_nowait(None)
+            await delivering
+
+    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+        return await asyncio.to_thread(self.pipeline.detect, request)
+
+    async def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+        return await asyncio.to_thread(self.pipeline.evaluate, request)
+
+    async def close(self) -> None:
+        self.pipeline.close()
+
+
+class AsyncClient:
+    """The asyncio form of :class:`faceoff.sdk.Client`: same arguments, same results, coroutines.
+
+    Create it inside a running event loop (gRPC's asyncio channels belong to one loop).
+    ``on_progress`` may be a plain function or a coroutine function.
+
+    Example::
+
+        async with AsyncClient("localhost:50052", token=os.environ["FACEOFF_TOKEN"], tls=True) as client:
+            protected = await client.protect("me.jpg", on_progress=lambda p: print(p.stage, p.iteration))
+    """
+
+    _backend: _AsyncBackend
+
+    def __init__(
+        self, target: str, *, detector: str | None = None, evaluator: str | None = None, tls: TLSOption = None,
+        token: str | None = None, timeout: float = DEFAULT_TIMEOUT, retries: int | RetryPolicy = 3,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if not isinstance(target, str) or not target:
+            raise ValueError("target must be the masker's address, host:port (or use AsyncClient.local())")
+        self._backend = _AsyncRemote(target, detector, evaluator, tls, token, timeout, retries, max_message_bytes)
+        self.target: str | None = target
+
+    @classmethod
+    def local(
+        cls, *, recognizers: Iterable[str] | None = None, detect_max_side: int = 1024, max_pixels: int | None = None
+    ) -> AsyncClient:
+        """The pipeline in this process, on worker threads (see :meth:`faceoff.sdk.Client.local`).
+
+        Example::
+
+            client = AsyncClient.local()
+            protected = await client.protect("me.jpg", seed=1)
+        """
+        from faceoff.sdk.local import LocalPipeline
+
+        client = object.__new__(cls)
+        client._backend = _AsyncLocal(
+            LocalPipeline(list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels)
+        )
+        client.target = None
+        return client
+
+    async def protect(
+        self, photo: PhotoInput, *, profile: str = "medium", reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        target: str | None = None, check: str | Iterable[str] = (),
+        on_progress: Callable[[Progress], object] | None = None, seed: int | None = None,
+        **options: Unpack[ProtectOptions],
+    ) -> ProtectedPhoto:
+        """Protect every face of ``photo``; see :meth:`faceoff.sdk.Client.protect` for the arguments.
+
+        Example::
+
+            protected = await client.protect("me.jpg", profile="low", seed=3)
+        """
+        request = _convert.protect_request(
+            photo, profile=profile, reference_photos=reference_photos, target=target, seed=seed, options=options,
+        )
+        on_event: AsyncEventSink | None = None
+        if on_progress is not None:
+            callback = on_progress
+
+            async def on_event(event: masker_pb2.ProtectProgress) -> None:
+                result = callback(_convert.progress(event))
+                if inspect.isawaitable(result):
+                    await result
+
+        response = await self._backend.protect(request, on_event)
+        names = _convert.recognizer_names(check)
+        verdicts = _convert.verdicts(await self._backend.evaluate(check_request(request, response, names))) if names else []
+        return _convert.protected_photo(response, verdicts)
+
+    async def detect(self, photo: PhotoInput) -> Detection:
+        """Find the faces in ``photo``, largest first (see :meth:`faceoff.sdk.Client.detect`)."""
+        return _convert.detection(await self._backend.detect(_convert.detect_request(photo)))
+
+    async def evaluate(
+        self, photo: PhotoInput, reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        recognizers: str | Iterable[str] = (), *, gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+        top_k: int = 0, use_api_threshold: bool = False,
+    ) -> list[Verdict]:
+        """One verdict per recogniser (see :meth:`faceoff.sdk.Client.evaluate`).
+
+        Example::
+
+            verdicts = await client.evaluate("me.protected.jpg", ["me1.jpg"], ["dlib", "sface"])
+        """
+        request = _convert.evaluate_request(
+            photo, reference_photos, recognizers, gallery=gallery, top_k=top_k, use_api_threshold=use_api_threshold,
+        )
+        return _convert.verdicts(await self._backend.evaluate(request))
+
+    async def close(self) -> None:
+        """Close the channels (or stop the embedded pipeline's worker threads)."""
+        await self._backend.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.target!r})" if self.target else "AsyncClient.local()"

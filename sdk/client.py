@@ -1,0 +1,301 @@
+"""The synchronous client: protect a photo before upload, detect faces, ask recognisers.
+
+Example::
+
+    from faceoff.sdk import Client
+
+    with Client("localhost:50052", detector="localhost:50051", evaluator="localhost:50053") as client:
+        protected = client.protect("me.jpg", reference_photos=["me1.jpg", "me2.jpg"], check="dlib,sface")
+        protected.save("me.protected.jpg")
+        for verdict in protected.verdicts:
+            print(verdict.recognizer, "still matches" if verdict.match else "fooled")
+
+    local = Client.local()  # the same calls, in-process, no servers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import grpc
+
+from faceoff.sdk import _convert
+from faceoff.sdk._convert import ProtectOptions
+from faceoff.sdk._grpc import Caller, TLSOption, metadata, sync_channel
+from faceoff.sdk.config import RetryPolicy
+from faceoff.sdk.errors import InternalError
+from faceoff.sdk.photos import PhotoInput
+from faceoff.sdk.types import Detection, Progress, ProtectedPhoto, Verdict
+from faceoff.v1 import (
+    detector_pb2,
+    detector_pb2_grpc,
+    evaluator_pb2,
+    evaluator_pb2_grpc,
+    masker_pb2,
+    masker_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+__all__ = ["Client"]
+
+#: Default deadline of one attempt, in seconds: protecting a large photo on a CPU can take a minute.
+DEFAULT_TIMEOUT = 300.0
+#: Largest message the client sends or accepts (the services' own limit is 20 MiB by default).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+MASKER, DETECTOR, EVALUATOR = "faceoff.v1.Masker", "faceoff.v1.Detector", "faceoff.v1.Evaluator"
+
+EventSink = Callable[[masker_pb2.ProtectProgress], None]
+
+
+class _Backend(Protocol):
+    """What runs the calls: the services over gRPC, or :class:`faceoff.sdk.local.LocalPipeline`."""
+
+    def protect(self, request: masker_pb2.ProtectRequest, on_event: EventSink | None) -> masker_pb2.ProtectResponse: ...
+    def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse: ...
+    def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse: ...
+    def close(self) -> None: ...
+
+
+class _Remote:
+    """The services over gRPC, with retries; one channel per distinct address."""
+
+    def __init__(
+        self, target: str, detector: str | None, evaluator: str | None, tls: TLSOption, token: str | None,
+        timeout: float, retries: int | RetryPolicy, max_message_bytes: int,
+    ) -> None:
+        self.addresses = {MASKER: target, DETECTOR: detector or target, EVALUATOR: evaluator or target}
+        self._caller = Caller(RetryPolicy.of(retries), timeout, metadata(token))
+        self._channels: dict[str, grpc.Channel] = {}
+        for address in self.addresses.values():
+            if address not in self._channels:
+                self._channels[address] = sync_channel(address, tls, max_message_bytes)
+        self._masker = masker_pb2_grpc.MaskerStub(self._channels[self.addresses[MASKER]])
+        self._detector = detector_pb2_grpc.DetectorStub(self._channels[self.addresses[DETECTOR]])
+        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self._channels[self.addresses[EVALUATOR]])
+
+    def protect(self, request: masker_pb2.ProtectRequest, on_event: EventSink | None) -> masker_pb2.ProtectResponse:
+        if on_event is None:
+            return self._caller.call(
+                lambda timeout, md: self._masker.Protect(request, timeout=timeout, metadata=md),
+                MASKER, self.addresses[MASKER], "Protect",
+            )
+
+        def stream(timeout: float, md: tuple[tuple[str, str], ...]) -> masker_pb2.ProtectResponse:
+            call = self._masker.ProtectStream(request, timeout=timeout, metadata=md)
+            result = None
+            try:
+                for event in call:  # read to the end: the stream's status follows the result
+                    if event.HasField("result"):
+                        result = event.result
+                    else:
+                        on_event(event.progress)
+            except BaseException:
+                call.cancel()  # the callback raised (or Ctrl-C): stop the protection on the server
+                raise
+            if result is None:
+                raise InternalError(f"the masker at {self.addresses[MASKER]} ended its stream without a result")
+            return result
+
+        return self._caller.call(stream, MASKER, self.addresses[MASKER], "ProtectStream")
+
+    def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+        return self._caller.call(
+            lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
+            DETECTOR, self.addresses[DETECTOR], "Detect",
+        )
+
+    def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+        return self._caller.call(
+            lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
+            EVALUATOR, self.addresses[EVALUATOR], "Evaluate",
+        )
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+
+def check_request(
+    request: masker_pb2.ProtectRequest, response: masker_pb2.ProtectResponse, recognizers: list[str]
+) -> evaluator_pb2.EvaluateRequest:
+    """The evaluation of a protected photo against the request's references (or the original photo)."""
+    return evaluator_pb2.EvaluateRequest(
+        image=response.image, reference_images=list(request.reference_images) or [request.image],
+        recognizers=recognizers,
+    )
+
+
+class Client:
+    """A client of the Face-Off services (or, from :meth:`local`, of the same pipeline in-process).
+
+    Args:
+        target: The masker's address, ``host:port``.
+        detector: The detector's address, for :meth:`detect` (default: ``target``, as behind a
+            gateway that routes by gRPC service name).
+        evaluator: The evaluator's address, for :meth:`evaluate` and ``check=`` (default: ``target``).
+        tls: None for plaintext, True for TLS with the system's roots, or a :class:`TLSConfig`
+            (a CA and, for mutual TLS, a client certificate and key).
+        token: A bearer token, sent as ``authorization: Bearer <token>`` with every call (use TLS).
+        timeout: Deadline of each attempt, in seconds.
+        retries: Retries after the first attempt on UNAVAILABLE, RESOURCE_EXHAUSTED and
+            DEADLINE_EXCEEDED, with exponential backoff and jitter; or a :class:`RetryPolicy`.
+        max_message_bytes: Largest message sent or received.
+
+    Every failed call raises a :class:`FaceOffError` subclass named after its status
+    (:class:`InvalidArgumentError`, :class:`UnavailableError`, ...) carrying the server's message.
+
+    Example::
+
+        client = Client("localhost:50052")
+        protected = client.protect("me.jpg", profile="high", seed=7)
+        protected.save("me.protected.jpg")
+        client.close()
+    """
+
+    _backend: _Backend
+
+    def __init__(
+        self, target: str, *, detector: str | None = None, evaluator: str | None = None, tls: TLSOption = None,
+        token: str | None = None, timeout: float = DEFAULT_TIMEOUT, retries: int | RetryPolicy = 3,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if not isinstance(target, str) or not target:
+            raise ValueError("target must be the masker's address, host:port (or use Client.local())")
+        self._backend = _Remote(target, detector, evaluator, tls, token, timeout, retries, max_message_bytes)
+        self.target: str | None = target
+
+    @classmethod
+    def local(
+        cls, *, recognizers: Iterable[str] | None = None, detect_max_side: int = 1024, max_pixels: int | None = None
+    ) -> Client:
+        """A client that runs the pipeline in this process: no servers, the same calls and results.
+
+        Models load on first use (10-20 s each on a CPU) and stay loaded. With the same seed, a
+        protection gives the same bytes as a masker service that ran the request alone.
+
+        Args:
+            recognizers: Local recognisers :meth:`evaluate` may use (default dlib, sface,
+                facenet); cloud APIs answer ``configured=False`` in-process.
+            detect_max_side: Longer side of the copy faces are detected on.
+            max_pixels: Largest photo accepted (default 50 megapixels).
+
+        Example::
+
+            client = Client.local()
+            client.protect("me.jpg", seed=1).save("me.protected.jpg")
+        """
+        from faceoff.sdk.local import LocalPipeline
+
+        client = object.__new__(cls)
+        client._backend = LocalPipeline(list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels)
+        client.target = None
+        return client
+
+    def protect(
+        self, photo: PhotoInput, *, profile: str = "medium", reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        target: str | None = None, check: str | Iterable[str] = (), on_progress: Callable[[Progress], object] | None = None,
+        seed: int | None = None, **options: Unpack[ProtectOptions],
+    ) -> ProtectedPhoto:
+        """Protect every face of ``photo`` against face recognition.
+
+        Args:
+            photo: A path, bytes, a binary file object, a PIL image or a uint8 ``(H, W, 3)`` array
+                (images and arrays are sent as PNG).
+            profile: ``"low"``, ``"medium"`` or ``"high"``: how strong (and slow) the protection is.
+            reference_photos: Other photos of the person (their set A_y); without them the face
+                itself and light augmentations of it stand in.
+            target: A decoy identity to make the face look like (implies targeted mode).
+            check: Recognisers to ask about the protected photo afterwards, e.g. ``"dlib,sface"``
+                or ``["dlib", "sface"]``; their verdicts (against the reference photos, or the
+                original photo without them) are in :attr:`ProtectedPhoto.verdicts`.
+            on_progress: Called with each :class:`Progress` event (stage detect, attack
+                iteration k of N, paste), in order. The call streams when it is given.
+            seed: Random seed; the same seed, photo and options give the same photo.
+            **options: Explicit settings that override the profile's (see :class:`ProtectOptions`):
+                ``attack``, ``norm``, ``loss``, ``targeted``, ``epsilon``, ``iterations``,
+                ``learning_rate``, ``kappa``, ``alpha``, ``initial_const``, ``search_steps``,
+                ``faces``, ``strip_gps``, ``min_face_size``, ``min_confidence``, ``max_faces``.
+
+        Returns:
+            The protected photo (same format and size; GIF becomes PNG) with a receipt per face.
+
+        Raises:
+            InvalidArgumentError: a bad photo or option (the message names it and what is accepted).
+            UnavailableError, ResourceExhaustedError, DeadlineExceededError: after the retries.
+            TypeError: an unknown keyword.
+
+        Example::
+
+            protected = client.protect(Path("me.jpg"), profile="low", on_progress=print, check="sface")
+            print(protected.faces[0].psnr, [v.match for v in protected.verdicts])
+        """
+        request = _convert.protect_request(
+            photo, profile=profile, reference_photos=reference_photos, target=target, seed=seed, options=options,
+        )
+        on_event: EventSink | None = None
+        if on_progress is not None:
+            callback = on_progress
+
+            def on_event(event: masker_pb2.ProtectProgress) -> None:
+                callback(_convert.progress(event))
+
+        response = self._backend.protect(request, on_event)
+        names = _convert.recognizer_names(check)
+        verdicts = _convert.verdicts(self._backend.evaluate(check_request(request, response, names))) if names else []
+        return _convert.protected_photo(response, verdicts)
+
+    def detect(self, photo: PhotoInput) -> Detection:
+        """Find the faces in ``photo``, largest first.
+
+        Example::
+
+            for face in client.detect("group.jpg").faces:
+                print(face.box, face.confidence)
+        """
+        return _convert.detection(self._backend.detect(_convert.detect_request(photo)))
+
+    def evaluate(
+        self, photo: PhotoInput, reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        recognizers: str | Iterable[str] = (), *, gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+        top_k: int = 0, use_api_threshold: bool = False,
+    ) -> list[Verdict]:
+        """Ask recognisers whether ``photo`` still shows the person of ``reference_photos``.
+
+        Args:
+            photo: The (protected) photo.
+            reference_photos: Photos of the person to verify against.
+            recognizers: ``"dlib,sface"`` or a list; empty asks every one the evaluator runs.
+            gallery: Identity name -> photos, to rank identities (``Verdict.top_k``).
+            top_k: How many identities to rank (default 3).
+            use_api_threshold: Judge cloud APIs by their own threshold instead of 0.5.
+
+        Returns:
+            One :class:`Verdict` per recogniser, in request order; a failing recogniser's verdict
+            carries its error instead of failing the call.
+
+        Example::
+
+            verdicts = client.evaluate("me.protected.jpg", ["me1.jpg", "me2.jpg"], "dlib,sface")
+            fooled = [v.recognizer for v in verdicts if v.match is False]
+        """
+        request = _convert.evaluate_request(
+            photo, reference_photos, recognizers, gallery=gallery, top_k=top_k, use_api_threshold=use_api_threshold,
+        )
+        return _convert.verdicts(self._backend.evaluate(request))
+
+    def close(self) -> None:
+        """Close the channels (or stop the embedded pipeline's worker threads)."""
+        self._backend.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.target!r})" if self.target else "Client.local()"

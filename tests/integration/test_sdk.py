@@ -1,0 +1,200 @@
+"""The SDK against the real services: ``faceoff serve all`` started once for the module, real channels.
+
+Also the embedded pipeline (``Client.local()``) against the same services: the same seed gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceoff.sdk import AsyncClient, Client, InvalidArgumentError, Progress, ProtectedPhoto
+from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc
+from tests.conftest import PHOTOS, ServeAll
+
+pytestmark = pytest.mark.slow
+
+LEO = PHOTOS / "leo" / "leo_01.jpg"  # 176x177, one face
+LEO_REFS = [PHOTOS / "leo" / "leo_03.jpg", PHOTOS / "leo" / "leo_05.jpg"]
+SMALL = ["bill/bill_03.jpg", "bill/bill_04.jpg", "leo/leo_01.jpg", "leo/leo_03.jpg", "matt/matt_04.jpg",
+         "meryl/meryl_03.jpg", "meryl/meryl_04.jpg", "morgan/morgan_01.jpg"]  # all under 300 px
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeAll]:
+    services = ServeAll(tmp_path_factory.mktemp("serve-all") / "log.txt")
+    yield services
+    services.stop()
+
+
+@pytest.fixture(scope="module")
+def client(stack: ServeAll) -> Iterator[Client]:
+    with Client(stack.address("masker"), detector=stack.address("detector"),
+                evaluator=stack.address("evaluator")) as c:
+        yield c
+
+
+def test_protect_returns_the_photo_and_typed_receipts(client: Client, tmp_path: Path) -> None:
+    protected = client.protect(LEO, profile="low", seed=3)
+    assert isinstance(protected, ProtectedPhoto)
+    assert (protected.format, protected.width, protected.height, protected.faces_found) == ("JPEG", 176, 177, 1)
+    face = protected.faces[0]
+    assert face.index == 0 and face.psnr is not None and face.psnr > 30 and 0.8 < face.ssim <= 1
+    assert face.distance_after > face.distance_before and face.l2 > 0
+    assert protected.options is not None and (protected.options.profile, protected.options.iterations) == ("low", 20)
+    assert protected.options.seed == 3 and protected.verdicts == ()
+    out = protected.save(tmp_path / "deep" / "leo.protected.jpg")
+    assert out.read_bytes() == protected.data and list(out.parent.iterdir()) == [out]
+    with Image.open(io.BytesIO(protected.data)) as img, Image.open(LEO) as original:
+        assert img.size == original.size and not np.array_equal(np.asarray(img), np.asarray(original))
+
+
+def test_check_asks_the_evaluator_about_the_protected_photo(client: Client) -> None:
+    protected = client.protect(LEO, profile="low", reference_photos=LEO_REFS, check="dlib,sface")
+    assert [v.recognizer for v in protected.verdicts] == ["dlib", "sface"]
+    for v in protected.verdicts:
+        assert v.configured and v.verified and not v.white_box and v.error is None
+        assert v.confidence is not None and 0 <= v.confidence <= 1 and v.threshold == 0.5
+        assert v.match == (v.confidence >= v.threshold)
+
+
+def test_detect_and_evaluate(client: Client) -> None:
+    detection = client.detect(LEO)
+    assert (detection.width, detection.height) == (176, 177) and len(detection.faces) == 1
+    face = detection.faces[0]
+    assert face.confidence > 0.9 and set(face.landmarks) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    sface, rekognition = client.evaluate(LEO, LEO_REFS, ["sface", "rekognition"])
+    assert sface.match is True and sface.distance is not None
+    assert rekognition.recognizer == "rekognition" and not rekognition.configured and rekognition.match is None
+    with pytest.raises(InvalidArgumentError, match="unknown recogniser 'nosuch'"):
+        client.evaluate(LEO, LEO_REFS, "nosuch")
+
+
+def test_progress_events_arrive_in_order(client: Client) -> None:
+    events: list[Progress] = []
+    protected = client.protect(LEO, profile="low", on_progress=events.append)
+    assert all(isinstance(e, Progress) for e in events) and len(protected.faces) == 1
+    stages = [e.stage for e in events]
+    assert stages[0] == "detect" and stages[-1] == "paste" and set(stages) == {"detect", "attack", "paste"}
+    assert stages == sorted(stages, key=["detect", "attack", "paste"].index)
+    attack = [e for e in events if e.stage == "attack"]
+    assert [e.iteration for e in attack] == sorted(e.iteration for e in attack)
+    assert attack[0].iteration == 0 and attack[-1].iteration == attack[-1].iterations == 20
+    assert all(e.faces == 1 for e in attack)
+
+
+def test_every_input_kind_is_accepted(client: Client) -> None:
+    data = LEO.read_bytes()
+    pixels = np.asarray(Image.open(LEO).convert("RGB"))
+
+    def protect(photo: object) -> ProtectedPhoto:
+        return client.protect(photo, profile="low", iterations=2, seed=1)  # type: ignore[arg-type]
+
+    with LEO.open("rb") as f:
+        as_file = protect(f)
+    files = [protect(str(LEO)), protect(LEO), protect(data), protect(bytearray(data)), as_file]
+    assert {p.format for p in files} == {"JPEG"} and len({p.data for p in files}) == 1
+    images = [protect(Image.fromarray(pixels)), protect(pixels)]
+    assert {p.format for p in images} == {"PNG"} and images[0].data == images[1].data
+    assert all(len(p.faces) == 1 for p in files + images)
+
+
+def test_bad_photos_and_options_are_invalid_argument(client: Client) -> None:
+    with pytest.raises(InvalidArgumentError, match="not an image"):
+        client.protect(b"these bytes are not a photo")
+    with pytest.raises(InvalidArgumentError, match="alpha") as info:
+        client.protect(LEO, alpha=0.0)
+    assert info.value.code == "INVALID_ARGUMENT"
+
+
+class GiveUp(Exception):
+    pass
+
+
+def test_clients_giving_up_mid_stream_leave_the_masker_serving(client: Client, stack: ServeAll) -> None:
+    def give_up(event: Progress) -> None:
+        if event.stage == "attack":
+            raise GiveUp
+
+    for _ in range(2):  # the SDK cancels the stream when its callback raises
+        with pytest.raises(GiveUp):
+            client.protect(LEO, profile="low", on_progress=give_up)
+    # Any gRPC client may cancel a stream mid-attack; the masker's access log once asked the
+    # finished call for its peer then, and the process died with SIGSEGV.
+    request = masker_pb2.ProtectRequest(image=common_pb2.Image(data=LEO.read_bytes()),
+                                        options=masker_pb2.ProtectOptions(profile="low"))
+    with grpc.insecure_channel(stack.address("masker")) as channel:
+        stub = masker_pb2_grpc.MaskerStub(channel)
+        for _ in range(6):
+            call = stub.ProtectStream(request, timeout=60)
+            for event in call:
+                if event.WhichOneof("event") == "progress" and event.progress.stage == "attack":
+                    call.cancel()
+                    break
+            time.sleep(0.2)  # let the server see the cancellation before the next call
+    assert stack.process.poll() is None, "a service died"
+    assert len(client.protect(LEO, profile="low", iterations=2).faces) == 1
+
+
+def test_async_client_runs_eight_protections_concurrently(stack: ServeAll) -> None:
+    photos = [PHOTOS / p for p in SMALL]
+    finished: list[str] = []
+
+    async def main() -> list[ProtectedPhoto]:
+        async with AsyncClient(stack.address("masker")) as client:
+
+            async def one(photo: Path) -> ProtectedPhoto:
+                async def on_progress(event: Progress) -> None:
+                    if event.stage == "paste":
+                        finished.append(photo.name)
+
+                return await client.protect(photo, profile="low", seed=2, on_progress=on_progress)
+
+            return await asyncio.gather(*(one(p) for p in photos))
+
+    results = asyncio.run(main())
+    assert len(results) == 8 and sorted(finished) == sorted(p.name for p in photos)
+    for photo, protected in zip(photos, results):
+        with Image.open(photo) as original:
+            assert (protected.width, protected.height) == original.size
+        assert protected.faces_found >= 1 and len(protected.faces) == protected.faces_found
+        assert all(f.distance_after > f.distance_before for f in protected.faces)
+
+
+def test_embedded_and_remote_agree_for_a_fixed_seed(client: Client) -> None:
+    remote = client.protect(LEO, profile="low", seed=5)
+    events: list[Progress] = []
+    with Client.local(recognizers=["sface"]) as local:
+        embedded = local.protect(LEO, profile="low", seed=5, on_progress=events.append)
+        assert local.detect(LEO) == client.detect(LEO)
+        local_verdicts = local.evaluate(embedded.data, LEO_REFS, "sface")
+        with pytest.raises(InvalidArgumentError, match="alpha"):
+            local.protect(LEO, alpha=-1.0)
+    assert embedded.data == remote.data, "the embedded pipeline and the masker disagree for the same seed"
+    assert embedded.faces == remote.faces and embedded.options == remote.options
+    assert [e.stage for e in events][0] == "detect" and events[-1] == Progress("paste", 1, 20, 20)
+    (remote_verdict,) = client.evaluate(remote.data, LEO_REFS, "sface")
+    assert local_verdicts[0].match == remote_verdict.match
+    assert local_verdicts[0].confidence == pytest.approx(remote_verdict.confidence, abs=1e-6)
+
+    async def embedded_async() -> ProtectedPhoto:
+        async_events: list[str] = []
+        async with AsyncClient.local() as aclient:
+            result = await aclient.protect(LEO, profile="low", seed=5, on_progress=lambda e: async_events.append(e.stage))
+        assert async_events[0] == "detect" and async_events[-1] == "paste"
+        return result
+
+    assert asyncio.run(embedded_async()).data == remote.data
+
+
+def test_serve_all_drains_on_sigterm(stack: ServeAll) -> None:
+    assert stack.stop() == 0

@@ -1,0 +1,359 @@
+"""The SDK without models: its exports, photo inputs, requests, retries, errors, token and TLS.
+
+Retries and status translation are tested against a small real gRPC server (port 0) whose
+Masker answers with scripted status codes before it answers OK, so every attempt is a real
+call over a real channel; the services themselves are exercised in tests/integration/test_sdk.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+import faceoff.sdk
+from faceoff.sdk import (
+    AsyncClient,
+    Client,
+    DeadlineExceededError,
+    FaceOffError,
+    InvalidArgumentError,
+    Progress,
+    ResourceExhaustedError,
+    RetryPolicy,
+    TLSConfig,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from faceoff.sdk._convert import protect_request
+from faceoff.sdk.photos import read_photo
+from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc
+from tests.conftest import REPO, encode
+
+FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
+PIXELS = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+
+# -- the package --------------------------------------------------------------------------------
+
+
+def test_all_lists_exactly_the_public_api() -> None:
+    public = {name for name in dir(faceoff.sdk) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(faceoff.sdk, name)).__name__ == "module"}
+    assert sorted(faceoff.sdk.__all__) == faceoff.sdk.__all__, "keep __all__ sorted"
+    assert set(faceoff.sdk.__all__) == public - modules
+    classes = [name for name in faceoff.sdk.__all__ if isinstance(getattr(faceoff.sdk, name), type)]
+    assert "Client" in classes and "AsyncClient" in classes
+    for name in classes:
+        assert getattr(faceoff.sdk, name).__doc__, f"{name} has no docstring"
+
+
+def test_top_level_client_is_lazy_and_loads_no_tensorflow() -> None:
+    code = ("import sys, faceoff; assert 'grpc' not in sys.modules; c = faceoff.Client; a = faceoff.AsyncClient; "
+            "import faceoff.sdk; assert c is faceoff.sdk.Client and a is faceoff.sdk.AsyncClient; "
+            "assert 'tensorflow' not in sys.modules, 'importing the SDK imported TensorFlow'; print('ok')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+def test_sdk_ships_py_typed() -> None:
+    assert (Path(faceoff.sdk.__file__).parent / "py.typed").is_file()
+    assert '"faceoff.sdk" = ["py.typed"]' in (REPO / "pyproject.toml").read_text()
+
+
+# -- photos and requests ------------------------------------------------------------------------
+
+
+def test_every_photo_kind_reads_to_encoded_bytes(tmp_path: Path) -> None:
+    png = encode(PIXELS)
+    path = tmp_path / "p.png"
+    path.write_bytes(png)
+    for photo in (str(path), path, png, bytearray(png), memoryview(png), io.BytesIO(png)):
+        assert read_photo(photo) == png
+    with path.open("rb") as f:
+        assert read_photo(f) == png
+    for photo in (Image.fromarray(PIXELS), PIXELS):
+        data = read_photo(photo)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and np.array_equal(np.asarray(Image.open(io.BytesIO(data))), PIXELS)
+    cmyk = Image.fromarray(PIXELS).convert("CMYK")
+    assert Image.open(io.BytesIO(read_photo(cmyk))).mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("photo", "error"),
+    [(PIXELS.astype(np.float32), TypeError), (PIXELS[:, :, :2], ValueError), (12, TypeError), (io.StringIO("x"), TypeError)],
+)
+def test_unreadable_photo_kinds_are_refused(photo: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        read_photo(photo)
+
+
+def test_protect_request_carries_every_option() -> None:
+    request = protect_request(
+        b"photo", profile="high", reference_photos=[b"r1", b"r2"], target="leo", seed=9,
+        options={"attack": "cw", "norm": "linf", "loss": "hinge", "epsilon": 0.02, "iterations": 7, "alpha": 3.5,
+                 "kappa": 0.1, "search_steps": 2, "faces": [0, 2], "strip_gps": True, "min_face_size": 40},
+    )
+    o = request.options
+    assert request.image.data == b"photo" and [r.data for r in request.reference_images] == [b"r1", b"r2"]
+    assert (o.profile, o.attack, o.norm, o.loss, o.mode) == (
+        "high", masker_pb2.ATTACK_CW, masker_pb2.NORM_LINF, masker_pb2.LOSS_HINGE, masker_pb2.MODE_TARGETED)
+    assert (o.target, o.seed, o.iterations, list(o.face_indices), o.strip_gps, o.detect.min_face_size) == (
+        "leo", 9, 7, [0, 2], True, 40)
+    assert o.HasField("alpha") and not o.HasField("learning_rate"), "unset options take the profile's values"
+
+
+def test_protect_request_refuses_what_cannot_be_sent() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword.*epsilonn"):
+        protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"epsilonn": 1.0})
+    with pytest.raises(InvalidArgumentError, match="attack must be one of pgd, cw"):
+        protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"attack": "fgsm"})
+    with pytest.raises(InvalidArgumentError, match="iterations"):
+        protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"iterations": -1})
+
+
+def test_retry_policy_backs_off_exponentially_with_jitter() -> None:
+    policy = RetryPolicy(max_attempts=5, initial_backoff=0.5, max_backoff=3.0)
+    for attempt, cap in enumerate((0.5, 1.0, 2.0, 3.0, 3.0)):
+        waits = [policy.backoff(attempt) for _ in range(200)]
+        assert all(0 <= w <= cap for w in waits) and max(waits) > cap / 2
+    assert RetryPolicy.of(2).max_attempts == 3 and RetryPolicy.of(policy) is policy
+    with pytest.raises(ValueError):
+        RetryPolicy.of(-1)
+
+
+# -- a scripted Masker over a real channel ------------------------------------------------------
+
+
+@dataclass
+class Script:
+    """What the fake masker answers: these codes first, then OK."""
+
+    codes: list[grpc.StatusCode] = field(default_factory=list)
+    sleep: float = 0.0
+    token: str | None = None
+    attempts: int = 0
+    metadata: list[dict[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _response() -> masker_pb2.ProtectResponse:
+    return masker_pb2.ProtectResponse(image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG),
+                                      profile="low", faces_found=0)
+
+
+class ScriptedMasker(masker_pb2_grpc.MaskerServicer):
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def _attempt(self, context: grpc.ServicerContext) -> None:
+        s = self.script
+        with s.lock:
+            s.attempts += 1
+            metadata = dict(context.invocation_metadata())
+            s.metadata.append(metadata)
+            code = s.codes.pop(0) if s.codes else None
+        if s.token is not None and metadata.get("authorization") != f"Bearer {s.token}":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+        if s.sleep:
+            time.sleep(s.sleep)
+        if code is not None:
+            context.abort(code, f"scripted {code.name}")
+
+    def Protect(self, request: Any, context: grpc.ServicerContext) -> masker_pb2.ProtectResponse:  # noqa: N802
+        self._attempt(context)
+        return _response()
+
+    def ProtectStream(self, request: Any, context: grpc.ServicerContext) -> Iterator[masker_pb2.ProtectEvent]:  # noqa: N802
+        self._attempt(context)
+        yield masker_pb2.ProtectEvent(progress=masker_pb2.ProtectProgress(stage="detect"))
+        for i in (0, 5, 10):
+            yield masker_pb2.ProtectEvent(progress=masker_pb2.ProtectProgress(stage="attack", faces=1, iteration=i,
+                                                                                iterations=10))
+        yield masker_pb2.ProtectEvent(progress=masker_pb2.ProtectProgress(stage="paste", faces=1, iteration=10,
+                                                                            iterations=10))
+        yield masker_pb2.ProtectEvent(result=_response())
+
+
+@pytest.fixture()
+def script() -> Script:
+    return Script()
+
+
+def _start(script: Script, credentials: grpc.ServerCredentials | None = None, host: str = "127.0.0.1") -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    masker_pb2_grpc.add_MaskerServicer_to_server(ScriptedMasker(script), server)
+    port = server.add_secure_port(f"{host}:0", credentials) if credentials else server.add_insecure_port(f"{host}:0")
+    server.start()
+    return server, port
+
+
+@pytest.fixture()
+def masker(script: Script) -> Iterator[str]:
+    server, port = _start(script)
+    yield f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
+def test_transient_codes_are_retried_until_ok(masker: str, script: Script, code: grpc.StatusCode) -> None:
+    script.codes = [code, code]
+    with Client(masker, retries=FAST) as client:
+        protected = client.protect(b"photo")
+    assert script.attempts == 3 and protected.format == "PNG" and (protected.width, protected.height) == (32, 24)
+
+
+def test_retries_are_bounded_and_end_in_a_typed_error(masker: str, script: Script) -> None:
+    script.codes = [grpc.StatusCode.UNAVAILABLE] * 10
+    with Client(masker, retries=FAST) as client, pytest.raises(UnavailableError) as info:
+        client.protect(b"photo")
+    assert script.attempts == FAST.max_attempts
+    assert info.value.code == "UNAVAILABLE" and "scripted UNAVAILABLE" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError), (grpc.StatusCode.INTERNAL, FaceOffError),
+     (grpc.StatusCode.FAILED_PRECONDITION, FaceOffError)],
+)
+def test_other_codes_are_not_retried(masker: str, script: Script, code: grpc.StatusCode, error: type[Exception]) -> None:
+    script.codes = [code]
+    with Client(masker, retries=FAST) as client, pytest.raises(error) as info:
+        client.protect(b"photo")
+    assert script.attempts == 1
+    assert info.value.code == code.name and info.value.message == f"scripted {code.name}"  # type: ignore[attr-defined]
+
+
+def test_each_attempt_has_the_deadline_and_deadlines_are_retried(masker: str, script: Script) -> None:
+    script.sleep = 1.0
+    with Client(masker, timeout=0.1, retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)) as client:
+        with pytest.raises(DeadlineExceededError) as info:
+            client.protect(b"photo")
+    assert info.value.code == "DEADLINE_EXCEEDED" and masker in info.value.message
+    time.sleep(0.1)  # the second attempt reaches the server a moment after the client gave up on it
+    assert script.attempts == 2
+
+
+def test_unreachable_address_is_unavailable_after_retries() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but never listening: connections are refused
+        with Client(f"127.0.0.1:{port}", retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)) as client:
+            with pytest.raises(UnavailableError) as info:
+                client.protect(b"photo")
+    assert f"127.0.0.1:{port}" in info.value.message
+
+
+def test_bearer_token_is_sent_and_a_refusal_is_typed(masker: str, script: Script) -> None:
+    script.token = "s3cret"
+    with Client(masker, token="s3cret", retries=FAST) as client:
+        client.protect(b"photo")
+    assert script.metadata[-1]["authorization"] == "Bearer s3cret"
+    assert script.metadata[-1]["user-agent"].startswith("faceoff-sdk/")
+    with Client(masker, retries=FAST) as client, pytest.raises(UnauthenticatedError):
+        client.protect(b"photo")
+    assert script.attempts == 2, "UNAUTHENTICATED must not be retried"
+
+
+def test_stream_progress_arrives_in_order_as_typed_events(masker: str) -> None:
+    events: list[Progress] = []
+    with Client(masker) as client:
+        client.protect(b"photo", on_progress=events.append)
+    assert [(e.stage, e.iteration) for e in events] == [("detect", 0), ("attack", 0), ("attack", 5), ("attack", 10),
+                                                        ("paste", 10)]
+    assert events[2].fraction == 0.5 and events[-1].fraction == 1.0
+
+
+def test_a_failing_progress_callback_stops_the_call(masker: str, script: Script) -> None:
+    def boom(event: Progress) -> None:
+        raise RuntimeError("callback failed")
+
+    with Client(masker, retries=FAST) as client, pytest.raises(RuntimeError, match="callback failed"):
+        client.protect(b"photo", on_progress=boom)
+    assert script.attempts == 1
+
+
+def test_detect_at_an_address_without_a_detector_says_so(masker: str) -> None:
+    with Client(masker) as client, pytest.raises(UnimplementedError) as info:
+        client.detect(encode(PIXELS))
+    assert "faceoff.v1.Detector" in info.value.message and "detector=" in info.value.message
+
+
+def test_async_client_retries_and_awaits_async_progress(masker: str, script: Script) -> None:
+    script.codes = [grpc.StatusCode.UNAVAILABLE]
+    events: list[str] = []
+
+    async def on_progress(event: Progress) -> None:
+        await asyncio.sleep(0)
+        events.append(event.stage)
+
+    async def main() -> tuple[Any, Any]:
+        async with AsyncClient(masker, retries=FAST) as client:
+            streamed = await client.protect(b"photo", on_progress=on_progress)
+            script.codes = [grpc.StatusCode.INVALID_ARGUMENT]
+            with pytest.raises(InvalidArgumentError):
+                await client.protect(b"photo")
+            return streamed, await client.protect(b"photo")
+
+    streamed, unary = asyncio.run(main())
+    assert streamed.data == unary.data and events == ["detect", "attack", "attack", "attack", "paste"]
+    assert script.attempts == 4  # UNAVAILABLE + OK, INVALID_ARGUMENT once, OK
+
+
+def test_tls_with_a_private_ca(tmp_path: Path, script: Script) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a throw-away certificate")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    credentials = grpc.ssl_server_credentials([((tmp_path / "key.pem").read_bytes(), (tmp_path / "cert.pem").read_bytes())])
+    server, port = _start(script, credentials, host="localhost")
+    try:
+        with Client(f"localhost:{port}", tls=TLSConfig(ca=tmp_path / "cert.pem")) as client:
+            assert client.protect(b"photo").format == "PNG"
+        with Client(f"localhost:{port}", retries=0) as plaintext, pytest.raises(UnavailableError):
+            plaintext.protect(b"photo")
+    finally:
+        server.stop(0)
+    with pytest.raises(ValueError, match="both cert and key"):
+        TLSConfig(cert=b"x")
+
+
+def test_resource_exhausted_is_a_typed_error_after_retries(masker: str, script: Script) -> None:
+    script.codes = [grpc.StatusCode.RESOURCE_EXHAUSTED] * 10
+    with Client(masker, retries=1) as client, pytest.raises(ResourceExhaustedError):
+        client.protect(b"photo")
+    assert script.attempts == 2
+
+
+def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> None:
+    from faceoff.sdk import ProtectedPhoto
+
+    photo = ProtectedPhoto(data=encode(PIXELS), format="PNG", width=32, height=24, faces=(), faces_found=0,
+                           profile="low")
+    target = photo.save(tmp_path / "new" / f"p{photo.suffix}")
+    assert target.read_bytes() == photo.data and [p.name for p in target.parent.iterdir()] == ["p.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    photo.save(target)  # over an existing file
+    assert [p.name for p in target.parent.iterdir()] == ["p.png"]
