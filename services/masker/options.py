@@ -60,7 +60,7 @@ class ProtectionOptions:
     kappa: float = 0.2
     alpha: float = 2.5
     initial_const: float = 0.3
-    search_steps: int = 8
+    search_steps: int = 3
     target: str | None = None
     face_indices: tuple[int, ...] = field(default_factory=tuple)
     seed: int = 0
@@ -92,11 +92,11 @@ class ProtectionOptions:
 #: follows Madry et al. (2.5 * epsilon / iterations) and CW's Adam learning rate is
 #: :data:`CW_LEARNING_RATE`.
 PROFILES: dict[str, dict[str, Any]] = {
-    "low": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 20, "alpha": 2.0,
+    "low": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 20, "alpha": 2.0, "search_steps": 2,
             "epsilon": {"l2": 1.0, "linf": 2 / 255}},
-    "medium": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 30, "alpha": 2.5,
+    "medium": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 30, "alpha": 2.5, "search_steps": 3,
                "epsilon": {"l2": 1.5, "linf": 3 / 255}},
-    "high": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 60, "alpha": 3.0,
+    "high": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 60, "alpha": 3.0, "search_steps": 5,
              "epsilon": {"l2": 2.0, "linf": 4 / 255}},
 }
 CW_LEARNING_RATE = 0.01

@@ -1,0 +1,68 @@
+"""``faceoff protect`` and ``faceoff bench transfer`` as a person runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import PHOTOS
+
+pytestmark = pytest.mark.slow
+
+FACEOFF = [sys.executable, "-m", "faceoff.cli"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_protect_writes_the_photo_and_a_receipt(tmp_path: Path) -> None:
+    photo = PHOTOS / "meryl" / "meryl_02.jpg"
+    out = tmp_path / "out" / "meryl_02.protected.jpg"
+    run = subprocess.run([*FACEOFF, "protect", str(photo), "-o", str(out), "--json", "--seed", "4",
+                          "--reference", str(PHOTOS / "meryl")], capture_output=True, text=True, env=ENV, timeout=600)
+    assert run.returncode == 0, run.stderr
+    receipt = json.loads(run.stdout)
+    assert receipt["output"] == str(out) and receipt["faces_protected"] == 1 and receipt["format"] == "JPEG"
+    face = receipt["faces"][0]
+    assert face["psnr"] > 30 and face["distance_after"] > face["distance_before"]
+    with Image.open(photo) as a, Image.open(out) as b:
+        assert a.size == b.size and b.format == "JPEG"
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_protect_refuses_bad_options_naming_them(tmp_path: Path) -> None:
+    run = subprocess.run([*FACEOFF, "protect", str(PHOTOS / "bill" / "bill_03.jpg"), "-o", str(tmp_path / "x.jpg"),
+                          "--alpha", "0"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert run.returncode == 2 and "alpha must be in" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "x.jpg").exists()
+
+
+def test_bench_transfer_small_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("barack", "taylor"):
+        (data / name).symlink_to(PHOTOS / name)
+    report, plot = tmp_path / "transfer.json", tmp_path / "transfer.png"
+    run = subprocess.run(
+        [*FACEOFF, "bench", "transfer", "--data", str(data), "--recognizers", "dlib,sface,facenet",
+         "--probes-per-identity", "1", "--alpha", "3", "--json", str(report), "--plot", str(plot)],
+        capture_output=True, text=True, env=ENV, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(report.read_text())
+    assert doc["identities"] == 2 and doc["probes"] == 2 and len(doc["results"]) == 1
+    result = doc["results"][0]
+    assert result["alpha"] == 3.0 and 25 < result["psnr_face_mean"] < 60 and result["l2_mean"] > 0
+    for name in ("dlib", "sface", "facenet"):
+        r = result["recognizers"][name]
+        assert r["white_box"] is (name == "facenet")
+        assert r["clean_top1"] == 1.0
+        for key in ("protected_top1", "protected_top3", "evasion_rate", "evasion_rate_jpeg75_half"):
+            assert 0.0 <= r[key] <= 1.0
+    with Image.open(plot) as img:
+        assert img.format == "PNG" and img.size[0] > 400
