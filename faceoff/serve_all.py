@@ -8,21 +8,28 @@ one JSON line), and on SIGTERM or Ctrl-C forwards SIGTERM to every child, waits 
 drain and exits 0. If a child dies on its own, the others are drained and it exits 1.
 
 Every ``FACEOFF_*`` variable of the environment reaches the three services; the flags given
-here (host, ports, the detector's address) take precedence.
+here (host, ports, the detector's address, the security flags) take precedence. With TLS
+(``FACEOFF_TLS_CERT``), the masker's ``FACEOFF_DETECTOR_TLS_*`` settings say how to reach the
+detector, and this command's health probes use them too (health checks need no token).
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import grpc
 
 #: The services in the order they start and are listed: the data flows this way.
 SERVICES: tuple[str, ...] = ("detector", "masker", "evaluator")
@@ -86,12 +93,65 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _serving(address: str, service: str) -> bool:
+#: Flags of ``faceoff serve all`` that become the children's ``FACEOFF_*`` variables.
+SECURITY_FLAGS: tuple[str, ...] = (
+    "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", "rate_limit_per_client", "rate_limit_burst",
+    "detector_tls_ca", "detector_tls_cert", "detector_tls_key", "detector_tls_server_name", "detector_token_file",
+)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How the supervisor dials its children's health service: plaintext, or TLS like the masker."""
+
+    credentials: grpc.ChannelCredentials | None = None
+    server_name: str | None = None
+
+
+def probe_for(env: Mapping[str, str]) -> Probe:
+    """The probe for children started with ``env``; SettingsError when TLS lacks a client side.
+
+    With ``FACEOFF_TLS_CERT`` the three serve TLS, so the masker (and this probe) need the CA to
+    trust (``FACEOFF_DETECTOR_TLS_CA``), and with ``FACEOFF_TLS_CLIENT_CA`` a client certificate
+    (``FACEOFF_DETECTOR_TLS_CERT``/``_KEY``); with ``FACEOFF_AUTH_TOKENS_FILE`` the masker needs
+    its token (``FACEOFF_DETECTOR_TOKEN_FILE``).
+    """
+    from faceoff.common import security
+    from faceoff.common.settings import SettingsError
+
+    def get(name: str) -> str | None:
+        return env.get("FACEOFF_" + name) or None
+
+    if get("AUTH_TOKENS_FILE") and not get("DETECTOR_TOKEN_FILE"):
+        raise SettingsError("FACEOFF_AUTH_TOKENS_FILE is set: the masker needs FACEOFF_DETECTOR_TOKEN_FILE "
+                            "(--detector-token-file) to call the detector")
+    if not get("TLS_CERT"):
+        return Probe()
+    if not get("DETECTOR_TLS_CA") and not get("DETECTOR_TLS_CERT"):
+        raise SettingsError("FACEOFF_TLS_CERT is set: the masker and the health probes need FACEOFF_DETECTOR_TLS_CA "
+                            "(--detector-tls-ca), the CA that signed it")
+    if get("TLS_CLIENT_CA") and not get("DETECTOR_TLS_CERT"):
+        raise SettingsError("FACEOFF_TLS_CLIENT_CA is set (mutual TLS): the masker and the health probes need "
+                            "FACEOFF_DETECTOR_TLS_CERT and FACEOFF_DETECTOR_TLS_KEY (--detector-tls-cert/--detector-tls-key)")
+    credentials = security.channel_credentials(
+        get("DETECTOR_TLS_CA"), get("DETECTOR_TLS_CERT"), get("DETECTOR_TLS_KEY"),
+        names=("FACEOFF_DETECTOR_TLS_CA", "FACEOFF_DETECTOR_TLS_CERT", "FACEOFF_DETECTOR_TLS_KEY"),
+    )
+    return Probe(credentials, get("DETECTOR_TLS_SERVER_NAME"))
+
+
+def serving(address: str, service: str, probe: Probe = Probe()) -> bool:
+    """Whether ``service`` at ``address`` answers health SERVING (over TLS when ``probe`` says so)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    if probe.credentials is None:
+        channel = grpc.insecure_channel(address)
+    else:
+        options = [("grpc.ssl_target_name_override", probe.server_name)] if probe.server_name else []
+        channel = grpc.secure_channel(address, probe.credentials, options)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
     except grpc.RpcError:
         return False
@@ -130,12 +190,17 @@ def drain(children: list[Child], grace: float) -> bool:
 
 
 def run(host: str, base_port: int, metrics_base_port: int, free_ports: bool, log_level: str | None,
-        local_recognizers: str | None, ready_timeout: float) -> int:
-    """Start the three services, wait for SERVING, announce them, and drain them on a signal."""
+        local_recognizers: str | None, ready_timeout: float, env_overrides: Mapping[str, str] | None = None) -> int:
+    """Start the three services, wait for SERVING, announce them, and drain them on a signal.
+
+    ``env_overrides`` are ``FACEOFF_*`` variables given as flags; they win over the environment.
+    """
     from faceoff.common.settings import ServerSettings, SettingsError, from_env
 
+    env = {**os.environ, **(env_overrides or {})}
     try:
-        grace = from_env(ServerSettings).grace_seconds
+        grace = from_env(ServerSettings, env).grace_seconds  # also checks the TLS and token files
+        probe = probe_for(env)
     except SettingsError as exc:
         print(f"faceoff serve all: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -155,15 +220,15 @@ def run(host: str, base_port: int, metrics_base_port: int, free_ports: bool, log
         return 2
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
     for c in children:
-        c.process = subprocess.Popen(c.argv, preexec_fn=preexec)  # noqa: PLW1509 - no threads exist yet
+        c.process = subprocess.Popen(c.argv, env=env, preexec_fn=preexec)  # noqa: PLW1509 - no threads exist yet
     try:
-        return _supervise(children, host, grace, ready_timeout, stop, received)
+        return _supervise(children, host, grace, ready_timeout, stop, received, probe)
     finally:
         drain(children, grace)
 
 
 def _supervise(children: list[Child], host: str, grace: float, ready_timeout: float,
-               stop: threading.Event, received: list[int]) -> int:
+               stop: threading.Event, received: list[int], probe: Probe) -> int:
     waiting = {c.name for c in children}
     deadline = time.monotonic() + ready_timeout
     while waiting and not stop.is_set():
@@ -173,7 +238,7 @@ def _supervise(children: list[Child], host: str, grace: float, ready_timeout: fl
                 print(f"faceoff serve all: {c.name} exited with code {c.process.returncode} before it was ready",
                       file=sys.stderr)
                 return 1
-            if c.name in waiting and _serving(f"{dial_host(host)}:{c.port}", GRPC_NAMES[c.name]):
+            if c.name in waiting and serving(f"{dial_host(host)}:{c.port}", GRPC_NAMES[c.name], probe):
                 waiting.discard(c.name)
         if time.monotonic() > deadline:
             print(f"faceoff serve all: not SERVING after {ready_timeout:g} s: {', '.join(sorted(waiting))}",
@@ -200,6 +265,8 @@ def _supervise(children: list[Child], host: str, grace: float, ready_timeout: fl
 
 def main(args: Any) -> int:
     """Entry point of ``faceoff serve all`` (``args`` from the CLI parser)."""
+    overrides = {f"FACEOFF_{name.upper()}": str(getattr(args, name)) for name in SECURITY_FLAGS
+                 if getattr(args, name, None) is not None}
     return run(args.host or "127.0.0.1", args.base_port, args.metrics_base_port, args.free_ports,
-               args.log_level, args.local_recognizers, args.ready_timeout)
+               args.log_level, args.local_recognizers, args.ready_timeout, overrides)
 

@@ -23,6 +23,10 @@ TLSOption = bool | TLSConfig | None
 
 _SIZE_LIMIT_PREFIXES = ("Sent message larger than max", "Received message larger than max")
 
+#: Trailing metadata of a server's retry hint: milliseconds (gRPC's key), else whole seconds.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+RETRY_AFTER_KEY = "retry-after"
+
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
     """Options of every channel the SDK opens."""
@@ -81,6 +85,29 @@ def retryable(exc: grpc.RpcError) -> bool:
     return _code(exc) in RETRYABLE_CODES and not _details(exc).startswith(_SIZE_LIMIT_PREFIXES)
 
 
+def server_pushback(exc: grpc.RpcError) -> float | None:
+    """The server's retry hint in seconds, None without one, or -1.0 when it asks for no retry.
+
+    ``grpc-retry-pushback-ms`` follows gRPC's retry design (A6): a negative or unparseable value
+    means "do not retry". Without it, ``retry-after`` in seconds is used when it parses.
+    """
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    values: dict[str, str] = {}
+    for key, value in trailing or ():
+        values[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    if PUSHBACK_KEY in values:
+        try:
+            ms = int(values[PUSHBACK_KEY])
+        except ValueError:
+            return -1.0
+        return ms / 1000.0 if ms >= 0 else -1.0
+    try:
+        seconds = float(values[RETRY_AFTER_KEY])
+    except (KeyError, ValueError):
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
 def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
     """The SDK exception for a failed call: the server's message, plus where it went when that helps."""
     code, details = _code(exc), _details(exc)
@@ -108,11 +135,17 @@ class Caller:
         self.timeout = timeout
         self.metadata = metadata
 
-    def _should_retry(self, exc: grpc.RpcError, attempt: int, service: str, method: str) -> bool:
+    def _retry_wait(self, exc: grpc.RpcError, attempt: int, service: str, method: str) -> float | None:
+        """Seconds to wait before the next attempt (the server's hint, else the backoff), or None."""
         if not retryable(exc) or attempt + 1 >= self.policy.max_attempts:
-            return False
-        log.info("%s.%s attempt %d failed with %s; retrying", service, method, attempt + 1, _code(exc))
-        return True
+            return None
+        hint = server_pushback(exc)
+        if hint is not None and hint < 0:
+            return None  # the server asked not to retry
+        wait = self.policy.backoff(attempt) if hint is None else hint
+        log.info("%s.%s attempt %d failed with %s; retrying in %.2f s%s", service, method, attempt + 1, _code(exc),
+                 wait, " (the server's hint)" if hint is not None else "")
+        return wait
 
     def call(self, fn: Callable[[float, tuple[tuple[str, str], ...]], T], service: str, address: str, method: str) -> T:
         """``fn(timeout, metadata)`` until it succeeds, fails finally or the attempts run out."""
@@ -120,9 +153,10 @@ class Caller:
             try:
                 return fn(self.timeout, self.metadata)
             except grpc.RpcError as exc:
-                if not self._should_retry(exc, attempt, service, method):
+                wait = self._retry_wait(exc, attempt, service, method)
+                if wait is None:
                     raise translate(exc, service, address) from None
-            time.sleep(self.policy.backoff(attempt))
+            time.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def acall(
@@ -133,7 +167,8 @@ class Caller:
             try:
                 return await fn(self.timeout, self.metadata)
             except grpc.RpcError as exc:
-                if not self._should_retry(exc, attempt, service, method):
+                wait = self._retry_wait(exc, attempt, service, method)
+                if wait is None:
                     raise translate(exc, service, address) from None
-            await asyncio.sleep(self.policy.backoff(attempt))
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -142,7 +142,8 @@ class Client:
         token: A bearer token, sent as ``authorization: Bearer <token>`` with every call (use TLS).
         timeout: Deadline of each attempt, in seconds.
         retries: Retries after the first attempt on UNAVAILABLE, RESOURCE_EXHAUSTED and
-            DEADLINE_EXCEEDED, with exponential backoff and jitter; or a :class:`RetryPolicy`.
+            DEADLINE_EXCEEDED, with exponential backoff and jitter (or after the wait the
+            server's retry hint asks for); or a :class:`RetryPolicy`.
         max_message_bytes: Largest message sent or received.
 
     Every failed call raises a :class:`FaceOffError` subclass named after its status

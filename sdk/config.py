@@ -61,7 +61,10 @@ class RetryPolicy:
 
     Attempt ``n`` (from 0) that fails with a retryable code is followed, after a pause drawn
     uniformly from ``[0, min(max_backoff, initial_backoff * multiplier ** n)]``, by the next one,
-    up to ``max_attempts`` attempts in all. Each attempt has the client's whole ``timeout``.
+    up to ``max_attempts`` attempts in all. Each attempt has the client's whole ``timeout``. When
+    the server sends a retry hint with its refusal (trailing metadata ``grpc-retry-pushback-ms``,
+    else ``retry-after`` in seconds), the pause is what the hint says instead; a negative
+    ``grpc-retry-pushback-ms`` ends the retries.
 
     Example::
 

@@ -48,9 +48,18 @@ class ModelNotReady(FaceOffError):
 
 
 class Overloaded(FaceOffError):
-    """The service's queue is full; retry later."""
+    """The service's queue is full; retry later.
+
+    ``retry_after`` is when to retry, in seconds, if the service can tell: it reaches the
+    client as the trailing metadata ``grpc-retry-pushback-ms`` and ``retry-after`` (the message
+    should say it too).
+    """
 
     status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BackendUnavailable(FaceOffError):

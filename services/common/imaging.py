@@ -67,7 +67,7 @@ class Photo:
         full_height: Height of the full-resolution photo as displayed.
         alpha: ``(H, W)`` uint8 alpha channel when the input had transparency, else None.
         exif: The input's EXIF block with the orientation tag removed, or None.
-        icc_profile: The input's ICC colour profile, or None.
+        icc_profile: The input's ICC colour profile when it describes RGB data, or None.
         save_params: Format-specific parameters that make :func:`encode` match the input
             (JPEG quantisation tables and subsampling, WebP losslessness).
     """
@@ -169,15 +169,37 @@ def _save_params(img: Image.Image, data: bytes) -> dict[str, Any]:
 
 
 def _clean_exif(img: Image.Image) -> bytes | None:
-    if not img.getexif():
-        return None
-    exif = Image.Exif()  # a copy: the image's own Exif object stays as it was
-    exif.load(img.getexif().tobytes())
-    exif.pop(_ORIENTATION_TAG, None)
+    """The EXIF block without its orientation; None when there is none or it cannot be re-written.
+
+    EXIF is metadata: a block that Pillow cannot parse or re-serialise (a tag of the wrong type,
+    an offset past the end) is dropped, never a reason to refuse the photo.
+    """
     try:
+        if not img.getexif():
+            return None
+        exif = Image.Exif()  # a copy: the image's own Exif object stays as it was
+        raw = img.info.get("exif")
+        exif.load(raw if isinstance(raw, bytes) and raw else img.getexif().tobytes())
+        exif.pop(_ORIENTATION_TAG, None)
         return exif.tobytes()
-    except Exception:  # an EXIF block Pillow cannot re-serialise is dropped, not fatal
+    except Exception:  # noqa: BLE001 - Pillow's EXIF code raises many types on junk
         return None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation, 1 when absent or not one of the eight valid values (as browsers do)."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block has no usable orientation
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _rgb_icc(img: Image.Image) -> bytes | None:
+    """The ICC profile when it describes RGB data; a CMYK or grayscale profile would be wrong on
+    the RGB pixels :func:`encode` writes, so it is dropped."""
+    icc = img.info.get("icc_profile")
+    return icc if isinstance(icc, bytes) and len(icc) >= 128 and icc[16:20] == b"RGB " else None
 
 
 def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Photo:
@@ -211,8 +233,8 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int |
             img.load()
             save_params = _save_params(img, data)
             exif = _clean_exif(img)
-            icc = img.info.get("icc_profile")
-            orientation = int(img.getexif().get(_ORIENTATION_TAG, 1) or 1)
+            icc = _rgb_icc(img)
+            orientation = _orientation(img)
             if orientation in _TRANSPOSE:
                 img = img.transpose(_TRANSPOSE[orientation])
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on bad data
@@ -221,6 +243,8 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int |
     if scale < 1.0:
         target = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
         if img.size != target:
+            if img.mode.startswith("I;16"):
+                img = img.convert("I")  # Pillow cannot resample 16-bit modes; 32-bit integers keep the values
             img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
     try:
         rgb, alpha = _to_rgb_and_alpha(img)
@@ -286,7 +310,17 @@ def encode(photo: Photo, pixels: np.ndarray, *, remove_gps: bool = False) -> byt
     elif out_format == "TIFF":
         kwargs["compression"] = "tiff_deflate"
     buf = io.BytesIO()
-    img.save(buf, out_format, **kwargs)
+    try:
+        img.save(buf, out_format, **kwargs)
+    except Exception:  # noqa: BLE001 - metadata the writer refuses (a TIFF's own layout tags, bad values)
+        if "exif" not in kwargs and "icc_profile" not in kwargs:
+            raise
+        # The protected pixels matter, not junk metadata: write them without it (as decode drops
+        # EXIF it cannot parse).
+        kwargs.pop("exif", None)
+        kwargs.pop("icc_profile", None)
+        buf = io.BytesIO()
+        img.save(buf, out_format, **kwargs)
     return buf.getvalue()
 
 

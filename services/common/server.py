@@ -1,12 +1,13 @@
 """The server factory all three services use: wiring only, no domain logic.
 
 :func:`start_server` builds a ``grpc.aio`` server with the metrics, access-log and error
-interceptors, the gRPC health service (NOT_SERVING until the service's models are loaded),
-server reflection, message-size limits, a concurrency limit and a Prometheus ``/metrics``
-endpoint, and returns a :class:`RunningServer` that tests start on port 0. :func:`run` serves
-until SIGTERM or SIGINT and then drains gracefully: health turns NOT_SERVING at once (so load
-balancers stop sending), in-flight RPCs get ``grace_seconds`` to finish, then the rest are
-cancelled.
+interceptors (plus bearer-token auth and per-client rate limits when configured), TLS or
+mutual TLS when a certificate is configured, the gRPC health service (NOT_SERVING until the
+service's models are loaded), server reflection, message-size limits, a concurrency limit and a
+Prometheus ``/metrics`` endpoint (plain HTTP, also with TLS), and returns a
+:class:`RunningServer` that tests start on port 0. :func:`run` serves until SIGTERM or SIGINT
+and then drains gracefully: health turns NOT_SERVING at once (so load balancers stop sending),
+in-flight RPCs get ``grace_seconds`` to finish, then the rest are cancelled.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from faceoff.common.interceptors import AccessLogInterceptor, ErrorInterceptor, MetricsInterceptor, ServerMetrics
+from faceoff.common import security
+from faceoff.common.interceptors import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    ErrorInterceptor,
+    MetricsInterceptor,
+    RateLimitInterceptor,
+    ServerMetrics,
+    TokenBuckets,
+)
+from faceoff.common.interceptors.concurrency import ConcurrencyLimitInterceptor
 from faceoff.common.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -104,13 +115,12 @@ async def start_server(
     if spec.setup_metrics is not None:
         spec.setup_metrics(registry)
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor(metrics), AccessLogInterceptor(), ErrorInterceptor()],
+        interceptors=_interceptors(settings, spec, metrics, registry),
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     spec.register(server)
     health_servicer = health.aio.HealthServicer()
@@ -118,7 +128,7 @@ async def start_server(
     reflection.enable_server_reflection((spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     await health_servicer.set("", NOT_SERVING)
     await health_servicer.set(spec.name, NOT_SERVING)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = _add_port(server, settings)
     if port == 0:
         raise OSError(f"cannot listen on {settings.host}:{settings.port}")
     await server.start()
@@ -147,8 +157,38 @@ async def start_server(
         spec=spec, settings=settings, loading=asyncio.get_running_loop().create_task(load()),
         _metrics_http=metrics_http,
     )
-    log.info("%s listening on %s:%d (metrics port %s)", spec.name, settings.host, port, metrics_port)
+    transport = "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext"
+    log.info("%s listening on %s:%d, %s%s%s (metrics port %s, plain HTTP)", spec.name, settings.host, port, transport,
+             ", bearer tokens" if settings.auth_tokens_file else "",
+             f", {settings.rate_limit_per_client:g} requests/s per client" if settings.rate_limit_per_client else "",
+             metrics_port)
     return running
+
+
+def _interceptors(
+    settings: ServerSettings, spec: ServiceSpec, metrics: ServerMetrics, registry: CollectorRegistry
+) -> list[grpc.aio.ServerInterceptor]:
+    """Metrics first (it sees the final status), then the access log and the error mapper, then
+    the optional token check and, inside it, the rate limit (which needs the token's name)."""
+    chain: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics), AccessLogInterceptor(), ErrorInterceptor()]
+    if settings.auth_tokens_file is not None:
+        tokens = security.read_tokens("FACEOFF_AUTH_TOKENS_FILE", settings.auth_tokens_file)
+        chain.append(AuthInterceptor(security.TokenTable(tokens), spec.namespace, registry))
+    if settings.rate_limit_per_client > 0:
+        buckets = TokenBuckets(settings.rate_limit_per_client, settings.rate_limit_burst, settings.rate_limit_max_clients)
+        chain.append(RateLimitInterceptor(buckets, spec.namespace, registry))
+    # The concurrency limit, innermost: refusals carry a retry hint and are counted; health is exempt.
+    chain.append(ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs))
+    return chain
+
+
+def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
+    """Listen in plaintext, or over TLS (mutual TLS with a client CA) when a certificate is set."""
+    address = f"{settings.host}:{settings.port}"
+    if settings.tls_cert is None or settings.tls_key is None:
+        return server.add_insecure_port(address)
+    credentials = security.server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    return server.add_secure_port(address, credentials)
 
 
 async def run(
@@ -177,3 +217,6 @@ def configure_logging(level: str = "INFO") -> None:
     )
     # TensorFlow's own chatter is not ours to print at INFO.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # Pillow's parsers log every EXIF tag's value at DEBUG (a GPS position, a camera's serial
+    # number): a user's photo metadata never goes to the log, whatever the level.
+    logging.getLogger("PIL").setLevel(logging.INFO)

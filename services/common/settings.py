@@ -99,6 +99,16 @@ class ServerSettings:
         grace_seconds: How long SIGTERM waits for in-flight RPCs before cancelling them.
         max_concurrent_rpcs: RPCs handled at once; more are refused with RESOURCE_EXHAUSTED.
         log_level: Logging level of the entry point (DEBUG, INFO, WARNING, ERROR).
+        tls_cert: PEM certificate chain the server presents; with ``tls_key``, gRPC is served over
+            TLS (``FACEOFF_TLS_CERT``). The metrics port stays plain HTTP.
+        tls_key: PEM private key of ``tls_cert`` (``FACEOFF_TLS_KEY``).
+        tls_client_ca: PEM CA certificates; when set, clients must present a certificate signed by
+            one of them (mutual TLS, ``FACEOFF_TLS_CLIENT_CA``).
+        auth_tokens_file: File of bearer tokens, one per line (``name:token`` or ``token``; ``#``
+            comments); when set, every RPC but health checks needs ``authorization: Bearer <token>``.
+        rate_limit_per_client: Requests per second each client may make (token bucket); 0 is off.
+        rate_limit_burst: Requests a client may make at once before the rate applies.
+        rate_limit_max_clients: Clients tracked at once by the rate limiter (bounded memory).
     """
 
     host: str = "0.0.0.0"
@@ -108,6 +118,13 @@ class ServerSettings:
     grace_seconds: float = 20.0
     max_concurrent_rpcs: int = 64
     log_level: str = "INFO"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    auth_tokens_file: str | None = None
+    rate_limit_per_client: float = 0.0
+    rate_limit_burst: int = 10
+    rate_limit_max_clients: int = 10000
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"FACEOFF_PORT must be 0..65535, got {self.port}")
@@ -122,6 +139,25 @@ class ServerSettings:
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
             f"FACEOFF_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
         )
+        self._check_security()
+
+    def _check_security(self) -> None:
+        """TLS, token and rate-limit settings; the files must exist and parse (read again at start)."""
+        _check((self.tls_cert is None) == (self.tls_key is None),
+               "FACEOFF_TLS_CERT and FACEOFF_TLS_KEY go together: set both to serve TLS, or neither")
+        _check(self.tls_client_ca is None or self.tls_cert is not None,
+               "FACEOFF_TLS_CLIENT_CA (mutual TLS) needs FACEOFF_TLS_CERT and FACEOFF_TLS_KEY too")
+        _check(self.rate_limit_per_client >= 0,
+               f"FACEOFF_RATE_LIMIT_PER_CLIENT must be >= 0 requests per second (0: off), got {self.rate_limit_per_client}")
+        _check(self.rate_limit_burst >= 1, f"FACEOFF_RATE_LIMIT_BURST must be >= 1, got {self.rate_limit_burst}")
+        _check(self.rate_limit_max_clients >= 1,
+               f"FACEOFF_RATE_LIMIT_MAX_CLIENTS must be >= 1, got {self.rate_limit_max_clients}")
+        from faceoff.common import security
+
+        if self.tls_cert is not None and self.tls_key is not None:
+            security.server_credentials(self.tls_cert, self.tls_key, self.tls_client_ca)
+        if self.auth_tokens_file is not None:
+            security.read_tokens("FACEOFF_AUTH_TOKENS_FILE", self.auth_tokens_file)
 
 
 #: Names of the :class:`ServerSettings` fields.

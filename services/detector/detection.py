@@ -110,12 +110,12 @@ class FaceDetector:
     def __init__(self, detect_max_side: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS, device: str | None = None) -> None:
         if detect_max_side < 64:
             raise ValueError(f"detect_max_side must be >= 64 pixels, got {detect_max_side}")
-        from mtcnn import MTCNN  # heavy: imports TensorFlow
+        from faceoff.detector.mtcnn_weights import build_mtcnn  # heavy: imports TensorFlow
 
         self.detect_max_side = detect_max_side
         self.max_pixels = max_pixels
         self.device = device or _pick_device()
-        self._mtcnn = MTCNN(device=self.device)
+        self._mtcnn = build_mtcnn(self.device)  # weights verified, read without pickle's code paths
         self._lock = threading.Lock()
         # Warm up so the first request does not pay for graph tracing.
         self.detect_pixels(np.full((160, 160, 3), 128, np.uint8), DetectOptions())

@@ -5,7 +5,10 @@ time, so the masker service does not attack each request on its own: requests pu
 prepared faces in a queue, and one worker takes up to ``max_batch_faces`` faces of requests
 whose attack options (and seed) agree, waiting at most ``max_wait_seconds`` for a batch to fill,
 and runs them as one attack on a single worker thread. Past ``max_queue_faces`` waiting faces a
-request is refused with RESOURCE_EXHAUSTED instead of growing memory without bound.
+request is refused with RESOURCE_EXHAUSTED instead of growing memory without bound, with a retry
+hint: the batches ahead of it times the recent time per batch. A request whose caller goes away
+(deadline passed, call cancelled) leaves the queue at once, and a running attack whose callers
+have all gone stops at its next progress point instead of running to the end.
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ from faceoff.masker.protection import Job
 
 log = logging.getLogger(__name__)
 
+#: Bounds of the retry hint of a refused request, in seconds.
+MIN_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 60.0
+_SMOOTHING = 0.3
+
+
+class _Abandoned(Exception):
+    """Raised inside the attack thread when every caller of the batch has gone away."""
+
 AttackFn = Callable[[Sequence[Job], Callable[[int, int], None] | None], list[np.ndarray]]
 
 
@@ -36,7 +48,7 @@ class BatchMetrics(Protocol):
     def batch_done(self, faces: int, iterations: int, seconds: float) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a job's arrays have no truth value
 class _Pending:
     job: Job
     future: asyncio.Future[np.ndarray]
@@ -73,6 +85,14 @@ class AttackBatcher:
         self._wakeup = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="attack")
         self._worker: asyncio.Task[None] | None = None
+        self._batch_seconds: float | None = None  # moving average of recent batches
+
+    def retry_after(self, faces: int) -> float:
+        """Seconds until ``faces`` more faces would fit in the queue, estimated from recent batches."""
+        excess = max(1, self.queued_faces + faces - self.max_queue_faces)
+        batches = -(-excess // self.max_batch_faces)
+        per_batch = self._batch_seconds if self._batch_seconds is not None else 1.0
+        return min(MAX_RETRY_SECONDS, max(MIN_RETRY_SECONDS, batches * per_batch))
 
     @property
     def queued_faces(self) -> int:
@@ -92,21 +112,27 @@ class AttackBatcher:
         if job.size == 0:
             return np.zeros((0, *job.crops.shape[1:]), np.float32)
         if self._pending and self.queued_faces + job.size > self.max_queue_faces:
+            wait = self.retry_after(job.size)
             raise Overloaded(
                 f"the masker's queue is full ({self.queued_faces} faces waiting, capacity {self.max_queue_faces}); "
-                "retry in a few seconds"
+                f"retry in {wait:.1f} s",
+                retry_after=wait,
             )
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="attack-batcher")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(job, future, on_progress))
+        pending = _Pending(job, future, on_progress)
+        self._pending.append(pending)
         self._report()
         self._wakeup.set()
         try:
             return await future
         finally:
-            if not future.done():  # the caller went away while queued: drop the job
+            if not future.done():
                 future.cancel()
+            if future.cancelled() and pending in self._pending:  # the caller went away while queued
+                self._pending.remove(pending)
+                self._report()
 
     def _take_batch(self) -> list[_Pending]:
         while self._pending and self._pending[0].future.done():
@@ -148,26 +174,42 @@ class AttackBatcher:
             self._report()
             if not batch:
                 continue
-            listeners = [p.on_progress for p in batch if p.on_progress is not None]
+            await self._run_batch(loop, batch)
+            # Drop the batch before waiting for the next one: its jobs hold the requests' photos.
+            batch = []
 
-            def progress(i: int, n: int) -> None:
-                for listener in listeners:
-                    loop.call_soon_threadsafe(listener, i, n)
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        """Attack one batch in the worker thread and hand each caller its perturbation (or the error)."""
+        listeners = [p.on_progress for p in batch if p.on_progress is not None]
+        futures = [p.future for p in batch]
 
-            started = time.perf_counter()
-            try:
-                deltas = await loop.run_in_executor(self._executor, self._attack, [p.job for p in batch], progress)
-            except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            if self._metrics is not None:
-                faces = sum(p.job.size for p in batch)
-                self._metrics.batch_done(faces, batch[0].job.options.total_iterations, time.perf_counter() - started)
-            for p, delta in zip(batch, deltas):
+        def progress(i: int, n: int) -> None:
+            # Runs in the attack thread: a peek at the futures' state, which only this loop sets.
+            if all(f.done() for f in futures):
+                raise _Abandoned
+            for listener in listeners:
+                loop.call_soon_threadsafe(listener, i, n)
+
+        started = time.perf_counter()
+        try:
+            deltas = await loop.run_in_executor(self._executor, self._attack, [p.job for p in batch], progress)
+        except _Abandoned:
+            log.info("stopped an attack of %d face(s): every caller went away", sum(p.job.size for p in batch))
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            for p in batch:
                 if not p.future.done():
-                    p.future.set_result(delta)
+                    p.future.set_exception(exc)
+            return
+        seconds = time.perf_counter() - started
+        self._batch_seconds = seconds if self._batch_seconds is None else (
+            self._batch_seconds + _SMOOTHING * (seconds - self._batch_seconds))
+        if self._metrics is not None:
+            faces = sum(p.job.size for p in batch)
+            self._metrics.batch_done(faces, batch[0].job.options.total_iterations, seconds)
+        for p, delta in zip(batch, deltas):
+            if not p.future.done():
+                p.future.set_result(delta)
 
     async def close(self) -> None:
         """Stop the worker; waiting callers get :class:`Overloaded`-free cancellation."""

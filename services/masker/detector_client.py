@@ -1,36 +1,57 @@
 """The masker's client of the detector service.
 
 Status codes from the detector become the masker's domain errors: a bad photo stays
-INVALID_ARGUMENT with the detector's message, an unreachable detector is UNAVAILABLE naming
-the detector's address, and the caller's remaining deadline bounds every call.
+INVALID_ARGUMENT with the detector's message, an unreachable detector (a failed TLS handshake
+included) or one that refuses the masker's token is UNAVAILABLE naming the detector's address,
+and the caller's remaining deadline bounds every call. The channel is plaintext, or TLS / mutual
+TLS with ``credentials``; ``token`` is sent as ``authorization: Bearer <token>``.
+
+A detector that refuses the call as overloaded (RESOURCE_EXHAUSTED with a retry hint) makes the
+masker answer RESOURCE_EXHAUSTED with the same hint. A detector that went away and came back is
+reached again without restarting the masker: the channel retries the connection with a short
+backoff (at most :data:`MAX_RECONNECT_BACKOFF_MS`), and meanwhile calls fail at once.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from faceoff.common.errors import BackendUnavailable, DeadlineExceeded, FaceOffError, InvalidArgument
+from faceoff.common.errors import BackendUnavailable, DeadlineExceeded, FaceOffError, InvalidArgument, Overloaded
+from faceoff.common.retry_hint import retry_after_from
 from faceoff.detector.convert import options_to_proto, result_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
 from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
 
 #: Deadline of one Detect call when the caller gave none.
 DEFAULT_TIMEOUT = 30.0
+#: Reconnection backoff of the channel (gRPC's defaults grow to 120 s, so a detector back after
+#: a minute's outage would stay unused for up to two more).
+INITIAL_RECONNECT_BACKOFF_MS = 250
+MAX_RECONNECT_BACKOFF_MS = 2000
 
 
 class DetectorClient:
     """An asyncio client of ``faceoff.v1.Detector`` at ``address`` (``host:port``)."""
 
-    def __init__(self, address: str, max_message_bytes: int = 20 * 1024 * 1024) -> None:
+    def __init__(
+        self, address: str, max_message_bytes: int = 20 * 1024 * 1024, *,
+        credentials: grpc.ChannelCredentials | None = None, token: str | None = None, server_name: str | None = None,
+    ) -> None:
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.enable_retries", 1),
-            ],
-        )
+        options: list[tuple[str, object]] = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.enable_retries", 1),
+            ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+        ]
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            if server_name:  # the name the detector's certificate carries, when it differs from the address
+                options.append(("grpc.ssl_target_name_override", server_name))
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = detector_pb2_grpc.DetectorStub(self._channel)
 
     async def detect(self, data: bytes, options: DetectOptions | None = None, timeout: float | None = None) -> DetectionResult:
@@ -40,7 +61,7 @@ class DetectorClient:
         )
         try:
             response = await self._stub.Detect(request, timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-                                               wait_for_ready=False)
+                                               metadata=self._metadata, wait_for_ready=False)
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, self.address) from None
         return result_from_proto(response)
@@ -56,4 +77,10 @@ def _translate(exc: grpc.aio.AioRpcError, address: str) -> FaceOffError:
         return InvalidArgument(details)  # the detector's own message: the photo or a detect option
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the detector at {address} did not answer within the deadline")
+    retry_after = retry_after_from(exc.trailing_metadata()) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    if retry_after is not None:
+        return Overloaded(f"the detector at {address} is overloaded ({details})", retry_after=retry_after)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return BackendUnavailable(f"the detector at {address} refused the masker's credentials ({code.name}: {details}); "
+                                  "check FACEOFF_DETECTOR_TOKEN_FILE")
     return BackendUnavailable(f"the detector at {address} is unavailable ({code.name}: {details})")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import grpc
 from prometheus_client import CollectorRegistry
 
+from faceoff.common import security
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS
 from faceoff.common.server import RunningServer, ServiceSpec, run, start_server
 from faceoff.common.settings import ServerSettings, SettingsError, from_env, split_overrides
@@ -34,6 +36,13 @@ class MaskerSettings:
         max_queue_faces: Faces allowed to wait; beyond it requests get RESOURCE_EXHAUSTED.
         max_reference_photos: Most reference photos per request.
         surrogate: Surrogate model name.
+        detector_tls_ca: PEM CA certificates the masker trusts for the detector; setting it (or
+            ``detector_tls_cert``) makes the channel to the detector TLS.
+        detector_tls_cert: PEM client certificate the masker presents to the detector (mutual TLS).
+        detector_tls_key: PEM private key of ``detector_tls_cert``.
+        detector_tls_server_name: Name to check the detector's certificate against, when the
+            address is not in it (e.g. an IP address).
+        detector_token_file: File holding the one bearer token the masker sends to the detector.
     """
 
     detector_address: str = "127.0.0.1:50051"
@@ -43,6 +52,11 @@ class MaskerSettings:
     max_queue_faces: int = 64
     max_reference_photos: int = 16
     surrogate: str = "facenet"
+    detector_tls_ca: str | None = None
+    detector_tls_cert: str | None = None
+    detector_tls_key: str | None = None
+    detector_tls_server_name: str | None = None
+    detector_token_file: str | None = None
 
     def __post_init__(self) -> None:
         if ":" not in self.detector_address:
@@ -52,6 +66,30 @@ class MaskerSettings:
                 raise SettingsError(f"FACEOFF_{name.upper()} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise SettingsError(f"FACEOFF_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
+        detector_credentials(self)  # the files exist and parse
+        detector_token(self)
+
+    @property
+    def detector_tls(self) -> bool:
+        """Whether the channel to the detector is TLS."""
+        return self.detector_tls_ca is not None or self.detector_tls_cert is not None
+
+
+def detector_credentials(settings: MaskerSettings) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the channel to the detector, or None for plaintext."""
+    if not settings.detector_tls and settings.detector_tls_key is None:
+        return None
+    return security.channel_credentials(
+        settings.detector_tls_ca, settings.detector_tls_cert, settings.detector_tls_key,
+        names=("FACEOFF_DETECTOR_TLS_CA", "FACEOFF_DETECTOR_TLS_CERT", "FACEOFF_DETECTOR_TLS_KEY"),
+    )
+
+
+def detector_token(settings: MaskerSettings) -> str | None:
+    """The bearer token the masker sends to the detector, if any."""
+    if settings.detector_token_file is None:
+        return None
+    return security.read_token("FACEOFF_DETECTOR_TOKEN_FILE", settings.detector_token_file)
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> tuple[ServerSettings, MaskerSettings]:
@@ -74,7 +112,9 @@ def build_spec(server_settings: ServerSettings, settings: MaskerSettings, regist
 
     servicer = MaskerServicer(
         factory,
-        DetectorClient(settings.detector_address, server_settings.max_message_bytes),
+        DetectorClient(settings.detector_address, server_settings.max_message_bytes,
+                       credentials=detector_credentials(settings), token=detector_token(settings),
+                       server_name=settings.detector_tls_server_name),
         lambda protector: AttackBatcher(
             protector.attack, settings.max_batch_faces, settings.max_wait_ms / 1000.0, settings.max_queue_faces, metrics
         ),

@@ -49,6 +49,11 @@ def observe(
     to its last message. A stream the client cancelled may be finished long after its call is
     gone: ``on_finish`` must then not ask the call anything (``context.peer()`` crashes the
     process), so whatever it needs from the live call, ``on_start`` takes and hands over.
+
+    grpc keeps an aborted call's exception until the server's next call arrives; its traceback,
+    and that of the error it was raised for, reach every frame they went through, whose locals
+    hold the request (a user's photo). So an abort leaves the wrapper without them, and the
+    wrapper forgets the request once ``on_finish`` has run.
     """
 
     def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
@@ -60,8 +65,12 @@ def observe(
                 result = await behaviour(request, context)
                 failed = False
                 return result
+            except grpc.aio.AbortError as exc:
+                _forget_frames(exc)
+                raise
             finally:
                 on_finish(request, context, time.perf_counter() - start, failed, started)
+                request = None
 
         return wrapped
 
@@ -74,12 +83,24 @@ def observe(
                 async for item in behaviour(request, context):
                     yield item
                 failed = False
+            except grpc.aio.AbortError as exc:
+                _forget_frames(exc)
+                raise
             finally:
                 on_finish(request, context, time.perf_counter() - start, failed, started)
+                request = None
 
         return wrapped
 
     return wrap_handler(handler, unary, stream)
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Detach an abort from the frames it went through and from the error it was raised for
+    (the status and message are already on the call; the error was logged where it was mapped)."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    exc.__cause__ = None
 
 
 def code_name(context: grpc.aio.ServicerContext, failed: bool) -> str:

@@ -1,6 +1,7 @@
 """The one place where domain exceptions become gRPC statuses.
 
-A :class:`~faceoff.common.errors.FaceOffError` aborts the RPC with its status and message; any
+A :class:`~faceoff.common.errors.FaceOffError` aborts the RPC with its status and message (and,
+for :class:`~faceoff.common.errors.Overloaded` with a ``retry_after``, the retry hint); any
 other exception is logged with its traceback on the server and reaches the client as INTERNAL
 with a generic message (never a stack trace).
 """
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 
 from faceoff.common.errors import FaceOffError
+from faceoff.common.retry_hint import retry_metadata
 from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,9 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, FaceOffError):
-        await context.abort(grpc.StatusCode[exc.status], exc.message)
+        retry_after = getattr(exc, "retry_after", None)  # Overloaded: when to retry, as trailing metadata
+        trailing = retry_metadata(retry_after) if retry_after is not None else ()
+        await context.abort(grpc.StatusCode[exc.status], exc.message, trailing_metadata=trailing)
     log.error("unhandled error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
