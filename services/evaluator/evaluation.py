@@ -29,7 +29,7 @@ from faceoff.evaluator.cloud import CLOUD_BACKENDS, build_cloud
 from faceoff.evaluator.cloud.credentials import CloudConfig
 from faceoff.evaluator.cloud.errors import CloudError
 from faceoff.evaluator.cloud.retry import RetryPolicy
-from faceoff.evaluator.recognizers import LOCAL_RECOGNIZERS, get_local
+from faceoff.evaluator.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
 from faceoff.evaluator.recognizers.base import (
     Assessment,
     FacePhoto,
@@ -154,7 +154,7 @@ class Evaluator:
 
     def __init__(
         self,
-        local: Sequence[str] = LOCAL_RECOGNIZERS,
+        local: Sequence[str] = DEFAULT_LOCAL_RECOGNIZERS,
         cloud_config: CloudConfig | None = None,
         retry_policy: RetryPolicy | None = None,
         backend_timeout: float = 60.0,

@@ -16,7 +16,7 @@ from faceoff.evaluator.cloud.credentials import CloudConfig
 from faceoff.evaluator.cloud.retry import RetryPolicy
 from faceoff.evaluator.evaluation import Evaluator
 from faceoff.evaluator.metrics import NAMESPACE, BackendMetrics
-from faceoff.evaluator.recognizers import LOCAL_RECOGNIZERS
+from faceoff.evaluator.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
 from faceoff.evaluator.servicer import EvaluatorServicer
 from faceoff.v1 import evaluator_pb2_grpc
 
@@ -32,8 +32,8 @@ class EvaluatorSettings:
     Attributes:
         max_pixels: Largest photo accepted, width x height (default 50 megapixels).
         evaluate_max_side: Longer side of the decoded copies recognisers see (default 2048 px).
-        local_recognizers: Comma-separated local recognisers to load and run (default all:
-            dlib,sface,facenet; empty for none).
+        local_recognizers: Comma-separated local recognisers to load and run (default
+            dlib,sface,facenet; facenet512 too when named; empty for none).
         backend_timeout_seconds: Time each backend gets per evaluation (default 60 s).
         cloud_request_timeout_seconds: Timeout of one cloud HTTP request (default 10 s).
         cloud_max_attempts: Attempts per cloud call, retries of throttling included (default 4).
@@ -46,7 +46,7 @@ class EvaluatorSettings:
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     evaluate_max_side: int = 2048
-    local_recognizers: str = ",".join(LOCAL_RECOGNIZERS)
+    local_recognizers: str = ",".join(DEFAULT_LOCAL_RECOGNIZERS)
     backend_timeout_seconds: float = 60.0
     cloud_request_timeout_seconds: float = 10.0
     cloud_max_attempts: int = 4

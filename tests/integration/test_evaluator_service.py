@@ -149,7 +149,7 @@ def test_unknown_recogniser_is_invalid_argument(ready: None, channel: grpc.Chann
     with pytest.raises(grpc.RpcError) as info:
         _evaluate(channel, image=_image("barack", 1), reference_images=[_image("barack", 2)], recognizers=["vggface"])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "accepted: dlib, sface, facenet, rekognition, azure, facepp" in info.value.details()
+    assert "accepted: dlib, sface, facenet, facenet512, rekognition, azure, facepp" in info.value.details()
 
 
 @pytest.mark.parametrize("fields,needle", [

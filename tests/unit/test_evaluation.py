@@ -109,7 +109,7 @@ def test_unknown_or_repeated_names_refuse_the_request() -> None:
     with pytest.raises(InvalidOption) as info:
         evaluator.evaluate(EvaluationRequest(photo=PHOTO, references=[PHOTO], recognizers=["dlib", "vggface"]))
     assert "'vggface'" in info.value.message
-    assert "accepted: dlib, sface, facenet, rekognition, azure, facepp" in info.value.message
+    assert "accepted: dlib, sface, facenet, facenet512, rekognition, azure, facepp" in info.value.message
     with pytest.raises(InvalidOption) as info:
         evaluator.evaluate(EvaluationRequest(photo=PHOTO, references=[PHOTO], recognizers=["azure", "Azure"]))
     assert "twice" in info.value.message

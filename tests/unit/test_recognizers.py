@@ -1,4 +1,4 @@
-"""The local recognisers (dlib, SFace, FaceNet) on the shared celebrity photos, with the real models.
+"""The local recognisers (dlib, SFace, FaceNet, FaceNet512) on the shared celebrity photos, with the real models.
 
 Each photo is embedded once per recogniser per session (:class:`EmbeddingCache`); the tests then
 work on those embeddings: leave-one-out nearest-centroid identification, the confidence map,
@@ -19,7 +19,7 @@ from PIL import Image
 
 from faceoff.common.errors import InvalidOption, NoFaceFound
 from faceoff.common.imaging import decode
-from faceoff.evaluator.recognizers import LOCAL_RECOGNIZERS, get_local
+from faceoff.evaluator.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
 from faceoff.evaluator.recognizers.base import EmbeddingRecognizer, FacePhoto, distance_confidence
 from tests.conftest import ALIGNED, celeb_photos, encode
 
@@ -83,6 +83,12 @@ def test_documented_thresholds() -> None:
     assert get_local("sface").metric == "cosine"
     assert 1.0 - get_local("sface").distance_threshold == pytest.approx(0.363)  # OpenCV's cosine threshold
     assert (get_local("facenet").metric, get_local("facenet").distance_threshold) == ("euclidean", 1.05)
+    assert (get_local("facenet512").metric, get_local("facenet512").distance_threshold) == ("euclidean", 1.05)
+
+
+def test_facenet512_is_known_but_not_run_by_default() -> None:
+    assert "facenet512" in LOCAL_RECOGNIZERS and "facenet512" not in DEFAULT_LOCAL_RECOGNIZERS
+    assert set(DEFAULT_LOCAL_RECOGNIZERS) < set(LOCAL_RECOGNIZERS)
 
 
 @pytest.mark.parametrize("name", LOCAL_RECOGNIZERS)

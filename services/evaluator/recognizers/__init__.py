@@ -20,6 +20,7 @@ from faceoff.evaluator.recognizers.base import (
 )
 
 __all__ = [
+    "DEFAULT_LOCAL_RECOGNIZERS",
     "LOCAL_RECOGNIZERS",
     "EmbeddingRecognizer",
     "FacePhoto",
@@ -48,11 +49,22 @@ def _facenet() -> EmbeddingRecognizer:
     return FaceNetRecognizer()
 
 
+def _facenet512() -> EmbeddingRecognizer:
+    from faceoff.evaluator.recognizers.facenet512 import FaceNet512Recognizer
+
+    return FaceNet512Recognizer()
+
+
 # Factories import their module lazily: importing this package loads no model library.
-_LOCAL: dict[str, Callable[[], EmbeddingRecognizer]] = {"dlib": _dlib, "sface": _sface, "facenet": _facenet}
+_LOCAL: dict[str, Callable[[], EmbeddingRecognizer]] = {
+    "dlib": _dlib, "sface": _sface, "facenet": _facenet, "facenet512": _facenet512,
+}
 
 #: Names of the local recognisers, in the order they are reported.
-LOCAL_RECOGNIZERS: tuple[str, ...] = ("dlib", "sface", "facenet")
+LOCAL_RECOGNIZERS: tuple[str, ...] = ("dlib", "sface", "facenet", "facenet512")
+#: The local recognisers an evaluator runs when not told which. ``facenet512`` runs only when
+#: named: it is a second FaceNet, and loading it costs every evaluator start its memory and time.
+DEFAULT_LOCAL_RECOGNIZERS: tuple[str, ...] = ("dlib", "sface", "facenet")
 
 _instances: dict[str, EmbeddingRecognizer] = {}
 _instances_lock = threading.Lock()

@@ -19,8 +19,24 @@ def _facenet() -> EmbeddingModel:
     return FaceNet()
 
 
+def _facenet512() -> EmbeddingModel:
+    from faceoff.masker.models.facenet512 import FaceNet512
+
+    return FaceNet512()
+
+
+def _sface() -> EmbeddingModel:
+    from faceoff.masker.models.sface import SFaceModel
+
+    return SFaceModel()
+
+
 # Factories import their module lazily so that importing this package stays cheap.
-_SURROGATES: dict[str, Callable[[], EmbeddingModel]] = {"facenet": _facenet}
+_SURROGATES: dict[str, Callable[[], EmbeddingModel]] = {
+    "facenet": _facenet,
+    "facenet512": _facenet512,
+    "sface": _sface,
+}
 
 #: Names :func:`load_surrogate` accepts.
 SURROGATES: tuple[str, ...] = tuple(sorted(_SURROGATES))

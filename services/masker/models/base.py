@@ -12,6 +12,14 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+#: Added under the square root of every embedding distance, so the gradient is finite at 0.
+DISTANCE_SMOOTHING = 1e-12
+
+
+def smooth_l2(u: tf.Tensor, axis: int = -1) -> tf.Tensor:
+    """The Euclidean norm of ``u`` along ``axis``, smoothed to have a finite gradient at 0."""
+    return tf.sqrt(tf.reduce_sum(tf.square(u), axis=axis) + DISTANCE_SMOOTHING)
+
 
 class EmbeddingModel(abc.ABC):
     """A differentiable face embedding f: images -> R^D.
@@ -42,6 +50,23 @@ class EmbeddingModel(abc.ABC):
     @abc.abstractmethod
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Return ``(N, D)`` embeddings of ``(N, S, S, 3)`` images in [0, 1] (differentiable)."""
+
+    def distance(self, u: tf.Tensor) -> tf.Tensor:
+        """Distance ``(...)`` represented by difference vectors ``u`` ``(..., D)`` (differentiable).
+
+        The smoothed Euclidean norm; an ensemble (:class:`~faceoff.masker.models.ensemble.Ensemble`)
+        overrides it with the weighted mean of its members' distances.
+        """
+        return smooth_l2(u)
+
+    def distance_numpy(self, u: np.ndarray) -> np.ndarray:
+        """:meth:`distance` of ``(..., D)`` difference vectors, in numpy (float64)."""
+        return np.linalg.norm(np.asarray(u, np.float64), axis=-1)
+
+    def normalise_numpy(self, v: np.ndarray) -> np.ndarray:
+        """``v`` ``(D,)`` scaled to the model's embedding sphere (unit length), e.g. a centroid."""
+        v = np.asarray(v, np.float64)
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
     def embed_numpy(self, images01: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Embed ``(N, S, S, 3)`` images in [0, 1] in compiled chunks; returns float32 ``(N, D)``.
