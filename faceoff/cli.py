@@ -8,7 +8,9 @@
 - ``faceoff evaluate PHOTO --reference DIR [--recognizers dlib,sface,...] [--json]``: would
   recognisers still match the photo to the person? In-process (no server).
 - ``faceoff models fetch``: fetch and verify the model files (set-up time, never at run time).
-- ``faceoff bench detector [--json OUT]``: benchmarks that print figures.
+- ``faceoff bench detector [--json OUT]``: benchmarks that print figures;
+  ``faceoff bench load [--target HOST:PORT] [--concurrency N] [--duration S]``: load on a local service;
+  ``faceoff bench fuzz [--duration S]``: mutated hostile inputs through photo decoding and option checks.
 - ``faceoff deploy render|apply|status [--overlay cpu|gpu]``: the Kubernetes manifests (deploy/).
 
 Heavy libraries (TensorFlow) are imported only by the sub-command that needs them.
@@ -32,6 +34,69 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="gRPC port, 0 for any free port (FACEOFF_PORT)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 for any, -1 for none (FACEOFF_METRICS_PORT)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (FACEOFF_LOG_LEVEL)")
+    _add_security_flags(p)
+
+
+#: Server security settings that have flags (``--tls-cert`` -> ``tls_cert``).
+SERVER_SECURITY = ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", "rate_limit_per_client", "rate_limit_burst")
+#: The masker's settings for its channel to the detector.
+DETECTOR_CLIENT_SECURITY = (
+    "detector_tls_ca", "detector_tls_cert", "detector_tls_key", "detector_tls_server_name", "detector_token_file",
+)
+
+
+def _add_security_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (FACEOFF_TLS_CERT; needs --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (FACEOFF_TLS_KEY)")
+    p.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed, mutual TLS (FACEOFF_TLS_CLIENT_CA)")
+    p.add_argument("--auth-tokens-file", help="bearer tokens, one per line as name:token (FACEOFF_AUTH_TOKENS_FILE)")
+    p.add_argument("--rate-limit-per-client", type=float,
+                   help="requests per second per client, 0 for no limit (FACEOFF_RATE_LIMIT_PER_CLIENT; default 0)")
+    p.add_argument("--rate-limit-burst", type=int, help="requests a client may make at once (FACEOFF_RATE_LIMIT_BURST; default 10)")
+
+
+def _add_detector_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector-tls-ca", help="PEM CA the masker trusts for the detector: TLS (FACEOFF_DETECTOR_TLS_CA)")
+    p.add_argument("--detector-tls-cert", help="PEM client certificate for the detector, mutual TLS (FACEOFF_DETECTOR_TLS_CERT)")
+    p.add_argument("--detector-tls-key", help="PEM private key of --detector-tls-cert (FACEOFF_DETECTOR_TLS_KEY)")
+    p.add_argument("--detector-tls-server-name",
+                   help="name in the detector's certificate, if not its address (FACEOFF_DETECTOR_TLS_SERVER_NAME)")
+    p.add_argument("--detector-token-file", help="file with the bearer token for the detector (FACEOFF_DETECTOR_TOKEN_FILE)")
+
+
+def _add_client_security_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls", action="store_true", help="TLS to --server with the system's trusted roots")
+    p.add_argument("--ca", help="PEM CA to trust for --server (TLS with a private CA)")
+    p.add_argument("--cert", help="PEM client certificate for mutual TLS (with --key)")
+    p.add_argument("--key", help="PEM private key of --cert")
+    p.add_argument("--token-file", help="file with the bearer token to send (default: $FACEOFF_TOKEN, if set)")
+
+
+def client_security(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """``(tls, token)`` for the SDK from ``--tls/--ca/--cert/--key/--token-file`` and ``$FACEOFF_TOKEN``.
+
+    Files are read and checked here, so a bad one stops the command before the first photo.
+    """
+    import os
+
+    from faceoff.common import security
+    from faceoff.sdk import TLSConfig
+
+    tls: Any = None
+    if args.ca or args.cert or args.key:
+        if bool(args.cert) != bool(args.key):
+            raise SystemExit("faceoff: --cert and --key go together (mutual TLS)")
+        ca = security.read_certificates("--ca", args.ca) if args.ca else None
+        cert, key = security.read_pair("--cert", args.cert, "--key", args.key) if args.cert else (None, None)
+        tls = TLSConfig(ca=ca, cert=cert, key=key)
+    elif args.tls:
+        tls = True
+    token = None
+    if args.token_file:
+        token = security.read_token("--token-file", args.token_file)
+    elif os.environ.get("FACEOFF_TOKEN", "").strip():
+        token = os.environ["FACEOFF_TOKEN"].strip()
+    return tls, token
 
 
 def _add_protect_flags(p: argparse.ArgumentParser) -> None:
@@ -50,6 +115,16 @@ def _add_protect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faces", help="comma-separated face indices to protect (default: all)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--strip-gps", action="store_true", default=None, help="remove GPS tags from the output")
+    p.add_argument("--surrogates", help="comma-separated surrogates the attack runs on: facenet, facenet512, sface (two: an ensemble)")
+    p.add_argument("--surrogate-weights", help="comma-separated weight per surrogate (default equal)")
+    p.add_argument("--momentum", type=float, help="PGD transfer technique: momentum decay in [0, 1] (0: off)")
+    p.add_argument("--diversity", type=float, help="PGD transfer technique: input-diversity probability (0: off)")
+    p.add_argument("--ti-kernel", type=int, help="PGD transfer technique: translation-invariance kernel, 0 or odd 3..15")
+    p.add_argument("--eot", type=float, help="PGD transfer technique: platform-transform (resize+JPEG) probability (0: off)")
+    p.add_argument("--adaptive-alpha", action=argparse.BooleanOptionalAction, default=None,
+                   help="per face, the smallest alpha up to --alpha at which --loop-recognizers stop matching")
+    p.add_argument("--psnr-floor", type=float, help="lowest face PSNR in dB adaptive alpha may reach (default 32)")
+    p.add_argument("--loop-recognizers", help="comma-separated local recognisers adaptive alpha consults (default dlib)")
 
 
 def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +140,24 @@ def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "target": args.target, "epsilon": args.epsilon, "iterations": args.iterations,
         "learning_rate": args.learning_rate, "kappa": args.kappa, "alpha": args.alpha,
         "search_steps": args.search_steps, "face_indices": faces, "seed": args.seed, "strip_gps": args.strip_gps,
+        "surrogates": _names(args.surrogates), "surrogate_weights": _floats_flag("--surrogate-weights", args.surrogate_weights),
+        "momentum": args.momentum, "diversity": args.diversity, "ti_kernel": args.ti_kernel, "eot": args.eot,
+        "adaptive_alpha": args.adaptive_alpha, "psnr_floor": args.psnr_floor,
+        "loop_recognizers": _names(args.loop_recognizers),
     }
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _floats_flag(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"faceoff: {flag} takes comma-separated numbers, got {text!r}") from None
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -117,14 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="protect again photos whose output exists (default: skip them)")
     p.add_argument("--json", action="store_true", help="print each photo's receipt as a JSON line")
     p.add_argument("--receipts", type=Path, help="also write every receipt to this file (JSON lines)")
+    _add_client_security_flags(p)
     _add_protect_flags(p)
 
     p = sub.add_parser("evaluate", help="would recognisers still match a photo to the person? (in-process)")
     p.add_argument("photo", type=Path, help="the (protected) photo to check")
     p.add_argument("--reference", type=Path, help="folder of the person's own photos, to verify against")
     p.add_argument("--gallery", type=Path, help="folder with one sub-folder of photos per identity, to identify in")
-    p.add_argument("--recognizers", help="comma-separated: dlib, sface, facenet, rekognition, azure, facepp "
-                   "(default: the local ones and every configured cloud API)")
+    p.add_argument("--recognizers", help="comma-separated: dlib, sface, facenet, facenet512, rekognition, azure, "
+                   "facepp (default: dlib, sface, facenet and every configured cloud API)")
     p.add_argument("--top-k", type=int, default=0, help="identities to rank with --gallery (default 3)")
     p.add_argument("--use-api-threshold", action="store_true", help="each API's own threshold instead of tau = 0.5")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -140,10 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--detector", dest="detector_address", help="detector host:port (FACEOFF_DETECTOR_ADDRESS)")
     ps.add_argument("--max-batch-faces", type=int, help="faces per attack batch (FACEOFF_MAX_BATCH_FACES; default 8)")
     ps.add_argument("--max-queue-faces", type=int, help="faces allowed to wait (FACEOFF_MAX_QUEUE_FACES; default 64)")
+    _add_detector_client_flags(ps)
     ps = serve_sub.add_parser("evaluator", help="local recognisers and cloud-API adapters")
     _add_server_flags(ps)
     ps.add_argument("--max-pixels", type=int, help="largest photo in pixels (FACEOFF_MAX_PIXELS; default 50e6)")
-    ps.add_argument("--local-recognizers", help="local recognisers to run (FACEOFF_LOCAL_RECOGNIZERS; default dlib,sface,facenet)")
+    ps.add_argument("--local-recognizers", help="local recognisers to run, of dlib,sface,facenet,facenet512 "
+                    "(FACEOFF_LOCAL_RECOGNIZERS; default dlib,sface,facenet)")
     ps.add_argument("--backend-timeout", dest="backend_timeout_seconds", type=float,
                     help="seconds each backend gets (FACEOFF_BACKEND_TIMEOUT_SECONDS; default 60)")
     ps = serve_sub.add_parser("all", help="detector, masker and evaluator as local child processes")
@@ -157,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--local-recognizers", help="the evaluator's local recognisers (default dlib,sface,facenet)")
     ps.add_argument("--ready-timeout", type=float, default=600.0,
                     help="seconds to wait for all three to be SERVING (default 600)")
+    _add_security_flags(ps)
+    _add_detector_client_flags(ps)
 
     p = sub.add_parser("models", help="model files")
     models_sub = p.add_subparsers(dest="action", required=True)
@@ -185,7 +282,28 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--kappa", help="comma-separated hinge margins (default: the profile's)")
     pb.add_argument("--probes-per-identity", type=int, default=0, help="probes per identity (default: every photo)")
     pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--set", action="append", metavar="NAME=VALUE",
+                    help="override a protection option, e.g. momentum=1 or surrogates=facenet,facenet512 (repeatable)")
     pb.add_argument("--plot", help="write the evasion-vs-perturbation plot (PNG) here")
+    pb.add_argument("--json", dest="json_out", help="also write the JSON here")
+    pb = bench_sub.add_parser("load", help="concurrent clients against a local masker or detector: throughput, "
+                              "latency, errors by status code")
+    pb.add_argument("--target", help="HOST:PORT on this machine (loopback only; default: start faceoff serve all)")
+    pb.add_argument("--rpc", choices=("protect", "detect"), default="protect",
+                    help="Masker.Protect (--target is a masker) or Detector.Detect (a detector)")
+    pb.add_argument("--concurrency", type=int, default=200, help="calls in flight at most (default 200)")
+    pb.add_argument("--duration", type=float, default=60.0, help="seconds of sending (default 60); then in-flight calls finish")
+    pb.add_argument("--deadline", type=float, default=120.0, help="deadline of each call, seconds (default 120)")
+    pb.add_argument("--photo", help="photo every request sends (default: a small shared celebrity photo)")
+    pb.add_argument("--profile", choices=("low", "medium", "high"), help="protection profile (default medium)")
+    pb.add_argument("--iterations", type=int, help="attack iterations, e.g. 2 for cheap load (default: the profile's)")
+    pb.add_argument("--seed", type=int, default=0, help="random seed of every request (default 0)")
+    pb.add_argument("--json", dest="json_out", help="also write the JSON here")
+    pb = bench_sub.add_parser("fuzz", help="photo decoding and option checks on mutated hostile inputs: "
+                              "outcomes, unexpected exceptions, peak memory")
+    pb.add_argument("--duration", type=float, default=300.0, help="seconds to fuzz (default 300)")
+    pb.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pb.add_argument("--crashes", help="folder to write inputs that raised an unexpected exception to")
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
 
     from faceoff.deploy.commands import add_deploy_parser  # argparse only; the rest loads on use
@@ -196,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from faceoff.common.errors import FaceOffError
+    from faceoff.common.imaging import decode
     from faceoff.detector.detection import DetectOptions, FaceDetector
 
     try:
@@ -205,7 +324,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         return 2
     try:
         options = DetectOptions(min_face_size=args.min_face_size, min_confidence=args.min_confidence)
-        result = FaceDetector().detect(data, options)
+        # The photo is checked before the model loads: a bad file is refused at once, not after ~5 s.
+        photo = decode(data, max_side=1024)
+        result = FaceDetector(detect_max_side=1024).detect_photo(photo, options)
     except FaceOffError as exc:
         print(f"faceoff detect: {args.photo}: {exc.message}", file=sys.stderr)
         return 2
@@ -231,6 +352,9 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     except InvalidOption as exc:
         print(f"faceoff protect: {exc.message}", file=sys.stderr)
         return 2
+    if not args.server and (args.tls or args.ca or args.cert or args.key or args.token_file):
+        print("faceoff protect: --tls, --ca, --cert, --key and --token-file are for --server", file=sys.stderr)
+        return 2
     try:
         items, resume = batch.plan(args.photos, args.output)
     except batch.PlanError as exc:
@@ -239,7 +363,14 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     references = read_reference_dir(args.reference) if args.reference else []
     checks = [n.strip() for n in (args.check or "").split(",") if n.strip()]
     if args.server:
-        client = Client(args.server, evaluator=args.evaluator)
+        from faceoff.common.settings import SettingsError
+
+        try:
+            tls, token = client_security(args)
+        except SettingsError as exc:
+            print(f"faceoff protect: {exc}", file=sys.stderr)
+            return 2
+        client = Client(args.server, evaluator=args.evaluator, tls=tls, token=token)
     else:
         from faceoff.evaluator.recognizers import LOCAL_RECOGNIZERS
 
@@ -276,7 +407,8 @@ def print_verdict_lines(verdicts: list[dict[str, Any]]) -> None:
                     f"(threshold {v['threshold']:.2f})")
         else:
             line = "no verification"
-        print(f"  {v['recognizer']:12s} {'white-box' if v['white_box'] else 'black-box'}  {line}")
+        kind = "white-box" if v["white_box"] else "in-loop" if v.get("in_loop") else "black-box"
+        print(f"  {v['recognizer']:12s} {kind:9s}  {line}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -289,6 +421,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     flags: dict[str, Any] = {
         "host": args.host, "port": args.port, "metrics_port": args.metrics_port, "log_level": args.log_level,
+        **{name: getattr(args, name) for name in SERVER_SECURITY},
     }
     try:
         if args.service == "detector":
@@ -303,7 +436,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             from faceoff.masker import server as masker_server
 
             flags.update(detector_address=args.detector_address, max_batch_faces=args.max_batch_faces,
-                         max_queue_faces=args.max_queue_faces)
+                         max_queue_faces=args.max_queue_faces, **{n: getattr(args, n) for n in DETECTOR_CLIENT_SECURITY})
             server_settings, masker_settings = masker_server.load_settings(**flags)
             configure_logging(server_settings.log_level)
             asyncio.run(masker_server.serve_forever(server_settings, masker_settings))
@@ -364,7 +497,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from faceoff.common.settings import SettingsError
     from faceoff.evaluator.cloud.credentials import CloudConfig
     from faceoff.evaluator.evaluation import EvaluationRequest, Evaluator
-    from faceoff.evaluator.recognizers import LOCAL_RECOGNIZERS
+    from faceoff.evaluator.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
 
     if args.reference is None and args.gallery is None:
         print("faceoff evaluate: give --reference DIR, --gallery DIR or both", file=sys.stderr)
@@ -377,8 +510,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     references = read_reference_dir(args.reference) if args.reference else []
     gallery = read_gallery_dir(args.gallery) if args.gallery else {}
     names = [n.strip() for n in (args.recognizers or "").split(",") if n.strip()]
-    # Load only the local models that were asked for (all of them by default).
-    local = [n for n in LOCAL_RECOGNIZERS if not names or n in names]
+    # Load only the local models that were asked for (the default ones when none was named).
+    local = [n for n in LOCAL_RECOGNIZERS if n in names] if names else list(DEFAULT_LOCAL_RECOGNIZERS)
     try:
         evaluator = Evaluator(local=local, cloud_config=CloudConfig.from_env())
     except SettingsError as exc:
@@ -440,6 +573,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from faceoff.bench import transfer
 
         return transfer.main(args)
+    if args.bench == "load":
+        from faceoff.bench import load
+
+        return load.main(args)
+    if args.bench == "fuzz":
+        from faceoff.bench import fuzz
+
+        return fuzz.main(args.duration, args.seed, args.json_out, args.crashes)
     return 2
 
 

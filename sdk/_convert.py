@@ -6,6 +6,7 @@ here, so a result does not depend on which one ran it.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict
@@ -59,6 +60,24 @@ class ProtectOptions(TypedDict, total=False):
     faces: Sequence[int]
     #: Remove GPS tags from the output's EXIF.
     strip_gps: bool
+    #: Transfer technique (PGD): momentum decay in [0, 1] (0: off).
+    momentum: float
+    #: Transfer technique (PGD): input-diversity probability in [0, 1] (0: off).
+    diversity: float
+    #: Transfer technique (PGD): translation-invariance kernel side, 0 or odd 3..15.
+    ti_kernel: int
+    #: Transfer technique (PGD): probability of a platform transform (resize + JPEG) per step.
+    eot: float
+    #: Surrogates the attack runs on: "facenet", "facenet512", "sface" (two or more: an ensemble).
+    surrogates: Sequence[str]
+    #: One weight > 0 per surrogate.
+    surrogate_weights: Sequence[float]
+    #: Per face, the smallest alpha in [1, alpha] at which the loop recognisers stop matching.
+    adaptive_alpha: bool
+    #: Lowest face PSNR (dB) adaptive amplification may go to.
+    psnr_floor: float
+    #: Local recognisers the adaptive search consults, e.g. ``["dlib"]``.
+    loop_recognizers: Sequence[str]
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -72,10 +91,12 @@ _ENUMS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
     "norm": (masker_pb2.Norm, "NORM_", ("l2", "linf")),
     "loss": (masker_pb2.Loss, "LOSS_", ("target", "hinge")),
 }
-_SCALARS = ("epsilon", "iterations", "learning_rate", "kappa", "alpha", "initial_const", "search_steps", "strip_gps")
+_SCALARS = ("epsilon", "iterations", "learning_rate", "kappa", "alpha", "initial_const", "search_steps", "strip_gps",
+            "momentum", "diversity", "ti_kernel", "eot", "adaptive_alpha", "psnr_floor")
+_LISTS = ("surrogates", "surrogate_weights", "loop_recognizers")
 _DETECT = ("min_face_size", "min_confidence", "max_faces")
 #: Every keyword :func:`protect_request` accepts beyond the named ones.
-OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, "faces", *_DETECT)
+OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, *_LISTS, "faces", *_DETECT)
 
 _FORMATS: dict[int, str] = {
     common_pb2.IMAGE_FORMAT_JPEG: "JPEG", common_pb2.IMAGE_FORMAT_PNG: "PNG", common_pb2.IMAGE_FORMAT_WEBP: "WEBP",
@@ -130,6 +151,15 @@ def protect_request(
     for name in _SCALARS:
         if options.get(name) is not None:
             _set(msg, name, options[name])
+    for name in _LISTS:
+        value = options.get(name)
+        if value is None:
+            continue
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+        try:
+            getattr(msg, name).extend(items)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"{name} has an invalid value {value!r} ({exc})") from None
     if seed is not None:
         _set(msg, "seed", seed)
     if options.get("faces") is not None:
@@ -197,7 +227,9 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         targeted=msg.mode == masker_pb2.MODE_TARGETED, epsilon=msg.epsilon, iterations=msg.iterations,
         learning_rate=msg.learning_rate, kappa=msg.kappa, alpha=msg.alpha, initial_const=msg.initial_const,
         search_steps=msg.search_steps, seed=msg.seed, strip_gps=msg.strip_gps,
-        faces=tuple(msg.face_indices), target=msg.target or None,
+        faces=tuple(msg.face_indices), target=msg.target or None, momentum=msg.momentum, diversity=msg.diversity,
+        ti_kernel=msg.ti_kernel, eot=msg.eot, surrogates=tuple(msg.surrogates), adaptive_alpha=msg.adaptive_alpha,
+        psnr_floor=msg.psnr_floor, loop_recognizers=tuple(msg.loop_recognizers),
     )
 
 
@@ -205,13 +237,21 @@ def protected_photo(msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict]
     """A :class:`ProtectedPhoto` from the masker's response (and the evaluator's verdicts)."""
     data = msg.image.data
     width, height, fmt = _size_and_format(data, msg.image.format)
+    if msg.HasField("options"):  # the attack's own models and the adaptive loop's are not independent judges
+        surrogates = set(msg.options.surrogates)
+        loop = set(msg.options.loop_recognizers) if msg.options.adaptive_alpha else set()
+        verdicts = [dataclasses.replace(v, white_box=(v.recognizer in surrogates) if surrogates else v.white_box,
+                                        in_loop=v.recognizer in loop) for v in verdicts]
     return ProtectedPhoto(
         data=data, format=fmt, width=width, height=height,
         faces=tuple(
             FaceReceipt(
                 index=f.index, box=_box(f.box), target=f.target or None, l2=f.l2, linf=f.linf,
                 psnr=f.psnr or None,  # the contract sends an unchanged region's infinite PSNR as 0
-                ssim=f.ssim, distance_before=f.distance_before, distance_after=f.distance_after,
+                ssim=f.ssim, distance_before=f.distance_before, distance_after=f.distance_after, alpha=f.alpha,
+                loop_verdicts=tuple(
+                    (v.recognizer, v.matched, v.distance if v.HasField("distance") else None) for v in f.verdicts
+                ),
             )
             for f in msg.faces
         ),

@@ -100,9 +100,9 @@ class LocalPipeline:
         with self._lock:
             if self._evaluator is None:
                 from faceoff.evaluator.evaluation import Evaluator
-                from faceoff.evaluator.recognizers import LOCAL_RECOGNIZERS
+                from faceoff.evaluator.recognizers import DEFAULT_LOCAL_RECOGNIZERS
 
-                self._evaluator = Evaluator(local=self._recognizers or LOCAL_RECOGNIZERS, max_pixels=self._max_pixels)
+                self._evaluator = Evaluator(local=self._recognizers or DEFAULT_LOCAL_RECOGNIZERS, max_pixels=self._max_pixels)
             return self._evaluator
 
     # -- the three calls -------------------------------------------------------------------------

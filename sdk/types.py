@@ -82,6 +82,9 @@ class FaceReceipt:
         ssim: SSIM of the protected face region against the original.
         distance_before: The surrogate's mean distance from the face to the person's references.
         distance_after: The same distance measured on the protected photo.
+        alpha: The amplification applied to this face (the options' alpha, or the adaptive choice).
+        loop_verdicts: With adaptive amplification, each loop recogniser's verdict on the face at
+            that alpha: ``(recognizer, still matched, distance or None when it found no face)``.
     """
 
     index: int
@@ -93,15 +96,24 @@ class FaceReceipt:
     ssim: float
     distance_before: float
     distance_after: float
+    alpha: float = 0.0
+    loop_verdicts: tuple[tuple[str, bool, float | None], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``faceoff protect --json`` prints)."""
-        return {
+        out = {
             "index": self.index, "box": [round(v, 1) for v in self.box.as_tuple()], "target": self.target,
             "l2": round(self.l2, 4), "linf": round(self.linf, 4),
             "psnr": None if self.psnr is None else round(self.psnr, 2), "ssim": round(self.ssim, 4),
             "distance_before": round(self.distance_before, 4), "distance_after": round(self.distance_after, 4),
+            "alpha": round(self.alpha, 4),
         }
+        if self.loop_verdicts:
+            out["verdicts"] = [
+                {"recognizer": r, "matched": m, "distance": None if d is None else round(d, 4)}
+                for r, m, d in self.loop_verdicts
+            ]
+        return out
 
 
 @dataclass(frozen=True)
@@ -124,14 +136,28 @@ class AppliedOptions:
     strip_gps: bool
     faces: tuple[int, ...] = ()
     target: str | None = None
+    momentum: float = 0.0
+    diversity: float = 0.0
+    ti_kernel: int = 0
+    eot: float = 0.0
+    surrogates: tuple[str, ...] = ()
+    adaptive_alpha: bool = False
+    psnr_floor: float = 0.0
+    loop_recognizers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
-        return {
+        out = {
             "attack": self.attack, "norm": self.norm, "loss": self.loss, "targeted": self.targeted,
             "epsilon": round(self.epsilon, 6), "iterations": self.iterations, "alpha": round(self.alpha, 6),
-            "kappa": round(self.kappa, 6), "seed": self.seed,
+            "kappa": round(self.kappa, 6), "seed": self.seed, "surrogates": list(self.surrogates),
+            "momentum": round(self.momentum, 6), "diversity": round(self.diversity, 6), "ti_kernel": self.ti_kernel,
+            "eot": round(self.eot, 6), "adaptive_alpha": self.adaptive_alpha,
         }
+        if self.adaptive_alpha:
+            out["psnr_floor"] = round(self.psnr_floor, 6)
+            out["loop_recognizers"] = list(self.loop_recognizers)
+        return out
 
 
 @dataclass(frozen=True)
@@ -149,7 +175,10 @@ class Verdict:
 
     Attributes:
         recognizer: ``"dlib"``, ``"sface"``, ``"facenet"``, ``"rekognition"``, ``"azure"`` or ``"facepp"``.
-        white_box: True for the masker's own surrogate (its answer says nothing about transfer).
+        white_box: True for a model the attack ran on (the masker's surrogate, or a member of
+            its ensemble): its answer says nothing about transfer.
+        in_loop: True for a recogniser the masker consulted while choosing alpha (adaptive
+            amplification): it was tuned against, so it is no independent judge either.
         configured: False when the evaluator does not run this recogniser (a cloud API without
             credentials); nothing else is set then.
         confidence: In [0, 1], against the reference photos (None when verification did not run).
@@ -171,6 +200,7 @@ class Verdict:
     top_k: tuple[IdentityScore, ...] = ()
     error: str | None = None
     error_kind: str | None = None
+    in_loop: bool = False
 
     @property
     def verified(self) -> bool:
@@ -180,6 +210,8 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``faceoff evaluate --json`` prints)."""
         out: dict[str, Any] = {"recognizer": self.recognizer, "white_box": self.white_box, "configured": self.configured}
+        if self.in_loop:
+            out["in_loop"] = True
         if self.confidence is not None and self.threshold is not None:
             out.update(confidence=round(self.confidence, 4), threshold=round(self.threshold, 4), match=self.match)
             if self.distance is not None:

@@ -62,8 +62,8 @@ def run(data: Path = SHARED, batches: tuple[int, ...] = (1, 8, 32), repeats: int
     from faceoff.masker.protection import Protector
 
     protector = Protector()
-    model = protector.model
-    options = resolve(profile)
+    options = protector.resolved(resolve(profile))
+    model = protector.model_for(options)  # the profile's surrogate, or its ensemble: the floor is on it
 
     @tf.function(reduce_retracing=True)
     def forward_backward(x: tf.Tensor, direction: tf.Tensor) -> tf.Tensor:
@@ -94,6 +94,7 @@ def run(data: Path = SHARED, batches: tuple[int, ...] = (1, 8, 32), repeats: int
     end_to_end = _median_seconds(lambda: protector.protect(photo_bytes, options, detector.detect), repeats)
     return {
         "benchmark": "speed", "profile": profile, "attack": options.attack, "norm": options.norm,
+        "surrogates": list(options.surrogates),
         "iterations": options.total_iterations,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "gpus": len(tf.config.list_physical_devices("GPU"))},

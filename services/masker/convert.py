@@ -45,6 +45,12 @@ def options_from_proto(msg: masker_pb2.ProtectOptions) -> ProtectionOptions:
         overrides["face_indices"] = tuple(msg.face_indices)
     if msg.strip_gps:
         overrides["strip_gps"] = True
+    for name in ("momentum", "diversity", "ti_kernel", "eot", "adaptive_alpha", "psnr_floor"):
+        if msg.HasField(name):
+            overrides[name] = getattr(msg, name)
+    for name in ("surrogates", "surrogate_weights", "loop_recognizers"):
+        if getattr(msg, name):
+            overrides[name] = tuple(getattr(msg, name))
     return resolve(msg.profile or None, **overrides)
 
 
@@ -58,6 +64,10 @@ def options_to_proto(options: ProtectionOptions) -> masker_pb2.ProtectOptions:
         kappa=options.kappa, alpha=options.alpha, initial_const=options.initial_const,
         search_steps=options.search_steps, target=options.target or "", face_indices=list(options.face_indices),
         seed=options.seed, strip_gps=options.strip_gps,
+        momentum=options.momentum, diversity=options.diversity, ti_kernel=options.ti_kernel, eot=options.eot,
+        surrogates=list(options.surrogates), surrogate_weights=list(options.surrogate_weights),
+        adaptive_alpha=options.adaptive_alpha, psnr_floor=options.psnr_floor,
+        loop_recognizers=list(options.loop_recognizers),
     )
 
 
@@ -67,7 +77,9 @@ def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:
     return masker_pb2.FaceReceipt(
         index=face.index, box=common_pb2.BoundingBox(x=x, y=y, width=w, height=h), target=face.target or "",
         l2=face.l2, linf=face.linf, psnr=face.psnr if face.psnr != float("inf") else 0.0, ssim=face.ssim,
-        distance_before=face.distance_before, distance_after=face.distance_after,
+        distance_before=face.distance_before, distance_after=face.distance_after, alpha=face.alpha,
+        verdicts=[masker_pb2.LoopVerdict(recognizer=v.recognizer, matched=v.matched, distance=v.distance)
+                  for v in face.verdicts],
     )
 
 

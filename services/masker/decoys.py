@@ -11,12 +11,14 @@ is taken to be the user and skipped.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from faceoff.common.errors import InvalidOption
+from faceoff.masker.models.base import EmbeddingModel
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -33,6 +35,25 @@ class DecoyGallery:
     surrogate: str
     names: tuple[str, ...]
     centroids: np.ndarray  # (G, D) float32
+    #: Distance of ``(..., D)`` difference vectors and centroid normalisation: the model's.
+    distance: Callable[[np.ndarray], np.ndarray] = field(default=lambda u: np.linalg.norm(u, axis=-1), compare=False)
+    normalise: Callable[[np.ndarray], np.ndarray] = field(default=lambda v: _unit(v), compare=False)
+
+    @classmethod
+    def for_model(cls, model: EmbeddingModel) -> DecoyGallery:
+        """The committed gallery of ``model``; for an ensemble, its members' galleries side by side."""
+        members = getattr(model, "members", None)
+        if members is None:
+            gallery = cls.load(model.name)
+        else:
+            parts = [cls.load(m.name) for m in members]
+            names = tuple(n for n in parts[0].names if all(n in p.names for p in parts))
+            centroids = np.concatenate(
+                [p.centroids[[p.names.index(n) for n in names]] for p in parts], axis=1
+            ).astype(np.float32)
+            gallery = cls(surrogate=model.name, names=names, centroids=centroids)
+        return cls(surrogate=gallery.surrogate, names=gallery.names, centroids=gallery.centroids,
+                   distance=model.distance_numpy, normalise=model.normalise_numpy)
 
     @classmethod
     def load(cls, surrogate: str = "facenet", path: Path | None = None) -> DecoyGallery:
@@ -53,8 +74,8 @@ class DecoyGallery:
         Raises:
             InvalidOption: ``requested`` is not in the gallery, or is the user.
         """
-        centre = _unit(user_embeddings.mean(axis=0))
-        distances = np.linalg.norm(self.centroids - centre[None, :], axis=1)
+        centre = self.normalise(user_embeddings.mean(axis=0))
+        distances = self.distance(self.centroids - centre[None, :])
         if requested:
             if requested not in self.names:
                 raise InvalidOption(f"target {requested!r} is not a decoy; choose one of: {', '.join(self.names)}")
@@ -69,10 +90,10 @@ class DecoyGallery:
 
     def others(self, exclude: str | None, user_embeddings: np.ndarray) -> list[np.ndarray]:
         """Each decoy's centroid as a one-element identity, without ``exclude`` and the user's look-alikes."""
-        centre = _unit(user_embeddings.mean(axis=0))
+        centre = self.normalise(user_embeddings.mean(axis=0))
         out = []
         for name, c in zip(self.names, self.centroids):
-            if name == exclude or np.linalg.norm(c - centre) < SAME_PERSON_DISTANCE:
+            if name == exclude or self.distance(c - centre) < SAME_PERSON_DISTANCE:
                 continue
             out.append(c[None, :])
         return out

@@ -21,6 +21,13 @@ LOSS_NAMES = ("target", "hinge")
 MAX_ITERATIONS = 10_000
 MAX_SEARCH_STEPS = 50
 MAX_ALPHA = 20.0
+MAX_TI_KERNEL = 15
+#: Surrogates the masker can run the attack on (see :mod:`faceoff.masker.models`).
+SURROGATE_NAMES = ("facenet", "facenet512", "sface")
+#: Local recognisers the adaptive-alpha search can consult (see :mod:`faceoff.evaluator.recognizers`).
+LOOP_RECOGNIZER_NAMES = ("dlib", "sface", "facenet", "facenet512")
+#: Accepted range of ``psnr_floor``, in dB.
+PSNR_FLOOR_RANGE = (20.0, 60.0)
 #: Largest perturbation bound accepted, per norm, in [0, 1] pixel units of the 160 px crop.
 MAX_EPSILON = {"l2": 100.0, "linf": 1.0}
 
@@ -47,6 +54,18 @@ class ProtectionOptions:
         seed: Random seed; the same seed, photo and options give the same output.
         strip_gps: Remove GPS tags from the output's EXIF.
         margin: Crop margin around each face box, as a fraction of its size.
+        momentum: PGD transfer technique: MI-FGSM decay in [0, 1] (0: off).
+        diversity: PGD transfer technique: input-diversity probability in [0, 1] (0: off).
+        ti_kernel: PGD transfer technique: translation-invariance kernel side, 0 or odd 3..15.
+        eot: PGD transfer technique: probability of a platform transform per step (0: off).
+        surrogates: The surrogate models the attack runs on (two or more: an ensemble; empty:
+            the masker's configured surrogate).
+        surrogate_weights: One weight > 0 per surrogate (empty: equal weights).
+        adaptive_alpha: Search the smallest alpha in [1, alpha] at which ``loop_recognizers``
+            no longer match the face, keeping face PSNR >= ``psnr_floor``.
+        psnr_floor: Lowest face-region PSNR (dB) adaptive alpha may go to.
+        loop_recognizers: Local recognisers the adaptive search checks (they are then no
+            longer independent judges of the result).
     """
 
     profile: str = "medium"
@@ -66,11 +85,24 @@ class ProtectionOptions:
     seed: int = 0
     strip_gps: bool = False
     margin: float = 0.1
+    momentum: float = 0.0
+    diversity: float = 0.0
+    ti_kernel: int = 0
+    eot: float = 0.0
+    surrogates: tuple[str, ...] = ()
+    surrogate_weights: tuple[float, ...] = ()
+    adaptive_alpha: bool = False
+    psnr_floor: float = 32.0
+    loop_recognizers: tuple[str, ...] = ("dlib",)
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
         if self.attack == "pgd":
-            return {"epsilon": self.epsilon, "step_size": self.learning_rate, "iterations": self.iterations}
+            from faceoff.masker.attacks.transfer import Transfer
+
+            transfer = Transfer(momentum=self.momentum, diversity=self.diversity, ti_kernel=self.ti_kernel, eot=self.eot)
+            return {"epsilon": self.epsilon, "step_size": self.learning_rate, "iterations": self.iterations,
+                    "transfer": transfer}
         return {
             "iterations": self.iterations, "search_steps": self.search_steps,
             "learning_rate": self.learning_rate, "initial_const": self.initial_const,
@@ -79,7 +111,8 @@ class ProtectionOptions:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one attack batch."""
         return (self.attack, self.norm, self.loss, self.targeted, self.epsilon, self.iterations,
-                self.learning_rate, self.kappa, self.initial_const, self.search_steps)
+                self.learning_rate, self.kappa, self.initial_const, self.search_steps, self.momentum,
+                self.diversity, self.ti_kernel, self.eot, self.surrogates, self.surrogate_weights)
 
     @property
     def total_iterations(self) -> int:
@@ -91,13 +124,16 @@ class ProtectionOptions:
 #: a caller who switches the norm gets that norm's bound). Unless set explicitly, PGD's step size
 #: follows Madry et al. (2.5 * epsilon / iterations) and CW's Adam learning rate is
 #: :data:`CW_LEARNING_RATE`.
+#: The transfer techniques every profile uses (issue 8's measurements, README "Stronger transfer").
+_TRANSFER: dict[str, Any] = {"momentum": 1.0, "diversity": 0.7, "ti_kernel": 5, "eot": 0.5}
 PROFILES: dict[str, dict[str, Any]] = {
-    "low": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 20, "alpha": 2.0, "search_steps": 2,
-            "epsilon": {"l2": 1.0, "linf": 2 / 255}},
-    "medium": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 30, "alpha": 2.5, "search_steps": 3,
-               "epsilon": {"l2": 1.5, "linf": 3 / 255}},
-    "high": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 60, "alpha": 3.0, "search_steps": 5,
-             "epsilon": {"l2": 2.0, "linf": 4 / 255}},
+    "low": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 20, "alpha": 1.0, "search_steps": 2,
+            "epsilon": {"l2": 4.0, "linf": 5 / 255}, "surrogates": ("facenet",),
+            **_TRANSFER, "eot": 0.0},
+    "medium": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 60, "alpha": 1.0, "search_steps": 3,
+               "epsilon": {"l2": 7.0, "linf": 8 / 255}, "surrogates": ("facenet", "sface"), **_TRANSFER},
+    "high": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 80, "alpha": 1.0, "search_steps": 5,
+             "epsilon": {"l2": 8.5, "linf": 10 / 255}, "surrogates": ("facenet", "facenet512", "sface"), **_TRANSFER},
 }
 CW_LEARNING_RATE = 0.01
 DEFAULT_PROFILE = "medium"
@@ -130,7 +166,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
         InvalidOption: naming the field and the accepted values.
     """
     name = profile or DEFAULT_PROFILE
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise InvalidOption(f"profile must be one of {', '.join(PROFILES)}, got {name!r}")
     known = {f.name for f in dataclasses.fields(ProtectionOptions)} - {"profile"}
     unknown = sorted(set(overrides) - known)
@@ -140,7 +176,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     values: dict[str, Any] = {**PROFILES[name], **explicit}
     norm = values.get("norm")
     if "epsilon" not in explicit and isinstance(values["epsilon"], dict):
-        if norm not in values["epsilon"]:
+        if not isinstance(norm, str) or norm not in values["epsilon"]:
             raise InvalidOption(f"norm must be one of {', '.join(NORM_NAMES)}, got {norm!r}")
         values["epsilon"] = values["epsilon"][norm]
     if "learning_rate" not in explicit:
@@ -148,6 +184,21 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             values["learning_rate"] = CW_LEARNING_RATE
         elif isinstance(values.get("epsilon"), (int, float)) and isinstance(values.get("iterations"), int) and values["iterations"] > 0:
             values["learning_rate"] = 2.5 * float(values["epsilon"]) / values["iterations"]
+    if values.get("attack") == "cw":  # a profile's PGD transfer techniques do not carry over to CW
+        for key in ("momentum", "diversity", "ti_kernel", "eot"):
+            if key not in explicit:
+                values[key] = 0
+    for key in ("face_indices", "surrogates", "surrogate_weights", "loop_recognizers"):
+        value = values.get(key)
+        if isinstance(value, str):
+            values[key] = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif isinstance(value, (list, tuple)):
+            values[key] = tuple(value)
+        elif value is not None:
+            raise InvalidOption(f"{key} must be a list (or a comma-separated string), got {value!r}")
+    for key in ("surrogates", "loop_recognizers"):
+        if not all(isinstance(v, str) for v in values.get(key, ())):
+            raise InvalidOption(f"{key} must be model names, got {list(values[key])!r}")
     options = ProtectionOptions(profile=name, **values)
     return validate(options)
 
@@ -180,6 +231,38 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         raise InvalidOption(f"seed must be an integer in 0..2^63-1, got {o.seed!r}")
     if not 0 <= _finite("margin", o.margin) <= 1:
         raise InvalidOption(f"margin must be in [0, 1], got {o.margin!r}")
+    for name in ("momentum", "diversity", "eot"):
+        if not 0 <= _finite(name, getattr(o, name)) <= 1:
+            raise InvalidOption(f"{name} must be in [0, 1] (0: off), got {getattr(o, name)!r}")
+    k = o.ti_kernel
+    if isinstance(k, bool) or not isinstance(k, int) or not (k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2)):
+        raise InvalidOption(f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}")
+    if o.attack != "pgd" and (o.momentum or o.diversity or o.ti_kernel or o.eot):
+        raise InvalidOption(
+            f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} takes none of them (set them to 0)"
+        )
+    if len(set(o.surrogates)) != len(o.surrogates) or any(s not in SURROGATE_NAMES for s in o.surrogates):
+        raise InvalidOption(
+            f"surrogates must be distinct names from {', '.join(SURROGATE_NAMES)}, got {list(o.surrogates)}"
+        )
+    if o.surrogate_weights:
+        if len(o.surrogate_weights) != len(o.surrogates):
+            raise InvalidOption(
+                f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), got {len(o.surrogate_weights)}"
+            )
+        if not all(_finite("surrogate_weights", w) > 0 for w in o.surrogate_weights):
+            raise InvalidOption(f"surrogate_weights must all be > 0, got {list(o.surrogate_weights)}")
+    low, high = PSNR_FLOOR_RANGE
+    if not low <= _finite("psnr_floor", o.psnr_floor) <= high:
+        raise InvalidOption(f"psnr_floor must be in [{low:g}, {high:g}] dB, got {o.psnr_floor!r}")
+    if any(r not in LOOP_RECOGNIZER_NAMES for r in o.loop_recognizers) or len(set(o.loop_recognizers)) != len(o.loop_recognizers):
+        raise InvalidOption(
+            f"loop_recognizers must be distinct names from {', '.join(LOOP_RECOGNIZER_NAMES)}, got {list(o.loop_recognizers)}"
+        )
+    if o.adaptive_alpha and not o.loop_recognizers:
+        raise InvalidOption("adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)")
+    if o.adaptive_alpha and o.alpha < 1:
+        raise InvalidOption(f"with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, got {o.alpha!r}")
     if o.target is not None and not o.targeted:
         raise InvalidOption("target names a decoy, which only targeted mode uses; set mode to targeted")
     return o

@@ -12,7 +12,9 @@ in one batch; :meth:`Protector.protect` runs the three in a row.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +26,11 @@ from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode, encode, output_format
 from faceoff.detector.crops import CropRegion, crop_region, extract_crop, paste_delta
 from faceoff.detector.detection import DetectionResult
+from faceoff.masker.adaptive import Choice, Verdict, choose_alphas
 from faceoff.masker.attacks import make_attack, make_loss
 from faceoff.masker.decoys import SAME_PERSON_DISTANCE, DecoyGallery
 from faceoff.masker.models import EmbeddingModel, load_surrogate
+from faceoff.masker.models.ensemble import Ensemble
 from faceoff.masker.options import ProtectionOptions
 from faceoff.masker.quality import psnr, ssim
 from faceoff.masker.references import augment_probe
@@ -56,15 +60,21 @@ class FaceReceipt:
     ssim: float
     distance_before: float
     distance_after: float
+    alpha: float = 0.0
+    verdicts: tuple[Verdict, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (PSNR of an unchanged region is reported as null)."""
-        return {
+        out = {
             "index": self.index, "box": [round(v, 1) for v in self.box], "target": self.target,
             "l2": round(self.l2, 4), "linf": round(self.linf, 4),
             "psnr": None if not np.isfinite(self.psnr) else round(self.psnr, 2), "ssim": round(self.ssim, 4),
             "distance_before": round(self.distance_before, 4), "distance_after": round(self.distance_after, 4),
+            "alpha": round(self.alpha, 4),
         }
+        if self.verdicts:
+            out["verdicts"] = [v.to_json() for v in self.verdicts]
+        return out
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,11 @@ class ProtectionResult:
             "profile": o.profile,
             "options": {"attack": o.attack, "norm": o.norm, "loss": o.loss, "targeted": o.targeted,
                         "epsilon": o.epsilon, "iterations": o.iterations, "alpha": o.alpha, "kappa": o.kappa,
-                        "seed": o.seed},
+                        "seed": o.seed, "surrogates": list(o.surrogates), "momentum": o.momentum,
+                        "diversity": o.diversity, "ti_kernel": o.ti_kernel, "eot": o.eot,
+                        "adaptive_alpha": o.adaptive_alpha,
+                        **({"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
+                           if o.adaptive_alpha else {})},
             "faces": [f.to_json() for f in self.faces],
         }
 
@@ -110,6 +124,8 @@ class Job:
     anchors: list[np.ndarray]  # per face: A_y (untargeted) or the decoy's A_t (targeted)
     others: list[list[np.ndarray]]  # per face: the other identities the hinge loss compares with
     targets: list[str | None]
+    model: EmbeddingModel | None = None  # the surrogate (or ensemble) the embeddings come from
+    references: list[Photo] = field(default_factory=list)  # decoded reference photos (adaptive alpha)
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -118,17 +134,23 @@ class Job:
         return len(self.indices)
 
 
-def _mean_distance(embedding: np.ndarray, refs: np.ndarray) -> float:
-    return float(np.linalg.norm(refs - embedding[None, :], axis=1).mean())
+def _mean_distance(model: EmbeddingModel, embedding: np.ndarray, refs: np.ndarray) -> float:
+    return float(np.mean(model.distance_numpy(refs - embedding[None, :])))
 
 
 class Protector:
-    """Runs the Face-Off pipeline with one surrogate.
+    """Runs the Face-Off pipeline on the surrogates the options name.
 
     Args:
-        model: The surrogate (default: FaceNet from the verified model cache).
-        decoys: The decoy gallery for targeted mode (default: the surrogate's committed one).
+        model: The default surrogate, used when the options name none (default: FaceNet from
+            the verified model cache).
+        decoys: The decoy gallery of the default surrogate for targeted mode (default: its
+            committed one).
         max_pixels: Pixel limit for photos and reference photos.
+
+    Other surrogates (``options.surrogates``) are loaded on first use and kept; two or more
+    form an :class:`~faceoff.masker.models.ensemble.Ensemble`, kept per (names, weights). Loop
+    recognisers for adaptive alpha are loaded on first use too.
     """
 
     def __init__(
@@ -136,27 +158,92 @@ class Protector:
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.model = model or load_surrogate("facenet")
-        self.decoys = decoys or DecoyGallery.load(self.model.name)
+        self.decoys = decoys or DecoyGallery.for_model(self.model)
         self.max_pixels = max_pixels
         self.size = self.model.input_size
+        self._lock = threading.Lock()
+        self._members: dict[str, EmbeddingModel] = {self.model.name: self.model}
+        self._models: dict[tuple[Any, ...], EmbeddingModel] = {}
+        self._galleries: dict[int, DecoyGallery] = {id(self.model): self.decoys}
+        self._recognizers: dict[str, Any] = {}
+
+    def resolved(self, options: ProtectionOptions) -> ProtectionOptions:
+        """``options`` naming the surrogates it will run on (empty means the default surrogate)."""
+        if options.surrogates:
+            return options
+        return dataclasses.replace(options, surrogates=(self.model.name,))
+
+    def model_for(self, options: ProtectionOptions) -> EmbeddingModel:
+        """The surrogate, or ensemble of surrogates, ``options`` asks for (loaded on first use)."""
+        names = tuple(options.surrogates) or (self.model.name,)
+        if len(names) == 1 and names[0] == self.model.name:
+            return self.model
+        key = (names, tuple(options.surrogate_weights))
+        with self._lock:
+            if key not in self._models:
+                members = []
+                for name in names:
+                    if name not in self._members:
+                        self._members[name] = load_surrogate(name)
+                    members.append(self._members[name])
+                weights = options.surrogate_weights or None
+                model = members[0] if len(members) == 1 else Ensemble(members, weights)
+                self._models[key] = model
+                self._galleries[id(model)] = DecoyGallery.for_model(model)
+            return self._models[key]
+
+    def gallery_for(self, model: EmbeddingModel) -> DecoyGallery:
+        """The decoy gallery in ``model``'s embedding space."""
+        with self._lock:
+            if id(model) not in self._galleries:
+                self._galleries[id(model)] = DecoyGallery.for_model(model)
+            return self._galleries[id(model)]
+
+    def recognizers_for(self, options: ProtectionOptions) -> dict[str, Any]:
+        """The loaded loop recognisers of ``options`` (adaptive alpha), by name."""
+        from faceoff.evaluator.recognizers import get_local
+
+        out = {}
+        for name in options.loop_recognizers:
+            with self._lock:
+                if name not in self._recognizers:
+                    rec = get_local(name)
+                    rec.load()
+                    self._recognizers[name] = rec
+                out[name] = self._recognizers[name]
+        return out
 
     def warm_up(self, options: ProtectionOptions | None = None) -> None:
-        """Trace the compiled embedding and attack steps once, so the first request does not pay for it."""
+        """Trace the compiled embedding and attack steps, so the first request does not pay for it.
+
+        Two batches of different shapes (faces, reference-set sizes) are run: TensorFlow traces a
+        step once per input shape and then once more with the shapes generalised, after which
+        every batch reuses that trace. Warming up with one shape only would leave the second,
+        generalising trace (tens of seconds on a CPU) to the first real request.
+        """
         from faceoff.masker.options import resolve
 
         o = options or resolve()
-        crop = np.full((1, self.size, self.size, 3), 0.5, np.float32)
-        refs = self.model.embed_numpy(np.concatenate([crop, augment_probe(crop[0])]))
+        model = self.model_for(o)
         loss_params: dict[str, Any] = {"targeted": o.targeted}
         if o.loss == "hinge":
             loss_params["kappa"] = o.kappa
-        loss = make_loss(o.loss, self.model, [refs], [self.decoys.others(None, refs)], **loss_params)
         params = {**o.attack_params(), "iterations": 2}
-        make_attack(o.attack, o.norm, **params).attack(crop, loss, seed=0)
+        gallery = self.gallery_for(model)
+        for faces, extra in ((1, 0), (2, 3)):  # faces, reference-set size and identities all vary
+            crops = np.full((faces, self.size, self.size, 3), 0.5, np.float32)
+            refs = model.embed_numpy(np.concatenate([crops[:1], augment_probe(crops[0])[: 4 + extra]]))
+            others = gallery.others(None, refs)[: len(gallery.names) - 3 + extra // 3]
+            loss = make_loss(o.loss, model, [refs] * faces, [others] * faces, **loss_params)
+            make_attack(o.attack, o.norm, **params).attack(crops, loss, seed=0)
+        if o.adaptive_alpha:
+            self.recognizers_for(o)
 
     # -- preparation ---------------------------------------------------------------------------
 
-    def reference_embeddings(self, references: Sequence[tuple[bytes, DetectionResult]]) -> np.ndarray | None:
+    def reference_embeddings(
+        self, references: Sequence[tuple[bytes, DetectionResult]], model: EmbeddingModel | None = None
+    ) -> np.ndarray | None:
         """Embeddings ``(M, D)`` of the largest face of each reference photo (None if none given)."""
         if not references:
             return None
@@ -176,7 +263,7 @@ class Protector:
                     f"send photos of the person's face, or face crops of at most {MAX_CROP_SIDE} px"
                 )
             crops.append(extract_crop(photo.pixels, region, self.size))
-        return self.model.embed_numpy(np.stack(crops))
+        return (model or self.model).embed_numpy(np.stack(crops))
 
     def prepare(
         self, data: bytes, options: ProtectionOptions, detection: DetectionResult,
@@ -188,6 +275,7 @@ class Protector:
         with its detection.
         """
         started = time.perf_counter() if started is None else started
+        options = self.resolved(options)
         photo = decode(data, max_pixels=self.max_pixels)
         if (detection.width, detection.height) != (photo.width, photo.height):
             raise InvalidImage(
@@ -203,11 +291,13 @@ class Protector:
         regions = [crop_region(b, photo.width, photo.height, options.margin) for b in boxes]
         crops = (np.stack([extract_crop(photo.pixels, r, self.size) for r in regions]) if regions
                  else np.zeros((0, self.size, self.size, 3), np.float32))
-        user_refs = self.user_sets(crops, self.reference_embeddings(references))
-        anchors, others, targets = self.goals(user_refs, options)
+        model = self.model_for(options)
+        user_refs = self.user_sets(crops, self.reference_embeddings(references, model), model)
+        anchors, others, targets = self.goals(user_refs, options, model)
+        kept = [decode(r, max_pixels=self.max_pixels) for r, _ in references] if options.adaptive_alpha else []
         return Job(data=data, photo=photo, options=options, faces_found=found, indices=indices, boxes=boxes,
                    regions=regions, crops=crops, user_refs=user_refs, anchors=anchors, others=others,
-                   targets=targets, started=started)
+                   targets=targets, model=model, references=kept, started=started)
 
     def crop_job(
         self, crops: np.ndarray, options: ProtectionOptions, references: Sequence[np.ndarray] | None = None
@@ -217,44 +307,51 @@ class Protector:
         ``references`` gives each face's A_y embeddings; by default each face's own augmentations.
         """
         crops = np.asarray(crops, np.float32)
-        user_refs = list(references) if references is not None else self.user_sets(crops, None)
-        anchors, others, targets = self.goals(user_refs, options)
+        options = self.resolved(options)
+        model = self.model_for(options)
+        user_refs = list(references) if references is not None else self.user_sets(crops, None, model)
+        anchors, others, targets = self.goals(user_refs, options, model)
         n = len(crops)
         return Job(data=b"", photo=None, options=options, faces_found=n, indices=list(range(n)), boxes=[],
-                   regions=[], crops=crops, user_refs=user_refs, anchors=anchors, others=others, targets=targets)
+                   regions=[], crops=crops, user_refs=user_refs, anchors=anchors, others=others, targets=targets,
+                   model=model)
 
-    def user_sets(self, crops: np.ndarray, user: np.ndarray | None) -> list[np.ndarray]:
+    def user_sets(
+        self, crops: np.ndarray, user: np.ndarray | None, model: EmbeddingModel | None = None
+    ) -> list[np.ndarray]:
         """Each face's reference set A_y.
 
         With the user's reference embeddings ``user``, a face that looks like the user (or the
         only face) gets them; any other face, or every face without ``user``, gets its own crop
         and light augmentations of it.
         """
-        probe = self.model.embed_numpy(crops) if user is not None and len(crops) > 1 else None
+        model = model or self.model
+        probe = model.embed_numpy(crops) if user is not None and len(crops) > 1 else None
         sets: list[np.ndarray] = []
         for k in range(len(crops)):
-            if user is not None and (probe is None or np.linalg.norm(probe[k] - user.mean(0)) < SAME_PERSON_DISTANCE + 0.2):
+            if user is not None and (probe is None or model.distance_numpy(probe[k] - user.mean(0)) < SAME_PERSON_DISTANCE + 0.2):
                 sets.append(user)
             else:
-                sets.append(self.model.embed_numpy(augment_probe(crops[k])))
+                sets.append(model.embed_numpy(augment_probe(crops[k])))
         return sets
 
     def goals(
-        self, user_refs: Sequence[np.ndarray], options: ProtectionOptions
+        self, user_refs: Sequence[np.ndarray], options: ProtectionOptions, model: EmbeddingModel | None = None
     ) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[str | None]]:
         """Each face's loss anchor, other identities and decoy name (targeted mode)."""
+        decoys = self.gallery_for(model or self.model)
         anchors: list[np.ndarray] = []
         others: list[list[np.ndarray]] = []
         targets: list[str | None] = []
         for refs in user_refs:
             if options.targeted:
-                name, centroid = self.decoys.pick(refs, options.target)
+                name, centroid = decoys.pick(refs, options.target)
                 anchors.append(centroid)
-                others.append([refs, *self.decoys.others(name, refs)])
+                others.append([refs, *decoys.others(name, refs)])
                 targets.append(name)
             else:
                 anchors.append(refs)
-                others.append(self.decoys.others(None, refs))
+                others.append(decoys.others(None, refs))
                 targets.append(None)
         return anchors, others, targets
 
@@ -279,21 +376,40 @@ class Protector:
         loss_params: dict[str, Any] = {"targeted": options.targeted}
         if options.loss == "hinge":
             loss_params["kappa"] = options.kappa
-        loss = make_loss(options.loss, self.model, anchors, others, **loss_params)
+        model = jobs[0].model or self.model
+        if any((j.model or self.model) is not model for j in jobs):
+            raise ValueError("jobs of one attack batch must share their surrogate")
+        loss = make_loss(options.loss, model, anchors, others, **loss_params)
         attack = make_attack(options.attack, options.norm, **options.attack_params())
         result = attack.attack(crops, loss, seed=options.seed, progress=progress)
         return np.split(result.delta, np.cumsum(sizes)[:-1])
 
     # -- amplification, paste-back and receipts ----------------------------------------------
 
-    def finish(self, job: Job, delta: np.ndarray, progress: Progress | None = None) -> ProtectionResult:
-        """Amplify, paste back into the full photo, encode, and measure."""
+    def finish(
+        self, job: Job, delta: np.ndarray, progress: Progress | None = None,
+        should_stop: Callable[[], None] = lambda: None,
+    ) -> ProtectionResult:
+        """Amplify (by the options' alpha, or adaptively), paste back into the full photo, encode, and measure.
+
+        ``should_stop`` is called between the adaptive search's recogniser calls; it may raise
+        to abort a cancelled request.
+        """
         if job.photo is None:
             raise ValueError("a job made with crop_job has no photo to finish")
         o = job.options
+        model = job.model or self.model
+        if o.adaptive_alpha and job.size:
+            if progress:
+                progress("adapt", 0, 0)
+            choices = choose_alphas(job.photo.pixels, job.boxes, job.regions, job.crops, delta,
+                                    self.recognizers_for(o), o.alpha, o.psnr_floor, job.references, should_stop)
+        else:
+            choices = [Choice(o.alpha, ()) for _ in range(job.size)]
         if progress:
             progress("paste", 0, 0)
-        applied = np.clip(job.crops + o.alpha * delta, 0.0, 1.0) - job.crops if job.size else delta
+        alphas = np.asarray([c.alpha for c in choices], np.float32).reshape(-1, 1, 1, 1)
+        applied = np.clip(job.crops + alphas * delta, 0.0, 1.0) - job.crops if job.size else delta
         pixels = job.photo.pixels
         for k, region in enumerate(job.regions):
             pixels = paste_delta(pixels, region, applied[k])
@@ -305,8 +421,8 @@ class Protector:
             # Measure what the user actually gets: the encoded output, decoded and re-cropped.
             shown = decode(out, max_pixels=self.max_pixels).pixels
             after_crops = np.stack([extract_crop(shown, r, self.size) for r in job.regions])
-            before = self.model.embed_numpy(job.crops)
-            after = self.model.embed_numpy(after_crops)
+            before = model.embed_numpy(job.crops)
+            after = model.embed_numpy(after_crops)
             for k, region in enumerate(job.regions):
                 original = job.photo.pixels[region.slices]
                 protected = shown[region.slices]
@@ -314,8 +430,9 @@ class Protector:
                     index=job.indices[k], box=job.boxes[k], target=job.targets[k],
                     l2=float(np.linalg.norm(applied[k])), linf=float(np.abs(applied[k]).max()),
                     psnr=psnr(original, protected), ssim=ssim(original, protected),
-                    distance_before=_mean_distance(before[k], job.user_refs[k]),
-                    distance_after=_mean_distance(after[k], job.user_refs[k]),
+                    distance_before=_mean_distance(model, before[k], job.user_refs[k]),
+                    distance_after=_mean_distance(model, after[k], job.user_refs[k]),
+                    alpha=choices[k].alpha, verdicts=choices[k].verdicts,
                 ))
         return ProtectionResult(
             data=out, format=output_format(job.photo.format), width=job.photo.width, height=job.photo.height,

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from faceoff.common.errors import InvalidOption, ModelNotReady
+from faceoff.common.errors import InvalidArgument, InvalidOption, ModelNotReady
 from faceoff.detector.convert import options_from_proto as detect_options_from_proto
+from faceoff.detector.detection import DetectionResult, DetectOptions
 from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.convert import options_from_proto, result_to_proto
 from faceoff.masker.detector_client import DetectorClient
@@ -53,6 +54,15 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             raise ModelNotReady("the masker is still loading its surrogate model; retry in a few seconds")
         return self._protector, self._batcher
 
+    async def _detect(self, data: bytes, index: int, options: DetectOptions, timeout: float | None) -> DetectionResult:
+        """Faces of the photo (``index`` 0) or of reference photo ``index - 1``, which a refusal names."""
+        try:
+            return await self._detector.detect(data, options, timeout)
+        except InvalidArgument as exc:
+            if index == 0:
+                raise
+            raise InvalidArgument(f"reference photo {index - 1}: {exc.message}") from None
+
     async def _protect(
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext, sink: ProgressSink | None
     ) -> ProtectionResult:
@@ -67,7 +77,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         if sink:
             sink(masker_pb2.ProtectProgress(stage="detect"))
         photos = [request.image.data, *(r.data for r in request.reference_images)]
-        detections = await asyncio.gather(*(self._detector.detect(p, detect_options, timeout) for p in photos))
+        detections = await asyncio.gather(*(self._detect(p, i, detect_options, timeout) for i, p in enumerate(photos)))
         references = list(zip(photos[1:], detections[1:]))
         job = await asyncio.to_thread(protector.prepare, photos[0], options, detections[0], references)
         total = options.total_iterations
@@ -80,7 +90,8 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             sink(masker_pb2.ProtectProgress(stage="attack", faces=job.size, iteration=0, iterations=total))
         delta = await batcher.submit(job, on_attack)
         if sink:
-            sink(masker_pb2.ProtectProgress(stage="paste", faces=job.size, iteration=total, iterations=total))
+            stage = "adapt" if job.options.adaptive_alpha else "paste"
+            sink(masker_pb2.ProtectProgress(stage=stage, faces=job.size, iteration=total, iterations=total))
         result = await asyncio.to_thread(protector.finish, job, delta)
         if self._on_result is not None:
             self._on_result(result)

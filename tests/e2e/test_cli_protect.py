@@ -50,7 +50,8 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     report, plot = tmp_path / "transfer.json", tmp_path / "transfer.png"
     run = subprocess.run(
         [*FACEOFF, "bench", "transfer", "--data", str(data), "--recognizers", "dlib,sface,facenet",
-         "--probes-per-identity", "1", "--alpha", "3", "--json", str(report), "--plot", str(plot)],
+         "--probes-per-identity", "1", "--alpha", "3", "--json", str(report), "--plot", str(plot),
+         "--set", "adaptive_alpha=true", "--set", "loop_recognizers=dlib", "--set", "momentum=0.9"],
         capture_output=True, text=True, env=ENV, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-2000:]
@@ -58,9 +59,13 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     assert doc["identities"] == 2 and doc["probes"] == 2 and len(doc["results"]) == 1
     result = doc["results"][0]
     assert result["alpha"] == 3.0 and 25 < result["psnr_face_mean"] < 60 and result["l2_mean"] > 0
+    assert doc["config"]["momentum"] == 0.9 and doc["config"]["loop_recognizers"] == ["dlib"]
+    assert 1.0 <= result["alpha_applied_mean"] <= 3.0
+    assert result["goal"]["judged_on"] == ["sface"], "the surrogate and the loop recogniser are not judges"
     for name in ("dlib", "sface", "facenet"):
         r = result["recognizers"][name]
         assert r["white_box"] is (name == "facenet")
+        assert r["in_loop"] is (name == "dlib")
         assert r["clean_top1"] == 1.0
         for key in ("protected_top1", "protected_top3", "evasion_rate", "evasion_rate_jpeg75_half"):
             assert 0.0 <= r[key] <= 1.0

@@ -21,6 +21,12 @@ from tests.conftest import ALIGNED
 
 pytestmark = pytest.mark.slow
 
+#: The paper's attacks alone, on FaceNet: no transfer techniques, the perturbation amplified by alpha
+#: (the settings of the medium profile before issue 8 re-tuned it for transfer).
+_PLAIN = {"surrogates": ("facenet",), "momentum": 0.0, "diversity": 0.0, "ti_kernel": 0, "eot": 0.0,
+          "iterations": 30, "alpha": 2.5}
+PAPER = {"l2": {**_PLAIN, "epsilon": 1.5}, "linf": {**_PLAIN, "epsilon": 3 / 255}}
+
 PAIRS = list(itertools.product(("pgd", "cw"), ("l2", "linf"), ("target", "hinge"), (False, True)))
 
 
@@ -55,7 +61,7 @@ def test_probes_are_recognised_when_clean(setup: dict[str, Any]) -> None:
                          ids=[f"{a}-{n}-{l}-{'targeted' if t else 'untargeted'}" for a, n, l, t in PAIRS])
 def test_attack_reaches_its_objective(setup: dict[str, Any], attack: str, norm: str, loss: str, targeted: bool) -> None:
     protector: Protector = setup["protector"]
-    options = resolve("medium", attack=attack, norm=norm, loss=loss, targeted=targeted, seed=1)
+    options = resolve("medium", attack=attack, norm=norm, loss=loss, targeted=targeted, seed=1, **PAPER[norm])
     job = protector.crop_job(setup["probes"], options, setup["references"])
     (delta,) = protector.attack([job])
     assert np.isfinite(delta).all()

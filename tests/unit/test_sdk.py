@@ -119,6 +119,35 @@ def test_protect_request_carries_every_option() -> None:
     assert o.HasField("alpha") and not o.HasField("learning_rate"), "unset options take the profile's values"
 
 
+def test_protect_request_carries_the_transfer_options() -> None:
+    request = protect_request(
+        b"photo", profile=None, reference_photos=[], target=None, seed=None,
+        options={"momentum": 0.9, "diversity": 0.5, "ti_kernel": 5, "eot": 0.25, "surrogates": "facenet,facenet512",
+                 "surrogate_weights": [2, 1], "adaptive_alpha": True, "psnr_floor": 33, "loop_recognizers": ["sface"]},
+    )
+    o = request.options
+    assert (o.ti_kernel, list(o.surrogates), list(o.surrogate_weights), o.adaptive_alpha, list(o.loop_recognizers)) == (
+        5, ["facenet", "facenet512"], [2.0, 1.0], True, ["sface"])
+    assert (o.momentum, o.diversity, o.eot, o.psnr_floor) == pytest.approx((0.9, 0.5, 0.25, 33.0))
+    assert not o.HasField("alpha")
+
+
+def test_verdicts_on_the_attack_models_or_the_adaptive_loop_are_not_independent() -> None:
+    from faceoff.sdk import Verdict
+    from faceoff.sdk._convert import protected_photo
+
+    options = masker_pb2.ProtectOptions(surrogates=["facenet", "facenet512"], adaptive_alpha=True, loop_recognizers=["dlib"])
+    response = masker_pb2.ProtectResponse(image=common_pb2.Image(data=encode(PIXELS)), options=options)
+    said = [Verdict(recognizer=n, white_box=n == "facenet", configured=True) for n in ("facenet512", "dlib", "sface")]
+    got = {v.recognizer: (v.white_box, v.in_loop) for v in protected_photo(response, said).verdicts}
+    assert got == {"facenet512": (True, False), "dlib": (False, True), "sface": (False, False)}
+    # Attacked on facenet512 alone, the evaluator's "facenet" (white-box by default) is an independent judge.
+    response.options.ClearField("surrogates")
+    response.options.surrogates.append("facenet512")
+    said = [Verdict(recognizer="facenet", white_box=True, configured=True)]
+    assert [v.white_box for v in protected_photo(response, said).verdicts] == [False]
+
+
 def test_protect_request_refuses_what_cannot_be_sent() -> None:
     with pytest.raises(TypeError, match="unexpected keyword.*epsilonn"):
         protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"epsilonn": 1.0})

@@ -27,6 +27,7 @@ from faceoff.masker.attacks.losses import (
     TargetLoss,
 )
 from faceoff.masker.attacks.pgd import PGD, PGDL2, PGDLinf
+from faceoff.masker.attacks.transfer import Transfer
 from faceoff.masker.models.base import EmbeddingModel
 
 #: Optimisers by name, then by norm (``"l2"`` or ``"linf"``).
@@ -88,6 +89,7 @@ __all__ = [
     "Loss",
     "ProgressCallback",
     "TargetLoss",
+    "Transfer",
     "make_attack",
     "make_loss",
 ]

@@ -34,6 +34,15 @@ def check_range(name: str, value: object, low: float, high: float) -> float:
     return float(value)
 
 
+def check_fraction(name: str, value: object) -> float:
+    """``value`` as a float, or ``ValueError`` unless it is a number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not np.isfinite(value) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
 def check_count(name: str, value: object, high: int) -> int:
     """``value`` as an int, or ``ValueError`` unless it is an integer in 1..high."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -36,10 +36,8 @@ import tensorflow as tf
 
 from faceoff.masker.attacks._checks import check_bool, check_non_negative, check_positive
 from faceoff.masker.attacks._compile import compiled
-from faceoff.masker.models.base import EmbeddingModel
+from faceoff.masker.models.base import DISTANCE_SMOOTHING, EmbeddingModel, smooth_l2  # noqa: F401 (re-exported)
 
-#: Added under the square root of every embedding distance, so the gradient is finite at 0.
-DISTANCE_SMOOTHING = 1e-12
 
 #: Default hinge margin kappa, in normalised-embedding units (distances lie in [0, 2]).
 #: On FaceNet the mean distance of a face to its own identity's other photos is about 0.6-0.9
@@ -76,13 +74,11 @@ class LossInputs(NamedTuple):
     threshold: tf.Tensor
 
 
-def smooth_l2(u: tf.Tensor, axis: int = -1) -> tf.Tensor:
-    """The Euclidean norm of ``u`` along ``axis``, smoothed to have a finite gradient at 0."""
-    return tf.sqrt(tf.reduce_sum(tf.square(u), axis=axis) + DISTANCE_SMOOTHING)
-
-
 def set_distances(
-    embeddings: tf.Tensor, references: tf.Tensor, mask: tf.Tensor
+    embeddings: tf.Tensor,
+    references: tf.Tensor,
+    mask: tf.Tensor,
+    distance: Callable[[tf.Tensor], tf.Tensor] = smooth_l2,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Distances from each face's embedding to each of its identities.
 
@@ -90,6 +86,9 @@ def set_distances(
         embeddings: ``(N, D)`` embeddings of the (perturbed) faces.
         references: ``(N, G, K, D)`` padded reference embeddings.
         mask: ``(N, G, K)`` reference mask.
+        distance: Maps difference vectors ``(..., D)`` to distances ``(...)``: the model's
+            :meth:`~faceoff.masker.models.EmbeddingModel.distance` (the smoothed L2 norm, or an
+            ensemble's weighted mean of its members' norms).
 
     Returns:
         ``(mean, centroid, present)``, each ``(N, G)``: the paper's d' (mean distance to the
@@ -97,13 +96,13 @@ def set_distances(
         (the recogniser's decision rule, section II-A) and whether the identity has any
         reference at all.
     """
-    per_ref = smooth_l2(embeddings[:, None, None, :] - references)  # (N, G, K)
+    per_ref = distance(embeddings[:, None, None, :] - references)  # (N, G, K)
     count = tf.reduce_sum(mask, axis=-1)  # (N, G)
     present = count > 0
     safe_count = tf.maximum(count, 1.0)
     mean = tf.reduce_sum(per_ref * mask, axis=-1) / safe_count
     centroids = tf.reduce_sum(references * mask[..., None], axis=2) / safe_count[..., None]
-    centroid = smooth_l2(embeddings[:, None, :] - centroids)
+    centroid = distance(embeddings[:, None, :] - centroids)
     return mean, centroid, present
 
 
@@ -177,7 +176,7 @@ class Loss(abc.ABC):
         batch serves every later batch.
         """
         embeddings = model.embed(images01, training=False)
-        mean, centroid, present = set_distances(embeddings, inputs.references, inputs.mask)
+        mean, centroid, present = set_distances(embeddings, inputs.references, inputs.mask, model.distance)
         has_others = tf.reduce_any(present[:, 1:], axis=1)
         own_centroid = centroid[:, 0]
         nearest_other = _nearest_other(centroid, present)
@@ -220,8 +219,9 @@ class Loss(abc.ABC):
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
             def distance(images01: tf.Tensor, inputs: LossInputs) -> tf.Tensor:
-                embeddings = model_ref().embed(images01, training=False)
-                return set_distances(embeddings, inputs.references, inputs.mask)[0][:, 0]
+                model = model_ref()
+                embeddings = model.embed(images01, training=False)
+                return set_distances(embeddings, inputs.references, inputs.mask, model.distance)[0][:, 0]
 
             return distance
 

@@ -41,6 +41,7 @@ from faceoff.masker.attacks.base import (
     run_chunked,
 )
 from faceoff.masker.attacks.losses import Loss, LossInputs
+from faceoff.masker.attacks.transfer import Transfer, TransferInputs, process_gradient, transform_input
 
 #: Scale of the starting perturbation without a random start, as a fraction of epsilon.
 TINY_START = 1e-2
@@ -57,9 +58,13 @@ class PGD(Attack):
         iterations: Gradient steps, 1..10000 (paper: 20 or 200).
         random_start: Start at a random point of the ball (Madry et al.) rather than at a tiny
             random perturbation of size ``TINY_START * epsilon``. Never from exactly 0.
+        transfer: Transfer techniques (momentum, input diversity, translation invariance,
+            expectation over platform transforms); all off by default. See
+            :mod:`faceoff.masker.attacks.transfer`.
 
     ``attack(images01 (N, S, S, 3) in [0, 1], loss)`` returns the iterate (the last one
-    included) with the best (success, loss) for each face; see :meth:`Attack.attack`.
+    included) with the best (success, loss) for each face, or the last iterate when an input
+    transform is on; see :meth:`Attack.attack`.
     """
 
     name = "pgd"
@@ -70,16 +75,20 @@ class PGD(Attack):
         step_size: float = 0.1,
         iterations: int = 20,
         random_start: bool = True,
+        transfer: Transfer | None = None,
     ) -> None:
         self.epsilon = check_positive("epsilon", epsilon)
         self.step_size = check_positive("step_size", step_size)
         self.iterations = check_count("iterations", iterations, MAX_ITERATIONS)
         self.random_start = check_bool("random_start", random_start)
+        if transfer is not None and not isinstance(transfer, Transfer):
+            raise ValueError(f"transfer must be a Transfer, got {type(transfer).__name__}")
+        self.transfer = transfer or Transfer()
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(epsilon={self.epsilon}, step_size={self.step_size}, "
-            f"iterations={self.iterations}, random_start={self.random_start})"
+            f"iterations={self.iterations}, random_start={self.random_start}, transfer={self.transfer})"
         )
 
     # Norm-specific parts -----------------------------------------------------------------------
@@ -120,17 +129,21 @@ class PGD(Attack):
         images = tf.constant(x)
         delta = tf.constant(self._start(x, rng, radius))
         n = x.shape[0]
-        state = (delta, delta, tf.fill([n], np.float32(np.inf)), tf.zeros([n], tf.bool))
+        state = (delta, delta, tf.fill([n], np.float32(np.inf)), tf.zeros([n], tf.bool),
+                 tf.zeros_like(delta), tf.constant(0, tf.int32))
         run = self._compiled(loss, "run", self._builder(type(loss)))
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
+        transfer = self.transfer.inputs(int(rng.integers(0, 2**62)))
 
         def step(chunk: tf.Tensor) -> None:
             nonlocal state
-            state = run(images, *state, chunk, epsilon, step_size, loss.inputs)
+            state = run(images, *state, chunk, epsilon, step_size, loss.inputs, transfer)
 
         run_chunked(self.iterations, progress, self.iterations, step)
-        delta, best_delta, best_loss, best_success = state
+        delta, best_delta, best_loss, best_success, _, _ = state
+        if self.transfer.transforms_input:
+            return delta.numpy(), self.iterations
         last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
         take = better(last_success, last_loss, best_success, best_loss)
         return tf.where(as_rows(take), delta, best_delta).numpy(), self.iterations
@@ -145,25 +158,30 @@ class PGD(Attack):
                 best_delta: tf.Tensor,
                 best_loss: tf.Tensor,
                 best_success: tf.Tensor,
+                velocity: tf.Tensor,
+                done: tf.Tensor,
                 steps: tf.Tensor,
                 epsilon: tf.Tensor,
                 step_size: tf.Tensor,
                 inputs: LossInputs,
-            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+                transfer: TransferInputs,
+            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 model = model_ref()
-                for _ in tf.range(steps):
+                for i in tf.range(steps):
                     with tf.GradientTape() as tape:
                         tape.watch(delta)
-                        loss, success = loss_class.evaluate_graph(model, x + delta, inputs)
+                        seen = transform_input(x + delta, transfer, done + i)
+                        loss, success = loss_class.evaluate_graph(model, seen, inputs)
                         total = tf.reduce_sum(loss)
                     grad = finite_or_zero(tape.gradient(total, delta))
                     take = better(success, loss, best_success, best_loss)
                     best_delta = tf.where(as_rows(take), delta, best_delta)
                     best_loss = tf.where(take, loss, best_loss)
                     best_success = tf.where(take, success, best_success)
+                    grad, velocity = process_gradient(grad, velocity, transfer)
                     delta = cls._project(delta - step_size * cls._direction(grad), epsilon)
                     delta = tf.clip_by_value(x + delta, 0.0, 1.0) - x
-                return delta, best_delta, best_loss, best_success
+                return delta, best_delta, best_loss, best_success, velocity, done + steps
 
             return run
 

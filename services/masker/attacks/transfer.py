@@ -1,0 +1,171 @@
+"""Techniques that make a perturbation computed on a surrogate fool other recognisers too.
+
+The attack runs on models we hold; the photo must fool models we never saw, after a platform
+has re-encoded it (the paper's challenge C3). Each technique is one knob of :class:`Transfer`,
+off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled loop:
+
+* **momentum** (MI-FGSM, Dong et al., CVPR 2018): the step follows ``g <- mu * g + grad /
+  mean|grad|`` instead of the raw gradient, which steadies the direction across iterations.
+* **diversity** (DI, Xie et al., CVPR 2019): with this probability per iteration the crop is
+  shrunk to a random 87.5-100% of its side and padded back at a random offset before the
+  surrogate sees it, so the perturbation cannot rely on exact pixel positions.
+* **ti_kernel** (TI, Dong et al., CVPR 2019): the gradient is smoothed with a Gaussian kernel of
+  this side (odd, in crop pixels), which favours perturbations that survive small shifts.
+* **eot** (expectation over transformation, Athalye et al., ICML 2018): with this probability
+  per iteration the crop goes through what a platform does to an upload: a down-and-up resize
+  to a random 50-100% and a JPEG round trip at a random quality in 60-95. JPEG is not
+  differentiable; the backward pass treats it as the identity (straight-through / BPDA), while
+  the forward pass sees the real JPEG artefacts.
+
+Randomness comes from stateless ops seeded by the attack's seed and the iteration number, so
+the same seed gives the same perturbation. When an input transform (diversity, eot) is on, the
+loss a step sees is that of a random transform, so the attack returns its last iterate instead
+of the "best" one (which would favour iterations that drew a mild transform).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from faceoff.masker.attacks._checks import check_fraction
+
+#: Largest TI kernel side accepted.
+MAX_TI_KERNEL = 15
+#: Diversity: the crop is shrunk to between this fraction of its side and all of it.
+DIVERSITY_MIN_SCALE = 0.875
+#: EOT: the resize goes down to between this fraction of the side and all of it.
+EOT_MIN_SCALE = 0.5
+#: EOT: JPEG quality is drawn from this range (inclusive).
+EOT_JPEG_QUALITY = (60, 95)
+
+
+class TransferInputs(NamedTuple):
+    """The techniques' settings as tensors, passed into compiled steps (never captured)."""
+
+    momentum: tf.Tensor  # () float32
+    diversity: tf.Tensor  # () float32 probability
+    eot: tf.Tensor  # () float32 probability
+    kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
+    seed: tf.Tensor  # () int64
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Which transfer techniques an attack uses (all off by default); see the module docstring.
+
+    Args:
+        momentum: MI-FGSM decay mu in [0, 1]; 0 is off (the paper's plain PGD).
+        diversity: Probability in [0, 1] of a random resize-and-pad per iteration.
+        ti_kernel: Side of the Gaussian gradient-smoothing kernel: 0 (off) or an odd number in
+            3..15.
+        eot: Probability in [0, 1] of a platform transform (resize + JPEG) per iteration.
+    """
+
+    momentum: float = 0.0
+    diversity: float = 0.0
+    ti_kernel: int = 0
+    eot: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("momentum", "diversity", "eot"):
+            check_fraction(name, getattr(self, name))
+        k = self.ti_kernel
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
+            k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2 == 1)
+        ):
+            raise ValueError(f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}")
+
+    @property
+    def transforms_input(self) -> bool:
+        """Whether a step sees a randomly transformed crop (diversity or eot)."""
+        return self.diversity > 0 or self.eot > 0
+
+    @property
+    def active(self) -> bool:
+        """Whether any technique is on."""
+        return self.transforms_input or self.momentum > 0 or self.ti_kernel > 0
+
+    def inputs(self, seed: int) -> TransferInputs:
+        """The settings as the tensors the compiled steps take."""
+        return TransferInputs(
+            momentum=tf.constant(self.momentum, tf.float32),
+            diversity=tf.constant(self.diversity, tf.float32),
+            eot=tf.constant(self.eot, tf.float32),
+            kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
+            seed=tf.constant(seed % (2**62), tf.int64),
+        )
+
+
+def gaussian_kernel(side: int) -> np.ndarray:
+    """``(side, side, 3, 1)`` normalised Gaussian (sigma = side / 6) for a depthwise conv; 1x1 at 0."""
+    if side <= 1:
+        return np.ones((1, 1, 3, 1), np.float32)
+    r = np.arange(side, dtype=np.float64) - (side - 1) / 2
+    g = np.exp(-0.5 * (r / (side / 6.0)) ** 2)
+    k = np.outer(g, g)
+    k /= k.sum()
+    return np.repeat(k[:, :, None, None], 3, axis=2).astype(np.float32)
+
+
+# --- graph parts, called inside the attacks' compiled loops -----------------------------------
+
+
+def _seed(t: TransferInputs, step: tf.Tensor, salt: int) -> tf.Tensor:
+    return tf.stack([t.seed, tf.cast(step, tf.int64) * 8 + salt])
+
+
+def transform_input(images01: tf.Tensor, t: TransferInputs, step: tf.Tensor) -> tf.Tensor:
+    """``images01`` through this iteration's random platform transform and/or diversity."""
+    size = images01.shape[1]
+    out = images01
+    draw = tf.random.stateless_uniform([2], _seed(t, step, 0))
+    out = tf.cond(draw[0] < t.eot, lambda: _platform(out, size, _seed(t, step, 1)), lambda: out)
+    out = tf.cond(draw[1] < t.diversity, lambda: _diversity(out, size, _seed(t, step, 2)), lambda: out)
+    out.set_shape(images01.shape)
+    return out
+
+
+def _diversity(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    low = int(math.floor(DIVERSITY_MIN_SCALE * size))
+    r = tf.random.stateless_uniform([3], seed)
+    side = low + tf.cast(r[0] * (size - low + 1), tf.int32)
+    side = tf.minimum(side, size)
+    small = tf.image.resize(images, tf.stack([side, side]), method="bilinear")
+    room = size - side
+    top = tf.cast(r[1] * tf.cast(room + 1, tf.float32), tf.int32)
+    left = tf.cast(r[2] * tf.cast(room + 1, tf.float32), tf.int32)
+    top, left = tf.minimum(top, room), tf.minimum(left, room)
+    padded = tf.pad(small, [[0, 0], [top, room - top], [left, room - left], [0, 0]], constant_values=0.5)
+    return tf.reshape(padded, tf.shape(images))
+
+
+def _platform(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    r = tf.random.stateless_uniform([2], seed)
+    side = tf.cast(tf.round((EOT_MIN_SCALE + (1 - EOT_MIN_SCALE) * r[0]) * size), tf.int32)
+    small = tf.image.resize(images, tf.stack([side, side]), method="bilinear", antialias=True)
+    resized = tf.clip_by_value(tf.image.resize(small, [size, size], method="bilinear"), 0.0, 1.0)
+    low, high = EOT_JPEG_QUALITY
+    quality = low + tf.cast(r[1] * (high - low + 1), tf.int32)
+    quality = tf.minimum(quality, high)
+    jpeg = tf.map_fn(
+        lambda im: tf.image.adjust_jpeg_quality(im, quality), resized, fn_output_signature=tf.float32
+    )
+    # Straight-through: forward through the real JPEG, backward as if it were the identity.
+    return resized + tf.stop_gradient(jpeg - resized)
+
+
+def process_gradient(grad: tf.Tensor, velocity: tf.Tensor, t: TransferInputs) -> tuple[tf.Tensor, tf.Tensor]:
+    """TI smoothing, then momentum; returns ``(direction source, new velocity)``.
+
+    With momentum 0 and a 1x1 kernel this returns the gradient unchanged.
+    """
+    smoothed = tf.nn.depthwise_conv2d(grad, t.kernel, strides=[1, 1, 1, 1], padding="SAME")
+    scale = tf.reduce_mean(tf.abs(smoothed), axis=[1, 2, 3], keepdims=True) + 1e-12
+    velocity = t.momentum * velocity + smoothed / scale
+    use_momentum = t.momentum > 0
+    return tf.where(use_momentum, velocity, smoothed), tf.where(use_momentum, velocity, tf.zeros_like(velocity))

@@ -1,0 +1,333 @@
+"""Unit tests of the transfer techniques, the surrogate ensemble and adaptive amplification.
+
+Attacks run on the tiny deterministic model of :mod:`tests.unit.test_attacks`; adaptive
+amplification runs against a fake recogniser whose embedding is the context crop's pixels, so
+where it stops matching is known exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from faceoff.common.errors import InvalidOption
+from faceoff.common.imaging import Photo
+from faceoff.detector.crops import crop_region, extract_crop
+from faceoff.evaluator.recognizers.base import EmbeddingRecognizer
+from faceoff.masker import adaptive
+from faceoff.masker.attacks import Transfer, make_attack, make_loss
+from faceoff.masker.attacks.transfer import TransferInputs, gaussian_kernel, process_gradient, transform_input
+from faceoff.masker.models.ensemble import Ensemble
+from faceoff.masker.options import resolve
+from tests.unit.test_attacks import ToyEmbedding, faces, loss_for
+
+PGD_FAST = {"epsilon": 2.0, "step_size": 0.3, "iterations": 10}
+TECHNIQUES = {
+    "momentum": Transfer(momentum=1.0),
+    "diversity": Transfer(diversity=1.0),
+    "ti_kernel": Transfer(ti_kernel=5),
+    "eot": Transfer(eot=1.0),
+}
+
+
+def _attack(transfer: Transfer, seed: int = 3, norm: str = "l2") -> np.ndarray:
+    probes, _ = faces()
+    params = PGD_FAST if norm == "l2" else {"epsilon": 0.05, "step_size": 0.01, "iterations": 10}
+    return make_attack("pgd", norm, **params, transfer=transfer).attack(probes, loss_for("target", False), seed=seed).delta
+
+
+# -- each technique runs, changes the perturbation, and keeps its guarantees --------------------
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("name", sorted(TECHNIQUES))
+def test_each_technique_runs_and_changes_the_perturbation(name: str, norm: str) -> None:
+    plain = _attack(Transfer(), norm=norm)
+    delta = _attack(TECHNIQUES[name], norm=norm)
+    probes, _ = faces()
+    assert np.all(np.isfinite(delta))
+    assert np.all(np.any(delta != 0, axis=(1, 2, 3))), "a face got an all-zero perturbation"
+    assert np.abs(delta - plain).max() > 1e-3, f"{name} did not change the perturbation"
+    assert probes.min() >= 0 and np.all(probes + delta >= 0) and np.all(probes + delta <= 1)
+    if norm == "l2":
+        assert np.sqrt((delta.astype(np.float64) ** 2).sum(axis=(1, 2, 3))).max() <= PGD_FAST["epsilon"] + 1e-5
+    else:
+        assert np.abs(delta).max() <= 0.05 + 1e-7
+
+
+@pytest.mark.parametrize("name", sorted(TECHNIQUES))
+def test_techniques_are_deterministic_for_a_seed(name: str) -> None:
+    a = _attack(TECHNIQUES[name], seed=5)
+    b = _attack(TECHNIQUES[name], seed=5)
+    c = _attack(TECHNIQUES[name], seed=6)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+
+
+def test_all_techniques_together_still_move_faces_away() -> None:
+    probes, _ = faces()
+    loss = loss_for("target", False)
+    result = make_attack("pgd", "l2", **PGD_FAST, transfer=Transfer(1.0, 0.5, 5, 0.5)).attack(probes, loss, seed=3)
+    before, _ = loss.evaluate(probes)
+    assert np.all(result.loss < before), "the attack with every technique on did not lower the loss"
+
+
+def _inputs(**kwargs: Any) -> TransferInputs:
+    return Transfer(**kwargs).inputs(seed=11)
+
+
+def test_gradient_processing_is_the_identity_when_off() -> None:
+    grad = tf.random.stateless_normal([2, 16, 16, 3], [1, 2])
+    out, velocity = process_gradient(grad, tf.zeros_like(grad), _inputs())
+    np.testing.assert_allclose(out.numpy(), grad.numpy(), rtol=1e-6)
+    assert not np.any(velocity.numpy())
+
+
+def test_momentum_accumulates_l1_normalised_gradients() -> None:
+    grad = tf.random.stateless_normal([2, 16, 16, 3], [1, 2])
+    t = _inputs(momentum=0.5)
+    first, v1 = process_gradient(grad, tf.zeros_like(grad), t)
+    second, _ = process_gradient(grad, v1, t)
+    unit = grad / tf.reduce_mean(tf.abs(grad), axis=[1, 2, 3], keepdims=True)
+    np.testing.assert_allclose(first.numpy(), unit.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(second.numpy(), 1.5 * unit.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_translation_invariance_smooths_the_gradient() -> None:
+    kernel = gaussian_kernel(7)
+    assert kernel.shape == (7, 7, 3, 1)
+    np.testing.assert_allclose(kernel.sum(axis=(0, 1)), 1.0, rtol=1e-6)
+    grad = tf.random.stateless_normal([1, 32, 32, 3], [3, 4])
+    out, _ = process_gradient(grad, tf.zeros_like(grad), _inputs(ti_kernel=7))
+    rough = lambda g: float(np.abs(np.diff(g, axis=1)).mean())  # noqa: E731
+    assert rough(out.numpy()) < 0.5 * rough(grad.numpy())
+
+
+def test_input_transforms_keep_the_shape_and_range_and_pass_gradients() -> None:
+    x = tf.constant(faces()[0])
+    for kwargs in ({"diversity": 1.0}, {"eot": 1.0}):
+        t = _inputs(**kwargs)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = transform_input(x, t, tf.constant(0))
+            total = tf.reduce_sum(y * tf.random.stateless_normal(tf.shape(y), [5, 6]))
+        grad = tape.gradient(total, x)
+        assert y.shape == x.shape
+        assert float(tf.reduce_min(y)) >= 0.0 and float(tf.reduce_max(y)) <= 1.0
+        assert float(tf.reduce_max(tf.abs(y - x))) > 1e-3, f"{kwargs} left the input unchanged"
+        assert np.all(np.isfinite(grad.numpy())) and float(tf.reduce_max(tf.abs(grad))) > 0
+
+
+def test_eot_forward_pass_is_a_real_jpeg() -> None:
+    """The forward pass sees 8-bit JPEG output: values on the 1/255 grid, unlike the resize alone."""
+    x = tf.constant(faces()[0])
+    y = transform_input(x, _inputs(eot=1.0), tf.constant(3)).numpy()
+    np.testing.assert_allclose(y * 255, np.round(y * 255), atol=1e-3)
+
+
+def test_transforms_off_return_the_input_exactly() -> None:
+    x = tf.constant(faces()[0])
+    np.testing.assert_array_equal(transform_input(x, _inputs(), tf.constant(0)).numpy(), x.numpy())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"momentum": -0.1}, "momentum"), ({"momentum": 1.5}, "momentum"), ({"diversity": 2}, "diversity"),
+        ({"eot": float("nan")}, "eot"), ({"ti_kernel": 4}, "ti_kernel"), ({"ti_kernel": 17}, "ti_kernel"),
+        ({"ti_kernel": 1}, "ti_kernel"), ({"ti_kernel": True}, "ti_kernel"),
+    ],
+)
+def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Transfer(**kwargs)
+
+
+# -- the ensemble ---------------------------------------------------------------------------------
+
+
+def test_ensemble_distance_is_the_weighted_mean_of_member_distances() -> None:
+    a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
+    ens = Ensemble([a, b], weights=[3.0, 1.0])
+    probes, references = faces()
+    x, r = tf.constant(probes), tf.constant(references[:, 0])
+    e = ens.embed(x).numpy()
+    assert e.shape == (len(probes), 32)
+    np.testing.assert_allclose(e[:, :16], a.embed(x).numpy(), atol=1e-6)
+    u = ens.embed(x) - ens.embed(r)
+    da = np.linalg.norm(a.embed(x).numpy() - a.embed(r).numpy(), axis=1)
+    db = np.linalg.norm(b.embed(x).numpy() - b.embed(r).numpy(), axis=1)
+    np.testing.assert_allclose(ens.distance(u).numpy(), 0.75 * da + 0.25 * db, rtol=1e-5)
+    np.testing.assert_allclose(ens.distance_numpy(u.numpy()), 0.75 * da + 0.25 * db, rtol=1e-5)
+    v = ens.normalise_numpy(np.arange(1, 33, dtype=np.float32))
+    np.testing.assert_allclose([np.linalg.norm(p) for p in ens.split(v)], [1.0, 1.0], rtol=1e-6)
+
+
+def test_ensemble_target_loss_is_the_weighted_sum_of_member_losses() -> None:
+    a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
+    ens = Ensemble([a, b], weights=[1.0, 2.0])
+    probes, references = faces()
+    refs = [np.concatenate([a.embed(r).numpy(), b.embed(r).numpy()], axis=1) for r in references]
+    loss_ens, _ = make_loss("target", ens, refs).evaluate(probes)
+    loss_a, _ = make_loss("target", a, [r[:, :16] for r in refs]).evaluate(probes)
+    loss_b, _ = make_loss("target", b, [r[:, 16:] for r in refs]).evaluate(probes)
+    np.testing.assert_allclose(loss_ens, (loss_a + 2 * loss_b) / 3, rtol=1e-5)
+
+
+def test_attack_on_an_ensemble_moves_every_member() -> None:
+    a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
+    ens = Ensemble([a, b])
+    probes, references = faces()
+    refs = [ens.embed(r).numpy() for r in references]
+    result = make_attack("pgd", "l2", **PGD_FAST).attack(probes, make_loss("target", ens, refs), seed=2)
+    for member, part in ((a, slice(0, 16)), (b, slice(16, 32))):
+        before, _ = make_loss("target", member, [r[:, part] for r in refs]).evaluate(probes)
+        after, _ = make_loss("target", member, [r[:, part] for r in refs]).evaluate(probes + result.delta)
+        assert np.all(after < before), f"the ensemble attack did not move member {member} away"
+
+
+@pytest.mark.parametrize(
+    ("members", "weights", "message"),
+    [(1, None, "at least two"), (2, [1.0], "one finite number"), (2, [1.0, 0.0], "one finite number")],
+)
+def test_bad_ensembles_are_rejected(members: int, weights: list[float] | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Ensemble([ToyEmbedding(seed=i) for i in range(members)], weights)
+
+
+# -- adaptive amplification -------------------------------------------------------------------------
+
+
+class PixelRecognizer(EmbeddingRecognizer):
+    """Embeds the context crop's pixels: the distance to the clean crop grows with alpha."""
+
+    name = "pixels"
+    metric = "euclidean"
+    confidence_scale = 1.0
+    detector_name = "none"
+
+    def __init__(self, threshold: float, blind_above: float | None = None) -> None:
+        super().__init__()
+        self.distance_threshold = threshold
+        self.blind_above = blind_above  # finds no face once pixels change by more than this (mean abs)
+        self.clean: np.ndarray | None = None
+
+    def _load(self) -> None:
+        pass
+
+    def _embed(self, photo: Photo) -> np.ndarray | None:
+        pixels = photo.pixels.astype(np.float32) / 255.0
+        if self.clean is None:
+            self.clean = pixels
+        if self.blind_above is not None and np.abs(pixels - self.clean).mean() > self.blind_above:
+            return None
+        return pixels.ravel()
+
+
+def _scene() -> tuple[np.ndarray, tuple[float, float, float, float], Any, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    pixels = (rng.uniform(0.3, 0.7, (120, 120, 3)) * 255).astype(np.uint8)
+    box = (40.0, 40.0, 40.0, 40.0)
+    region = crop_region(box, 120, 120, 0.1)
+    crop = extract_crop(pixels, region, 32)
+    delta = rng.uniform(-0.03, 0.03, crop.shape).astype(np.float32)
+    return pixels, box, region, crop, delta
+
+
+def _distance_at(alpha: float) -> float:
+    pixels, box, region, crop, delta = _scene()
+    face = adaptive._Face(pixels, box, region, crop, delta)
+    return float(np.linalg.norm(face.protected(alpha).astype(np.float64) / 255 - face.clean.astype(np.float64) / 255))
+
+
+def _choose(rec: EmbeddingRecognizer, alpha_max: float = 6.0, floor: float = 20.0) -> adaptive.Choice:
+    pixels, box, region, crop, delta = _scene()
+    (choice,) = adaptive.choose_alphas(pixels, [box], [region], crop[None], delta[None], {"pixels": rec},
+                                       alpha_max, floor)
+    return choice
+
+
+def test_adaptive_alpha_is_the_smallest_that_stops_the_match() -> None:
+    threshold = _distance_at(2.5)
+    choice = _choose(PixelRecognizer(threshold))
+    assert 1.0 < choice.alpha < 6.0
+    assert _distance_at(choice.alpha) > threshold, "the chosen alpha still matches"
+    step = 5.0 / 2**adaptive.BISECTION_STEPS
+    assert _distance_at(choice.alpha - step) <= threshold + 1e-9 or choice.alpha - step < 1, "not the smallest"
+    assert choice.verdicts[0].recognizer == "pixels" and not choice.verdicts[0].matched
+
+
+def test_adaptive_alpha_is_one_when_the_face_never_matched() -> None:
+    assert _choose(PixelRecognizer(threshold=_distance_at(1.0) * 0.5)).alpha == 1.0
+
+
+def test_adaptive_alpha_stops_at_the_psnr_floor_and_says_it_still_matches() -> None:
+    pixels, box, region, crop, delta = _scene()
+    face = adaptive._Face(pixels, box, region, crop, delta)
+    floor = face.psnr(3.0)
+    choice = _choose(PixelRecognizer(threshold=1e9), alpha_max=6.0, floor=floor)
+    assert choice.alpha <= 3.05 and face.psnr(choice.alpha) >= floor
+    assert choice.verdicts[0].matched
+
+
+def test_a_face_the_recogniser_cannot_find_does_not_match() -> None:
+    choice = _choose(PixelRecognizer(threshold=1e9, blind_above=0.02))
+    assert not choice.verdicts[0].matched and choice.verdicts[0].distance is None
+
+
+def test_reference_photos_replace_the_clean_face() -> None:
+    """With reference photos, the check is against them: a reference far from everything never matches."""
+    pixels, box, region, crop, delta = _scene()
+    rec = PixelRecognizer(threshold=_distance_at(2.5))
+    reference = Photo(pixels=np.zeros((80, 80, 3), np.uint8), format="PNG", full_width=80, full_height=80)
+    rec.clean = None
+    (choice,) = adaptive.choose_alphas(pixels, [box], [region], crop[None], delta[None], {"pixels": rec}, 6.0, 20.0,
+                                       references=[reference])
+    assert choice.alpha == 1.0 and not choice.verdicts[0].matched
+
+
+# -- options --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"momentum": 1.2}, "momentum"),
+        ({"ti_kernel": 6}, "ti_kernel"),
+        ({"attack": "cw", "momentum": 0.5}, "PGD techniques"),
+        ({"surrogates": ("vgg",)}, "surrogates"),
+        ({"surrogates": ("facenet", "facenet")}, "surrogates"),
+        ({"surrogates": ("facenet", "facenet512"), "surrogate_weights": (1.0,)}, "one weight per surrogate"),
+        ({"surrogates": ("facenet", "facenet512"), "surrogate_weights": (1.0, -1.0)}, "> 0"),
+        ({"loop_recognizers": ("rekognition",)}, "loop_recognizers"),
+        ({"adaptive_alpha": True, "loop_recognizers": ()}, "at least one loop recogniser"),
+        ({"adaptive_alpha": True, "alpha": 0.5}, ">= 1"),
+        ({"psnr_floor": 5.0}, "psnr_floor"),
+    ],
+)
+def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        resolve("medium", **overrides)
+
+
+def test_transfer_options_reach_the_attack_and_split_batches() -> None:
+    plain = resolve("medium", momentum=0.0, diversity=0.0, ti_kernel=0, eot=0.0)
+    o = resolve("medium", momentum=0.9, diversity=0.5, ti_kernel=5, eot=0.25, surrogates="facenet,facenet512")
+    assert o.surrogates == ("facenet", "facenet512")
+    assert o.attack_params()["transfer"] == Transfer(0.9, 0.5, 5, 0.25)
+    assert o.batch_key() != plain.batch_key()
+    assert dataclasses.replace(o, alpha=4.0).batch_key() == o.batch_key()
+    assert dataclasses.replace(o, adaptive_alpha=True).batch_key() == o.batch_key()
+
+
+def test_profiles_use_the_techniques_but_cw_drops_them() -> None:
+    medium = resolve("medium")
+    assert medium.attack_params()["transfer"].active and len(medium.surrogates) >= 2
+    cw = resolve("medium", attack="cw")
+    assert (cw.momentum, cw.diversity, cw.ti_kernel, cw.eot) == (0, 0, 0, 0), "CW takes none of PGD's techniques"
+    with pytest.raises(InvalidOption, match="PGD techniques"):
+        resolve("medium", attack="cw", momentum=0.5)  # asked for explicitly: refused, not dropped
