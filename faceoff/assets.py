@@ -258,6 +258,31 @@ def path(name: str, cache_dir: Path | None = None) -> Path:
     return file
 
 
+def read_verified(name: str, file: Path | None = None) -> bytes:
+    """The bytes of asset ``name`` (from ``file``, default its cached path), hashed as read.
+
+    The digest is taken of exactly the bytes returned, so nothing can change the file between
+    the check and the parse (for loaders that parse bytes rather than open a path).
+
+    Raises:
+        UnknownAssetError: ``name`` is not in :data:`ASSETS`.
+        AssetError: the file is missing or its SHA-256 is wrong (the message names both).
+    """
+    asset = _lookup(name)
+    file = Path(file) if file is not None else path(name)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise AssetError(f"model file {file} (asset {name!r}) cannot be read ({exc}); run `{FETCH_COMMAND}`") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != asset.sha256:
+        raise AssetError(
+            f"model file {file} (asset {name!r}) has sha256 {digest} but {asset.sha256} "
+            f"was expected (corrupt or wrong file); run `{FETCH_COMMAND}`, which replaces it"
+        )
+    return data
+
+
 def _copy_hashed(src: IO[bytes], dst: IO[bytes], limit: int) -> str:
     h = hashlib.sha256()
     total = 0

@@ -22,7 +22,6 @@ No device is pinned: TensorFlow places the model on a GPU when one is visible, e
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,15 +164,8 @@ class FaceNet512(EmbeddingModel):
     def __init__(self, graph_path: Path | None = None) -> None:
         from faceoff import assets
 
-        asset = assets.ASSETS["facenet512"]
         self.graph_path = Path(graph_path) if graph_path is not None else assets.path("facenet512")
-        data = self.graph_path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != asset.sha256:
-            raise assets.AssetError(
-                f"model file {self.graph_path} (asset 'facenet512') has sha256 {digest} but {asset.sha256} "
-                f"was expected (corrupt or wrong file); run `{assets.FETCH_COMMAND}`, which replaces it"
-            )
+        data = assets.read_verified("facenet512", self.graph_path)
         graph_def = parse_graph(data)
         del data
         check_ops(graph_def)

@@ -29,7 +29,6 @@ No device is pinned: TensorFlow places the model on a GPU when one is visible, e
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -348,15 +347,8 @@ class SFaceModel(EmbeddingModel):
     def __init__(self, model_path: Path | None = None, window: Window = WINDOW) -> None:
         from faceoff import assets
 
-        asset = assets.ASSETS["sface"]
         self.model_path = Path(model_path) if model_path is not None else assets.path("sface")
-        data = self.model_path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != asset.sha256:
-            raise assets.AssetError(
-                f"model file {self.model_path} (asset 'sface') has sha256 {digest} but {asset.sha256} "
-                f"was expected (corrupt or wrong file); run `{assets.FETCH_COMMAND}`, which replaces it"
-            )
+        data = assets.read_verified("sface", self.model_path)
         model = parse_model(data)
         del data
         self.network = OnnxNetwork(model)
