@@ -166,6 +166,8 @@ class Protector:
         self._models: dict[tuple[Any, ...], EmbeddingModel] = {}
         self._galleries: dict[int, DecoyGallery] = {id(self.model): self.decoys}
         self._recognizers: dict[str, Any] = {}
+        self._generalised: set[tuple[Any, ...]] = set()
+        self._trace_lock = threading.Lock()
 
     def resolved(self, options: ProtectionOptions) -> ProtectionOptions:
         """``options`` naming the surrogates it will run on (empty means the default surrogate)."""
@@ -214,17 +216,33 @@ class Protector:
         return out
 
     def warm_up(self, options: ProtectionOptions | None = None) -> None:
-        """Trace the compiled embedding and attack steps, so the first request does not pay for it.
-
-        Two batches of different shapes (faces, reference-set sizes) are run: TensorFlow traces a
-        step once per input shape and then once more with the shapes generalised, after which
-        every batch reuses that trace. Warming up with one shape only would leave the second,
-        generalising trace (tens of seconds on a CPU) to the first real request.
-        """
+        """Load the options' surrogates (and loop recognisers) and trace their attack, so the first request does not pay for it."""
         from faceoff.masker.options import resolve
 
-        o = options or resolve()
-        model = self.model_for(o)
+        o = self.resolved(options or resolve())
+        self._generalise(self.model_for(o), o)
+        if o.adaptive_alpha:
+            self.recognizers_for(o)
+
+    def _generalise(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
+        """Trace ``model``'s compiled attack steps for ``o``'s attack and loss with general shapes, once.
+
+        TensorFlow traces a step once per input shape and then once more with the shapes
+        generalised, after which every batch reuses that trace. The specific and the general trace
+        may round differently, so a process's results would depend on the shapes it happened to
+        see first; running two batches of different shapes (faces, reference-set sizes,
+        identities) before any real attack makes every attack use the general trace, and the same
+        seed give the same pixels in any process (the masker, ``Client.local()``).
+        """
+        key = (id(model), o.attack, o.norm, o.loss)
+        if key in self._generalised:
+            return
+        with self._trace_lock:  # a concurrent first attack of the same kind waits for the general trace
+            if key not in self._generalised:
+                self._trace_general(model, o)
+                self._generalised.add(key)
+
+    def _trace_general(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
         loss_params: dict[str, Any] = {"targeted": o.targeted}
         if o.loss == "hinge":
             loss_params["kappa"] = o.kappa
@@ -236,8 +254,6 @@ class Protector:
             others = gallery.others(None, refs)[: len(gallery.names) - 3 + extra // 3]
             loss = make_loss(o.loss, model, [refs] * faces, [others] * faces, **loss_params)
             make_attack(o.attack, o.norm, **params).attack(crops, loss, seed=0)
-        if o.adaptive_alpha:
-            self.recognizers_for(o)
 
     # -- preparation ---------------------------------------------------------------------------
 
@@ -379,6 +395,7 @@ class Protector:
         model = jobs[0].model or self.model
         if any((j.model or self.model) is not model for j in jobs):
             raise ValueError("jobs of one attack batch must share their surrogate")
+        self._generalise(model, options)
         loss = make_loss(options.loss, model, anchors, others, **loss_params)
         attack = make_attack(options.attack, options.norm, **options.attack_params())
         result = attack.attack(crops, loss, seed=options.seed, progress=progress)
