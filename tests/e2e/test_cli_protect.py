@@ -51,7 +51,8 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     run = subprocess.run(
         [*FACEOFF, "bench", "transfer", "--data", str(data), "--recognizers", "dlib,sface,facenet",
          "--probes-per-identity", "1", "--alpha", "3", "--json", str(report), "--plot", str(plot),
-         "--set", "adaptive_alpha=true", "--set", "loop_recognizers=dlib", "--set", "momentum=0.9"],
+         "--set", "adaptive_alpha=true", "--set", "loop_recognizers=dlib", "--set", "momentum=0.9",
+         "--set", "surrogates=facenet", "--set", "epsilon=1.5", "--set", "iterations=20"],
         capture_output=True, text=True, env=ENV, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-2000:]
