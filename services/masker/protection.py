@@ -217,12 +217,17 @@ class Protector:
 
     def warm_up(self, options: ProtectionOptions | None = None) -> None:
         """Load the options' surrogates (and loop recognisers) and trace their attack, so the first request does not pay for it."""
-        from faceoff.masker.options import resolve
+        from faceoff.masker.options import PROFILES, resolve
 
         o = self.resolved(options or resolve())
         self._generalise(self.model_for(o), o)
         if o.adaptive_alpha:
             self.recognizers_for(o)
+        if options is None:  # also every other profile whose surrogates are loaded by now (low: FaceNet)
+            for name in PROFILES:
+                p = self.resolved(resolve(name))
+                if all(s in self._members for s in p.surrogates):
+                    self._generalise(self.model_for(p), p)
 
     def _generalise(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
         """Trace ``model``'s compiled attack steps for ``o``'s attack and loss with general shapes, once.
