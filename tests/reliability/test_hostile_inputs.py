@@ -44,9 +44,12 @@ pytest_plugins = ["tests.reliability.pipeline"]
 
 CASES: dict[str, HostileCase] = {case.name: case for case in hostile_inputs(CELEBS)}
 PAIRS = [(name, rpc) for name, case in CASES.items() for rpc in RPCS if rpc in case.expect or (case.skip and rpc == "Detect")]
-#: Far above what the three servers need (about 2 GiB with their models); a 3.6-gigapixel bomb
-#: decoded would need 10 GiB.
-RSS_BOUND = 4 << 30
+#: Bound on how far the process's peak RSS may rise over the hostile cases, from where it stood at
+#: the first one (with the three servers and their models loaded, and whatever earlier tests in
+#: the same pytest process left behind: the peak is process-wide, so an absolute bound would
+#: depend on test order). Measured rises are 1.3-1.7 GiB; a 3.6-gigapixel bomb decoded would
+#: need 10 GiB.
+RSS_BOUND = 3 << 30
 #: (case, RPC or command) -> (status, RSS before, peak RSS during; bytes, 0 for CLI runs), reported at the end.
 OUTCOMES: dict[tuple[str, str], tuple[str, int, int]] = {}
 #: Bad photos ``faceoff detect`` and ``faceoff evaluate`` are run on (one process each, so a subset).
@@ -246,4 +249,7 @@ def test_services_still_serving_and_memory_bounded(pipeline: Pipeline) -> None:
     for (name, rpc), (code, before, peak) in OUTCOMES.items():
         rss = f"{before / 2**20:6.0f} -> {peak / 2**20:6.0f} MiB" if peak else ""
         print(f"  {name:28s} {rpc:16s} {code:20s} {rss}")
-    assert ran[worst][2] < RSS_BOUND, f"{worst}: peak RSS {ran[worst][2] / 2**30:.1f} GiB"
+    baseline = min(before for _, before, _ in ran.values())
+    assert ran[worst][2] - baseline < RSS_BOUND, (
+        f"{worst}: peak RSS {ran[worst][2] / 2**30:.1f} GiB, {(ran[worst][2] - baseline) / 2**30:.1f} GiB over "
+        f"the {baseline / 2**30:.1f} GiB the process had at the first case")
