@@ -262,18 +262,24 @@ class Protector:
 
     # -- preparation ---------------------------------------------------------------------------
 
-    def reference_embeddings(
-        self, references: Sequence[tuple[bytes, DetectionResult]], model: EmbeddingModel | None = None
-    ) -> np.ndarray | None:
-        """Embeddings ``(M, D)`` of the largest face of each reference photo (None if none given)."""
-        if not references:
-            return None
-        crops = []
-        for i, (data, detection) in enumerate(references):
+    def decode_references(self, references: Sequence[tuple[bytes, DetectionResult]]) -> list[Photo]:
+        """Each reference photo decoded (an undecodable one is refused naming its index)."""
+        photos = []
+        for i, (data, _) in enumerate(references):
             try:
-                photo = decode(data, max_pixels=self.max_pixels)
+                photos.append(decode(data, max_pixels=self.max_pixels))
             except InvalidImage as exc:
                 raise InvalidImage(f"reference photo {i}: {exc.message}") from None
+        return photos
+
+    def reference_embeddings(
+        self, photos: Sequence[Photo], detections: Sequence[DetectionResult], model: EmbeddingModel | None = None
+    ) -> np.ndarray | None:
+        """Embeddings ``(M, D)`` of the largest face of each decoded reference photo (None if none given)."""
+        if not photos:
+            return None
+        crops = []
+        for i, (photo, detection) in enumerate(zip(photos, detections)):
             if detection.faces:
                 region = crop_region(detection.faces[0].box, photo.width, photo.height)
             elif max(photo.width, photo.height) <= MAX_CROP_SIDE:
@@ -313,9 +319,11 @@ class Protector:
         crops = (np.stack([extract_crop(photo.pixels, r, self.size) for r in regions]) if regions
                  else np.zeros((0, self.size, self.size, 3), np.float32))
         model = self.model_for(options)
-        user_refs = self.user_sets(crops, self.reference_embeddings(references, model), model)
+        reference_photos = self.decode_references(references)
+        embeddings = self.reference_embeddings(reference_photos, [d for _, d in references], model)
+        user_refs = self.user_sets(crops, embeddings, model)
         anchors, others, targets = self.goals(user_refs, options, model)
-        kept = [decode(r, max_pixels=self.max_pixels) for r, _ in references] if options.adaptive_alpha else []
+        kept = reference_photos if options.adaptive_alpha else []
         return Job(data=data, photo=photo, options=options, faces_found=found, indices=indices, boxes=boxes,
                    regions=regions, crops=crops, user_refs=user_refs, anchors=anchors, others=others,
                    targets=targets, model=model, references=kept, started=started)
