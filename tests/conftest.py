@@ -149,13 +149,13 @@ class ServeAll:
     it prints once all three are SERVING. :meth:`stop` sends SIGTERM and returns its exit code.
     """
 
-    def __init__(self, log_path: Path, *extra: str) -> None:
+    def __init__(self, log_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         import json
         import queue
         import subprocess
         import sys
 
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FACEOFF_GRACE_SECONDS": "2"}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FACEOFF_GRACE_SECONDS": "2", **(env or {})}
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "faceoff.cli", "serve", "all", "--free-ports", "--log-level", "WARNING", *extra],

@@ -1,8 +1,9 @@
 """Every attack x loss pair, in both modes, reaches its objective on the real FaceNet surrogate.
 
-Probes are the first crop of each of the ten shared celebrities; the user's references are
-their other eight crops; identification is nearest centroid among the ten (the probe's own
-identity without the probe). Untargeted succeeds when the protected crop (amplified by the
+Probes are the first crop of five of the ten shared celebrities (every other one: the attacks'
+cost grows with the batch, and these 16 runs are the suite's largest part); the user's
+references are their other eight crops; identification is nearest centroid among all ten (the
+probe's own identity without the probe). Untargeted succeeds when the protected crop (amplified by the
 profile's alpha) is no longer top-1 for its own identity; targeted when it becomes the decoy.
 """
 
@@ -41,10 +42,12 @@ def setup() -> dict[str, Any]:
     names = sorted(p.name for p in ALIGNED.iterdir() if p.is_dir())
     crops = {n: np.stack([_load(p) for p in sorted((ALIGNED / n).glob("*.png"))]) for n in names}
     emb = {n: protector.model.embed_numpy(c) for n, c in crops.items()}
-    probes = np.stack([crops[n][0] for n in names])
-    references = [emb[n][1:] for n in names]
+    probed = names[::2]
+    probes = np.stack([crops[n][0] for n in probed])
+    references = [emb[n][1:] for n in probed]
     centroids = np.stack([emb[n][1:].mean(0) for n in names])
-    return {"protector": protector, "names": names, "probes": probes, "references": references, "centroids": centroids}
+    return {"protector": protector, "names": names, "probed": probed, "probes": probes, "references": references,
+            "centroids": centroids}
 
 
 def _top1(protector: Protector, images: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -54,7 +57,7 @@ def _top1(protector: Protector, images: np.ndarray, centroids: np.ndarray) -> np
 
 def test_probes_are_recognised_when_clean(setup: dict[str, Any]) -> None:
     top1 = _top1(setup["protector"], setup["probes"], setup["centroids"])
-    assert list(top1) == list(range(len(setup["names"])))
+    assert [setup["names"][t] for t in top1] == setup["probed"]
 
 
 @pytest.mark.parametrize(("attack", "norm", "loss", "targeted"), PAIRS,
@@ -74,10 +77,10 @@ def test_attack_reaches_its_objective(setup: dict[str, Any], attack: str, norm: 
         assert (norms <= options.epsilon * (1 + 1e-4)).all(), f"{norm} norms {norms} exceed epsilon {options.epsilon}"
     protected = np.clip(x + options.alpha * delta, 0.0, 1.0)
     top1 = _top1(protector, protected, setup["centroids"])
-    names = setup["names"]
+    names, probed = setup["names"], setup["probed"]
     if targeted:
         hits = [names[t] == job.targets[i] for i, t in enumerate(top1)]
-        assert all(target != names[i] for i, target in enumerate(job.targets)), "a decoy was the user"
+        assert all(target != probed[i] for i, target in enumerate(job.targets)), "a decoy was the user"
     else:
-        hits = [t != i for i, t in enumerate(top1)]
-    assert sum(hits) >= 9, f"objective reached for {sum(hits)}/10 probes: {dict(zip(names, hits))}"
+        hits = [names[t] != probed[i] for i, t in enumerate(top1)]
+    assert sum(hits) >= len(probed) - 1, f"objective reached for {sum(hits)}/{len(probed)} probes: {dict(zip(probed, hits))}"
