@@ -273,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--data", help="the faceoff-celebs folder (default ../shared/data/faceoff-celebs)")
     pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
     pb.add_argument("--repeats", type=int, default=3)
+    pb.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
     pb = bench_sub.add_parser("transfer", help="the paper's transferability experiment: evasion per recogniser and alpha")
     pb.add_argument("--data", help="one folder per identity (default ../shared/data/faceoff-celebs/photos)")
@@ -568,7 +569,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "speed":
         from faceoff.bench import speed
 
-        return speed.main(args.data, args.repeats, args.json_out, args.profile)
+        return speed.main(args.data, args.repeats, args.json_out, args.profile, args.batches)
     if args.bench == "transfer":
         from faceoff.bench import transfer
 

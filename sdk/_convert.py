@@ -23,6 +23,7 @@ from faceoff.sdk.types import (
     Progress,
     ProtectedPhoto,
     Verdict,
+    is_white_box,
 )
 from faceoff.v1 import common_pb2, detector_pb2, evaluator_pb2, masker_pb2
 
@@ -240,7 +241,7 @@ def protected_photo(msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict]
     if msg.HasField("options"):  # the attack's own models and the adaptive loop's are not independent judges
         surrogates = set(msg.options.surrogates)
         loop = set(msg.options.loop_recognizers) if msg.options.adaptive_alpha else set()
-        verdicts = [dataclasses.replace(v, white_box=(v.recognizer in surrogates) if surrogates else v.white_box,
+        verdicts = [dataclasses.replace(v, white_box=is_white_box(v.recognizer, surrogates, v.white_box),
                                         in_loop=v.recognizer in loop) for v in verdicts]
     return ProtectedPhoto(
         data=data, format=fmt, width=width, height=height,

@@ -97,15 +97,22 @@ def run(data: Path = SHARED, batches: tuple[int, ...] = (1, 8, 32), repeats: int
         "surrogates": list(options.surrogates),
         "iterations": options.total_iterations,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "gpus": len(tf.config.list_physical_devices("GPU"))},
+                    "gpus": len(tf.config.list_physical_devices("GPU")),
+                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"},
         "batches": rows,
         "photo_end_to_end": {"photo": photo.name, "faces": 1, "seconds": end_to_end},
     }
 
 
-def main(data: str | None, repeats: int, json_path: str | None, profile: str) -> int:
-    """Run and print the benchmark."""
-    result = run(Path(data) if data else SHARED, repeats=repeats, profile=profile)
+def main(data: str | None, repeats: int, json_path: str | None, profile: str, batches: str = "1,8,32") -> int:
+    """Run and print the benchmark (``batches``: comma-separated batch sizes)."""
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"faceoff bench speed: --batches is {batches!r}; give positive integers, e.g. 1,8,32")
+    result = run(Path(data) if data else SHARED, batches=sizes, repeats=repeats, profile=profile)
     emit(result, json_path)
     print_table(
         ["batch", "fwd ms/face", "fwd+bwd ms/face", "step ms/face", "attack s/face", "x floor"],

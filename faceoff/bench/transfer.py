@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from faceoff.bench.report import emit, print_table
+from faceoff.sdk.types import is_white_box
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Issue 8's goal: evasion on every independent recogniser, mean face PSNR, points lost on the platform copy.
@@ -189,7 +190,7 @@ def run(
                 plat = np.array(o["platform"], bool)
                 n_clean = int(clean.sum())
                 per_rec[rec_name] = {
-                    "white_box": white_box(rec_name, galleries[rec_name].recognizer, surrogates),
+                    "white_box": is_white_box(rec_name, surrogates, galleries[rec_name].recognizer.white_box),
                     "in_loop": rec_name in in_loop,
                     "clean_top1": float(clean.mean()),
                     "protected_top1": float(top1.mean()),
@@ -225,13 +226,6 @@ def run(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": results,
     }
-
-
-def white_box(name: str, recognizer: Any, surrogates: set[str]) -> bool:
-    """Whether the attack ran on ``name``'s model: a surrogate's recogniser is white-box exactly when used."""
-    from faceoff.masker.options import SURROGATE_NAMES
-
-    return name in surrogates if name in SURROGATE_NAMES else bool(recognizer.white_box)
 
 
 def goal(per_rec: dict[str, dict[str, Any]], psnr_mean: float) -> dict[str, Any]:

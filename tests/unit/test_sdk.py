@@ -386,3 +386,18 @@ def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> No
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     photo.save(target)  # over an existing file
     assert [p.name for p in target.parent.iterdir()] == ["p.png"]
+
+
+@pytest.mark.parametrize(("recognizer", "surrogates", "default", "expected"), [
+    ("sface", ("facenet", "sface"), False, True),   # an ensemble member
+    ("facenet", ("facenet512",), True, False),      # the default surrogate, not used this time
+    ("dlib", ("facenet",), False, False),
+    ("facenet", (), True, True),                    # surrogates unknown: the evaluator's own flag
+    ("dlib", (), False, False),
+])
+def test_white_box_is_membership_in_the_protections_surrogates(
+    recognizer: str, surrogates: tuple[str, ...], default: bool, expected: bool
+) -> None:
+    from faceoff.sdk.types import is_white_box
+
+    assert is_white_box(recognizer, surrogates, default) is expected
