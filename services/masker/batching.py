@@ -103,6 +103,20 @@ class AttackBatcher:
         if self._metrics is not None:
             self._metrics.queued(self.queued_faces)
 
+    def refuse_if_full(self) -> None:
+        """Raise :class:`Overloaded` now if not even one more face fits, before a request spends
+        detection and preparation on an attack the queue would refuse anyway."""
+        if self._pending and self.queued_faces >= self.max_queue_faces:
+            raise self._full(1)
+
+    def _full(self, faces: int) -> Overloaded:
+        wait = self.retry_after(faces)
+        return Overloaded(
+            f"the masker's queue is full ({self.queued_faces} faces waiting, capacity {self.max_queue_faces}); "
+            f"retry in {wait:.1f} s",
+            retry_after=wait,
+        )
+
     async def submit(self, job: Job, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Queue ``job``'s faces and wait for their perturbation ``(n, S, S, 3)``.
 
@@ -112,12 +126,7 @@ class AttackBatcher:
         if job.size == 0:
             return np.zeros((0, *job.crops.shape[1:]), np.float32)
         if self._pending and self.queued_faces + job.size > self.max_queue_faces:
-            wait = self.retry_after(job.size)
-            raise Overloaded(
-                f"the masker's queue is full ({self.queued_faces} faces waiting, capacity {self.max_queue_faces}); "
-                f"retry in {wait:.1f} s",
-                retry_after=wait,
-            )
+            raise self._full(job.size)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="attack-batcher")
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()

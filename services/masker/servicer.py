@@ -67,6 +67,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext, sink: ProgressSink | None
     ) -> ProtectionResult:
         protector, batcher = self._ready()
+        batcher.refuse_if_full()  # before detection: a full queue would refuse the attack anyway
         options = options_from_proto(request.options)
         detect_options = detect_options_from_proto(request.options.detect)
         if len(request.reference_images) > self._max_refs:

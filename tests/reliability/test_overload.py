@@ -141,10 +141,13 @@ def test_full_queue_refuses_with_a_hint_and_forgets_callers_that_left() -> None:
             await asyncio.sleep(0.05)
             with pytest.raises(Overloaded) as info:
                 await batcher.submit(_job())
+            with pytest.raises(Overloaded, match="queue is full"):
+                batcher.refuse_if_full()  # what the servicer asks before detecting a new request's faces
             full = batcher.queued_faces
             waiting[0].cancel()  # that caller went away (deadline passed): its place is free at once
             await asyncio.sleep(0.05)
             after_cancel = batcher.queued_faces
+            batcher.refuse_if_full()  # room for one face again
             admitted = asyncio.ensure_future(batcher.submit(_job()))
             release.set()
             await asyncio.gather(running, waiting[1], admitted)
