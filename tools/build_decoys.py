@@ -24,8 +24,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/faceoff-celebs/aligned160")
     args = parser.parse_args()
 
-    from faceoff import assets
-    from faceoff.masker.models import load_surrogate
+    from faceoff.common import assets
+    from faceoff.faces.models import load_surrogate
 
     model = load_surrogate(args.surrogate)
     centroids = {}

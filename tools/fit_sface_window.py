@@ -6,8 +6,8 @@ Usage: ``.venv/bin/python tools/fit_sface_window.py [--photos ../shared/data/fac
 For every photo, the largest face is found twice, as the two pipelines do:
 
 - the masker's way: MTCNN (:class:`faceoff.detector.detection.FaceDetector`), the box plus 10%
-  margin (:func:`faceoff.detector.crops.crop_region`), resized to 160x160;
-- the evaluator's way (:class:`faceoff.evaluator.recognizers.sface.SFaceRecognizer`): YuNet
+  margin (:func:`faceoff.common.crops.crop_region`), resized to 160x160;
+- the evaluator's way (:class:`faceoff.faces.recognizers.sface.SFaceRecognizer`): YuNet
   landmarks, then ``FaceRecognizerSF.alignCrop``, a similarity warp onto OpenCV's 5-point
   112x112 template. The warp is recomputed here (Umeyama, as OpenCV does) and checked against
   ``alignCrop``'s output pixel for pixel.
@@ -78,10 +78,10 @@ def main() -> int:
     from PIL import Image
 
     from faceoff.common.imaging import decode
-    from faceoff.detector.crops import crop_region, extract_crop
+    from faceoff.common.crops import crop_region, extract_crop
     from faceoff.detector.detection import FaceDetector
-    from faceoff.evaluator.recognizers.sface import SFaceRecognizer
-    from faceoff.masker.models.sface import SFaceModel, Window
+    from faceoff.faces.recognizers.sface import SFaceRecognizer
+    from faceoff.faces.models.sface import SFaceModel, Window
 
     detector = FaceDetector()
     real = SFaceRecognizer()

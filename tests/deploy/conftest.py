@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from faceoff.deploy import overlays, render
+from faceoff.cli.deploy import overlays, render
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

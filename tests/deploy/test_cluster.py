@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from faceoff.cli import main
-from faceoff.deploy import DeployError, render
-from faceoff.deploy.cluster import apply, connect, rollout_status, wait_for_rollout
+from faceoff.cli.deploy import DeployError, render
+from faceoff.cli.deploy.cluster import apply, connect, rollout_status, wait_for_rollout
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.fake_apiserver import FakeApiServer, fake_apiserver
 

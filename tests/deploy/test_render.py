@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from faceoff.cli import main
-from faceoff.deploy import DeployError, render
-from faceoff.deploy.kustomize import KustomizeError, build, split_image, to_yaml
+from faceoff.cli.deploy import DeployError, render
+from faceoff.cli.deploy.kustomize import KustomizeError, build, split_image, to_yaml
 from tests.deploy.conftest import DEPLOY, OVERLAYS, tool
 
 KUSTOMIZATIONS = [DEPLOY / "k8s" / "overlays" / name for name in OVERLAYS] + [

@@ -21,7 +21,7 @@ from faceoff.evaluator.cloud import CLOUD_BACKENDS, CloudRecognizer, build_cloud
 from faceoff.evaluator.cloud.credentials import AwsConfig, AzureConfig, CloudConfig, FaceppConfig
 from faceoff.evaluator.cloud.errors import CloudAuthError, CloudBadResponse, CloudThrottled, CloudTimeout, CloudTransient
 from faceoff.evaluator.cloud.retry import RetryPolicy
-from faceoff.evaluator.recognizers.base import FacePhoto
+from faceoff.faces.recognizers.base import FacePhoto
 from tests.conftest import PHOTOS, encode
 from tests.integration import fakes
 from tests.integration.fakes import Canned, FakeCloud

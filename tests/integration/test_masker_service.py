@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from faceoff.common.imaging import decode
 from faceoff.common.settings import ServerSettings
 from faceoff.detector import server as detector_server
-from faceoff.detector.crops import crop_region
+from faceoff.common.crops import crop_region
 from faceoff.masker import server as masker_server
 from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc
 from tests.conftest import LoopThread, encode

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from faceoff.detector.detection import FaceDetector
-from faceoff.masker.models.ensemble import Ensemble
+from faceoff.faces.models.ensemble import Ensemble
 from faceoff.masker.options import resolve
 from faceoff.masker.protection import Protector
 from tests.conftest import ALIGNED, PHOTOS

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from faceoff import assets
-from faceoff.assets import AssetError
+from faceoff.common import assets
+from faceoff.common.assets import AssetError
 from tests.conftest import PHOTOS, REPO
 
 REAL_MODELS = assets.default_cache_dir()
@@ -50,19 +50,19 @@ def tamper(folder: Path, name: str) -> Path:
 
 
 def _facenet() -> None:
-    from faceoff.masker.models import load_surrogate
+    from faceoff.faces.models import load_surrogate
 
     load_surrogate("facenet")
 
 
 def _sface() -> None:
-    from faceoff.evaluator.recognizers.sface import SFaceRecognizer
+    from faceoff.faces.recognizers.sface import SFaceRecognizer
 
     SFaceRecognizer().load()
 
 
 def _dlib() -> None:
-    from faceoff.evaluator.recognizers.dlib_resnet import DlibRecognizer
+    from faceoff.faces.recognizers.dlib_resnet import DlibRecognizer
 
     DlibRecognizer().load()
 
@@ -195,14 +195,14 @@ FORBIDDEN = {
 }
 ALLOWED = {
     # The restricted unpickler itself: three names only, float arrays only (tested above).
-    ("services/detector/mtcnn_weights.py", r"\bUnpickler\b"),
-    ("services/detector/mtcnn_weights.py", r"\bMTCNN\("),
+    ("services/detector/src/faceoff/detector/mtcnn_weights.py", r"\bUnpickler\b"),
+    ("services/detector/src/faceoff/detector/mtcnn_weights.py", r"\bMTCNN\("),
 }
 
 
 def _sources() -> list[Path]:
-    roots = [REPO / "services", REPO / "sdk", REPO / "faceoff", REPO / "tools"]
-    return sorted(p for root in roots for p in root.rglob("*.py") if "faceoff/v1/" not in p.as_posix())
+    roots = [REPO / "services", REPO / "sdk", REPO / "cli", REPO / "protos", REPO / "tools"]
+    return sorted(p for root in roots for p in root.rglob("*.py") if "/src/faceoff/v1/" not in p.as_posix())
 
 
 def test_no_code_path_deserialises_a_model_as_code() -> None:
@@ -228,7 +228,7 @@ def test_the_facenet_h5_is_read_as_weights_only(monkeypatch: pytest.MonkeyPatch)
     import keras.src.utils.python_utils as python_utils
     import tensorflow as tf
 
-    from faceoff.masker.models.facenet import FaceNet
+    from faceoff.faces.models.facenet import FaceNet
 
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("a model file was deserialised as code")

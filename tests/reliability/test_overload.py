@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 import faceoff.sdk._grpc as sdk_grpc
-from faceoff.bench import load
+from faceoff.cli.bench import load
 from faceoff.common.errors import Overloaded
 from faceoff.common.retry_hint import retry_after_from
 from faceoff.common.server import ServiceSpec, start_server

@@ -41,7 +41,7 @@ from PIL import Image
 
 from faceoff.common.imaging import Photo, decode
 from faceoff.common.server import configure_logging
-from faceoff.detector.crops import crop_region, extract_crop
+from faceoff.common.crops import crop_region, extract_crop
 from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc
 from faceoff.v1 import masker_pb2, masker_pb2_grpc
 from tests.conftest import PHOTOS
@@ -182,7 +182,7 @@ def _files(root: Path, since: float | None = None, limit: int = 20000) -> dict[P
 def _leftovers(keep: list[Any], datas: list[bytes], shapes: set[tuple[int, int]]) -> list[str]:
     """Objects of this process, other than ``keep`` (the test's own), that still hold one of
     ``datas`` (a copy of the bytes) or an array of one of the photos' sizes."""
-    from faceoff.evaluator.recognizers.base import FacePhoto
+    from faceoff.faces.recognizers.base import FacePhoto
     from faceoff.masker.protection import Job
 
     keep_ids = {id(k) for k in keep}
@@ -234,7 +234,7 @@ def _leftovers(keep: list[Any], datas: list[bytes], shapes: set[tuple[int, int]]
 def test_no_photo_crop_or_embedding_in_logs_disk_or_memory(
     pipeline: Pipeline, debug_logging: _Records, fresh_tmpdir: Path, capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from faceoff.evaluator.recognizers import get_local
+    from faceoff.faces.recognizers import get_local
     from faceoff.masker.protection import Protector
 
     started = time.time() - 1

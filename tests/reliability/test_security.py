@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from faceoff import serve_all
+from faceoff.cli import serve_all
 from faceoff.common import security
 from faceoff.common.interceptors import TokenBuckets
 from faceoff.common.settings import ServerSettings, SettingsError, from_env

@@ -1,4 +1,4 @@
-"""Tests for faceoff.assets: hash checks, error messages, safe extraction, fetch grouping.
+"""Tests for faceoff.common.assets: hash checks, error messages, safe extraction, fetch grouping.
 
 No test here touches the network: downloads are replaced by local archives.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from faceoff import assets
-from faceoff.assets import Asset, AssetError
+from faceoff.common import assets
+from faceoff.common.assets import Asset, AssetError
 
 PAYLOAD = b"not really a model, but bytes with a known hash\n"
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -30,7 +30,7 @@ from faceoff.masker.attacks import (
     make_loss,
 )
 from faceoff.masker.attacks.losses import set_distances
-from faceoff.masker.models.base import EmbeddingModel
+from faceoff.faces.models.base import EmbeddingModel
 
 SIZE = 32
 IDENTITIES = 5

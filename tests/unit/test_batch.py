@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from faceoff.batch import Item, PlanError, output_name, photos_in, plan, remove_leftovers, summary
+from faceoff.cli.batch import Item, PlanError, output_name, photos_in, plan, remove_leftovers, summary
 
 
 def _touch(path: Path) -> Path:

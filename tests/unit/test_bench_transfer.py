@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from faceoff.bench.transfer import goal, parse_settings
+from faceoff.cli.bench.transfer import goal, parse_settings
 from faceoff.masker.options import resolve
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from faceoff.evaluator.cloud.base import UploadLimits, upload_bytes
 from faceoff.evaluator.cloud.errors import CloudAuthError, CloudThrottled, CloudTimeout, CloudTransient
 from faceoff.evaluator.cloud.retry import RetryPolicy, call_with_retries
-from faceoff.evaluator.recognizers.base import FacePhoto
+from faceoff.faces.recognizers.base import FacePhoto
 from tests.conftest import encode
 
 

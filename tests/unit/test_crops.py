@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from faceoff.detector.crops import CropRegion, crop_region, extract_crop, paste_delta, resize_delta
+from faceoff.common.crops import CropRegion, crop_region, extract_crop, paste_delta, resize_delta
 
 RNG = np.random.default_rng(1)
 

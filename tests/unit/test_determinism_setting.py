@@ -1,4 +1,4 @@
-"""``FACEOFF_DETERMINISTIC``: importing faceoff turns TensorFlow's oneDNN kernels off before TF loads."""
+"""``FACEOFF_DETERMINISTIC``: importing faceoff.common turns TensorFlow's oneDNN kernels off before TF loads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-SHOW = "import os, faceoff; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+SHOW = "import os, faceoff.common; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
 
 
 def run(code: str, **env: str) -> subprocess.CompletedProcess[str]:

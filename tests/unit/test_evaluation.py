@@ -16,7 +16,7 @@ import pytest
 from faceoff.common.errors import InvalidImage, InvalidOption, NoFaceFound
 from faceoff.evaluator.cloud.errors import CloudAuthError
 from faceoff.evaluator.evaluation import MAX_REFERENCES, OUTCOMES, EvaluationRequest, Evaluator
-from faceoff.evaluator.recognizers.base import (
+from faceoff.faces.recognizers.base import (
     FacePhoto,
     Gallery,
     IdentityScore,

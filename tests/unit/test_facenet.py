@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from faceoff import assets
-from faceoff.masker.models import SURROGATES, load_surrogate
-from faceoff.masker.models.facenet import (
+from faceoff.common import assets
+from faceoff.faces.models import SURROGATES, load_surrogate
+from faceoff.faces.models.facenet import (
     FaceNet,
     load_h5_weights,
     per_image_standardization,

@@ -17,10 +17,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from faceoff import assets
-from faceoff.assets import AssetError
-from faceoff.masker.models import SURROGATES, load_surrogate
-from faceoff.masker.models.facenet512 import (
+from faceoff.common import assets
+from faceoff.common.assets import AssetError
+from faceoff.faces.models import SURROGATES, load_surrogate
+from faceoff.faces.models.facenet512 import (
     FaceNet512,
     check_ops,
     import_embedding_function,
@@ -211,7 +211,7 @@ def test_gradients_inside_a_compiled_step(model: FaceNet512) -> None:
 
 def test_facenet_recognisers_share_a_photo_s_face_box_and_nothing_else() -> None:
     from faceoff.common.imaging import Photo
-    from faceoff.evaluator.recognizers.facenet import _FaceBoxes
+    from faceoff.faces.recognizers.facenet import _FaceBoxes
 
     def photo() -> Photo:
         return Photo(pixels=np.zeros((4, 4, 3), np.uint8), format="PNG", full_width=4, full_height=4)

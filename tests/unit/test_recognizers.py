@@ -19,8 +19,8 @@ from PIL import Image
 
 from faceoff.common.errors import InvalidOption, NoFaceFound
 from faceoff.common.imaging import decode
-from faceoff.evaluator.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
-from faceoff.evaluator.recognizers.base import EmbeddingRecognizer, FacePhoto, distance_confidence
+from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
+from faceoff.faces.recognizers.base import EmbeddingRecognizer, FacePhoto, distance_confidence
 from tests.conftest import ALIGNED, celeb_photos, encode
 
 pytestmark = pytest.mark.slow

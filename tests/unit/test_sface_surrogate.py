@@ -17,15 +17,15 @@ import tensorflow as tf
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from faceoff import assets
-from faceoff.assets import AssetError
-from faceoff.masker.models import SURROGATES, load_surrogate
-from faceoff.masker.models.sface import WINDOW, OnnxNetwork, SFaceModel, parse_model
+from faceoff.common import assets
+from faceoff.common.assets import AssetError
+from faceoff.faces.models import SURROGATES, load_surrogate
+from faceoff.faces.models.sface import WINDOW, OnnxNetwork, SFaceModel, parse_model
 from faceoff.masker.options import SURROGATE_NAMES
 from tests.conftest import ALIGNED
 
 PHOTOS = ALIGNED.parent / "photos"
-DECOYS = Path(__file__).resolve().parents[2] / "services/masker/data/decoys_sface.json"
+DECOYS = Path(__file__).resolve().parents[2] / "services/masker/src/faceoff/masker/data/decoys_sface.json"
 
 
 def _cached_model() -> Path:
@@ -166,7 +166,7 @@ def test_the_network_equals_opencv_sface_on_real_aligned_crops(model: SFaceModel
     import cv2
 
     from faceoff.common.imaging import decode
-    from faceoff.evaluator.recognizers.sface import SFaceRecognizer
+    from faceoff.faces.recognizers.sface import SFaceRecognizer
 
     if not PHOTOS.is_dir():
         pytest.skip(f"{PHOTOS} not found")

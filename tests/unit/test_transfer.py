@@ -16,12 +16,12 @@ import tensorflow as tf
 
 from faceoff.common.errors import InvalidOption
 from faceoff.common.imaging import Photo
-from faceoff.detector.crops import crop_region, extract_crop
-from faceoff.evaluator.recognizers.base import EmbeddingRecognizer
+from faceoff.common.crops import crop_region, extract_crop
+from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
 from faceoff.masker.attacks import Transfer, make_attack, make_loss
 from faceoff.masker.attacks.transfer import TransferInputs, gaussian_kernel, process_gradient, transform_input
-from faceoff.masker.models.ensemble import Ensemble
+from faceoff.faces.models.ensemble import Ensemble
 from faceoff.masker.options import resolve
 from tests.unit.test_attacks import ToyEmbedding, faces, loss_for
 

@@ -1,0 +1,8 @@
+"""The ``faceoff`` command: protect, detect, evaluate, serve, models, bench and deploy.
+
+The command itself is :mod:`faceoff.cli.main`; ``python -m faceoff.cli`` runs it.
+"""
+
+from faceoff.cli.main import IMAGE_SUFFIXES, build_parser, main
+
+__all__ = ["IMAGE_SUFFIXES", "build_parser", "main"]

@@ -1,0 +1,174 @@
+"""Channels, metadata, retries and status translation for the remote clients (sync and asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from faceoff.sdk._version import __version__
+from faceoff.sdk.config import RETRYABLE_CODES, RetryPolicy, TLSConfig
+from faceoff.sdk.errors import FaceOffError, error_for
+
+log = logging.getLogger("faceoff.sdk")
+
+T = TypeVar("T")
+
+#: What ``tls=`` accepts: None (plaintext), True (system roots) or a :class:`TLSConfig`.
+TLSOption = bool | TLSConfig | None
+
+_SIZE_LIMIT_PREFIXES = ("Sent message larger than max", "Received message larger than max")
+
+#: Trailing metadata of a server's retry hint: milliseconds (gRPC's key), else whole seconds.
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+RETRY_AFTER_KEY = "retry-after"
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
+    """Options of every channel the SDK opens."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.primary_user_agent", f"faceoff-sdk/{__version__}"),
+        # The SDK retries itself (bounded, with jitter); gRPC's transparent retries stay off.
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def _credentials(tls: TLSOption) -> grpc.ChannelCredentials | None:
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if isinstance(tls, TLSConfig):
+        return tls.credentials()  # type: ignore[return-value]
+    raise TypeError(f"tls must be None, True or a TLSConfig, got {type(tls).__name__}")
+
+
+def sync_channel(address: str, tls: TLSOption, max_message_bytes: int) -> grpc.Channel:
+    """A channel to ``address`` (``host:port``)."""
+    creds, options = _credentials(tls), channel_options(max_message_bytes)
+    return grpc.secure_channel(address, creds, options) if creds else grpc.insecure_channel(address, options)
+
+
+def aio_channel(address: str, tls: TLSOption, max_message_bytes: int) -> grpc.aio.Channel:
+    """An asyncio channel to ``address`` (``host:port``)."""
+    creds, options = _credentials(tls), channel_options(max_message_bytes)
+    return grpc.aio.secure_channel(address, creds, options) if creds else grpc.aio.insecure_channel(address, options)
+
+
+def metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata: the bearer token, when there is one."""
+    if token is None:
+        return ()
+    if not isinstance(token, str) or not token.strip() or "\n" in token:
+        raise ValueError("token must be a non-empty single-line string")
+    return (("authorization", f"Bearer {token.strip()}"),)
+
+
+def _code(exc: grpc.RpcError) -> str:
+    code = exc.code() if hasattr(exc, "code") else None
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+def _details(exc: grpc.RpcError) -> str:
+    details = exc.details() if hasattr(exc, "details") else None
+    return details or ""
+
+
+def retryable(exc: grpc.RpcError) -> bool:
+    """True for UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, except a message over the size limit."""
+    return _code(exc) in RETRYABLE_CODES and not _details(exc).startswith(_SIZE_LIMIT_PREFIXES)
+
+
+def server_pushback(exc: grpc.RpcError) -> float | None:
+    """The server's retry hint in seconds, None without one, or -1.0 when it asks for no retry.
+
+    ``grpc-retry-pushback-ms`` follows gRPC's retry design (A6): a negative or unparseable value
+    means "do not retry". Without it, ``retry-after`` in seconds is used when it parses.
+    """
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    values: dict[str, str] = {}
+    for key, value in trailing or ():
+        values[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    if PUSHBACK_KEY in values:
+        try:
+            ms = int(values[PUSHBACK_KEY])
+        except ValueError:
+            return -1.0
+        return ms / 1000.0 if ms >= 0 else -1.0
+    try:
+        seconds = float(values[RETRY_AFTER_KEY])
+    except (KeyError, ValueError):
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
+def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
+    """The SDK exception for a failed call: the server's message, plus where it went when that helps."""
+    code, details = _code(exc), _details(exc)
+    if code == "UNIMPLEMENTED":
+        details = (f"{service} is not served at {address}; give its address to the client "
+                   f"(detector= or evaluator=) ({details})")
+    elif code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and address not in details:
+        details = f"{details} ({service} at {address})" if details else f"{service} at {address}"
+    return error_for(code, details)
+
+
+class Caller:
+    """Runs one call with the policy's retries and translates its final failure.
+
+    Args:
+        policy: Attempts and backoff.
+        timeout: Deadline of each attempt, in seconds.
+        metadata: Metadata sent with each attempt.
+    """
+
+    def __init__(self, policy: RetryPolicy, timeout: float, metadata: tuple[tuple[str, str], ...]) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.policy = policy
+        self.timeout = timeout
+        self.metadata = metadata
+
+    def _retry_wait(self, exc: grpc.RpcError, attempt: int, service: str, method: str) -> float | None:
+        """Seconds to wait before the next attempt (the server's hint, else the backoff), or None."""
+        if not retryable(exc) or attempt + 1 >= self.policy.max_attempts:
+            return None
+        hint = server_pushback(exc)
+        if hint is not None and hint < 0:
+            return None  # the server asked not to retry
+        wait = self.policy.backoff(attempt) if hint is None else hint
+        log.info("%s.%s attempt %d failed with %s; retrying in %.2f s%s", service, method, attempt + 1, _code(exc),
+                 wait, " (the server's hint)" if hint is not None else "")
+        return wait
+
+    def call(self, fn: Callable[[float, tuple[tuple[str, str], ...]], T], service: str, address: str, method: str) -> T:
+        """``fn(timeout, metadata)`` until it succeeds, fails finally or the attempts run out."""
+        for attempt in range(self.policy.max_attempts):
+            try:
+                return fn(self.timeout, self.metadata)
+            except grpc.RpcError as exc:
+                wait = self._retry_wait(exc, attempt, service, method)
+                if wait is None:
+                    raise translate(exc, service, address) from None
+            time.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def acall(
+        self, fn: Callable[[float, tuple[tuple[str, str], ...]], Awaitable[T]], service: str, address: str, method: str
+    ) -> T:
+        """The asyncio form of :meth:`call`."""
+        for attempt in range(self.policy.max_attempts):
+            try:
+                return await fn(self.timeout, self.metadata)
+            except grpc.RpcError as exc:
+                wait = self._retry_wait(exc, attempt, service, method)
+                if wait is None:
+                    raise translate(exc, service, address) from None
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")

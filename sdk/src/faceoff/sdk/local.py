@@ -1,0 +1,164 @@
+"""The embedded pipeline: the three services' cores in this process, behind the SDK's interface.
+
+:meth:`faceoff.sdk.Client.local` and :meth:`faceoff.sdk.AsyncClient.local` use it instead of the
+network. It takes and returns the same ``faceoff.v1`` messages as the services and runs the same
+steps in the same order as the masker's servicer (detect the photo and the references, prepare,
+attack the request's faces on their own, amplify and paste back), with the same code, so a
+request with a fixed seed gives the same bytes in-process as from a masker that ran it alone.
+
+Models load on first use (MTCNN for the first call, FaceNet for the first protection, each
+recogniser for the first evaluation that asks for it) and stay loaded for the life of the
+process, shared by every embedded client in it. TensorFlow is imported then, not when the SDK
+is imported. Domain errors become the SDK's exceptions by their status,
+as the services' error interceptor would map them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from faceoff.sdk.errors import error_for
+from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
+
+if TYPE_CHECKING:
+    from faceoff.detector.detection import FaceDetector
+    from faceoff.evaluator.evaluation import Evaluator
+    from faceoff.masker.protection import Protector
+
+__all__ = ["LocalPipeline"]
+
+ProgressSink = Callable[[masker_pb2.ProtectProgress], None]
+
+# The models of this process, shared by every LocalPipeline: loading one takes 10-20 s.
+_models_lock = threading.Lock()
+_detectors: dict[tuple[int, int], FaceDetector] = {}
+_protectors: dict[int, Protector] = {}
+# One attack at a time, as the masker's single attack worker runs them.
+_attack_lock = threading.Lock()
+
+
+@contextmanager
+def _as_sdk_errors() -> Iterator[None]:
+    """Re-raise the services' domain errors as the SDK exception of the same status."""
+    from faceoff.common.errors import FaceOffError as DomainError
+
+    try:
+        yield
+    except DomainError as exc:
+        raise error_for(exc.status, exc.message) from None
+
+
+class LocalPipeline:
+    """Detector, masker and evaluator cores in this process (thread-safe).
+
+    Args:
+        recognizers: Local recognisers :meth:`evaluate` may run (default dlib, sface, facenet);
+            cloud APIs are never called in-process and answer ``configured=False``.
+        detect_max_side: Longer side of the copy MTCNN runs on (as ``FACEOFF_DETECT_MAX_SIDE``).
+        max_pixels: Largest photo accepted (as ``FACEOFF_MAX_PIXELS``).
+    """
+
+    def __init__(
+        self, recognizers: Sequence[str] | None = None, detect_max_side: int = 1024, max_pixels: int | None = None
+    ) -> None:
+        from faceoff.common.imaging import DEFAULT_MAX_PIXELS
+
+        self._recognizers = tuple(recognizers) if recognizers is not None else None
+        self._detect_max_side = detect_max_side
+        self._max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        self._lock = threading.Lock()
+        self._evaluator: Evaluator | None = None
+
+    # -- lazily loaded models ------------------------------------------------------------------
+
+    def detector(self) -> FaceDetector:
+        """The MTCNN detector (loaded on first use in this process)."""
+        key = (self._detect_max_side, self._max_pixels)
+        with _models_lock:
+            if key not in _detectors:
+                from faceoff.detector.detection import FaceDetector
+
+                _detectors[key] = FaceDetector(detect_max_side=self._detect_max_side, max_pixels=self._max_pixels)
+            return _detectors[key]
+
+    def protector(self) -> Protector:
+        """The FaceNet surrogate and its compiled attack (loaded and warmed up on first use in this process)."""
+        with _models_lock:
+            if self._max_pixels not in _protectors:
+                from faceoff.masker.protection import Protector
+
+                protector = Protector(max_pixels=self._max_pixels)
+                protector.warm_up()
+                _protectors[self._max_pixels] = protector
+            return _protectors[self._max_pixels]
+
+    def evaluator(self) -> Evaluator:
+        """The evaluator over the local recognisers (each model loads once per process, when first asked for)."""
+        with self._lock:
+            if self._evaluator is None:
+                from faceoff.evaluator.evaluation import Evaluator
+                from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS
+
+                self._evaluator = Evaluator(local=self._recognizers or DEFAULT_LOCAL_RECOGNIZERS, max_pixels=self._max_pixels)
+            return self._evaluator
+
+    # -- the three calls -------------------------------------------------------------------------
+
+    def protect(self, request: masker_pb2.ProtectRequest, on_event: ProgressSink | None = None) -> masker_pb2.ProtectResponse:
+        """What ``Masker.ProtectStream`` does, in-process: progress to ``on_event``, then the result."""
+        from faceoff.common.errors import InvalidOption
+        from faceoff.detector.convert import options_from_proto as detect_options_from_proto
+        from faceoff.masker.convert import options_from_proto, result_to_proto
+        from faceoff.masker.server import MaskerSettings
+
+        def emit(stage: str, faces: int = 0, iteration: int = 0, iterations: int = 0) -> None:
+            if on_event is not None:
+                on_event(masker_pb2.ProtectProgress(stage=stage, faces=faces, iteration=iteration, iterations=iterations))
+
+        with _as_sdk_errors():
+            options = options_from_proto(request.options)
+            detect_options = detect_options_from_proto(request.options.detect)
+            max_refs = MaskerSettings().max_reference_photos
+            if len(request.reference_images) > max_refs:
+                raise InvalidOption(
+                    f"reference_images has {len(request.reference_images)} photos; at most {max_refs} are accepted"
+                )
+            emit("detect")
+            detector = self.detector()
+            photos = [request.image.data, *(r.data for r in request.reference_images)]
+            detections = [detector.detect(p, detect_options) for p in photos]
+            protector = self.protector()
+            job = protector.prepare(photos[0], options, detections[0], list(zip(photos[1:], detections[1:])))
+            total = options.total_iterations
+            emit("attack", job.size, 0, total)
+            with _attack_lock:
+                # Always with a progress callback, as the masker's batcher calls it: the attack then
+                # runs in the same compiled chunks, so a fixed seed gives the same bytes.
+                (delta,) = protector.attack([job], lambda i, n: emit("attack", job.size, i, n))
+            emit("paste", job.size, total, total)
+            return result_to_proto(protector.finish(job, delta))
+
+    def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+        """What ``Detector.Detect`` does, in-process."""
+        from faceoff.detector.convert import options_from_proto, result_to_proto
+
+        with _as_sdk_errors():
+            options = options_from_proto(request.options)
+            return result_to_proto(self.detector().detect(request.image.data, options))
+
+    def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+        """What ``Evaluator.Evaluate`` does, in-process (local recognisers only)."""
+        from faceoff.evaluator.convert import request_from_proto, verdicts_to_proto
+
+        with _as_sdk_errors():
+            return verdicts_to_proto(self.evaluator().evaluate(request_from_proto(request)))
+
+    def close(self) -> None:
+        """Stop the evaluator's worker threads (the models stay loaded in this process)."""
+        with self._lock:
+            if self._evaluator is not None:
+                self._evaluator.close()
+                self._evaluator = None

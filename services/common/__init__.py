@@ -1,1 +1,0 @@
-"""Scaffolding the three gRPC services share: settings, server factory, health, metrics, errors."""

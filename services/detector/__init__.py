@@ -1,1 +1,0 @@
-"""Face detection (MTCNN), photo decoding helpers and the crop/paste-back geometry."""

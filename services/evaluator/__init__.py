@@ -1,1 +1,0 @@
-"""Recognition checks: independent recognisers and cloud-API adapters."""

@@ -1,1 +1,0 @@
-"""Adversarial mask generation: the Face-Off attacks on a surrogate embedding model."""

@@ -1,0 +1,268 @@
+"""Protection options: named profiles, explicit overrides, and their validation.
+
+A profile is a named bundle of attack, norm, loss, epsilon, iterations, kappa and alpha
+(README, "Profiles", gives what each costs in time and PSNR). Every parameter can also be set
+explicitly; :func:`resolve` applies the overrides to the profile and checks every value,
+raising :class:`~faceoff.common.errors.InvalidOption` naming the field and the accepted range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from faceoff.common.errors import InvalidOption
+
+ATTACK_NAMES = ("pgd", "cw")
+NORM_NAMES = ("l2", "linf")
+LOSS_NAMES = ("target", "hinge")
+MAX_ITERATIONS = 10_000
+MAX_SEARCH_STEPS = 50
+MAX_ALPHA = 20.0
+MAX_TI_KERNEL = 15
+#: Surrogates the masker can run the attack on (see :mod:`faceoff.faces.models`).
+SURROGATE_NAMES = ("facenet", "facenet512", "sface")
+#: Local recognisers the adaptive-alpha search can consult (see :mod:`faceoff.faces.recognizers`).
+LOOP_RECOGNIZER_NAMES = ("dlib", "sface", "facenet", "facenet512")
+#: Accepted range of ``psnr_floor``, in dB.
+PSNR_FLOOR_RANGE = (20.0, 60.0)
+#: Largest perturbation bound accepted, per norm, in [0, 1] pixel units of the 160 px crop.
+MAX_EPSILON = {"l2": 100.0, "linf": 1.0}
+
+
+@dataclass(frozen=True)
+class ProtectionOptions:
+    """Everything that decides how a photo is protected (after resolving the profile).
+
+    Attributes:
+        profile: The profile the values started from.
+        attack: ``"pgd"`` or ``"cw"``.
+        norm: ``"l2"`` or ``"linf"``.
+        loss: ``"target"`` or ``"hinge"``.
+        targeted: Pull the face towards a decoy as well as away from the user.
+        epsilon: Perturbation bound before amplification (PGD); CW reports against it.
+        iterations: Optimiser iterations (per search step for CW).
+        learning_rate: PGD step size (in the norm's units) or CW's Adam learning rate.
+        kappa: Hinge margin, in normalised-embedding units (distances lie in [0, 2]).
+        alpha: Amplification: the photo gets ``clip(x + alpha * delta) - x``.
+        initial_const: CW's initial loss constant.
+        search_steps: CW's binary-search steps.
+        target: Decoy to imitate in targeted mode (None: the nearest that is not the user).
+        face_indices: Faces to protect, as indices into the largest-first list (empty: all).
+        seed: Random seed; the same seed, photo and options give the same output.
+        strip_gps: Remove GPS tags from the output's EXIF.
+        margin: Crop margin around each face box, as a fraction of its size.
+        momentum: PGD transfer technique: MI-FGSM decay in [0, 1] (0: off).
+        diversity: PGD transfer technique: input-diversity probability in [0, 1] (0: off).
+        ti_kernel: PGD transfer technique: translation-invariance kernel side, 0 or odd 3..15.
+        eot: PGD transfer technique: probability of a platform transform per step (0: off).
+        surrogates: The surrogate models the attack runs on (two or more: an ensemble; empty:
+            the masker's configured surrogate).
+        surrogate_weights: One weight > 0 per surrogate (empty: equal weights).
+        adaptive_alpha: Search the smallest alpha in [1, alpha] at which ``loop_recognizers``
+            no longer match the face, keeping face PSNR >= ``psnr_floor``.
+        psnr_floor: Lowest face-region PSNR (dB) adaptive alpha may go to.
+        loop_recognizers: Local recognisers the adaptive search checks (they are then no
+            longer independent judges of the result).
+    """
+
+    profile: str = "medium"
+    attack: str = "pgd"
+    norm: str = "l2"
+    loss: str = "target"
+    targeted: bool = False
+    epsilon: float = 1.5
+    iterations: int = 30
+    learning_rate: float = 0.125
+    kappa: float = 0.2
+    alpha: float = 2.5
+    initial_const: float = 0.3
+    search_steps: int = 3
+    target: str | None = None
+    face_indices: tuple[int, ...] = field(default_factory=tuple)
+    seed: int = 0
+    strip_gps: bool = False
+    margin: float = 0.1
+    momentum: float = 0.0
+    diversity: float = 0.0
+    ti_kernel: int = 0
+    eot: float = 0.0
+    surrogates: tuple[str, ...] = ()
+    surrogate_weights: tuple[float, ...] = ()
+    adaptive_alpha: bool = False
+    psnr_floor: float = 32.0
+    loop_recognizers: tuple[str, ...] = ("dlib",)
+
+    def attack_params(self) -> dict[str, Any]:
+        """Constructor arguments of the optimiser."""
+        if self.attack == "pgd":
+            from faceoff.masker.attacks.transfer import Transfer
+
+            transfer = Transfer(momentum=self.momentum, diversity=self.diversity, ti_kernel=self.ti_kernel, eot=self.eot)
+            return {"epsilon": self.epsilon, "step_size": self.learning_rate, "iterations": self.iterations,
+                    "transfer": transfer}
+        return {
+            "iterations": self.iterations, "search_steps": self.search_steps,
+            "learning_rate": self.learning_rate, "initial_const": self.initial_const,
+        }
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys can share one attack batch."""
+        return (self.attack, self.norm, self.loss, self.targeted, self.epsilon, self.iterations,
+                self.learning_rate, self.kappa, self.initial_const, self.search_steps, self.momentum,
+                self.diversity, self.ti_kernel, self.eot, self.surrogates, self.surrogate_weights)
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations the optimiser runs at most (CW: all search steps)."""
+        return self.iterations * (self.search_steps if self.attack == "cw" else 1)
+
+
+#: The named profiles. Epsilon is given per norm (the profile's attack runs in its own norm, but
+#: a caller who switches the norm gets that norm's bound). Unless set explicitly, PGD's step size
+#: follows Madry et al. (2.5 * epsilon / iterations) and CW's Adam learning rate is
+#: :data:`CW_LEARNING_RATE`.
+#: The transfer techniques every profile uses (issue 8's measurements, README "Stronger transfer").
+_TRANSFER: dict[str, Any] = {"momentum": 1.0, "diversity": 0.7, "ti_kernel": 5, "eot": 0.5}
+PROFILES: dict[str, dict[str, Any]] = {
+    "low": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 20, "alpha": 1.0, "search_steps": 2,
+            "epsilon": {"l2": 4.0, "linf": 5 / 255}, "surrogates": ("facenet",),
+            **_TRANSFER, "eot": 0.0},
+    "medium": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 60, "alpha": 1.0, "search_steps": 3,
+               "epsilon": {"l2": 7.0, "linf": 8 / 255}, "surrogates": ("facenet", "sface"), **_TRANSFER},
+    "high": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 80, "alpha": 1.0, "search_steps": 5,
+             "epsilon": {"l2": 8.5, "linf": 10 / 255}, "surrogates": ("facenet", "facenet512", "sface"), **_TRANSFER},
+}
+CW_LEARNING_RATE = 0.01
+DEFAULT_PROFILE = "medium"
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidOption(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: Any, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidOption(f"{name} must be an integer in 1..{high}, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidOption(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
+    """The options of ``profile`` (default ``medium``) with ``overrides`` applied and checked.
+
+    Overrides whose value is None are ignored (an unset field takes the profile's value).
+
+    Raises:
+        InvalidOption: naming the field and the accepted values.
+    """
+    name = profile or DEFAULT_PROFILE
+    if not isinstance(name, str) or name not in PROFILES:
+        raise InvalidOption(f"profile must be one of {', '.join(PROFILES)}, got {name!r}")
+    known = {f.name for f in dataclasses.fields(ProtectionOptions)} - {"profile"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InvalidOption(f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    values: dict[str, Any] = {**PROFILES[name], **explicit}
+    norm = values.get("norm")
+    if "epsilon" not in explicit and isinstance(values["epsilon"], dict):
+        if not isinstance(norm, str) or norm not in values["epsilon"]:
+            raise InvalidOption(f"norm must be one of {', '.join(NORM_NAMES)}, got {norm!r}")
+        values["epsilon"] = values["epsilon"][norm]
+    if "learning_rate" not in explicit:
+        if values.get("attack") == "cw":
+            values["learning_rate"] = CW_LEARNING_RATE
+        elif isinstance(values.get("epsilon"), (int, float)) and isinstance(values.get("iterations"), int) and values["iterations"] > 0:
+            values["learning_rate"] = 2.5 * float(values["epsilon"]) / values["iterations"]
+    if values.get("attack") == "cw":  # a profile's PGD transfer techniques do not carry over to CW
+        for key in ("momentum", "diversity", "ti_kernel", "eot"):
+            if key not in explicit:
+                values[key] = 0
+    for key in ("face_indices", "surrogates", "surrogate_weights", "loop_recognizers"):
+        value = values.get(key)
+        if isinstance(value, str):
+            values[key] = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif isinstance(value, (list, tuple)):
+            values[key] = tuple(value)
+        elif value is not None:
+            raise InvalidOption(f"{key} must be a list (or a comma-separated string), got {value!r}")
+    for key in ("surrogates", "loop_recognizers"):
+        if not all(isinstance(v, str) for v in values.get(key, ())):
+            raise InvalidOption(f"{key} must be model names, got {list(values[key])!r}")
+    options = ProtectionOptions(profile=name, **values)
+    return validate(options)
+
+
+def validate(o: ProtectionOptions) -> ProtectionOptions:
+    """Check every field of ``o``; returns it unchanged or raises InvalidOption."""
+    _choice("attack", o.attack, ATTACK_NAMES)
+    _choice("norm", o.norm, NORM_NAMES)
+    _choice("loss", o.loss, LOSS_NAMES)
+    eps = _finite("epsilon", o.epsilon)
+    if not 0 < eps <= MAX_EPSILON[o.norm]:
+        raise InvalidOption(f"epsilon must be in (0, {MAX_EPSILON[o.norm]:g}] for the {o.norm} norm, got {o.epsilon!r}")
+    _count("iterations", o.iterations, MAX_ITERATIONS)
+    if not _finite("learning_rate", o.learning_rate) > 0:
+        raise InvalidOption(f"learning_rate must be > 0, got {o.learning_rate!r}")
+    if not _finite("kappa", o.kappa) >= 0:
+        raise InvalidOption(f"kappa must be >= 0, got {o.kappa!r}")
+    if not 0 < _finite("alpha", o.alpha) <= MAX_ALPHA:
+        raise InvalidOption(f"alpha must be in (0, {MAX_ALPHA:g}], got {o.alpha!r}")
+    if not _finite("initial_const", o.initial_const) > 0:
+        raise InvalidOption(f"initial_const must be > 0, got {o.initial_const!r}")
+    _count("search_steps", o.search_steps, MAX_SEARCH_STEPS)
+    if o.iterations * (o.search_steps if o.attack == "cw" else 1) > MAX_ITERATIONS:
+        raise InvalidOption(
+            f"iterations x search_steps must be at most {MAX_ITERATIONS}, got {o.iterations} x {o.search_steps}"
+        )
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in o.face_indices):
+        raise InvalidOption(f"face_indices must be integers >= 0, got {list(o.face_indices)}")
+    if isinstance(o.seed, bool) or not isinstance(o.seed, int) or not 0 <= o.seed < 2**63:
+        raise InvalidOption(f"seed must be an integer in 0..2^63-1, got {o.seed!r}")
+    if not 0 <= _finite("margin", o.margin) <= 1:
+        raise InvalidOption(f"margin must be in [0, 1], got {o.margin!r}")
+    for name in ("momentum", "diversity", "eot"):
+        if not 0 <= _finite(name, getattr(o, name)) <= 1:
+            raise InvalidOption(f"{name} must be in [0, 1] (0: off), got {getattr(o, name)!r}")
+    k = o.ti_kernel
+    if isinstance(k, bool) or not isinstance(k, int) or not (k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2)):
+        raise InvalidOption(f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}")
+    if o.attack != "pgd" and (o.momentum or o.diversity or o.ti_kernel or o.eot):
+        raise InvalidOption(
+            f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} takes none of them (set them to 0)"
+        )
+    if len(set(o.surrogates)) != len(o.surrogates) or any(s not in SURROGATE_NAMES for s in o.surrogates):
+        raise InvalidOption(
+            f"surrogates must be distinct names from {', '.join(SURROGATE_NAMES)}, got {list(o.surrogates)}"
+        )
+    if o.surrogate_weights:
+        if len(o.surrogate_weights) != len(o.surrogates):
+            raise InvalidOption(
+                f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), got {len(o.surrogate_weights)}"
+            )
+        if not all(_finite("surrogate_weights", w) > 0 for w in o.surrogate_weights):
+            raise InvalidOption(f"surrogate_weights must all be > 0, got {list(o.surrogate_weights)}")
+    low, high = PSNR_FLOOR_RANGE
+    if not low <= _finite("psnr_floor", o.psnr_floor) <= high:
+        raise InvalidOption(f"psnr_floor must be in [{low:g}, {high:g}] dB, got {o.psnr_floor!r}")
+    if any(r not in LOOP_RECOGNIZER_NAMES for r in o.loop_recognizers) or len(set(o.loop_recognizers)) != len(o.loop_recognizers):
+        raise InvalidOption(
+            f"loop_recognizers must be distinct names from {', '.join(LOOP_RECOGNIZER_NAMES)}, got {list(o.loop_recognizers)}"
+        )
+    if o.adaptive_alpha and not o.loop_recognizers:
+        raise InvalidOption("adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)")
+    if o.adaptive_alpha and o.alpha < 1:
+        raise InvalidOption(f"with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, got {o.alpha!r}")
+    if o.target is not None and not o.targeted:
+        raise InvalidOption("target names a decoy, which only targeted mode uses; set mode to targeted")
+    return o
