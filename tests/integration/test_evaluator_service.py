@@ -115,7 +115,11 @@ def test_every_backend_answers_in_one_call_and_one_failure_spares_the_rest(ready
     for name in ("dlib", "sface", "facenet"):  # local: distances, and verification agrees with the ranking
         v = verdicts[name]
         assert v.distance > 0 and v.top_k[0].distance > 0
-    assert [verdicts[n].white_box for n in names] == [False, False, True, False, False, False]
+    # Not told which models were attacked: the default protection's (facenet, sface) are white-box.
+    assert [verdicts[n].white_box for n in names] == [False, True, True, False, False, False]
+    told = _evaluate(channel, image=_image("barack", 1), reference_images=[_image("barack", 2)],
+                     recognizers=["dlib", "sface", "facenet"], attacked_models=["facenet512"])
+    assert [v.white_box for v in told.verdicts] == [False, False, False]
     azure = verdicts["azure"]
     assert azure.configured and azure.error_kind == "auth" and "HTTP 401" in azure.error and not azure.verified
     rekognition = verdicts["rekognition"]

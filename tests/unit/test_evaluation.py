@@ -31,10 +31,8 @@ PHOTO = encode(np.full((64, 64, 3), 120, np.uint8))
 class Scripted(Recognizer):
     """Answers a fixed verdict, raises a given error, or blocks until released."""
 
-    def __init__(self, name: str, error: Exception | None = None, block: threading.Event | None = None,
-                 white_box: bool = False) -> None:
+    def __init__(self, name: str, error: Exception | None = None, block: threading.Event | None = None) -> None:
         self.name = name
-        self.white_box = white_box
         self.error = error
         self.block = block
         self.calls = 0
@@ -121,14 +119,28 @@ def test_unconfigured_backends_are_reported_not_failed() -> None:
                                                     recognizers=["rekognition", "facenet", "dlib", "good"]))
     assert [(v.recognizer, v.configured, v.error) for v in verdicts] == [
         ("rekognition", False, ""), ("facenet", False, ""), ("dlib", False, ""), ("good", True, "")]
-    assert verdicts[1].white_box and not verdicts[2].white_box
+    assert verdicts[1].white_box and not verdicts[2].white_box  # facenet: a default surrogate
     assert ("rekognition", "not_configured") in seen
 
 
 def test_empty_list_asks_every_configured_backend() -> None:
-    evaluator, _ = make({"a": Scripted("a"), "b": Scripted("b", white_box=True)})
+    evaluator, _ = make({"a": Scripted("a"), "sface": Scripted("sface")})
     verdicts = evaluator.evaluate(EvaluationRequest(photo=PHOTO, references=[PHOTO]))
-    assert [(v.recognizer, v.white_box) for v in verdicts] == [("a", False), ("b", True)]
+    assert {v.recognizer: v.white_box for v in verdicts} == {"a": False, "sface": True}
+
+
+@pytest.mark.parametrize(("attacked", "white"), [
+    ((), {"facenet", "sface"}),                     # not told: the default protection's surrogates
+    (("facenet512",), {"facenet512"}),
+    (("facenet", "facenet512", "sface"), {"facenet", "facenet512", "sface"}),
+    (("facenet", "dlib"), {"facenet", "dlib"}),     # dlib consulted in the adaptive loop
+])
+def test_white_box_is_decided_by_the_models_the_request_names(attacked: tuple[str, ...], white: set[str]) -> None:
+    names = ["dlib", "sface", "facenet", "facenet512", "x"]
+    evaluator, _ = make({n: Scripted(n) for n in names})
+    verdicts = evaluator.evaluate(EvaluationRequest(photo=PHOTO, references=[PHOTO], recognizers=names,
+                                                    attacked_models=attacked))
+    assert {v.recognizer for v in verdicts if v.white_box} == white
 
 
 def test_gallery_only_identifies_without_verifying() -> None:

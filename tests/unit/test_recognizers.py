@@ -73,7 +73,6 @@ def by_identity(embeddings: dict[Path, np.ndarray], exclude: Path | None = None)
 def test_declarations(name: str) -> None:
     r = get_local(name)
     assert r.name == name
-    assert r.white_box is (name == "facenet")  # only the masker's own surrogate is white-box
     assert r.threshold() == r.threshold(use_api_threshold=True) == 0.5
     assert get_local(name) is r  # one instance per process
 

@@ -133,20 +133,23 @@ def test_protect_request_carries_the_transfer_options() -> None:
     assert not o.HasField("alpha")
 
 
-def test_verdicts_on_the_attack_models_or_the_adaptive_loop_are_not_independent() -> None:
+def test_the_check_names_the_models_the_protection_used() -> None:
     from faceoff.sdk import Verdict
     from faceoff.sdk._convert import protected_photo
+    from faceoff.sdk.client import check_request
 
     options = masker_pb2.ProtectOptions(surrogates=["facenet", "facenet512"], adaptive_alpha=True, loop_recognizers=["dlib"])
     response = masker_pb2.ProtectResponse(image=common_pb2.Image(data=encode(PIXELS)), options=options)
-    said = [Verdict(recognizer=n, white_box=n == "facenet", configured=True) for n in ("facenet512", "dlib", "sface")]
+    request = masker_pb2.ProtectRequest(image=common_pb2.Image(data=encode(PIXELS)))
+    check = check_request(request, response, ["dlib", "sface"])
+    assert list(check.attacked_models) == ["facenet", "facenet512", "dlib"]
+    response.options.adaptive_alpha = False  # the loop's recognisers count only when the loop ran
+    assert list(check_request(request, response, ["dlib"]).attacked_models) == ["facenet", "facenet512"]
+    # The evaluator's flag is kept; the adaptive loop's recognisers are marked in_loop.
+    response.options.adaptive_alpha = True
+    said = [Verdict(recognizer=n, white_box=n == "facenet512", configured=True) for n in ("facenet512", "dlib", "sface")]
     got = {v.recognizer: (v.white_box, v.in_loop) for v in protected_photo(response, said).verdicts}
     assert got == {"facenet512": (True, False), "dlib": (False, True), "sface": (False, False)}
-    # Attacked on facenet512 alone, the evaluator's "facenet" (white-box by default) is an independent judge.
-    response.options.ClearField("surrogates")
-    response.options.surrogates.append("facenet512")
-    said = [Verdict(recognizer="facenet", white_box=True, configured=True)]
-    assert [v.white_box for v in protected_photo(response, said).verdicts] == [False]
 
 
 def test_protect_request_refuses_what_cannot_be_sent() -> None:
@@ -389,16 +392,24 @@ def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> No
     assert [p.name for p in target.parent.iterdir()] == ["p.png"]
 
 
-@pytest.mark.parametrize(("recognizer", "surrogates", "default", "expected"), [
-    ("sface", ("facenet", "sface"), False, True),   # an ensemble member
-    ("facenet", ("facenet512",), True, False),      # the default surrogate, not used this time
-    ("dlib", ("facenet",), False, False),
-    ("facenet", (), True, True),                    # surrogates unknown: the evaluator's own flag
-    ("dlib", (), False, False),
+@pytest.mark.parametrize(("recognizer", "attacked", "expected"), [
+    ("sface", ("facenet", "sface"), True),    # an ensemble member
+    ("facenet", ("facenet512",), False),      # a default surrogate, not used this time
+    ("dlib", ("facenet",), False),
+    ("dlib", ("facenet", "dlib"), True),      # consulted in the adaptive loop
+    ("facenet", (), True),                    # not told: the default protection's surrogates
+    ("dlib", (), False),
 ])
-def test_white_box_is_membership_in_the_protections_surrogates(
-    recognizer: str, surrogates: tuple[str, ...], default: bool, expected: bool
+def test_white_box_is_membership_in_the_models_the_protection_used(
+    recognizer: str, attacked: tuple[str, ...], expected: bool
 ) -> None:
-    from faceoff.sdk.types import is_white_box
+    from faceoff.faces.whitebox import is_white_box
 
-    assert is_white_box(recognizer, surrogates, default) is expected
+    assert is_white_box(recognizer, attacked) is expected
+
+
+def test_the_default_profile_attacks_the_models_an_evaluation_assumes() -> None:
+    from faceoff.faces.whitebox import DEFAULT_ATTACKED_MODELS
+    from faceoff.masker.options import DEFAULT_PROFILE, PROFILES
+
+    assert tuple(PROFILES[DEFAULT_PROFILE]["surrogates"]) == DEFAULT_ATTACKED_MODELS

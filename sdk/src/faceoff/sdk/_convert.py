@@ -23,7 +23,6 @@ from faceoff.sdk.types import (
     Progress,
     ProtectedPhoto,
     Verdict,
-    is_white_box,
 )
 from faceoff.v1 import common_pb2, detector_pb2, evaluator_pb2, masker_pb2
 
@@ -238,11 +237,9 @@ def protected_photo(msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict]
     """A :class:`ProtectedPhoto` from the masker's response (and the evaluator's verdicts)."""
     data = msg.image.data
     width, height, fmt = _size_and_format(data, msg.image.format)
-    if msg.HasField("options"):  # the attack's own models and the adaptive loop's are not independent judges
-        surrogates = set(msg.options.surrogates)
+    if msg.HasField("options"):  # the evaluator marked white-box verdicts; mark the adaptive loop's
         loop = set(msg.options.loop_recognizers) if msg.options.adaptive_alpha else set()
-        verdicts = [dataclasses.replace(v, white_box=is_white_box(v.recognizer, surrogates, v.white_box),
-                                        in_loop=v.recognizer in loop) for v in verdicts]
+        verdicts = [dataclasses.replace(v, in_loop=v.recognizer in loop) for v in verdicts]
     return ProtectedPhoto(
         data=data, format=fmt, width=width, height=height,
         faces=tuple(

@@ -122,10 +122,16 @@ class _Remote:
 def check_request(
     request: masker_pb2.ProtectRequest, response: masker_pb2.ProtectResponse, recognizers: list[str]
 ) -> evaluator_pb2.EvaluateRequest:
-    """The evaluation of a protected photo against the request's references (or the original photo)."""
+    """The evaluation of a protected photo against the request's references (or the original photo).
+
+    It names the models the protection has seen (its surrogates and, with adaptive
+    amplification, the loop's recognisers), so the evaluator marks their verdicts white-box.
+    """
+    options = response.options
+    attacked = [*options.surrogates, *(options.loop_recognizers if options.adaptive_alpha else ())]
     return evaluator_pb2.EvaluateRequest(
         image=response.image, reference_images=list(request.reference_images) or [request.image],
-        recognizers=recognizers,
+        recognizers=recognizers, attacked_models=list(dict.fromkeys(attacked)),
     )
 
 

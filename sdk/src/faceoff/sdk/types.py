@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,21 +167,6 @@ class IdentityScore:
     name: str
     confidence: float
     distance: float | None = None
-
-
-def is_white_box(recognizer: str, surrogates: Collection[str], default: bool) -> bool:
-    """Whether ``recognizer``'s model is one the attack ran on, so its verdict says nothing about transfer.
-
-    ``surrogates`` names the models of the protection (empty when unknown); then the answer is
-    exactly membership, otherwise ``default`` (the evaluator's own flag, which marks the masker's
-    default surrogate). The masker's surrogate names are also evaluator recogniser names.
-
-    >>> is_white_box("sface", ["facenet", "sface"], default=False)
-    True
-    >>> is_white_box("facenet", ["facenet512"], default=True)
-    False
-    """
-    return recognizer in surrogates if surrogates else default
 
 
 @dataclass(frozen=True)

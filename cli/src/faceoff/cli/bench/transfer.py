@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from faceoff.cli.bench.report import emit, print_table
-from faceoff.sdk.types import is_white_box
+from faceoff.faces.whitebox import is_white_box
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Issue 8's goal: evasion on every independent recogniser, mean face PSNR, points lost on the platform copy.
@@ -190,7 +190,7 @@ def run(
                 plat = np.array(o["platform"], bool)
                 n_clean = int(clean.sum())
                 per_rec[rec_name] = {
-                    "white_box": is_white_box(rec_name, surrogates, galleries[rec_name].recognizer.white_box),
+                    "white_box": is_white_box(rec_name, surrogates),
                     "in_loop": rec_name in in_loop,
                     "clean_top1": float(clean.mean()),
                     "protected_top1": float(top1.mean()),

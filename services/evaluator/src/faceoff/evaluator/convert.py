@@ -21,6 +21,7 @@ def request_from_proto(msg: evaluator_pb2.EvaluateRequest) -> EvaluationRequest:
         recognizers=list(msg.recognizers),
         top_k=msg.top_k,
         use_api_threshold=msg.use_api_threshold,
+        attacked_models=list(msg.attacked_models),
     )
 
 

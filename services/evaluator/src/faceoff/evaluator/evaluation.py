@@ -29,6 +29,7 @@ from faceoff.evaluator.cloud import CLOUD_BACKENDS, build_cloud
 from faceoff.evaluator.cloud.credentials import CloudConfig
 from faceoff.evaluator.cloud.errors import CloudError
 from faceoff.evaluator.cloud.retry import RetryPolicy
+from faceoff.faces.whitebox import is_white_box
 from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
 from faceoff.faces.recognizers.base import (
     Assessment,
@@ -72,6 +73,8 @@ class EvaluationRequest:
             every configured cloud backend.
         top_k: Identities to rank (0: 3).
         use_api_threshold: Apply each API's own threshold instead of tau = 0.5.
+        attacked_models: The models the protection has seen (its surrogates and loop
+            recognisers); empty: the default protection's (:mod:`faceoff.faces.whitebox`).
     """
 
     photo: bytes
@@ -80,6 +83,7 @@ class EvaluationRequest:
     recognizers: Sequence[str] = ()
     top_k: int = 0
     use_api_threshold: bool = False
+    attacked_models: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ class Verdict:
 
     Attributes:
         recognizer: Backend name.
-        white_box: True when the masker attacked this very model.
+        white_box: True when the protection has seen this very model
+            (:func:`faceoff.faces.whitebox.is_white_box`).
         configured: False for a cloud backend without credentials or a local recogniser this
             server does not run; nothing else is filled in then.
         verification: Against the references (None without references or on error).
@@ -284,22 +289,24 @@ class Evaluator:
             # A local recogniser this server does not run is reported like an unconfigured cloud.
             backend = self._backends.get(name) or get_local(name)
             if name not in self._backends or not backend.configured:
-                verdicts[name] = Verdict(recognizer=name, white_box=backend.white_box, configured=False)
+                verdicts[name] = Verdict(recognizer=name, white_box=is_white_box(name, request.attacked_models), configured=False)
                 self._observe(name, "not_configured", 0.0)
                 continue
             futures[name] = self._pool.submit(run, name, backend)
         wait_futures(list(futures.values()), timeout=max(0.0, backend_deadline - time.monotonic()))
         for name, future in futures.items():
-            verdicts[name] = self._verdict(name, future, took.get(name, time.monotonic() - start))
+            verdicts[name] = self._verdict(
+                name, future, took.get(name, time.monotonic() - start), is_white_box(name, request.attacked_models)
+            )
         return [verdicts[name] for name in names]
 
-    def _verdict(self, name: str, future: Future[Assessment], elapsed: float) -> Verdict:
+    def _verdict(self, name: str, future: Future[Assessment], elapsed: float, white_box: bool) -> Verdict:
         backend = self._backends[name]
         if not future.done():
             future.cancel()
             self._observe(name, "timeout", elapsed)
             return Verdict(
-                recognizer=name, white_box=backend.white_box, error=f"{name}: no answer within {elapsed:.1f} s",
+                recognizer=name, white_box=white_box, error=f"{name}: no answer within {elapsed:.1f} s",
                 error_kind="timeout", seconds=elapsed,
             )
         exc = future.exception()
@@ -307,7 +314,7 @@ class Evaluator:
             assessment = future.result()
             self._observe(name, "ok", elapsed)
             return Verdict(
-                recognizer=name, white_box=backend.white_box, verification=assessment.verification,
+                recognizer=name, white_box=white_box, verification=assessment.verification,
                 top_k=assessment.ranking, seconds=elapsed,
             )
         kind = error_kind(exc)
@@ -317,7 +324,7 @@ class Evaluator:
             log.error("backend %s failed", name, exc_info=exc)
             message = f"{name}: internal error; the server log has the details"
         self._observe(name, kind, elapsed)
-        return Verdict(recognizer=name, white_box=backend.white_box, error=message, error_kind=kind, seconds=elapsed)
+        return Verdict(recognizer=name, white_box=white_box, error=message, error_kind=kind, seconds=elapsed)
 
     def _observe(self, name: str, outcome: str, seconds: float) -> None:
         if self.observer is not None:

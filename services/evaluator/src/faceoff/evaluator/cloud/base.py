@@ -125,7 +125,6 @@ class CloudRecognizer(Recognizer):
         policy: Retries, backoff and per-request timeout.
     """
 
-    white_box = False
     limits = UploadLimits()
     #: The API's own threshold on the normalised confidence (see each adapter).
     api_threshold: float = PAPER_TAU

@@ -141,13 +141,11 @@ class Recognizer(abc.ABC):
     """A face recogniser the evaluator can ask.
 
     Attributes:
-        name: Registry name (``"dlib"``, ``"rekognition"``, ...).
-        white_box: True when the masker's attacks ran on this very model, so its verdict says
-            nothing about transfer to unknown recognisers.
+        name: Registry name (``"dlib"``, ``"rekognition"``, ...). Whether a verdict is
+            white-box is decided per request from this name (:mod:`faceoff.faces.whitebox`).
     """
 
     name: str = "recognizer"
-    white_box: bool = False
 
     @property
     def configured(self) -> bool:

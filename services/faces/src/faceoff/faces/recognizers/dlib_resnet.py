@@ -50,7 +50,6 @@ class DlibRecognizer(EmbeddingRecognizer):
     """
 
     name = "dlib"
-    white_box = False
     metric = "euclidean"
     distance_threshold = 0.6
     confidence_scale = 0.1

@@ -1,10 +1,11 @@
-"""The ``facenet`` recogniser: the masker's own surrogate, so always reported as white-box.
+"""The ``facenet`` recogniser: built on the masker's ``facenet`` surrogate.
 
 The pipeline is the masker's: MTCNN (:class:`faceoff.detector.detection.FaceDetector`) finds the
 largest face, :mod:`faceoff.common.crops` cuts the box plus a 10% margin and resizes it to
 160x160, and FaceNet (:func:`faceoff.faces.models.load_surrogate`) embeds it, L2-normalised.
-A protected photo that fools this recogniser has only fooled the model the attack was computed
-on; it says nothing about transfer, hence ``white_box = True`` whatever the request.
+A protected photo that fools this recogniser has fooled a model the attack was computed on
+whenever ``facenet`` was among its surrogates (every profile's): its verdict is then white-box
+(:mod:`faceoff.faces.whitebox`) and says nothing about transfer.
 
 Embeddings are compared by Euclidean distance. FaceNet has no single published threshold for
 these weights, so it was chosen on the shared celebrity set (10 identities, 5 photos and 9
@@ -81,7 +82,6 @@ class FaceNetRecognizer(EmbeddingRecognizer):
     """
 
     name = "facenet"
-    white_box = True
     #: The masker surrogate (:func:`faceoff.faces.models.load_surrogate` name) that embeds the crops.
     surrogate = "facenet"
     metric = "euclidean"

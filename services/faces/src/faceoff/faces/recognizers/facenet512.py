@@ -4,8 +4,8 @@ The pipeline is the ``facenet`` recogniser's (:mod:`faceoff.faces.recognizers.fa
 MTCNN finds the largest face, the box plus a 10% margin is cut and resized to 160x160, and the
 network (:class:`faceoff.faces.models.facenet512.FaceNet512`, the paper's FLCT model) embeds
 it, L2-normalised. It is a different training run on a different data set from the masker's
-default surrogate, so its verdict is a black-box one (``white_box = False``); a benchmark that
-attacks this very model marks its own verdicts white-box.
+default surrogate, so its verdict is a black-box one unless the protection used the
+``facenet512`` surrogate (the ``high`` profile does; :mod:`faceoff.faces.whitebox`).
 
 It is not in the default set (:data:`~faceoff.faces.recognizers.DEFAULT_LOCAL_RECOGNIZERS`):
 an evaluator loads it when ``FACEOFF_LOCAL_RECOGNIZERS`` (``faceoff evaluate --recognizers``,
@@ -36,7 +36,6 @@ class FaceNet512Recognizer(FaceNetRecognizer):
     """
 
     name = "facenet512"
-    white_box = False
     surrogate = "facenet512"
     metric = "euclidean"
     distance_threshold = 1.05

@@ -43,7 +43,6 @@ class SFaceRecognizer(EmbeddingRecognizer):
     """SFace features of YuNet-aligned faces."""
 
     name = "sface"
-    white_box = False
     metric = "cosine"
     distance_threshold = 1.0 - COSINE_THRESHOLD
     confidence_scale = 0.1
