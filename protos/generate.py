@@ -26,13 +26,18 @@ def generate() -> int:
     """Write ``OUT_PACKAGE``; returns protoc's exit code (0 on success)."""
     from grpc_tools import protoc  # imported here: only the build needs grpcio-tools
 
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "faceoff" / "v1").glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "faceoff" / "v1").glob("*.proto")
+    )
     if not protos:
         print(f"no .proto files under {PROTO_ROOT}", file=sys.stderr)
         return 1
     mypy_plugin, mypy_grpc_plugin = _plugin("protoc-gen-mypy"), _plugin("protoc-gen-mypy_grpc")
     if mypy_plugin is None or mypy_grpc_plugin is None:
-        print("protoc-gen-mypy / protoc-gen-mypy_grpc not found: pip install mypy-protobuf", file=sys.stderr)
+        print(
+            "protoc-gen-mypy / protoc-gen-mypy_grpc not found: pip install mypy-protobuf",
+            file=sys.stderr,
+        )
         return 1
     if OUT_PACKAGE.exists():
         shutil.rmtree(OUT_PACKAGE)
@@ -54,7 +59,9 @@ def generate() -> int:
     if rc != 0:
         print(f"protoc failed with exit code {rc}", file=sys.stderr)
         return int(rc)
-    (OUT_PACKAGE / "__init__.py").write_text('"""Generated from protos/faceoff/v1 by protos/generate.py; do not edit."""\n')
+    (OUT_PACKAGE / "__init__.py").write_text(
+        '"""Generated from protos/faceoff/v1 by protos/generate.py; do not edit."""\n'
+    )
     (OUT_PACKAGE / "py.typed").write_text("")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from setuptools import setup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generate import generate  # noqa: E402  (the module beside this file)
+from generate import generate
 
 if generate() != 0:
     raise SystemExit("faceoff-contract: generating faceoff.v1 from protos/faceoff/v1 failed")

@@ -70,7 +70,9 @@ def loop_thread() -> Iterator[LoopThread]:
     lt.close()
 
 
-def start_service(loop_thread: LoopThread, serve: Callable[[], Coroutine[Any, Any, Any]], wait: bool = True) -> Any:
+def start_service(
+    loop_thread: LoopThread, serve: Callable[[], Coroutine[Any, Any, Any]], wait: bool = True
+) -> Any:
     """Start a server with ``serve()`` on the loop thread; wait until its models are loaded."""
     running = loop_thread.run(serve())
     if wait:
@@ -106,7 +108,9 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def serve_until_serving_then_drain(command: list[str], service: str, port: int, env: dict[str, str]) -> str:
+def serve_until_serving_then_drain(
+    command: list[str], service: str, port: int, env: dict[str, str]
+) -> str:
     """Run a ``faceoff serve ...`` command, wait for health SERVING, SIGTERM it; return its log.
 
     Asserts that it turns SERVING within 5 minutes and exits 0 after draining.
@@ -118,7 +122,9 @@ def serve_until_serving_then_drain(command: list[str], service: str, port: int, 
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         deadline = time.monotonic() + 300
         status = None
@@ -126,7 +132,9 @@ def serve_until_serving_then_drain(command: list[str], service: str, port: int, 
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 try:
-                    status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+                    status = stub.Check(
+                        health_pb2.HealthCheckRequest(service=service), timeout=2
+                    ).status
                     if status == health_pb2.HealthCheckResponse.SERVING:
                         break
                 except grpc.RpcError:
@@ -155,11 +163,29 @@ class ServeAll:
         import subprocess
         import sys
 
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FACEOFF_GRACE_SECONDS": "2", **(env or {})}
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "FACEOFF_GRACE_SECONDS": "2",
+            **(env or {}),
+        }
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "faceoff.cli", "serve", "all", "--free-ports", "--log-level", "WARNING", *extra],
-            stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
+            [
+                sys.executable,
+                "-m",
+                "faceoff.cli",
+                "serve",
+                "all",
+                "--free-ports",
+                "--log-level",
+                "WARNING",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
 
@@ -178,7 +204,9 @@ class ServeAll:
                 line = None
             if line is None:
                 self.stop()
-                pytest.fail(f"faceoff serve all did not come up; its log: {log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"faceoff serve all did not come up; its log: {log_path.read_text()[-3000:]}"
+                )
             if line.startswith("{"):
                 self.info = json.loads(line)
 

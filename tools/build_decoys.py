@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surrogate", default="facenet")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/faceoff-celebs/aligned160")
+    parser.add_argument(
+        "--data", type=Path, default=ROOT.parent / "shared/data/faceoff-celebs/aligned160"
+    )
     args = parser.parse_args()
 
     from faceoff.common import assets
@@ -33,14 +35,21 @@ def main() -> int:
         crops = []
         for f in sorted(folder.glob("*.png")):
             with Image.open(f) as img:
-                crops.append(np.asarray(img.convert("RGB").resize((model.input_size, model.input_size)), np.float32) / 255.0)
+                crops.append(
+                    np.asarray(
+                        img.convert("RGB").resize((model.input_size, model.input_size)), np.float32
+                    )
+                    / 255.0
+                )
         emb = np.asarray(model.embed_numpy(np.stack(crops)))  # type: ignore[attr-defined]
         mean = emb.mean(axis=0)
         centroids[folder.name] = [round(float(v), 6) for v in mean / np.linalg.norm(mean)]
-    out = ROOT / "services/masker/data" / f"decoys_{args.surrogate}.json"
+    out = ROOT / "services/masker/src/faceoff/masker/data" / f"decoys_{args.surrogate}.json"
     doc = {
         "surrogate": args.surrogate,
-        "weights_sha256": assets.ASSETS[args.surrogate].sha256 if args.surrogate in assets.ASSETS else None,
+        "weights_sha256": assets.ASSETS[args.surrogate].sha256
+        if args.surrogate in assets.ASSETS
+        else None,
         "source": "shared/data/faceoff-celebs/aligned160 (public figures), unit-length mean embedding per identity",
         "generated_by": "tools/build_decoys.py",
         "centroids": centroids,

@@ -31,7 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: OpenCV's SFace template (face_recognize.cpp): eyes, nose tip, mouth corners in the 112 crop.
 TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ]
 )
 
 
@@ -77,11 +83,11 @@ def main() -> int:
     import cv2
     from PIL import Image
 
-    from faceoff.common.imaging import decode
     from faceoff.common.crops import crop_region, extract_crop
+    from faceoff.common.imaging import decode
     from faceoff.detector.detection import FaceDetector
-    from faceoff.faces.recognizers.sface import SFaceRecognizer
     from faceoff.faces.models.sface import SFaceModel, Window
+    from faceoff.faces.recognizers.sface import SFaceRecognizer
 
     detector = FaceDetector()
     real = SFaceRecognizer()
@@ -94,7 +100,9 @@ def main() -> int:
         bgr = cv2.cvtColor(photo.pixels, cv2.COLOR_RGB2BGR)
         yunet = real._detect(bgr)
         if not faces or yunet is None:
-            print(f"{file.name}: skipped (MTCNN faces {len(faces)}, YuNet {'none' if yunet is None else 'one'})")
+            print(
+                f"{file.name}: skipped (MTCNN faces {len(faces)}, YuNet {'none' if yunet is None else 'one'})"
+            )
             continue
         face = max(faces, key=lambda f: f.area)
         h, w = photo.pixels.shape[:2]
@@ -105,7 +113,9 @@ def main() -> int:
         mine = cv2.warpAffine(bgr, m, (112, 112), flags=cv2.INTER_LINEAR)
         diff = np.abs(mine.astype(int) - aligned.astype(int)).mean()
         if diff > 1.0:
-            print(f"{file.name}: recomputed warp differs from alignCrop by {diff:.2f} grey levels on average")
+            print(
+                f"{file.name}: recomputed warp differs from alignCrop by {diff:.2f} grey levels on average"
+            )
         # Centre of the aligned square (index coords 55.5) back into the photo, then into the crop.
         inv = cv2.invertAffineTransform(m)
         centre = inv @ np.array([55.5, 55.5, 1.0]) + 0.5  # pixel-edge coordinates
@@ -120,7 +130,9 @@ def main() -> int:
     print(f"photos used: {len(rows)}")
     print(f"window centre_x: mean {mean[0]:.2f} sd {geo[:, 0].std():.2f}")
     print(f"window centre_y: mean {mean[1]:.2f} sd {geo[:, 1].std():.2f}")
-    print(f"window side:     mean {mean[2]:.2f} sd {geo[:, 2].std():.2f} (min {geo[:, 2].min():.1f}, max {geo[:, 2].max():.1f})")
+    print(
+        f"window side:     mean {mean[2]:.2f} sd {geo[:, 2].std():.2f} (min {geo[:, 2].min():.1f}, max {geo[:, 2].max():.1f})"
+    )
 
     window = Window(round(float(mean[0]), 1), round(float(mean[1]), 1), round(float(mean[2]), 1))
     print(f"fitted: {window}")
@@ -129,14 +141,20 @@ def main() -> int:
     real_feat = np.array([r[3] for r in rows])
     real_feat /= np.linalg.norm(real_feat, axis=1, keepdims=True)
 
-    tf_aligned = model.features(np.stack([r[2][..., ::-1].astype(np.float32) for r in rows])).numpy()
+    tf_aligned = model.features(
+        np.stack([r[2][..., ::-1].astype(np.float32) for r in rows])
+    ).numpy()
     tf_aligned /= np.linalg.norm(tf_aligned, axis=1, keepdims=True)
     same_input = np.sum(tf_aligned * real_feat, axis=1)
-    print(f"TF network vs cv2 SFace on the real aligned crops: cosine min {same_input.min():.7f} mean {same_input.mean():.7f}")
+    print(
+        f"TF network vs cv2 SFace on the real aligned crops: cosine min {same_input.min():.7f} mean {same_input.mean():.7f}"
+    )
 
     surrogate = model.embed_numpy(np.stack([r[1] for r in rows])).astype(np.float64)
     agree = np.sum(surrogate * real_feat, axis=1)
-    print(f"surrogate(160 crop) vs real pipeline: cosine mean {agree.mean():.3f} min {agree.min():.3f} median {np.median(agree):.3f}")
+    print(
+        f"surrogate(160 crop) vs real pipeline: cosine mean {agree.mean():.3f} min {agree.min():.3f} median {np.median(agree):.3f}"
+    )
     print(f"LOO nearest-centroid top-1, real pipeline on photos: {loo_top1(real_feat, labels):.3f}")
     print(f"LOO nearest-centroid top-1, surrogate on photos:     {loo_top1(surrogate, labels):.3f}")
 
@@ -146,13 +164,17 @@ def main() -> int:
             crops.append(np.asarray(img.convert("RGB").resize((160, 160)), np.float32) / 255.0)
         crop_labels.append(file.parent.name)
     emb = model.embed_numpy(np.stack(crops)).astype(np.float64)
-    print(f"LOO nearest-centroid top-1, surrogate on aligned160 ({len(crops)} crops): {loo_top1(emb, crop_labels):.3f}")
+    print(
+        f"LOO nearest-centroid top-1, surrogate on aligned160 ({len(crops)} crops): {loo_top1(emb, crop_labels):.3f}"
+    )
 
     identity = SFaceModel(window=Window(80.0, 80.0, 160.0))
     plain = identity.embed_numpy(np.stack([r[1] for r in rows])).astype(np.float64)
     plain_agree = np.sum(plain * real_feat, axis=1)
-    print(f"for comparison, whole 160 crop resized to 112: cosine mean {plain_agree.mean():.3f} min {plain_agree.min():.3f}; "
-          f"LOO photos {loo_top1(plain, labels):.3f}, aligned160 {loo_top1(identity.embed_numpy(np.stack(crops)).astype(np.float64), crop_labels):.3f}")
+    print(
+        f"for comparison, whole 160 crop resized to 112: cosine mean {plain_agree.mean():.3f} min {plain_agree.min():.3f}; "
+        f"LOO photos {loo_top1(plain, labels):.3f}, aligned160 {loo_top1(identity.embed_numpy(np.stack(crops)).astype(np.float64), crop_labels):.3f}"
+    )
     return 0
 
 

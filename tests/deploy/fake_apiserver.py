@@ -131,7 +131,9 @@ class FakeApiServer:
                 return obj
         return None
 
-    def set_status(self, namespace: str, name: str, status: dict[str, Any], generation: int | None = None) -> None:
+    def set_status(
+        self, namespace: str, name: str, status: dict[str, Any], generation: int | None = None
+    ) -> None:
         with self.lock:
             obj = self.get("Deployment", namespace, name)
             assert obj is not None, f"no deployment {namespace}/{name}"
@@ -145,7 +147,9 @@ class FakeApiServer:
     # ---- internals ----
 
     def _kind_of(self, api_version: str, kind: str) -> Kind | None:
-        return next((k for k in self.kinds if k.group_version == api_version and k.kind == kind), None)
+        return next(
+            (k for k in self.kinds if k.group_version == api_version and k.kind == kind), None
+        )
 
     @staticmethod
     def _key(kind: Kind, namespace: str | None, name: str) -> tuple[str, str, str | None, str]:
@@ -216,7 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self, body: Any = None) -> Request:
         parts = urlsplit(self.path)
         request = Request(
-            self.command, parts.path, parse_qs(parts.query), {k.lower(): v for k, v in self.headers.items()}, body
+            self.command,
+            parts.path,
+            parse_qs(parts.query),
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
         )
         self.server.fake.requests.append(request)
         return request
@@ -227,23 +235,32 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         request = self._record()
         if not self._authorized():
             return
         fake = self.server.fake
         path = request.path.rstrip("/")
         if path == "/version":
-            return self._send(200, {"major": "1", "minor": "37", "gitVersion": "v1.37.0", "platform": "linux/amd64"})
+            return self._send(
+                200,
+                {"major": "1", "minor": "37", "gitVersion": "v1.37.0", "platform": "linux/amd64"},
+            )
         if path == "/api":
-            return self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+            return self._send(
+                200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+            )
         if path == "/apis":
             groups: dict[str, dict[str, Any]] = {}
             for k in fake.kinds:
                 if k.group:
                     gv = {"groupVersion": k.group_version, "version": k.version}
-                    groups.setdefault(k.group, {"name": k.group, "versions": [gv], "preferredVersion": gv})
-            return self._send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())})
+                    groups.setdefault(
+                        k.group, {"name": k.group, "versions": [gv], "preferredVersion": gv}
+                    )
+            return self._send(
+                200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
+            )
         if path == "/api/v1":
             group_version: str | None = "v1"
         elif path.startswith("/apis/") and path.count("/") == 3:
@@ -253,7 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
         if group_version is not None:
             kinds = [k for k in fake.kinds if k.group_version == group_version]
             if not kinds:
-                return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+                return self._send(
+                    404,
+                    _status(404, "NotFound", "the server could not find the requested resource"),
+                )
             resources = [
                 {"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced, "kind": k.kind,
                  "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
@@ -271,21 +291,31 @@ class _Handler(BaseHTTPRequestHandler):
             ]
             return self._send(
                 200,
-                {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources},
+                {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": group_version,
+                    "resources": resources,
+                },
             )
         target = self._target(path)
         if target is None:
-            return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return self._send(
+                404, _status(404, "NotFound", "the server could not find the requested resource")
+            )
         kind, namespace, name = target
         with fake.lock:
             obj = fake.objects.get(fake._key(kind, namespace, name))
             if obj is None:
                 return self._send(
-                    404, _status(404, "NotFound", f'{kind.plural}.{kind.group or "core"} "{name}" not found')
+                    404,
+                    _status(
+                        404, "NotFound", f'{kind.plural}.{kind.group or "core"} "{name}" not found'
+                    ),
                 )
             return self._send(200, obj)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode()
         request = self._record(raw)
@@ -294,7 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         target = self._target(request.path.rstrip("/"))
         if target is None:
-            return self._send(404, _status(404, "NotFound", "the server could not find the requested resource"))
+            return self._send(
+                404, _status(404, "NotFound", "the server could not find the requested resource")
+            )
         kind, namespace, name = target
         if self.headers.get("Content-Type") != "application/apply-patch+yaml":
             return self._send(
@@ -307,7 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         manager = (request.query.get("fieldManager") or [""])[0]
         if not manager:
-            return self._send(400, _status(400, "BadRequest", "PATCH /: fieldManager is required for apply requests"))
+            return self._send(
+                400,
+                _status(400, "BadRequest", "PATCH /: fieldManager is required for apply requests"),
+            )
         dry_run = request.query.get("dryRun")
         if dry_run not in (None, ["All"]):
             return self._send(400, _status(400, "BadRequest", f"Invalid dryRun value: {dry_run}"))
@@ -316,12 +351,22 @@ class _Handler(BaseHTTPRequestHandler):
             body = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             return self._send(400, _status(400, "BadRequest", f"error decoding YAML: {exc}"))
-        if not isinstance(body, dict) or body.get("apiVersion") != kind.group_version or body.get("kind") != kind.kind:
-            return self._send(400, _status(400, "BadRequest", f"the body is not a {kind.group_version} {kind.kind}"))
+        if (
+            not isinstance(body, dict)
+            or body.get("apiVersion") != kind.group_version
+            or body.get("kind") != kind.kind
+        ):
+            return self._send(
+                400,
+                _status(400, "BadRequest", f"the body is not a {kind.group_version} {kind.kind}"),
+            )
         meta = body.get("metadata") or {}
         if meta.get("name") != name:
             return self._send(
-                400, _status(400, "BadRequest", "the name of the object does not match the name on the URL")
+                400,
+                _status(
+                    400, "BadRequest", "the name of the object does not match the name on the URL"
+                ),
             )
         if kind.namespaced and meta.get("namespace") not in (None, namespace):
             return self._send(
@@ -334,13 +379,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
         with fake.lock:
             if kind.namespaced and fake.get("Namespace", None, namespace or "") is None:
-                return self._send(404, _status(404, "NotFound", f'namespaces "{namespace}" not found'))
+                return self._send(
+                    404, _status(404, "NotFound", f'namespaces "{namespace}" not found')
+                )
             key = fake._key(kind, namespace, name)
             existing = fake.objects.get(key)
             owner = fake.managers.get(key)
             applied = body.get("spec", {})
             theirs = {k: v for k, v in (existing or {}).get("spec", {}).items() if k in applied}
-            if existing is not None and owner not in (None, manager) and applied != theirs and not force:
+            if (
+                existing is not None
+                and owner not in (None, manager)
+                and applied != theirs
+                and not force
+            ):
                 message = f'Apply failed with 1 conflict: conflict with "{owner}": .spec'
                 return self._send(409, _status(409, "Conflict", message))
             body.setdefault("metadata", {})
@@ -368,7 +420,12 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         plural, name = rest
         kind = next(
-            (k for k in self.server.fake.kinds if k.group_version == group_version and k.plural == plural), None
+            (
+                k
+                for k in self.server.fake.kinds
+                if k.group_version == group_version and k.plural == plural
+            ),
+            None,
         )
         if kind is None or kind.namespaced != (namespace is not None):
             return None
@@ -387,7 +444,9 @@ def fake_apiserver(with_prometheus_operator: bool = True) -> Iterator[FakeApiSer
     httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
     httpd.fake = fake
     fake.port = int(httpd.server_address[1])
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield fake

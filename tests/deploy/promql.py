@@ -38,7 +38,12 @@ def selectors(expr: str) -> list[tuple[str | None, list[tuple[str, str, str]]]]:
 
 def grouping_labels(expr: str) -> set[str]:
     """Labels named in ``by``/``without``/``on``/``ignoring``/``group_*`` clauses."""
-    return {label.strip() for m in _GROUPING.finditer(expr) for label in m.group(1).split(",") if label.strip()}
+    return {
+        label.strip()
+        for m in _GROUPING.finditer(expr)
+        for label in m.group(1).split(",")
+        if label.strip()
+    }
 
 
 def metric_names(expr: str) -> set[str]:
@@ -52,7 +57,11 @@ def metric_names(expr: str) -> set[str]:
         name = m.group(0)
         following = text[m.end() :].lstrip()[:1]
         preceding = text[: m.start()].rstrip()[-1:]
-        if following == "(" or name.lower() in _KEYWORDS or (preceding.isdigit() and len(name) <= 2):
+        if (
+            following == "("
+            or name.lower() in _KEYWORDS
+            or (preceding.isdigit() and len(name) <= 2)
+        ):
             continue  # a function, a keyword, or a unit suffix such as the "m" of "5m"
         names.add(name)
     return names
@@ -60,7 +69,11 @@ def metric_names(expr: str) -> set[str]:
 
 def top_level_grouping(expr: str) -> set[str] | None:
     """The labels an aggregated query's result carries (``by`` labels), None if not aggregated."""
-    labels = {label.strip() for m in re.finditer(r"\bby\s*\(([^)]*)\)", expr) for label in m.group(1).split(",")}
+    labels = {
+        label.strip()
+        for m in re.finditer(r"\bby\s*\(([^)]*)\)", expr)
+        for label in m.group(1).split(",")
+    }
     labels.discard("le")
     if labels or re.search(r"\b(sum|avg|max|min|count)\s*\(", expr):
         return labels

@@ -37,13 +37,17 @@ def kubeconfig(server: FakeApiServer, tmp_path: Path) -> Path:
 def _path(obj: dict[str, Any]) -> str:
     group_version = obj["apiVersion"]
     prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-    plural = {"Ingress": "ingresses", "NetworkPolicy": "networkpolicies"}.get(obj["kind"], obj["kind"].lower() + "s")
+    plural = {"Ingress": "ingresses", "NetworkPolicy": "networkpolicies"}.get(
+        obj["kind"], obj["kind"].lower() + "s"
+    )
     if obj["kind"] == "Namespace":
         return f"{prefix}/namespaces/{obj['metadata']['name']}"
     return f"{prefix}/namespaces/{obj['metadata']['namespace']}/{plural}/{obj['metadata']['name']}"
 
 
-def test_apply_sends_every_object_as_a_server_side_apply(server: FakeApiServer, kubeconfig: Path) -> None:
+def test_apply_sends_every_object_as_a_server_side_apply(
+    server: FakeApiServer, kubeconfig: Path
+) -> None:
     objects = render("gpu", monitoring=True, root=DEPLOY)
     results = apply(objects, connect(str(kubeconfig)))
     assert [r.error for r in results if not r.ok] == []
@@ -58,7 +62,10 @@ def test_apply_sends_every_object_as_a_server_side_apply(server: FakeApiServer, 
         assert json.loads(patch.body) == obj  # the manifest, exactly
     stored = server.get("Deployment", "faceoff", "masker")
     assert stored is not None and stored["metadata"]["managedFields"][0]["manager"] == "faceoff"
-    assert stored["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (
+        stored["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        == "1"
+    )
 
 
 def test_apply_twice_changes_nothing(server: FakeApiServer, kubeconfig: Path) -> None:
@@ -69,7 +76,9 @@ def test_apply_twice_changes_nothing(server: FakeApiServer, kubeconfig: Path) ->
     assert len(stored) == len(objects)
     assert all(r.ok for r in apply(objects, client))
     assert set(server.objects) == stored
-    assert {o["metadata"].get("generation") for o in server.objects.values()} == {1}  # no spec changed
+    assert {o["metadata"].get("generation") for o in server.objects.values()} == {
+        1
+    }  # no spec changed
 
 
 def test_server_dry_run_stores_nothing(
@@ -91,7 +100,9 @@ def test_dry_run_into_a_missing_namespace_explains_itself(
     captured = capsys.readouterr()
     assert rc == 1
     assert "namespace/faceoff serverside-applied (server dry run)" in captured.out
-    assert 'deployment.apps/detector: error: NotFound: namespaces "faceoff" not found' in captured.err
+    assert (
+        'deployment.apps/detector: error: NotFound: namespaces "faceoff" not found' in captured.err
+    )
     assert "21 of 22 objects failed" in captured.err
     assert "create it first, or apply once without --dry-run" in captured.err
 
@@ -100,7 +111,9 @@ def test_a_cluster_without_the_prometheus_operator_fails_only_its_objects(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with fake_apiserver(with_prometheus_operator=False) as server:
-        rc = main(["deploy", "apply", "--monitoring", "--kubeconfig", str(server.kubeconfig(tmp_path))])
+        rc = main(
+            ["deploy", "apply", "--monitoring", "--kubeconfig", str(server.kubeconfig(tmp_path))]
+        )
         assert server.get("Deployment", "faceoff", "masker") is not None
         assert server.get("ConfigMap", "faceoff", "faceoff-grafana-dashboard") is not None
     err = capsys.readouterr().err
@@ -117,7 +130,11 @@ def test_fields_owned_by_another_manager_need_force_conflicts(
 ) -> None:
     objects = render("cpu", root=DEPLOY)
     server.store(NAMESPACE)
-    hpa = next(o for o in objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == "masker")
+    hpa = next(
+        o
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == "masker"
+    )
     hand_edited = json.loads(json.dumps(hpa))
     hand_edited["spec"]["maxReplicas"] = 20
     server.store(hand_edited, manager="kubectl-edit")
@@ -147,13 +164,17 @@ def test_status_reports_each_rollout_like_kubectl(
 ) -> None:
     apply(render("cpu", root=DEPLOY), connect(str(kubeconfig)))
     assert main(["deploy", "status", "--kubeconfig", str(kubeconfig)]) == 1
-    assert capsys.readouterr().out.count("waiting for the deployment spec update to be observed") == 3
+    assert (
+        capsys.readouterr().out.count("waiting for the deployment spec update to be observed") == 3
+    )
 
     server.get("Deployment", "faceoff", "detector")["spec"]["replicas"] = 2  # type: ignore[index]  # the HPA scaled it
     server.set_status("faceoff", "detector", _rolled_out(2))
     server.get("Deployment", "faceoff", "masker")["spec"]["replicas"] = 2  # type: ignore[index]
     server.set_status(
-        "faceoff", "masker", {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}
+        "faceoff",
+        "masker",
+        {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2},
     )
     server.set_status("faceoff", "evaluator", {
         "observedGeneration": 1, "replicas": 1, "updatedReplicas": 0, "availableReplicas": 1,
@@ -162,9 +183,14 @@ def test_status_reports_each_rollout_like_kubectl(
     })  # fmt: skip
     statuses = {
         s.name: s
-        for s in rollout_status(connect(str(kubeconfig)), [("faceoff", n) for n in ("detector", "masker", "evaluator")])
+        for s in rollout_status(
+            connect(str(kubeconfig)), [("faceoff", n) for n in ("detector", "masker", "evaluator")]
+        )
     }
-    assert statuses["detector"].state == "done" and (statuses["detector"].available, statuses["detector"].desired) == (
+    assert statuses["detector"].state == "done" and (
+        statuses["detector"].available,
+        statuses["detector"].desired,
+    ) == (
         2,
         2,
     )
@@ -172,17 +198,24 @@ def test_status_reports_each_rollout_like_kubectl(
         statuses["masker"].state == "progressing"
         and statuses["masker"].message == "1 out of 2 new replicas have been updated"
     )
-    assert statuses["evaluator"].state == "failed" and "timed out progressing" in statuses["evaluator"].message
+    assert (
+        statuses["evaluator"].state == "failed"
+        and "timed out progressing" in statuses["evaluator"].message
+    )
 
     server.set_status(
-        "faceoff", "masker", {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}
+        "faceoff",
+        "masker",
+        {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2},
     )
     assert (
         rollout_status(connect(str(kubeconfig)), [("faceoff", "masker")])[0].message
         == "1 old replicas are pending termination"
     )
     server.set_status(
-        "faceoff", "masker", {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}
+        "faceoff",
+        "masker",
+        {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1},
     )
     assert (
         rollout_status(connect(str(kubeconfig)), [("faceoff", "masker")])[0].message
@@ -193,7 +226,11 @@ def test_status_reports_each_rollout_like_kubectl(
     server.set_status("faceoff", "evaluator", _rolled_out(1))
     assert main(["deploy", "status", "--kubeconfig", str(kubeconfig)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:2] for line in lines] == [["detector", "done"], ["evaluator", "done"], ["masker", "done"]]
+    assert [line.split()[:2] for line in lines] == [
+        ["detector", "done"],
+        ["evaluator", "done"],
+        ["masker", "done"],
+    ]
     assert "2/2 available, 2 updated" in lines[0] and lines[0].endswith("successfully rolled out")
 
 
@@ -220,12 +257,19 @@ def test_wait_polls_until_every_rollout_is_done(server: FakeApiServer, kubeconfi
 
     deployments = [("faceoff", n) for n in ("detector", "masker", "evaluator")]
     statuses = wait_for_rollout(
-        connect(str(kubeconfig)), deployments, timeout=600, interval=2, clock=lambda: now[0], sleep=sleep
+        connect(str(kubeconfig)),
+        deployments,
+        timeout=600,
+        interval=2,
+        clock=lambda: now[0],
+        sleep=sleep,
     )
     assert all(s.done for s in statuses) and sleeps == [2, 2, 2]
     # And gives up at the timeout.
     server.set_status(
-        "faceoff", "masker", {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}
+        "faceoff",
+        "masker",
+        {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0},
     )
     now[0], sleeps[:] = 0.0, []
 
@@ -234,12 +278,19 @@ def test_wait_polls_until_every_rollout_is_done(server: FakeApiServer, kubeconfi
         now[0] += seconds
 
     statuses = wait_for_rollout(
-        connect(str(kubeconfig)), deployments, timeout=5, interval=2, clock=lambda: now[0], sleep=just_sleep
+        connect(str(kubeconfig)),
+        deployments,
+        timeout=5,
+        interval=2,
+        clock=lambda: now[0],
+        sleep=just_sleep,
     )
     assert not all(s.done for s in statuses) and sum(sleeps) == 5
 
 
-def test_context_and_credentials_come_from_the_kubeconfig(server: FakeApiServer, tmp_path: Path) -> None:
+def test_context_and_credentials_come_from_the_kubeconfig(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
     kubeconfig = server.kubeconfig(tmp_path)
     with pytest.raises(DeployError, match="cannot reach the Kubernetes API at http://127.0.0.1:9"):
         apply(render("cpu", root=DEPLOY), connect(str(kubeconfig), context="unreachable"))

@@ -40,7 +40,10 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                 "additionalProperties": False,
                 "properties": {
                     "jobLabel": {"type": "string"},
-                    "selector": {"type": "object", "properties": {"matchLabels": {"type": "object"}}},
+                    "selector": {
+                        "type": "object",
+                        "properties": {"matchLabels": {"type": "object"}},
+                    },
                     "namespaceSelector": {"type": "object"},
                     "endpoints": {
                         "type": "array",
@@ -53,7 +56,10 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                                 "port": {"type": "string"},
                                 "path": {"type": "string", "pattern": "^/"},
                                 "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                                "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                                "scrapeTimeout": {
+                                    "type": "string",
+                                    "pattern": "^[0-9]+(ms|s|m|h)$",
+                                },
                             },
                         },
                     },
@@ -86,14 +92,20 @@ CRD_SCHEMAS: dict[str, dict[str, Any]] = {
                                     "items": {
                                         "type": "object",
                                         "required": ["expr"],
-                                        "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+                                        "oneOf": [
+                                            {"required": ["record"]},
+                                            {"required": ["alert"]},
+                                        ],
                                         "additionalProperties": False,
                                         "properties": {
                                             "record": {"type": "string"},
                                             "alert": {"type": "string"},
                                             "expr": {"type": "string"},
                                             "for": {"type": "string"},
-                                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                            "labels": {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "string"},
+                                            },
                                             "annotations": {
                                                 "type": "object",
                                                 "additionalProperties": {"type": "string"},
@@ -119,7 +131,9 @@ def _all_rendered(rendered: dict[str, list[Obj]]) -> list[tuple[str, Obj]]:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_every_object_validates_against_the_kubernetes_schema(rendered: dict[str, list[Obj]], version: str) -> None:
+def test_every_object_validates_against_the_kubernetes_schema(
+    rendered: dict[str, list[Obj]], version: str
+) -> None:
     errors = []
     crds = 0
     for name, obj in _all_rendered(rendered):
@@ -134,7 +148,9 @@ def test_every_object_validates_against_the_kubernetes_schema(rendered: dict[str
         except kubernetes_validate.SchemaNotFoundError as exc:
             errors.append(f"{where}: no schema ({exc.message})")
     assert not errors, "\n".join(errors)
-    assert crds == 2 * len(OVERLAYS)  # a ServiceMonitor and a PrometheusRule in each +monitoring render
+    assert crds == 2 * len(
+        OVERLAYS
+    )  # a ServiceMonitor and a PrometheusRule in each +monitoring render
 
 
 def test_the_schema_check_catches_a_misspelt_field(rendered: dict[str, list[Obj]]) -> None:
@@ -144,7 +160,9 @@ def test_the_schema_check_catches_a_misspelt_field(rendered: dict[str, list[Obj]
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
-def test_prometheus_operator_objects_match_their_minimal_schema(rendered: dict[str, list[Obj]]) -> None:
+def test_prometheus_operator_objects_match_their_minimal_schema(
+    rendered: dict[str, list[Obj]],
+) -> None:
     for overlay in OVERLAYS:
         objects = rendered[f"{overlay}+monitoring"]
         found = {o["kind"] for o in objects if o["kind"] in CRD_SCHEMAS}
@@ -212,17 +230,30 @@ def test_pods_run_as_non_root_on_a_read_only_root_filesystem_without_capabilitie
 
 
 def _quantity(value: str | int) -> float:
-    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9}
+    units = {
+        "m": 1e-3,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+    }
     match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
     assert match, value
     return float(match.group(1)) * units.get(match.group(2), 1)
 
 
-def test_every_container_has_requests_within_limits(rendered: dict[str, list[Obj]], overlay: str) -> None:
+def test_every_container_has_requests_within_limits(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     for deployment in _deployments(rendered[overlay]).values():
         for c in containers(deployment):
             requests, limits = c["resources"]["requests"], c["resources"]["limits"]
-            assert {"cpu", "memory"} <= set(requests) and {"cpu", "memory"} <= set(limits), c["name"]
+            assert {"cpu", "memory"} <= set(requests) and {"cpu", "memory"} <= set(limits), c[
+                "name"
+            ]
             for resource, amount in requests.items():
                 assert _quantity(amount) <= _quantity(limits[resource]), f"{c['name']} {resource}"
 
@@ -267,7 +298,9 @@ def test_grace_period_outlasts_the_pre_stop_sleep_and_the_servers_drain(
         assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + 10, name
 
 
-def test_settings_match_the_ports_and_the_scrape_annotations(rendered: dict[str, list[Obj]], overlay: str) -> None:
+def test_settings_match_the_ports_and_the_scrape_annotations(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     services = by_kind(objects, "Service")
     for name, deployment in _deployments(objects).items():
@@ -275,14 +308,18 @@ def test_settings_match_the_ports_and_the_scrape_annotations(rendered: dict[str,
         grpc_port, metrics_port = PORTS[name]
         assert c["args"] == ["serve", name]
         values = env(c)
-        assert values["FACEOFF_PORT"] == str(grpc_port) and values["FACEOFF_METRICS_PORT"] == str(metrics_port)
+        assert values["FACEOFF_PORT"] == str(grpc_port) and values["FACEOFF_METRICS_PORT"] == str(
+            metrics_port
+        )
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations == {
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(metrics_port),
             "prometheus.io/path": "/metrics",
         }
-        service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in services[name]["spec"]["ports"]}
+        service_ports = {
+            p["name"]: (p["port"], p["targetPort"]) for p in services[name]["spec"]["ports"]
+        }
         assert service_ports == {"grpc": (grpc_port, "grpc"), "metrics": (metrics_port, "metrics")}
     masker = containers(by_kind(objects, "Deployment")["masker"])[0]
     assert env(masker)["FACEOFF_DETECTOR_ADDRESS"] == f"detector:{PORTS['detector'][0]}"
@@ -293,7 +330,9 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def test_selectors_select_and_references_resolve(rendered: dict[str, list[Obj]], overlay: str) -> None:
+def test_selectors_select_and_references_resolve(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     deployments = _deployments(objects)
     pod_labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments.items()}
@@ -312,7 +351,11 @@ def test_selectors_select_and_references_resolve(rendered: dict[str, list[Obj]],
     for deployment in deployments.values():
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
     ingress = by_kind(objects, "Ingress")["faceoff"]
-    backends = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    backends = {
+        p["backend"]["service"]["name"]
+        for r in ingress["spec"]["rules"]
+        for p in r["http"]["paths"]
+    }
     assert backends == {"masker", "evaluator"}  # the detector stays internal
     assert ingress["spec"]["tls"][0]["secretName"] == "faceoff-tls"
 
@@ -323,24 +366,36 @@ def test_autoscalers_own_the_replica_counts(rendered: dict[str, list[Obj]], over
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
     assert sorted(hpas) == sorted(SERVICES)
     for name, hpa in hpas.items():
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name,
+        }
         assert "replicas" not in deployments[name]["spec"], (
             f"{name}: a fixed replica count fights the HPA on every apply"
         )
         assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
         (metric,) = hpa["spec"]["metrics"]
         if name == "masker":
-            assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "faceoff_masker_queue_depth"
+            assert (
+                metric["type"] == "Pods"
+                and metric["pods"]["metric"]["name"] == "faceoff_masker_queue_depth"
+            )
             assert metric["pods"]["target"]["type"] == "AverageValue"
         else:
             assert metric == {
                 "type": "Resource",
-                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 70},
+                },
             }
     assert sorted(by_kind(objects, "PodDisruptionBudget")) == sorted(SERVICES)
 
 
-def test_masker_scales_when_more_than_one_batch_waits_per_pod(rendered: dict[str, list[Obj]], overlay: str) -> None:
+def test_masker_scales_when_more_than_one_batch_waits_per_pod(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     (c,) = containers(by_kind(objects, "Deployment")["masker"])
     batch, queue = int(env(c)["FACEOFF_MAX_BATCH_FACES"]), int(env(c)["FACEOFF_MAX_QUEUE_FACES"])
@@ -368,25 +423,42 @@ def test_no_secret_values_are_committed_only_references(rendered: dict[str, list
 def test_images_are_tagged(rendered: dict[str, list[Obj]], overlay: str) -> None:
     for deployment in _deployments(rendered[overlay]).values():
         for c in containers(deployment):
-            assert re.fullmatch(r"[a-z0-9./-]+(:[0-9][\w.-]*|@sha256:[0-9a-f]{64})", c["image"]), c["image"]
+            assert re.fullmatch(r"[a-z0-9./-]+(:[0-9][\w.-]*|@sha256:[0-9a-f]{64})", c["image"]), c[
+                "image"
+            ]
 
 
-def test_gpu_overlay_changes_only_the_masker_and_gives_it_a_gpu(rendered: dict[str, list[Obj]]) -> None:
+def test_gpu_overlay_changes_only_the_masker_and_gives_it_a_gpu(
+    rendered: dict[str, list[Obj]],
+) -> None:
     cpu, gpu = rendered["cpu"], rendered["gpu"]
     differ = [(a["kind"], a["metadata"]["name"]) for a, b in zip(cpu, gpu, strict=True) if a != b]
     assert differ == [("Deployment", "masker"), ("HorizontalPodAutoscaler", "masker")]
     masker = by_kind(gpu, "Deployment")["masker"]
     pod = masker["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["resources"]["requests"]["nvidia.com/gpu"] == c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (
+        c["resources"]["requests"]["nvidia.com/gpu"]
+        == c["resources"]["limits"]["nvidia.com/gpu"]
+        == "1"
+    )
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
     assert c["image"].startswith("faceoff-gpu:")
     # Everything else of the CPU masker is still there (the patch merged, it did not replace).
     cpu_c = containers(by_kind(cpu, "Deployment")["masker"])[0]
-    gpu_only = {"TF_FORCE_GPU_ALLOW_GROWTH": "true", "FACEOFF_MAX_BATCH_FACES": "32", "FACEOFF_MAX_QUEUE_FACES": "256"}
+    gpu_only = {
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "FACEOFF_MAX_BATCH_FACES": "32",
+        "FACEOFF_MAX_QUEUE_FACES": "256",
+    }
     assert env(c) == env(cpu_c) | gpu_only
-    assert c["startupProbe"] == cpu_c["startupProbe"] and c["securityContext"] == cpu_c["securityContext"]
+    assert (
+        c["startupProbe"] == cpu_c["startupProbe"]
+        and c["securityContext"] == cpu_c["securityContext"]
+    )
     assert by_kind(gpu, "HorizontalPodAutoscaler")["masker"]["spec"]["minReplicas"] == 1
     for objects in (cpu, gpu):
         for name, deployment in _deployments(objects).items():
@@ -427,21 +499,34 @@ def _peer_matches(peer_rule: dict[str, Any], policy_namespace: str, peer: Peer) 
     if ns_selector is None:
         in_namespace = peer["namespace"] == policy_namespace
     else:
-        in_namespace = _selects(ns_selector.get("matchLabels", {}), {"kubernetes.io/metadata.name": peer["namespace"]})
-    return in_namespace and (pod_selector is None or _selects(pod_selector.get("matchLabels", {}), peer["labels"]))
+        in_namespace = _selects(
+            ns_selector.get("matchLabels", {}), {"kubernetes.io/metadata.name": peer["namespace"]}
+        )
+    return in_namespace and (
+        pod_selector is None or _selects(pod_selector.get("matchLabels", {}), peer["labels"])
+    )
 
 
 def _rule_allows(
-    rule: dict[str, Any], direction: str, policy_namespace: str, peer: Peer, port: int, protocol: str
+    rule: dict[str, Any],
+    direction: str,
+    policy_namespace: str,
+    peer: Peer,
+    port: int,
+    protocol: str,
 ) -> bool:
     peers = rule.get("to" if direction == "Egress" else "from")
     if peers is not None and not any(_peer_matches(p, policy_namespace, peer) for p in peers):
         return False
     ports = rule.get("ports")
-    return ports is None or any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports)
+    return ports is None or any(
+        p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports
+    )
 
 
-def _side_allows(policies: list[Obj], pod: Peer, direction: str, peer: Peer, port: int, protocol: str) -> bool:
+def _side_allows(
+    policies: list[Obj], pod: Peer, direction: str, peer: Peer, port: int, protocol: str
+) -> bool:
     if "ip" in pod:
         return True
     selecting = [
@@ -465,15 +550,24 @@ def _connects(policies: list[Obj], src: Peer, dst: Peer, port: int, protocol: st
     )
 
 
-def test_network_policies_allow_exactly_the_intended_paths(rendered: dict[str, list[Obj]], overlay: str) -> None:
+def test_network_policies_allow_exactly_the_intended_paths(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
     objects = rendered[overlay]
     policies = list(by_kind(objects, "NetworkPolicy").values())
-    pods = {n: _pod("faceoff", d["spec"]["template"]["metadata"]["labels"]) for n, d in _deployments(objects).items()}
+    pods = {
+        n: _pod("faceoff", d["spec"]["template"]["metadata"]["labels"])
+        for n, d in _deployments(objects).items()
+    }
     dns = _pod("kube-system", {"k8s-app": "kube-dns"})
     monitoring = _pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
     ingress_controller = _pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
     other_app = _pod("default", {"app": "shop"})
-    cloud_api, private_host, metadata_service = _ip("52.94.236.248"), _ip("10.0.0.5"), _ip("169.254.169.254")
+    cloud_api, private_host, metadata_service = (
+        _ip("52.94.236.248"),
+        _ip("10.0.0.5"),
+        _ip("169.254.169.254"),
+    )
 
     # Only the masker reaches the detector.
     assert _connects(policies, pods["masker"], pods["detector"], PORTS["detector"][0])
@@ -493,7 +587,9 @@ def test_network_policies_allow_exactly_the_intended_paths(rendered: dict[str, l
         assert _connects(policies, pod, dns, 53, "UDP") and _connects(policies, pod, dns, 53, "TCP")
         assert not _connects(policies, pod, dns, 80)
         for port in (80, 443, 8080):
-            assert _connects(policies, pod, cloud_api, port) == (name == "evaluator" and port == 443), (name, port)
+            assert _connects(policies, pod, cloud_api, port) == (
+                name == "evaluator" and port == 443
+            ), (name, port)
         assert not _connects(policies, pod, private_host, 443)
         assert not _connects(policies, pod, metadata_service, 443)
         assert not _connects(policies, pod, _ip("2600:1f18::1"), 80)
@@ -511,7 +607,9 @@ def test_kustomizations_list_every_manifest_file() -> None:
     listed = set()
     for kfile in DEPLOY.rglob("kustomization.yaml"):
         k = yaml.safe_load(kfile.read_text())
-        for entry in k.get("resources", []) + [p["path"] for p in k.get("patches", []) if "path" in p]:
+        for entry in k.get("resources", []) + [
+            p["path"] for p in k.get("patches", []) if "path" in p
+        ]:
             listed.add((kfile.parent / entry).resolve())
     for path in (DEPLOY / "k8s").rglob("*.yaml"):
         if path.name == "kustomization.yaml" or "examples" in path.parts:
@@ -526,4 +624,6 @@ def test_rendered_objects_are_what_apply_would_send(rendered: dict[str, list[Obj
     # No status, no server-set metadata: the server-side apply body is exactly the manifest.
     for name, obj in _all_rendered(rendered):
         assert "status" not in obj, name
-        assert not {"uid", "resourceVersion", "creationTimestamp", "managedFields"} & set(obj["metadata"]), name
+        assert not {"uid", "resourceVersion", "creationTimestamp", "managedFields"} & set(
+            obj["metadata"]
+        ), name

@@ -24,12 +24,12 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from faceoff.common.settings import ServerSettings
-from faceoff.detector import server as detector_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from faceoff.common.settings import ServerSettings
+from faceoff.detector import server as detector_server
 from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
 from tests.conftest import LoopThread, encode
 from tests.deploy import promql
@@ -37,7 +37,9 @@ from tests.deploy.conftest import DEPLOY, REPO, Obj, by_kind, containers, tool
 from tests.unit.test_imaging import PIXELS
 
 OBSERVABILITY = DEPLOY / "observability"
-PROMTOOL_FIX = "run ./dev setup (it unpacks promtool from Debian's prometheus package into .venv/bin)"
+PROMTOOL_FIX = (
+    "run ./dev setup (it unpacks promtool from Debian's prometheus package into .venv/bin)"
+)
 
 #: Labels Prometheus adds to every scraped series (target labels), and `up`, which it makes.
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "service", "container", "endpoint"}
@@ -45,7 +47,11 @@ PROMETHEUS_METRICS: dict[str, set[str]] = {"up": set()}
 
 
 def _histogram(name: str, labels: set[str]) -> dict[str, set[str]]:
-    return {f"{name}_bucket": labels | {"le"}, f"{name}_sum": set(labels), f"{name}_count": set(labels)}
+    return {
+        f"{name}_bucket": labels | {"le"},
+        f"{name}_sum": set(labels),
+        f"{name}_count": set(labels),
+    }
 
 
 def _server_metrics(namespace: str) -> dict[str, set[str]]:
@@ -110,14 +116,18 @@ def _scrape(port: int) -> Scrape:
 def _detector_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
     running = loop_thread.run(
-        detector_server.serve(settings, detector_server.DetectorSettings(), registry=CollectorRegistry())
+        detector_server.serve(
+            settings, detector_server.DetectorSettings(), registry=CollectorRegistry()
+        )
     )
     try:
         loop_thread.run(running.wait_ready(timeout=300))
         with grpc.insecure_channel(running.address) as channel:
             request = detector_pb2.DetectRequest(image=common_pb2.Image(data=encode(PIXELS)))
             detector_pb2_grpc.DetectorStub(channel).Detect(request, timeout=60)
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
         yield _scrape(running.metrics_port)
     finally:
         loop_thread.run(running.stop(0))
@@ -129,11 +139,17 @@ def _masker_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
 
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
     detector = loop_thread.run(
-        detector_server.serve(settings, detector_server.DetectorSettings(), registry=CollectorRegistry())
+        detector_server.serve(
+            settings, detector_server.DetectorSettings(), registry=CollectorRegistry()
+        )
     )
-    masker = loop_thread.run(masker_server.serve(
-        settings, masker_server.MaskerSettings(detector_address=detector.address), registry=CollectorRegistry()
-    ))
+    masker = loop_thread.run(
+        masker_server.serve(
+            settings,
+            masker_server.MaskerSettings(detector_address=detector.address),
+            registry=CollectorRegistry(),
+        )
+    )
     try:
         loop_thread.run(detector.wait_ready(timeout=300))
         loop_thread.run(masker.wait_ready(timeout=600))
@@ -143,7 +159,9 @@ def _masker_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
                 image=common_pb2.Image(data=photo), options=masker_pb2.ProtectOptions(profile="low")
             )
             masker_pb2_grpc.MaskerStub(channel).Protect(request, timeout=300)
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
         yield _scrape(masker.metrics_port)
     finally:
         loop_thread.run(masker.stop(0))
@@ -156,7 +174,9 @@ def _evaluator_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]
 
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
     _, evaluator_settings = evaluator_server.load_settings(env={}, local_recognizers="sface")
-    running = loop_thread.run(evaluator_server.serve(settings, evaluator_settings, registry=CollectorRegistry()))
+    running = loop_thread.run(
+        evaluator_server.serve(settings, evaluator_settings, registry=CollectorRegistry())
+    )
     try:
         loop_thread.run(running.wait_ready(timeout=300))
         photos = REPO.parent / "shared/data/faceoff-celebs/photos/bill"
@@ -167,7 +187,9 @@ def _evaluator_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]
                 recognizers=["sface"],
             )
             evaluator_pb2_grpc.EvaluatorStub(channel).Evaluate(request, timeout=300)
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
         yield _scrape(running.metrics_port)
     finally:
         loop_thread.run(running.stop(0))
@@ -176,7 +198,9 @@ def _evaluator_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]
 #: How to start each service and make it export every metric: a generator that starts the
 #: server, does an RPC, yields the scrape and stops it.
 STARTERS: dict[str, Starter | None] = {
-    "detector": _detector_metrics, "masker": _masker_metrics, "evaluator": _evaluator_metrics,
+    "detector": _detector_metrics,
+    "masker": _masker_metrics,
+    "evaluator": _evaluator_metrics,
 }
 
 
@@ -204,7 +228,9 @@ def exported(scrapes: dict[str, Scrape]) -> dict[str, dict[str, set[str]]]:
 
 
 def _rules() -> dict[str, Any]:
-    (rule,) = [d for d in yaml.safe_load_all((OBSERVABILITY / "prometheusrule.yaml").read_text()) if d]
+    (rule,) = [
+        d for d in yaml.safe_load_all((OBSERVABILITY / "prometheusrule.yaml").read_text()) if d
+    ]
     return dict(rule["spec"])
 
 
@@ -222,7 +248,13 @@ def rules_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("promtool", PROMTOOL_FIX), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [tool("promtool", PROMTOOL_FIX), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_promtool_checks_the_rules(rules_dir: Path) -> None:
@@ -232,7 +264,11 @@ def test_promtool_checks_the_rules(rules_dir: Path) -> None:
 
 
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
-    broken = {"groups": [{"name": "x", "rules": [{"alert": "Broken", "expr": "sum by (method (rate(x[5m]))"}]}]}
+    broken = {
+        "groups": [
+            {"name": "x", "rules": [{"alert": "Broken", "expr": "sum by (method (rate(x[5m]))"}]}
+        ]
+    }
     (tmp_path / "broken.yml").write_text(yaml.safe_dump(broken))
     assert _promtool("check", "rules", "broken.yml", cwd=tmp_path).returncode != 0
 
@@ -240,8 +276,12 @@ def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
 def test_alert_unit_tests_pass(rules_dir: Path) -> None:
     proc = _promtool("test", "rules", "faceoff-rules.test.yml", cwd=rules_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    tested = set(re.findall(r"alertname: (\w+)", (rules_dir / "faceoff-rules.test.yml").read_text()))
-    assert tested == {r["alert"] for r in _all_rules() if "alert" in r}, "every alert has a unit test"
+    tested = set(
+        re.findall(r"alertname: (\w+)", (rules_dir / "faceoff-rules.test.yml").read_text())
+    )
+    assert tested == {r["alert"] for r in _all_rules() if "alert" in r}, (
+        "every alert has a unit test"
+    )
 
 
 def test_the_required_alerts_exist() -> None:
@@ -256,9 +296,17 @@ def test_the_required_alerts_exist() -> None:
         assert alert["labels"]["severity"] in ("warning", "critical")
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
     stalled = alerts["FaceoffMaskerStalled"]["expr"]
-    assert "faceoff_masker_faces_protected_total" in stalled and "faceoff_masker_requests_total" in stalled
-    saturation = next(r for r in _all_rules() if r.get("record") == "faceoff_masker:queue_saturation:ratio")
-    assert "faceoff_masker_queue_depth" in saturation["expr"] and "faceoff_masker_queue_capacity" in saturation["expr"]
+    assert (
+        "faceoff_masker_faces_protected_total" in stalled
+        and "faceoff_masker_requests_total" in stalled
+    )
+    saturation = next(
+        r for r in _all_rules() if r.get("record") == "faceoff_masker:queue_saturation:ratio"
+    )
+    assert (
+        "faceoff_masker_queue_depth" in saturation["expr"]
+        and "faceoff_masker_queue_capacity" in saturation["expr"]
+    )
 
 
 # ---- expressions from the dashboard and the adapter, parsed by promtool ---------------------------
@@ -277,7 +325,9 @@ def _grafana_to_promql(expr: str) -> str:
 
 
 def _adapter_rule() -> dict[str, Any]:
-    (rule,) = yaml.safe_load((OBSERVABILITY / "prometheus-adapter" / "config.yaml").read_text())["rules"]
+    (rule,) = yaml.safe_load((OBSERVABILITY / "prometheus-adapter" / "config.yaml").read_text())[
+        "rules"
+    ]
     return dict(rule)
 
 
@@ -285,7 +335,9 @@ def _adapter_queries() -> list[str]:
     rule = _adapter_rule()
     metric = rule["name"]["as"]
     query = rule["metricsQuery"].replace("<<.Series>>", metric)
-    query = query.replace("<<.LabelMatchers>>", 'namespace="faceoff",pod=~"masker-.*"').replace("<<.GroupBy>>", "pod")
+    query = query.replace("<<.LabelMatchers>>", 'namespace="faceoff",pod=~"masker-.*"').replace(
+        "<<.GroupBy>>", "pod"
+    )
     assert "<<" not in query
     return [rule["seriesQuery"], query]
 
@@ -293,7 +345,9 @@ def _adapter_queries() -> list[str]:
 def test_every_dashboard_and_adapter_expression_parses(tmp_path: Path) -> None:
     exprs = [_grafana_to_promql(t["expr"]) for _p, t in _dashboard_targets()] + _adapter_queries()
     rules = [{"record": f"check:expr_{i}", "expr": e} for i, e in enumerate(exprs)]
-    (tmp_path / "exprs.yml").write_text(yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]}))
+    (tmp_path / "exprs.yml").write_text(
+        yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]})
+    )
     proc = _promtool("check", "rules", "exprs.yml", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -304,9 +358,16 @@ def test_every_dashboard_and_adapter_expression_parses(tmp_path: Path) -> None:
 def _queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every query the rules, the dashboard and the adapter make."""
     out = [(r.get("record") or r.get("alert") or "", r["expr"]) for r in _all_rules()]
-    out += [(f"dashboard: {p['title']}", _grafana_to_promql(t["expr"])) for p, t in _dashboard_targets()]
+    out += [
+        (f"dashboard: {p['title']}", _grafana_to_promql(t["expr"])) for p, t in _dashboard_targets()
+    ]
     variable = next(v for v in _dashboard()["templating"]["list"] if v["name"] == "namespace")
-    out.append(("dashboard: $namespace", re.sub(r"^label_values\((.*), \w+\)$", r"\1", variable["definition"])))
+    out.append(
+        (
+            "dashboard: $namespace",
+            re.sub(r"^label_values\((.*), \w+\)$", r"\1", variable["definition"]),
+        )
+    )
     out += [("prometheus-adapter", q) for q in _adapter_queries()]
     return out
 
@@ -321,7 +382,9 @@ def _recorded() -> dict[str, set[str]]:
     return recorded
 
 
-@pytest.mark.parametrize(("service", "rpc"), [("detector", "Detect"), ("masker", "Protect"), ("evaluator", "Evaluate")])
+@pytest.mark.parametrize(
+    ("service", "rpc"), [("detector", "Detect"), ("masker", "Protect"), ("evaluator", "Evaluate")]
+)
 def test_each_live_service_exports_what_it_declares_and_counts_health_checks(
     scrapes: dict[str, Scrape], service: str, rpc: str
 ) -> None:
@@ -333,7 +396,9 @@ def test_each_live_service_exports_what_it_declares_and_counts_health_checks(
     assert {rpc, "Check"} <= scrape.label_values(f"faceoff_{service}_requests_total", "method")
 
 
-def test_every_queried_metric_is_exported_with_the_labels_used(exported: dict[str, dict[str, set[str]]]) -> None:
+def test_every_queried_metric_is_exported_with_the_labels_used(
+    exported: dict[str, dict[str, set[str]]],
+) -> None:
     available: dict[str, set[str]] = {**PROMETHEUS_METRICS}
     for samples in exported.values():
         available.update(samples)
@@ -351,20 +416,32 @@ def test_every_queried_metric_is_exported_with_the_labels_used(exported: dict[st
                 if label not in labels:
                     problems.append(f"{where}: {metric} has no label {label!r}")
         names = promql.metric_names(expr)
-        known = set().union(*(available.get(n, recorded.get(n, set())) for n in names)) if names else set()
+        known = (
+            set().union(*(available.get(n, recorded.get(n, set())) for n in names))
+            if names
+            else set()
+        )
         for label in promql.grouping_labels(expr) - known - TARGET_LABELS:
             problems.append(f"{where}: groups by {label!r}, which none of {sorted(names)} has")
     assert not problems, "\n".join(problems)
     # The dashboard and rules use every metric the services export (histograms by any series).
     for service, samples in DECLARED.items():
         families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in samples}
-        unused = {f for f in families if not any(re.sub(r"_(bucket|sum|count)$", "", u) == f for u in used)}
+        unused = {
+            f
+            for f in families
+            if not any(re.sub(r"_(bucket|sum|count)$", "", u) == f for u in used)
+        }
         assert not unused, f"{service}: never queried: {sorted(unused)}"
 
 
 def test_method_names_in_queries_are_rpcs() -> None:
     rpcs = set(
-        re.findall(r"^\s*rpc (\w+)\(", "".join(p.read_text() for p in (REPO / "protos").rglob("*.proto")), flags=re.M)
+        re.findall(
+            r"^\s*rpc (\w+)\(",
+            "".join(p.read_text() for p in (REPO / "protos").rglob("*.proto")),
+            flags=re.M,
+        )
     )
     health = {"Check", "Watch"}
     for where, expr in _queries():
@@ -405,14 +482,21 @@ def test_dashboard_is_a_well_formed_grafana_dashboard() -> None:
     assert dash["uid"] == "faceoff-overview" and dash["title"] and dash["schemaVersion"] >= 36
     assert dash["id"] is None  # importable anywhere
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert (
+        variables["datasource"]["type"] == "datasource"
+        and variables["datasource"]["query"] == "prometheus"
+    )
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     cells: set[tuple[int, int]] = set()
     for panel in dash["panels"]:
         pos = panel["gridPos"]
         assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
-        area = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        area = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not area & cells, f"{panel['title']} overlaps another panel"
         cells |= area
         if panel["type"] == "row":
@@ -422,12 +506,16 @@ def test_dashboard_is_a_well_formed_grafana_dashboard() -> None:
         assert refs and len(refs) == len(set(refs))
         for target in panel["targets"]:
             assert target["datasource"] == panel["datasource"]
-            assert 'namespace=~"$namespace"' in target["expr"], f"{panel['title']}: not filtered by namespace"
+            assert 'namespace=~"$namespace"' in target["expr"], (
+                f"{panel['title']}: not filtered by namespace"
+            )
             if "rate(" in target["expr"] or "increase(" in target["expr"]:
                 assert "[$__rate_interval]" in target["expr"], panel["title"]
 
 
-def test_dashboard_legends_name_labels_the_queries_return(exported: dict[str, dict[str, set[str]]]) -> None:
+def test_dashboard_legends_name_labels_the_queries_return(
+    exported: dict[str, dict[str, set[str]]],
+) -> None:
     available: dict[str, set[str]] = {**PROMETHEUS_METRICS, **_recorded()}
     for samples in exported.values():
         available.update(samples)
@@ -435,11 +523,15 @@ def test_dashboard_legends_name_labels_the_queries_return(exported: dict[str, di
         expr = _grafana_to_promql(target["expr"])
         returned = promql.top_level_grouping(expr)
         if returned is None:
-            returned = set().union(*(available[n] for n in promql.metric_names(expr))) | TARGET_LABELS
+            returned = (
+                set().union(*(available[n] for n in promql.metric_names(expr))) | TARGET_LABELS
+            )
         if target.get("format") == "heatmap":
             returned = returned | {"le"}
         for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
-            assert label in returned, f"{panel['title']}: legend uses {label!r}; the query returns {sorted(returned)}"
+            assert label in returned, (
+                f"{panel['title']}: legend uses {label!r}; the query returns {sorted(returned)}"
+            )
 
 
 def test_dashboard_shows_what_the_issue_asks_for() -> None:
@@ -467,7 +559,9 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
 # ---- scraping: ServiceMonitor, plain scrape config, adapter ------------------------------------
 
 
-def test_service_monitor_selects_the_three_services_and_their_metrics_port(rendered: dict[str, list[Obj]]) -> None:
+def test_service_monitor_selects_the_three_services_and_their_metrics_port(
+    rendered: dict[str, list[Obj]],
+) -> None:
     objects = rendered["cpu+monitoring"]
     (monitor,) = by_kind(objects, "ServiceMonitor").values()
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -481,7 +575,9 @@ def test_service_monitor_selects_the_three_services_and_their_metrics_port(rende
     for service in selected:
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
         job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
-        assert job == f"faceoff-{service['metadata']['name']}"  # the job the alerts and dashboard use
+        assert (
+            job == f"faceoff-{service['metadata']['name']}"
+        )  # the job the alerts and dashboard use
     dashboard_map = by_kind(objects, "ConfigMap")["faceoff-grafana-dashboard"]
     assert json.loads(dashboard_map["data"]["faceoff-overview.json"]) == _dashboard()
     assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -492,7 +588,9 @@ def _relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str,
     labels = dict(labels)
     for cfg in configs:
         action = cfg.get("action", "replace")
-        value = cfg.get("separator", ";").join(labels.get(s, "") for s in cfg.get("source_labels", []))
+        value = cfg.get("separator", ";").join(
+            labels.get(s, "") for s in cfg.get("source_labels", [])
+        )
         match = re.fullmatch(cfg.get("regex", "(.*)"), value)
         if action == "keep":
             if not match:
@@ -514,7 +612,9 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
-def _pod_targets(pod_name: str, namespace: str, template: dict[str, Any], job: str) -> list[dict[str, str]]:
+def _pod_targets(
+    pod_name: str, namespace: str, template: dict[str, Any], job: str
+) -> list[dict[str, str]]:
     """What Prometheus's Kubernetes pod discovery yields for a pod: one target per container port."""
     meta = {
         "__meta_kubernetes_namespace": namespace,
@@ -523,7 +623,8 @@ def _pod_targets(pod_name: str, namespace: str, template: dict[str, Any], job: s
         "job": job,
     }
     meta |= {
-        f"__meta_kubernetes_pod_label_{_sanitize(k)}": v for k, v in template["metadata"].get("labels", {}).items()
+        f"__meta_kubernetes_pod_label_{_sanitize(k)}": v
+        for k, v in template["metadata"].get("labels", {}).items()
     }
     meta |= {
         f"__meta_kubernetes_pod_annotation_{_sanitize(k)}": v
@@ -557,7 +658,9 @@ def test_plain_scrape_config_keeps_one_target_per_pod_with_the_service_monitor_l
         ]
         assert len(kept) == 1, name
         (target,) = kept
-        metrics_port = next(p["containerPort"] for p in containers(deployment)[0]["ports"] if p["name"] == "metrics")
+        metrics_port = next(
+            p["containerPort"] for p in containers(deployment)[0]["ports"] if p["name"] == "metrics"
+        )
         assert target["__address__"] == f"10.1.2.3:{metrics_port}"
         assert target["__metrics_path__"] == "/metrics"
         assert {k: target[k] for k in ("job", "namespace", "pod")} == {
@@ -570,7 +673,10 @@ def test_plain_scrape_config_keeps_one_target_per_pod_with_the_service_monitor_l
              "spec": {"containers": [{"name": "c", "ports": [{"name": "metrics", "containerPort": 8080}]}]}}  # fmt: skip
     assert not [
         t
-        for t in (_relabel(t, job["relabel_configs"]) for t in _pod_targets("shop-1", "default", other, "faceoff"))
+        for t in (
+            _relabel(t, job["relabel_configs"])
+            for t in _pod_targets("shop-1", "default", other, "faceoff")
+        )
         if t
     ]
 
@@ -588,12 +694,17 @@ def test_promtool_checks_the_scrape_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_adapter_rule_serves_the_metric_the_masker_hpa_asks_for(rendered: dict[str, list[Obj]]) -> None:
+def test_adapter_rule_serves_the_metric_the_masker_hpa_asks_for(
+    rendered: dict[str, list[Obj]],
+) -> None:
     rule = _adapter_rule()
     for overlay in ("cpu", "gpu"):
         hpa = by_kind(rendered[overlay], "HorizontalPodAutoscaler")["masker"]
         (metric,) = hpa["spec"]["metrics"]
         assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
     assert re.fullmatch(rule["name"]["matches"], "faceoff_masker_queue_depth")
-    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
     assert promql.metric_names(rule["seriesQuery"]) == {"faceoff_masker_queue_depth"}

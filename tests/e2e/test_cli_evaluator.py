@@ -7,50 +7,114 @@ import os
 import subprocess
 import sys
 
-
 from tests.conftest import PHOTOS, free_port, serve_until_serving_then_drain
 
 FACEOFF = [sys.executable, "-m", "faceoff.cli"]
 # No cloud credentials from the machine: the cloud backends must show as not configured.
-CLOUD_VARS = ("AWS_", "FACEOFF_AZURE_", "FACEOFF_FACEPP_", "FACEOFF_REKOGNITION_", "FACEOFF_CLOUD_SECRETS_FILE")
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_VARS)} | {"TF_CPP_MIN_LOG_LEVEL": "2"}
+CLOUD_VARS = (
+    "AWS_",
+    "FACEOFF_AZURE_",
+    "FACEOFF_FACEPP_",
+    "FACEOFF_REKOGNITION_",
+    "FACEOFF_CLOUD_SECRETS_FILE",
+)
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(CLOUD_VARS)} | {
+    "TF_CPP_MIN_LOG_LEVEL": "2"
+}
 
 
 def test_evaluate_json() -> None:
     out = subprocess.run(
-        [*FACEOFF, "evaluate", str(PHOTOS / "leo" / "leo_01.jpg"), "--reference", str(PHOTOS / "barack"),
-         "--gallery", str(PHOTOS), "--recognizers", "sface,facepp", "--top-k", "2", "--json"],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        [
+            *FACEOFF,
+            "evaluate",
+            str(PHOTOS / "leo" / "leo_01.jpg"),
+            "--reference",
+            str(PHOTOS / "barack"),
+            "--gallery",
+            str(PHOTOS),
+            "--recognizers",
+            "sface,facepp",
+            "--top-k",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     sface, facepp = doc["verdicts"]
-    assert sface["configured"] and not sface["match"] and sface["confidence"] < 0.5 and not sface["white_box"]
+    assert (
+        sface["configured"]
+        and not sface["match"]
+        and sface["confidence"] < 0.5
+        and not sface["white_box"]
+    )
     assert sface["top_k"][0]["name"] == "leo" and len(sface["top_k"]) == 2
     assert facepp == {"recognizer": "facepp", "white_box": False, "configured": False}
 
 
 def test_evaluate_table_and_errors() -> None:
     out = subprocess.run(
-        [*FACEOFF, "evaluate", str(PHOTOS / "barack" / "barack_02.jpg"), "--reference", str(PHOTOS / "barack"),
-         "--recognizers", "sface"],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        [
+            *FACEOFF,
+            "evaluate",
+            str(PHOTOS / "barack" / "barack_02.jpg"),
+            "--reference",
+            str(PHOTOS / "barack"),
+            "--recognizers",
+            "sface",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "sface" in out.stdout and "MATCH" in out.stdout
     bad = subprocess.run(
-        [*FACEOFF, "evaluate", str(PHOTOS / "barack" / "barack_02.jpg"), "--reference", str(PHOTOS / "barack"),
-         "--recognizers", "sface,vggface"],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        [
+            *FACEOFF,
+            "evaluate",
+            str(PHOTOS / "barack" / "barack_02.jpg"),
+            "--reference",
+            str(PHOTOS / "barack"),
+            "--recognizers",
+            "sface,vggface",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
-    assert bad.returncode == 2 and "accepted: dlib, sface" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "accepted: dlib, sface" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
 
 
 def test_serve_evaluator_turns_serving_and_drains_on_sigterm() -> None:
     port = free_port()
     log = serve_until_serving_then_drain(
-        [*FACEOFF, "serve", "evaluator", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "-1",
-         "--local-recognizers", "sface"],
-        "faceoff.v1.Evaluator", port, {**ENV, "FACEOFF_GRACE_SECONDS": "2"},
+        [
+            *FACEOFF,
+            "serve",
+            "evaluator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            "-1",
+            "--local-recognizers",
+            "sface",
+        ],
+        "faceoff.v1.Evaluator",
+        port,
+        {**ENV, "FACEOFF_GRACE_SECONDS": "2"},
     )
     assert "draining" in log and "stopped" in log

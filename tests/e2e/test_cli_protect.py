@@ -23,11 +23,31 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 def test_protect_writes_the_photo_and_a_receipt(tmp_path: Path) -> None:
     photo = PHOTOS / "meryl" / "meryl_02.jpg"
     out = tmp_path / "out" / "meryl_02.protected.jpg"
-    run = subprocess.run([*FACEOFF, "protect", str(photo), "-o", str(out), "--json", "--seed", "4",
-                          "--reference", str(PHOTOS / "meryl")], capture_output=True, text=True, env=ENV, timeout=600)
+    run = subprocess.run(
+        [
+            *FACEOFF,
+            "protect",
+            str(photo),
+            "-o",
+            str(out),
+            "--json",
+            "--seed",
+            "4",
+            "--reference",
+            str(PHOTOS / "meryl"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     receipt = json.loads(run.stdout)
-    assert receipt["output"] == str(out) and receipt["faces_protected"] == 1 and receipt["format"] == "JPEG"
+    assert (
+        receipt["output"] == str(out)
+        and receipt["faces_protected"] == 1
+        and receipt["format"] == "JPEG"
+    )
     face = receipt["faces"][0]
     assert face["psnr"] > 30 and face["distance_after"] > face["distance_before"]
     with Image.open(photo) as a, Image.open(out) as b:
@@ -36,9 +56,24 @@ def test_protect_writes_the_photo_and_a_receipt(tmp_path: Path) -> None:
 
 
 def test_protect_refuses_bad_options_naming_them(tmp_path: Path) -> None:
-    run = subprocess.run([*FACEOFF, "protect", str(PHOTOS / "bill" / "bill_03.jpg"), "-o", str(tmp_path / "x.jpg"),
-                          "--alpha", "0"], capture_output=True, text=True, env=ENV, timeout=600)
-    assert run.returncode == 2 and "alpha must be in" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [
+            *FACEOFF,
+            "protect",
+            str(PHOTOS / "bill" / "bill_03.jpg"),
+            "-o",
+            str(tmp_path / "x.jpg"),
+            "--alpha",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert (
+        run.returncode == 2 and "alpha must be in" in run.stderr and "Traceback" not in run.stderr
+    )
     assert not (tmp_path / "x.jpg").exists()
 
 
@@ -49,11 +84,39 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
         (data / name).symlink_to(PHOTOS / name)
     report, plot = tmp_path / "transfer.json", tmp_path / "transfer.png"
     run = subprocess.run(
-        [*FACEOFF, "bench", "transfer", "--data", str(data), "--recognizers", "dlib,sface,facenet",
-         "--probes-per-identity", "1", "--alpha", "3", "--json", str(report), "--plot", str(plot),
-         "--set", "adaptive_alpha=true", "--set", "loop_recognizers=dlib", "--set", "momentum=0.9",
-         "--set", "surrogates=facenet", "--set", "epsilon=1.5", "--set", "iterations=20"],
-        capture_output=True, text=True, env=ENV, timeout=900,
+        [
+            *FACEOFF,
+            "bench",
+            "transfer",
+            "--data",
+            str(data),
+            "--recognizers",
+            "dlib,sface,facenet",
+            "--probes-per-identity",
+            "1",
+            "--alpha",
+            "3",
+            "--json",
+            str(report),
+            "--plot",
+            str(plot),
+            "--set",
+            "adaptive_alpha=true",
+            "--set",
+            "loop_recognizers=dlib",
+            "--set",
+            "momentum=0.9",
+            "--set",
+            "surrogates=facenet",
+            "--set",
+            "epsilon=1.5",
+            "--set",
+            "iterations=20",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(report.read_text())
@@ -62,7 +125,9 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     assert result["alpha"] == 3.0 and 25 < result["psnr_face_mean"] < 60 and result["l2_mean"] > 0
     assert doc["config"]["momentum"] == 0.9 and doc["config"]["loop_recognizers"] == ["dlib"]
     assert 1.0 <= result["alpha_applied_mean"] <= 3.0
-    assert result["goal"]["judged_on"] == ["sface"], "the surrogate and the loop recogniser are not judges"
+    assert result["goal"]["judged_on"] == ["sface"], (
+        "the surrogate and the loop recogniser are not judges"
+    )
     for name in ("dlib", "sface", "facenet"):
         r = result["recognizers"][name]
         assert r["white_box"] is (name == "facenet")

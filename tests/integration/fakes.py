@@ -67,7 +67,9 @@ class Canned:
 # Documented error answers, ready to script.
 def aws_error(code: str, message: str, status: int = 400) -> Canned:
     """An AWS JSON 1.1 error (``__type`` names the exception)."""
-    return Canned(status, {"__type": code, "Message": message}, {"Content-Type": "application/x-amz-json-1.1"})
+    return Canned(
+        status, {"__type": code, "Message": message}, {"Content-Type": "application/x-amz-json-1.1"}
+    )
 
 
 def azure_error(status: int, code: str, message: str, retry_after: str | None = None) -> Canned:
@@ -85,7 +87,9 @@ def facepp_error(status: int, message: str) -> Canned:
 
 AWS_THROTTLED = aws_error("ThrottlingException", "Rate exceeded", 500)
 AWS_THROUGHPUT = aws_error("ProvisionedThroughputExceededException", "Provisioned rate exceeded")
-AZURE_THROTTLED = azure_error(429, "429", "Rate limit is exceeded. Try again in 1 seconds.", retry_after="1")
+AZURE_THROTTLED = azure_error(
+    429, "429", "Rate limit is exceeded. Try again in 1 seconds.", retry_after="1"
+)
 FACEPP_THROTTLED = facepp_error(403, "CONCURRENCY_LIMIT_EXCEEDED")
 
 
@@ -184,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.rejected.append(why)
         self._send(answer)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         path = urlparse(self.path).path
@@ -197,49 +201,85 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/facepp/v3/compare":
             self._facepp(body)
         else:
-            self._send(Canned(404, {"error": {"code": "NotFound", "message": f"no such path {path}"}}))
+            self._send(
+                Canned(404, {"error": {"code": "NotFound", "message": f"no such path {path}"}})
+            )
 
     # -- AWS Rekognition (JSON 1.1) -------------------------------------------------------------
 
     def _rekognition(self, body: bytes) -> None:
         canned = self.fake._next("rekognition")
         if self.headers.get("X-Amz-Target") != "RekognitionService.CompareFaces":
-            return self._refuse("X-Amz-Target", aws_error("UnknownOperationException", "unknown operation"))
+            return self._refuse(
+                "X-Amz-Target", aws_error("UnknownOperationException", "unknown operation")
+            )
         if self.headers.get("Content-Type") != "application/x-amz-json-1.1":
-            return self._refuse("Content-Type", aws_error("SerializationException", "bad content type"))
+            return self._refuse(
+                "Content-Type", aws_error("SerializationException", "bad content type")
+            )
         auth = _SIGV4.match(self.headers.get("Authorization", ""))
         if not auth or auth["service"] != "rekognition" or not self.headers.get("X-Amz-Date"):
-            return self._refuse("SigV4", aws_error("MissingAuthenticationTokenException", "Missing Authentication Token"))
+            return self._refuse(
+                "SigV4",
+                aws_error("MissingAuthenticationTokenException", "Missing Authentication Token"),
+            )
         if canned is not None:
             return self._send(canned)
         if auth["key"] != AWS_KEY_ID:
-            return self._send(aws_error("UnrecognizedClientException", "The security token included in the request is invalid."))
+            return self._send(
+                aws_error(
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                )
+            )
         try:
             doc = json.loads(body)
             source = base64.b64decode(doc["SourceImage"]["Bytes"], validate=True)
             target = base64.b64decode(doc["TargetImage"]["Bytes"], validate=True)
             threshold = float(doc.get("SimilarityThreshold", 80.0))
         except (ValueError, KeyError, TypeError):
-            return self._refuse("body", aws_error("SerializationException", "cannot parse the request body"))
+            return self._refuse(
+                "body", aws_error("SerializationException", "cannot parse the request body")
+            )
         a, b = self.fake.person(source), self.fake.person(target)
         if a is None or b is None:
-            return self._send(aws_error("InvalidParameterException", "Request has invalid parameters"))
+            return self._send(
+                aws_error("InvalidParameterException", "Request has invalid parameters")
+            )
         similarity = SAME["rekognition"] if a == b else DIFFERENT["rekognition"]
-        face = {"BoundingBox": {"Width": 0.3, "Height": 0.4, "Left": 0.35, "Top": 0.2}, "Confidence": 99.9}
+        face = {
+            "BoundingBox": {"Width": 0.3, "Height": 0.4, "Left": 0.35, "Top": 0.2},
+            "Confidence": 99.9,
+        }
         matched = similarity >= threshold
-        self._send(Canned(200, {
-            "SourceImageFace": face,
-            "FaceMatches": [{"Similarity": similarity, "Face": face}] if matched else [],
-            "UnmatchedFaces": [] if matched else [face],
-        }, {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": str(uuid.uuid4())}))
+        self._send(
+            Canned(
+                200,
+                {
+                    "SourceImageFace": face,
+                    "FaceMatches": [{"Similarity": similarity, "Face": face}] if matched else [],
+                    "UnmatchedFaces": [] if matched else [face],
+                },
+                {
+                    "Content-Type": "application/x-amz-json-1.1",
+                    "x-amzn-RequestId": str(uuid.uuid4()),
+                },
+            )
+        )
 
     # -- Azure Face v1.0 ------------------------------------------------------------------------
 
     def _azure_auth(self) -> bool:
         if self.headers.get("Ocp-Apim-Subscription-Key") != AZURE_KEY:
-            self._send(azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint. "
-                                   "Make sure to provide a valid key for an active subscription and use a correct "
-                                   "regional API endpoint for your resource."))
+            self._send(
+                azure_error(
+                    401,
+                    "401",
+                    "Access denied due to invalid subscription key or wrong API endpoint. "
+                    "Make sure to provide a valid key for an active subscription and use a correct "
+                    "regional API endpoint for your resource.",
+                )
+            )
             return False
         return True
 
@@ -247,9 +287,14 @@ class _Handler(BaseHTTPRequestHandler):
         canned = self.fake._next("azure_detect")
         query = parse_qs(urlparse(self.path).query)
         if query.get("returnFaceId") != ["true"]:
-            return self._refuse("returnFaceId", azure_error(400, "BadArgument", "returnFaceId must be true to verify"))
+            return self._refuse(
+                "returnFaceId",
+                azure_error(400, "BadArgument", "returnFaceId must be true to verify"),
+            )
         if self.headers.get("Content-Type") != "application/octet-stream":
-            return self._refuse("Content-Type", azure_error(415, "BadArgument", "Invalid Media Type."))
+            return self._refuse(
+                "Content-Type", azure_error(415, "BadArgument", "Invalid Media Type.")
+            )
         if canned is not None:
             return self._send(canned)
         if not self._azure_auth():
@@ -259,15 +304,28 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(Canned(200, []))
         face_id = str(uuid.uuid4())
         self.fake.face_ids[face_id] = person
-        self._send(Canned(200, [
-            {"faceId": face_id, "faceRectangle": {"top": 40, "left": 50, "width": 120, "height": 150}},
-            {"faceId": str(uuid.uuid4()), "faceRectangle": {"top": 5, "left": 5, "width": 30, "height": 30}},
-        ]))
+        self._send(
+            Canned(
+                200,
+                [
+                    {
+                        "faceId": face_id,
+                        "faceRectangle": {"top": 40, "left": 50, "width": 120, "height": 150},
+                    },
+                    {
+                        "faceId": str(uuid.uuid4()),
+                        "faceRectangle": {"top": 5, "left": 5, "width": 30, "height": 30},
+                    },
+                ],
+            )
+        )
 
     def _azure_verify(self, body: bytes) -> None:
         canned = self.fake._next("azure_verify")
         if not self.headers.get("Content-Type", "").startswith("application/json"):
-            return self._refuse("Content-Type", azure_error(415, "BadArgument", "Invalid Media Type."))
+            return self._refuse(
+                "Content-Type", azure_error(415, "BadArgument", "Invalid Media Type.")
+            )
         if canned is not None:
             return self._send(canned)
         if not self._azure_auth():
@@ -278,7 +336,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError):
             return self._send(azure_error(400, "BadArgument", "Face ID is invalid."))
         same = a == b
-        self._send(Canned(200, {"isIdentical": same, "confidence": SAME["azure"] if same else DIFFERENT["azure"]}))
+        self._send(
+            Canned(
+                200,
+                {"isIdentical": same, "confidence": SAME["azure"] if same else DIFFERENT["azure"]},
+            )
+        )
 
     # -- Face++ v3 --------------------------------------------------------------------------------
 
@@ -287,7 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = self.headers.get("Content-Type", "")
         if not content_type.startswith("multipart/form-data"):
             return self._refuse("Content-Type", facepp_error(400, "BAD_ARGUMENTS"))
-        message = BytesParser(policy=policy.HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        message = BytesParser(policy=policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + body
+        )
         fields: dict[str, bytes] = {}
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
@@ -298,14 +363,23 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._refuse(name, facepp_error(400, f"MISSING_ARGUMENTS: {name}"))
         if canned is not None:
             return self._send(canned)
-        if fields["api_key"].decode() != FACEPP_KEY or fields["api_secret"].decode() != FACEPP_SECRET:
+        if (
+            fields["api_key"].decode() != FACEPP_KEY
+            or fields["api_secret"].decode() != FACEPP_SECRET
+        ):
             return self._send(facepp_error(401, "AUTHENTICATION_ERROR"))
         a, b = self.fake.person(fields["image_file1"]), self.fake.person(fields["image_file2"])
-        face = {"face_rectangle": {"top": 40, "left": 50, "width": 120, "height": 150}, "face_token": uuid.uuid4().hex}
+        face = {
+            "face_rectangle": {"top": 40, "left": 50, "width": 120, "height": 150},
+            "face_token": uuid.uuid4().hex,
+        }
         answer: dict[str, Any] = {
-            "request_id": f"{int(time.time())},{uuid.uuid4()}", "time_used": 473,
-            "image_id1": uuid.uuid4().hex, "image_id2": uuid.uuid4().hex,
-            "faces1": [face] if a else [], "faces2": [face] if b else [],
+            "request_id": f"{int(time.time())},{uuid.uuid4()}",
+            "time_used": 473,
+            "image_id1": uuid.uuid4().hex,
+            "image_id2": uuid.uuid4().hex,
+            "faces1": [face] if a else [],
+            "faces2": [face] if b else [],
         }
         if a and b:
             answer["confidence"] = SAME["facepp"] if a == b else DIFFERENT["facepp"]

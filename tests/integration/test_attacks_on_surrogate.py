@@ -24,8 +24,15 @@ pytestmark = pytest.mark.slow
 
 #: The paper's attacks alone, on FaceNet: no transfer techniques, the perturbation amplified by alpha
 #: (the settings of the medium profile before issue 8 re-tuned it for transfer).
-_PLAIN = {"surrogates": ("facenet",), "momentum": 0.0, "diversity": 0.0, "ti_kernel": 0, "eot": 0.0,
-          "iterations": 30, "alpha": 2.5}
+_PLAIN = {
+    "surrogates": ("facenet",),
+    "momentum": 0.0,
+    "diversity": 0.0,
+    "ti_kernel": 0,
+    "eot": 0.0,
+    "iterations": 30,
+    "alpha": 2.5,
+}
 PAPER = {"l2": {**_PLAIN, "epsilon": 1.5}, "linf": {**_PLAIN, "epsilon": 3 / 255}}
 
 PAIRS = list(itertools.product(("pgd", "cw"), ("l2", "linf"), ("target", "hinge"), (False, True)))
@@ -46,8 +53,14 @@ def setup() -> dict[str, Any]:
     probes = np.stack([crops[n][0] for n in probed])
     references = [emb[n][1:] for n in probed]
     centroids = np.stack([emb[n][1:].mean(0) for n in names])
-    return {"protector": protector, "names": names, "probed": probed, "probes": probes, "references": references,
-            "centroids": centroids}
+    return {
+        "protector": protector,
+        "names": names,
+        "probed": probed,
+        "probes": probes,
+        "references": references,
+        "centroids": centroids,
+    }
 
 
 def _top1(protector: Protector, images: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -60,27 +73,42 @@ def test_probes_are_recognised_when_clean(setup: dict[str, Any]) -> None:
     assert [setup["names"][t] for t in top1] == setup["probed"]
 
 
-@pytest.mark.parametrize(("attack", "norm", "loss", "targeted"), PAIRS,
-                         ids=[f"{a}-{n}-{l}-{'targeted' if t else 'untargeted'}" for a, n, l, t in PAIRS])
-def test_attack_reaches_its_objective(setup: dict[str, Any], attack: str, norm: str, loss: str, targeted: bool) -> None:
+@pytest.mark.parametrize(
+    ("attack", "norm", "loss", "targeted"),
+    PAIRS,
+    ids=[f"{a}-{n}-{loss}-{'targeted' if t else 'untargeted'}" for a, n, loss, t in PAIRS],
+)
+def test_attack_reaches_its_objective(
+    setup: dict[str, Any], attack: str, norm: str, loss: str, targeted: bool
+) -> None:
     protector: Protector = setup["protector"]
-    options = resolve("medium", attack=attack, norm=norm, loss=loss, targeted=targeted, seed=1, **PAPER[norm])
+    options = resolve(
+        "medium", attack=attack, norm=norm, loss=loss, targeted=targeted, seed=1, **PAPER[norm]
+    )
     job = protector.crop_job(setup["probes"], options, setup["references"])
     (delta,) = protector.attack([job])
     assert np.isfinite(delta).all()
-    assert (np.abs(delta).reshape(len(delta), -1).max(axis=1) > 0).all(), "a face got an all-zero delta"
+    assert (np.abs(delta).reshape(len(delta), -1).max(axis=1) > 0).all(), (
+        "a face got an all-zero delta"
+    )
     x = setup["probes"]
     assert (x + delta).min() >= -1e-6 and (x + delta).max() <= 1 + 1e-6
     if attack == "pgd":  # bounded attacks stay in their own ball before amplification
         flat = delta.reshape(len(delta), -1)
         norms = np.linalg.norm(flat, axis=1) if norm == "l2" else np.abs(flat).max(axis=1)
-        assert (norms <= options.epsilon * (1 + 1e-4)).all(), f"{norm} norms {norms} exceed epsilon {options.epsilon}"
+        assert (norms <= options.epsilon * (1 + 1e-4)).all(), (
+            f"{norm} norms {norms} exceed epsilon {options.epsilon}"
+        )
     protected = np.clip(x + options.alpha * delta, 0.0, 1.0)
     top1 = _top1(protector, protected, setup["centroids"])
     names, probed = setup["names"], setup["probed"]
     if targeted:
         hits = [names[t] == job.targets[i] for i, t in enumerate(top1)]
-        assert all(target != probed[i] for i, target in enumerate(job.targets)), "a decoy was the user"
+        assert all(target != probed[i] for i, target in enumerate(job.targets)), (
+            "a decoy was the user"
+        )
     else:
         hits = [names[t] != probed[i] for i, t in enumerate(top1)]
-    assert sum(hits) >= len(probed) - 1, f"objective reached for {sum(hits)}/{len(probed)} probes: {dict(zip(probed, hits))}"
+    assert sum(hits) >= len(probed) - 1, (
+        f"objective reached for {sum(hits)}/{len(probed)} probes: {dict(zip(probed, hits))}"
+    )

@@ -22,13 +22,19 @@ from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
 from tests.conftest import LoopThread, encode, metric_value, scrape_metrics
 from tests.unit.test_imaging import PIXELS, _png_with_size
 
-EXPECTED = json.loads((Path(__file__).resolve().parent.parent / "data" / "photo_faces.json").read_text())["boxes"]
+EXPECTED = json.loads(
+    (Path(__file__).resolve().parent.parent / "data" / "photo_faces.json").read_text()
+)["boxes"]
 
 
 @pytest.fixture(scope="module")
 def detector(loop_thread: LoopThread) -> Iterator[Any]:
     settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
-    running = loop_thread.run(detector_server.serve(settings, detector_server.DetectorSettings(), registry=CollectorRegistry()))
+    running = loop_thread.run(
+        detector_server.serve(
+            settings, detector_server.DetectorSettings(), registry=CollectorRegistry()
+        )
+    )
     yield running
     loop_thread.run(running.stop(0))
 
@@ -40,11 +46,17 @@ def channel(detector: Any) -> Iterator[grpc.Channel]:
 
 
 def _health(channel: grpc.Channel, service: str = "faceoff.v1.Detector") -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+    return (
+        health_pb2_grpc.HealthStub(channel)
+        .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        .status
+    )
 
 
 def _detect(channel: grpc.Channel, data: bytes, **options: Any) -> detector_pb2.DetectResponse:
-    request = detector_pb2.DetectRequest(image=common_pb2.Image(data=data), options=detector_pb2.DetectOptions(**options))
+    request = detector_pb2.DetectRequest(
+        image=common_pb2.Image(data=data), options=detector_pb2.DetectOptions(**options)
+    )
     return detector_pb2_grpc.DetectorStub(channel).Detect(request, timeout=60)
 
 
@@ -56,11 +68,16 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
-def test_health_turns_serving_after_the_model_loads(detector: Any, channel: grpc.Channel, loop_thread: LoopThread) -> None:
+def test_health_turns_serving_after_the_model_loads(
+    detector: Any, channel: grpc.Channel, loop_thread: LoopThread
+) -> None:
     # The fixture returned before loading finished: the first answer may be NOT_SERVING, never SERVING
     # before the model is there; after wait_ready it must be SERVING.
     first = _health(channel)
-    assert first in (health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING)
+    assert first in (
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+        health_pb2.HealthCheckResponse.SERVING,
+    )
     if first == health_pb2.HealthCheckResponse.NOT_SERVING:
         with pytest.raises(grpc.RpcError) as info:
             _detect(channel, encode(PIXELS))
@@ -72,7 +89,9 @@ def test_health_turns_serving_after_the_model_loads(detector: Any, channel: grpc
 
 def test_reflection_lists_the_detector(detector: Any, channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
     names = {s.name for r in responses for s in r.list_services_response.service}
     assert "faceoff.v1.Detector" in names and "grpc.health.v1.Health" in names
 
@@ -82,7 +101,9 @@ def ready(detector: Any, loop_thread: LoopThread) -> None:
     loop_thread.run(detector.wait_ready(timeout=300))
 
 
-def test_finds_the_person_in_every_shared_photo(ready: None, channel: grpc.Channel, shared_photos: list[Path]) -> None:
+def test_finds_the_person_in_every_shared_photo(
+    ready: None, channel: grpc.Channel, shared_photos: list[Path]
+) -> None:
     assert len(shared_photos) == 50
     misses = []
     for photo in shared_photos:
@@ -104,26 +125,39 @@ def test_finds_the_person_in_every_shared_photo(ready: None, channel: grpc.Chann
     assert not misses, f"the person's face was not found in: {misses}"
 
 
-def test_exif_rotated_copy_gives_display_coordinates(ready: None, channel: grpc.Channel, shared_photos: list[Path]) -> None:
+def test_exif_rotated_copy_gives_display_coordinates(
+    ready: None, channel: grpc.Channel, shared_photos: list[Path]
+) -> None:
     photo = shared_photos[0]
     upright = np.asarray(Image.open(photo).convert("RGB"))
     exif = Image.Exif()
     exif[0x0112] = 8  # stored rotated 90 degrees clockwise; display rotates it back
-    rotated = encode(np.ascontiguousarray(np.rot90(upright, k=-1)), "JPEG", quality=95, exif=exif.tobytes())
+    rotated = encode(
+        np.ascontiguousarray(np.rot90(upright, k=-1)), "JPEG", quality=95, exif=exif.tobytes()
+    )
     plain = _detect(channel, encode(upright, "JPEG", quality=95))
     turned = _detect(channel, rotated)
-    assert (turned.width, turned.height) == (plain.width, plain.height) == (upright.shape[1], upright.shape[0])
+    assert (
+        (turned.width, turned.height)
+        == (plain.width, plain.height)
+        == (upright.shape[1], upright.shape[0])
+    )
     a, b = plain.faces[0].box, turned.faces[0].box
     assert _iou([a.x, a.y, a.width, a.height], [b.x, b.y, b.width, b.height]) > 0.8
 
 
-def test_options_filter_faces(ready: None, channel: grpc.Channel, shared_photos: list[Path]) -> None:
+def test_options_filter_faces(
+    ready: None, channel: grpc.Channel, shared_photos: list[Path]
+) -> None:
     data = shared_photos[0].read_bytes()
     assert len(_detect(channel, data, min_face_size=5000).faces) == 0
     assert len(_detect(channel, data, max_faces=1).faces) == 1
     with pytest.raises(grpc.RpcError) as info:
         _detect(channel, data, min_confidence=1.5)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "min_confidence" in info.value.details()
+    assert (
+        info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "min_confidence" in info.value.details()
+    )
 
 
 def test_no_faces_is_an_empty_list(ready: None, channel: grpc.Channel) -> None:
@@ -143,7 +177,9 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_invalid_argument_and_server_stays_healthy(ready: None, channel: grpc.Channel, case: str) -> None:
+def test_bad_input_is_invalid_argument_and_server_stays_healthy(
+    ready: None, channel: grpc.Channel, case: str
+) -> None:
     data, needle = BAD_INPUTS[case]
     with pytest.raises(grpc.RpcError) as info:
         _detect(channel, data)
@@ -164,7 +200,8 @@ def test_metrics_move(ready: None, detector: Any, channel: grpc.Channel) -> None
     while True:
         after = scrape_metrics(detector.metrics_port)
         moved = (
-            metric_value(after, ok, method="Detect", code="OK") == metric_value(before, ok, method="Detect", code="OK") + 1
+            metric_value(after, ok, method="Detect", code="OK")
+            == metric_value(before, ok, method="Detect", code="OK") + 1
             and metric_value(after, ok, method="Detect", code="INVALID_ARGUMENT")
             == metric_value(before, ok, method="Detect", code="INVALID_ARGUMENT") + 1
         )

@@ -47,10 +47,16 @@ def evaluator(loop_thread: LoopThread, fake: FakeCloud) -> Iterator[Any]:
         facepp=FaceppConfig(key=fakes.FACEPP_KEY, secret=fakes.FACEPP_SECRET, endpoint=fake.url),
     )
     _, settings = evaluator_server.load_settings(
-        env={}, cloud=cloud, cloud_backoff_seconds=0.01, cloud_backoff_max_seconds=0.05, backend_timeout_seconds=120
+        env={},
+        cloud=cloud,
+        cloud_backoff_seconds=0.01,
+        cloud_backoff_max_seconds=0.05,
+        backend_timeout_seconds=120,
     )
     server_settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
-    running = loop_thread.run(evaluator_server.serve(server_settings, settings, registry=CollectorRegistry()))
+    running = loop_thread.run(
+        evaluator_server.serve(server_settings, settings, registry=CollectorRegistry())
+    )
     yield running
     loop_thread.run(running.stop(0))
 
@@ -67,7 +73,11 @@ def ready(evaluator: Any, loop_thread: LoopThread) -> None:
 
 
 def _health(channel: grpc.Channel, service: str = SERVICE) -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+    return (
+        health_pb2_grpc.HealthStub(channel)
+        .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        .status
+    )
 
 
 def _image(person: str, n: int) -> common_pb2.Image:
@@ -75,12 +85,19 @@ def _image(person: str, n: int) -> common_pb2.Image:
 
 
 def _evaluate(channel: grpc.Channel, **fields: Any) -> evaluator_pb2.EvaluateResponse:
-    return evaluator_pb2_grpc.EvaluatorStub(channel).Evaluate(evaluator_pb2.EvaluateRequest(**fields), timeout=300)
+    return evaluator_pb2_grpc.EvaluatorStub(channel).Evaluate(
+        evaluator_pb2.EvaluateRequest(**fields), timeout=300
+    )
 
 
-def test_health_turns_serving_after_the_models_load(evaluator: Any, channel: grpc.Channel, loop_thread: LoopThread) -> None:
+def test_health_turns_serving_after_the_models_load(
+    evaluator: Any, channel: grpc.Channel, loop_thread: LoopThread
+) -> None:
     first = _health(channel)
-    assert first in (health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING)
+    assert first in (
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+        health_pb2.HealthCheckResponse.SERVING,
+    )
     if first == health_pb2.HealthCheckResponse.NOT_SERVING:
         with pytest.raises(grpc.RpcError) as info:
             _evaluate(channel, image=_image("barack", 1), reference_images=[_image("barack", 2)])
@@ -91,19 +108,29 @@ def test_health_turns_serving_after_the_models_load(evaluator: Any, channel: grp
 
 def test_reflection_lists_the_evaluator(evaluator: Any, channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
     assert SERVICE in {s.name for r in responses for s in r.list_services_response.service}
 
 
 GALLERY = {"leo": (2, 3), "barack": (4, 5), "meryl": (1, 2)}
 
 
-def test_every_backend_answers_in_one_call_and_one_failure_spares_the_rest(ready: None, channel: grpc.Channel) -> None:
+def test_every_backend_answers_in_one_call_and_one_failure_spares_the_rest(
+    ready: None, channel: grpc.Channel
+) -> None:
     names = ["dlib", "sface", "facenet", "facepp", "azure", "rekognition"]
     response = _evaluate(
-        channel, image=_image("barack", 1), reference_images=[_image("barack", 2), _image("barack", 3)],
-        gallery=[evaluator_pb2.GalleryIdentity(name=n, images=[_image(n, i) for i in ids]) for n, ids in GALLERY.items()],
-        recognizers=names, top_k=2,
+        channel,
+        image=_image("barack", 1),
+        reference_images=[_image("barack", 2), _image("barack", 3)],
+        gallery=[
+            evaluator_pb2.GalleryIdentity(name=n, images=[_image(n, i) for i in ids])
+            for n, ids in GALLERY.items()
+        ],
+        recognizers=names,
+        top_k=2,
     )
     verdicts = {v.recognizer: v for v in response.verdicts}
     assert [v.recognizer for v in response.verdicts] == names
@@ -112,30 +139,53 @@ def test_every_backend_answers_in_one_call_and_one_failure_spares_the_rest(ready
         assert v.configured and not v.error and v.verified, (name, v.error)
         assert v.match and v.threshold == pytest.approx(0.5) and 0.5 <= v.confidence <= 1.0
         assert [s.name for s in v.top_k][:1] == ["barack"] and len(v.top_k) == 2
-    for name in ("dlib", "sface", "facenet"):  # local: distances, and verification agrees with the ranking
+    for name in (
+        "dlib",
+        "sface",
+        "facenet",
+    ):  # local: distances, and verification agrees with the ranking
         v = verdicts[name]
         assert v.distance > 0 and v.top_k[0].distance > 0
     # Not told which models were attacked: the default protection's (facenet, sface) are white-box.
     assert [verdicts[n].white_box for n in names] == [False, True, True, False, False, False]
-    told = _evaluate(channel, image=_image("barack", 1), reference_images=[_image("barack", 2)],
-                     recognizers=["dlib", "sface", "facenet"], attacked_models=["facenet512"])
+    told = _evaluate(
+        channel,
+        image=_image("barack", 1),
+        reference_images=[_image("barack", 2)],
+        recognizers=["dlib", "sface", "facenet"],
+        attacked_models=["facenet512"],
+    )
     assert [v.white_box for v in told.verdicts] == [False, False, False]
     azure = verdicts["azure"]
-    assert azure.configured and azure.error_kind == "auth" and "HTTP 401" in azure.error and not azure.verified
+    assert (
+        azure.configured
+        and azure.error_kind == "auth"
+        and "HTTP 401" in azure.error
+        and not azure.verified
+    )
     rekognition = verdicts["rekognition"]
     assert not rekognition.configured and not rekognition.error
 
 
 def test_a_different_person_does_not_match(ready: None, channel: grpc.Channel) -> None:
-    response = _evaluate(channel, image=_image("leo", 1), reference_images=[_image("barack", 2)],
-                         recognizers=["dlib", "sface", "facenet", "facepp"])
+    response = _evaluate(
+        channel,
+        image=_image("leo", 1),
+        reference_images=[_image("barack", 2)],
+        recognizers=["dlib", "sface", "facenet", "facepp"],
+    )
     for v in response.verdicts:
         assert v.verified and not v.match and v.confidence < 0.5, v.recognizer
 
 
 def test_api_threshold_is_reported(ready: None, channel: grpc.Channel) -> None:
-    response = _evaluate(channel, image=_image("barack", 1), reference_images=[_image("barack", 2)],
-                         recognizers=["facepp", "sface"], use_api_threshold=True)
+    response = _evaluate(
+        channel,
+        image=_image("barack", 1),
+        reference_images=[_image("barack", 2)],
+        recognizers=["facepp", "sface"],
+        use_api_threshold=True,
+    )
     facepp, sface = response.verdicts
     assert facepp.threshold == pytest.approx(0.62327) and facepp.match
     assert sface.threshold == pytest.approx(0.5)
@@ -143,26 +193,56 @@ def test_api_threshold_is_reported(ready: None, channel: grpc.Channel) -> None:
 
 def test_a_photo_without_a_face_is_a_per_backend_error(ready: None, channel: grpc.Channel) -> None:
     blank = common_pb2.Image(data=encode(np.full((240, 320, 3), 180, np.uint8)))
-    response = _evaluate(channel, image=blank, reference_images=[_image("barack", 2)],
-                         recognizers=["dlib", "sface", "facenet", "facepp"])
+    response = _evaluate(
+        channel,
+        image=blank,
+        reference_images=[_image("barack", 2)],
+        recognizers=["dlib", "sface", "facenet", "facepp"],
+    )
     for v in response.verdicts:
         assert v.error_kind == "no_face" and "no face found in the photo" in v.error, v.recognizer
 
 
 def test_unknown_recogniser_is_invalid_argument(ready: None, channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        _evaluate(channel, image=_image("barack", 1), reference_images=[_image("barack", 2)], recognizers=["vggface"])
+        _evaluate(
+            channel,
+            image=_image("barack", 1),
+            reference_images=[_image("barack", 2)],
+            recognizers=["vggface"],
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "accepted: dlib, sface, facenet, facenet512, rekognition, azure, facepp" in info.value.details()
+    assert (
+        "accepted: dlib, sface, facenet, facenet512, rekognition, azure, facepp"
+        in info.value.details()
+    )
 
 
-@pytest.mark.parametrize("fields,needle", [
-    ({"image": common_pb2.Image(data=b"junk"), "reference_images": [common_pb2.Image(data=b"junk")]},
-     "the photo: bytes are not an image"),
-    ({"reference_images": []}, "reference photos"),
-    ({"gallery": [evaluator_pb2.GalleryIdentity(name="a"), evaluator_pb2.GalleryIdentity(name="a")]}, "twice"),
-])
-def test_bad_requests_are_invalid_argument(ready: None, channel: grpc.Channel, fields: dict[str, Any], needle: str) -> None:
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        (
+            {
+                "image": common_pb2.Image(data=b"junk"),
+                "reference_images": [common_pb2.Image(data=b"junk")],
+            },
+            "the photo: bytes are not an image",
+        ),
+        ({"reference_images": []}, "reference photos"),
+        (
+            {
+                "gallery": [
+                    evaluator_pb2.GalleryIdentity(name="a"),
+                    evaluator_pb2.GalleryIdentity(name="a"),
+                ]
+            },
+            "twice",
+        ),
+    ],
+)
+def test_bad_requests_are_invalid_argument(
+    ready: None, channel: grpc.Channel, fields: dict[str, Any], needle: str
+) -> None:
     request = {"image": _image("barack", 1), **fields}
     with pytest.raises(grpc.RpcError) as info:
         _evaluate(channel, **request)
@@ -173,11 +253,22 @@ def test_bad_requests_are_invalid_argument(ready: None, channel: grpc.Channel, f
 
 def test_metrics_move(ready: None, evaluator: Any, channel: grpc.Channel) -> None:
     before = scrape_metrics(evaluator.metrics_port)
-    _evaluate(channel, image=_image("meryl", 3), reference_images=[_image("meryl", 4)], recognizers=["sface", "azure"])
+    _evaluate(
+        channel,
+        image=_image("meryl", 3),
+        reference_images=[_image("meryl", 4)],
+        recognizers=["sface", "azure"],
+    )
     after = scrape_metrics(evaluator.metrics_port)
     calls = "faceoff_evaluator_backend_calls_total"
     for backend, outcome in (("sface", "ok"), ("azure", "auth")):
-        assert metric_value(after, calls, backend=backend, outcome=outcome) == metric_value(before, calls, backend=backend, outcome=outcome) + 1
+        assert (
+            metric_value(after, calls, backend=backend, outcome=outcome)
+            == metric_value(before, calls, backend=backend, outcome=outcome) + 1
+        )
     assert metric_value(after, "faceoff_evaluator_backend_seconds_count", backend="sface") >= 1
     ok = "faceoff_evaluator_requests_total"
-    assert metric_value(after, ok, method="Evaluate", code="OK") == metric_value(before, ok, method="Evaluate", code="OK") + 1
+    assert (
+        metric_value(after, ok, method="Evaluate", code="OK")
+        == metric_value(before, ok, method="Evaluate", code="OK") + 1
+    )

@@ -15,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from faceoff.common.crops import crop_region
 from faceoff.common.imaging import decode
 from faceoff.common.settings import ServerSettings
 from faceoff.detector import server as detector_server
-from faceoff.common.crops import crop_region
 from faceoff.masker import server as masker_server
 from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc
 from tests.conftest import LoopThread, encode
@@ -31,10 +31,18 @@ def services(loop_thread: LoopThread) -> Iterator[dict[str, Any]]:
     def settings() -> ServerSettings:
         return ServerSettings(host="127.0.0.1", port=0, metrics_port=0, grace_seconds=1)
 
-    detector = loop_thread.run(detector_server.serve(settings(), detector_server.DetectorSettings(), registry=CollectorRegistry()))
-    masker = loop_thread.run(masker_server.serve(
-        settings(), masker_server.MaskerSettings(detector_address=detector.address), registry=CollectorRegistry()
-    ))
+    detector = loop_thread.run(
+        detector_server.serve(
+            settings(), detector_server.DetectorSettings(), registry=CollectorRegistry()
+        )
+    )
+    masker = loop_thread.run(
+        masker_server.serve(
+            settings(),
+            masker_server.MaskerSettings(detector_address=detector.address),
+            registry=CollectorRegistry(),
+        )
+    )
     loop_thread.run(detector.wait_ready(timeout=600))
     loop_thread.run(masker.wait_ready(timeout=600))
     yield {"detector": detector, "masker": masker}
@@ -44,13 +52,16 @@ def services(loop_thread: LoopThread) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def stub(services: dict[str, Any]) -> Iterator[masker_pb2_grpc.MaskerStub]:
-    with grpc.insecure_channel(services["masker"].address, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
+    with grpc.insecure_channel(
+        services["masker"].address, options=[("grpc.max_receive_message_length", 64 << 20)]
+    ) as ch:
         yield masker_pb2_grpc.MaskerStub(ch)
 
 
 def _request(data: bytes, refs: list[bytes] = (), **options: Any) -> masker_pb2.ProtectRequest:  # type: ignore[assignment]
     return masker_pb2.ProtectRequest(
-        image=common_pb2.Image(data=data), options=masker_pb2.ProtectOptions(**options),
+        image=common_pb2.Image(data=data),
+        options=masker_pb2.ProtectOptions(**options),
         reference_images=[common_pb2.Image(data=r) for r in refs],
     )
 
@@ -59,7 +70,9 @@ def _png(photo: Path) -> bytes:
     return encode(np.asarray(Image.open(photo).convert("RGB")), "PNG")
 
 
-def test_protect_keeps_size_format_and_untouched_pixels(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]) -> None:
+def test_protect_keeps_size_format_and_untouched_pixels(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]
+) -> None:
     data = _png(shared_photos[5])
     response = stub.Protect(_request(data, seed=3), timeout=300)
     assert response.image.format == common_pb2.IMAGE_FORMAT_PNG and response.profile == "medium"
@@ -67,17 +80,21 @@ def test_protect_keeps_size_format_and_untouched_pixels(stub: masker_pb2_grpc.Ma
     before, after = decode(data).pixels, decode(response.image.data).pixels
     assert before.shape == after.shape
     face = response.faces[0]
-    region = crop_region((face.box.x, face.box.y, face.box.width, face.box.height), before.shape[1], before.shape[0])
+    region = crop_region(
+        (face.box.x, face.box.y, face.box.width, face.box.height), before.shape[1], before.shape[0]
+    )
     outside = np.ones(before.shape[:2], bool)
     outside[region.slices] = False
     assert np.array_equal(before[outside], after[outside]), "pixels outside the face crop changed"
     assert not np.array_equal(before[region.slices], after[region.slices])
     assert 30 < face.psnr < 60 and 0.8 < face.ssim <= 1.0
     assert face.distance_after > face.distance_before + 0.3
-    assert 0 < face.l2 and 0 < face.linf <= 1
+    assert face.l2 > 0 and 0 < face.linf <= 1
 
 
-def test_jpeg_stays_jpeg_with_its_exif(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]) -> None:
+def test_jpeg_stays_jpeg_with_its_exif(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]
+) -> None:
     pixels = np.asarray(Image.open(shared_photos[12]).convert("RGB"))
     exif = Image.Exif()
     exif[0x010F] = "FaceOffTestCam"
@@ -90,8 +107,13 @@ def test_jpeg_stays_jpeg_with_its_exif(stub: masker_pb2_grpc.MaskerStub, shared_
     assert out.quantization == Image.open(io.BytesIO(data)).quantization
 
 
-def test_every_face_of_a_group_photo_is_protected(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]) -> None:
-    tiles = [np.asarray(Image.open(shared_photos[i]).convert("RGB").resize((400, 400))) for i in (0, 10, 20)]
+def test_every_face_of_a_group_photo_is_protected(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]
+) -> None:
+    tiles = [
+        np.asarray(Image.open(shared_photos[i]).convert("RGB").resize((400, 400)))
+        for i in (0, 10, 20)
+    ]
     data = encode(np.concatenate(tiles, axis=1), "PNG")
     response = stub.Protect(_request(data), timeout=300)
     assert response.faces_found == 3 and sorted(f.index for f in response.faces) == [0, 1, 2]
@@ -99,15 +121,21 @@ def test_every_face_of_a_group_photo_is_protected(stub: masker_pb2_grpc.MaskerSt
     assert [f.index for f in only.faces] == [1]
 
 
-def test_reference_photos_are_the_users_set(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]) -> None:
+def test_reference_photos_are_the_users_set(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]
+) -> None:
     leo = [p for p in shared_photos if p.name.startswith("leo_")]
-    response = stub.Protect(_request(leo[0].read_bytes(), [p.read_bytes() for p in leo[1:]]), timeout=300)
+    response = stub.Protect(
+        _request(leo[0].read_bytes(), [p.read_bytes() for p in leo[1:]]), timeout=300
+    )
     face = response.faces[0]
     # Against the user's other photos the clean face is near (same person), the protected one far.
     assert face.distance_before < 1.0 < face.distance_after
 
 
-def test_stream_sends_progress_then_the_result(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]) -> None:
+def test_stream_sends_progress_then_the_result(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]
+) -> None:
     events = list(stub.ProtectStream(_request(shared_photos[40].read_bytes()), timeout=300))
     assert events[-1].WhichOneof("event") == "result" and len(events[-1].result.faces) == 1
     progress = [e.progress for e in events[:-1]]
@@ -132,33 +160,54 @@ def test_stream_sends_progress_then_the_result(stub: masker_pb2_grpc.MaskerStub,
         ({"mode": masker_pb2.MODE_TARGETED, "target": "nobody"}, "target"),
     ],
 )
-def test_bad_options_are_invalid_argument(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path], options: dict[str, Any], field: str) -> None:
+def test_bad_options_are_invalid_argument(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path], options: dict[str, Any], field: str
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
         stub.Protect(_request(shared_photos[0].read_bytes(), **options), timeout=300)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in info.value.details()
 
 
-def test_bad_photo_is_invalid_argument_and_service_stays_up(stub: masker_pb2_grpc.MaskerStub, services: dict[str, Any]) -> None:
+def test_bad_photo_is_invalid_argument_and_service_stays_up(
+    stub: masker_pb2_grpc.MaskerStub, services: dict[str, Any]
+) -> None:
     for data in (b"", b"GIF89a broken"):
         with pytest.raises(grpc.RpcError) as info:
             stub.Protect(_request(data), timeout=60)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with grpc.insecure_channel(services["masker"].address) as ch:
-        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="faceoff.v1.Masker"), timeout=5)
+        status = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service="faceoff.v1.Masker"), timeout=5
+        )
     assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_targeted_protection_names_its_decoy(stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]) -> None:
-    response = stub.Protect(_request(shared_photos[0].read_bytes(), mode=masker_pb2.MODE_TARGETED), timeout=300)
+def test_targeted_protection_names_its_decoy(
+    stub: masker_pb2_grpc.MaskerStub, shared_photos: list[Path]
+) -> None:
+    response = stub.Protect(
+        _request(shared_photos[0].read_bytes(), mode=masker_pb2.MODE_TARGETED), timeout=300
+    )
     assert response.faces[0].target and response.faces[0].target != "barack"
 
 
 def test_masker_metrics_count_faces(services: dict[str, Any]) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{services['masker'].metrics_port}/metrics", timeout=5) as r:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{services['masker'].metrics_port}/metrics", timeout=5
+    ) as r:
         text = r.read().decode()
-    faces = [line for line in text.splitlines() if line.startswith("faceoff_masker_faces_protected_total ")]
+    faces = [
+        line
+        for line in text.splitlines()
+        if line.startswith("faceoff_masker_faces_protected_total ")
+    ]
     assert faces and float(faces[0].split()[1]) >= 1
-    for name in ("faceoff_masker_queue_depth", "faceoff_masker_queue_capacity", "faceoff_masker_batch_size_bucket",
-                 "faceoff_masker_attack_iterations_total", "faceoff_masker_requests_total"):
+    for name in (
+        "faceoff_masker_queue_depth",
+        "faceoff_masker_queue_capacity",
+        "faceoff_masker_batch_size_bucket",
+        "faceoff_masker_attack_iterations_total",
+        "faceoff_masker_requests_total",
+    ):
         assert name in text

@@ -31,8 +31,16 @@ LEO_REFS = [PHOTOS / "leo" / "leo_03.jpg", PHOTOS / "leo" / "leo_05.jpg"]
 #: Bit-exact kernels for the served stack (see README "Reproducible results"): several tests
 #: compare the bytes of two protections.
 DETERMINISTIC = {"FACEOFF_DETERMINISTIC": "1"}
-SMALL = ["bill/bill_03.jpg", "bill/bill_04.jpg", "leo/leo_01.jpg", "leo/leo_03.jpg", "matt/matt_04.jpg",
-         "meryl/meryl_03.jpg", "meryl/meryl_04.jpg", "morgan/morgan_01.jpg"]  # all under 300 px
+SMALL = [
+    "bill/bill_03.jpg",
+    "bill/bill_04.jpg",
+    "leo/leo_01.jpg",
+    "leo/leo_03.jpg",
+    "matt/matt_04.jpg",
+    "meryl/meryl_03.jpg",
+    "meryl/meryl_04.jpg",
+    "morgan/morgan_01.jpg",
+]  # all under 300 px
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +52,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeAll]:
 
 @pytest.fixture(scope="module")
 def client(stack: ServeAll) -> Iterator[Client]:
-    with Client(stack.address("masker"), detector=stack.address("detector"),
-                evaluator=stack.address("evaluator")) as c:
+    with Client(
+        stack.address("masker"),
+        detector=stack.address("detector"),
+        evaluator=stack.address("evaluator"),
+    ) as c:
         yield c
 
 
 def test_protect_returns_the_photo_and_typed_receipts(client: Client, tmp_path: Path) -> None:
     protected = client.protect(LEO, profile="low", seed=3)
     assert isinstance(protected, ProtectedPhoto)
-    assert (protected.format, protected.width, protected.height, protected.faces_found) == ("JPEG", 176, 177, 1)
+    assert (protected.format, protected.width, protected.height, protected.faces_found) == (
+        "JPEG",
+        176,
+        177,
+        1,
+    )
     face = protected.faces[0]
     assert face.index == 0 and face.psnr is not None and face.psnr > 30 and 0.8 < face.ssim <= 1
     assert face.distance_after > face.distance_before and face.l2 > 0
-    assert protected.options is not None and (protected.options.profile, protected.options.iterations) == ("low", 20)
+    assert protected.options is not None and (
+        protected.options.profile,
+        protected.options.iterations,
+    ) == ("low", 20)
     assert protected.options.seed == 3 and protected.verdicts == ()
     out = protected.save(tmp_path / "deep" / "leo.protected.jpg")
     assert out.read_bytes() == protected.data and list(out.parent.iterdir()) == [out]
     with Image.open(io.BytesIO(protected.data)) as img, Image.open(LEO) as original:
-        assert img.size == original.size and not np.array_equal(np.asarray(img), np.asarray(original))
+        assert img.size == original.size and not np.array_equal(
+            np.asarray(img), np.asarray(original)
+        )
 
 
 def test_check_asks_the_evaluator_about_the_protected_photo(client: Client) -> None:
@@ -77,10 +98,20 @@ def test_detect_and_evaluate(client: Client) -> None:
     detection = client.detect(LEO)
     assert (detection.width, detection.height) == (176, 177) and len(detection.faces) == 1
     face = detection.faces[0]
-    assert face.confidence > 0.9 and set(face.landmarks) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    assert face.confidence > 0.9 and set(face.landmarks) == {
+        "left_eye",
+        "right_eye",
+        "nose",
+        "mouth_left",
+        "mouth_right",
+    }
     sface, rekognition = client.evaluate(LEO, LEO_REFS, ["sface", "rekognition"])
     assert sface.match is True and sface.distance is not None
-    assert rekognition.recognizer == "rekognition" and not rekognition.configured and rekognition.match is None
+    assert (
+        rekognition.recognizer == "rekognition"
+        and not rekognition.configured
+        and rekognition.match is None
+    )
     with pytest.raises(InvalidArgumentError, match="unknown recogniser 'nosuch'"):
         client.evaluate(LEO, LEO_REFS, "nosuch")
 
@@ -90,7 +121,11 @@ def test_progress_events_arrive_in_order(client: Client) -> None:
     protected = client.protect(LEO, profile="low", on_progress=events.append)
     assert all(isinstance(e, Progress) for e in events) and len(protected.faces) == 1
     stages = [e.stage for e in events]
-    assert stages[0] == "detect" and stages[-1] == "paste" and set(stages) == {"detect", "attack", "paste"}
+    assert (
+        stages[0] == "detect"
+        and stages[-1] == "paste"
+        and set(stages) == {"detect", "attack", "paste"}
+    )
     assert stages == sorted(stages, key=["detect", "attack", "paste"].index)
     attack = [e for e in events if e.stage == "attack"]
     assert [e.iteration for e in attack] == sorted(e.iteration for e in attack)
@@ -126,7 +161,9 @@ class GiveUp(Exception):
     pass
 
 
-def test_clients_giving_up_mid_stream_leave_the_masker_serving(client: Client, stack: ServeAll) -> None:
+def test_clients_giving_up_mid_stream_leave_the_masker_serving(
+    client: Client, stack: ServeAll
+) -> None:
     def give_up(event: Progress) -> None:
         if event.stage == "attack":
             raise GiveUp
@@ -136,8 +173,10 @@ def test_clients_giving_up_mid_stream_leave_the_masker_serving(client: Client, s
             client.protect(LEO, profile="low", on_progress=give_up)
     # Any gRPC client may cancel a stream mid-attack; the masker's access log once asked the
     # finished call for its peer then, and the process died with SIGSEGV.
-    request = masker_pb2.ProtectRequest(image=common_pb2.Image(data=LEO.read_bytes()),
-                                        options=masker_pb2.ProtectOptions(profile="low"))
+    request = masker_pb2.ProtectRequest(
+        image=common_pb2.Image(data=LEO.read_bytes()),
+        options=masker_pb2.ProtectOptions(profile="low"),
+    )
     with grpc.insecure_channel(stack.address("masker")) as channel:
         stub = masker_pb2_grpc.MaskerStub(channel)
         for _ in range(6):
@@ -194,29 +233,47 @@ async def main():
 
 def test_embedded_and_remote_agree_for_a_fixed_seed(client: Client, tmp_path: Path) -> None:
     remote = client.protect(LEO, profile="low", seed=5)
-    child = subprocess.Popen([sys.executable, "-c", EMBEDDED, str(LEO), str(tmp_path)], cwd=REPO,
-                             env={**os.environ, **DETERMINISTIC}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED, str(LEO), str(tmp_path)],
+        cwd=REPO,
+        env={**os.environ, **DETERMINISTIC},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # Meanwhile, in this process: the same calls, results and errors as the remote clients.
     events: list[Progress] = []
     with Client.local(recognizers=["sface"]) as local:
         embedded = local.protect(LEO, profile="low", seed=5, on_progress=events.append)
         here, there = local.detect(LEO), client.detect(LEO)  # equal up to the kernels' rounding
-        assert (here.width, here.height, len(here.faces)) == (there.width, there.height, len(there.faces)) == (176, 177, 1)
-        assert here.faces[0].box.as_tuple() == pytest.approx(there.faces[0].box.as_tuple(), abs=0.01)
+        assert (
+            (here.width, here.height, len(here.faces))
+            == (there.width, there.height, len(there.faces))
+            == (176, 177, 1)
+        )
+        assert here.faces[0].box.as_tuple() == pytest.approx(
+            there.faces[0].box.as_tuple(), abs=0.01
+        )
         assert here.faces[0].landmarks.keys() == there.faces[0].landmarks.keys()
         local_verdicts = local.evaluate(remote.data, LEO_REFS, "sface")
         with pytest.raises(InvalidArgumentError, match="alpha"):
             local.protect(LEO, alpha=-1.0)
     assert embedded.options == remote.options and len(embedded.faces) == len(remote.faces) == 1
-    assert embedded.faces[0].distance_after == pytest.approx(remote.faces[0].distance_after, rel=0.05)
+    assert embedded.faces[0].distance_after == pytest.approx(
+        remote.faces[0].distance_after, rel=0.05
+    )
     assert [e.stage for e in events][0] == "detect" and events[-1] == Progress("paste", 1, 20, 20)
     (remote_verdict,) = client.evaluate(remote.data, LEO_REFS, "sface")
     assert local_verdicts[0].match == remote_verdict.match
     assert local_verdicts[0].confidence == pytest.approx(remote_verdict.confidence, abs=1e-6)
     output, _ = child.communicate(timeout=600)
     assert child.returncode == 0, output[-3000:]
-    assert (tmp_path / "sync").read_bytes() == remote.data, "the embedded pipeline and the masker disagree for the same seed"
-    assert (tmp_path / "async").read_bytes() == remote.data, "the async embedded pipeline and the masker disagree"
+    assert (tmp_path / "sync").read_bytes() == remote.data, (
+        "the embedded pipeline and the masker disagree for the same seed"
+    )
+    assert (tmp_path / "async").read_bytes() == remote.data, (
+        "the async embedded pipeline and the masker disagree"
+    )
 
 
 def test_the_masker_gives_the_same_bytes_for_the_same_seed(client: Client) -> None:

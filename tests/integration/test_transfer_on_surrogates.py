@@ -43,9 +43,14 @@ def crops() -> dict[str, np.ndarray]:
 def test_ensemble_attack_moves_the_face_on_both_surrogates(
     protector: Protector, crops: dict[str, np.ndarray], targeted: bool
 ) -> None:
-    options = resolve("medium", surrogates=("facenet", "facenet512"), targeted=targeted, iterations=15, seed=2)
+    options = resolve(
+        "medium", surrogates=("facenet", "facenet512"), targeted=targeted, iterations=15, seed=2
+    )
     model = protector.model_for(options)
-    assert isinstance(model, Ensemble) and [m.name for m in model.members] == ["facenet", "facenet512"]
+    assert isinstance(model, Ensemble) and [m.name for m in model.members] == [
+        "facenet",
+        "facenet512",
+    ]
     assert protector.model_for(options) is model, "the ensemble is built once"
     probes = np.stack([crops[n][0] for n in NAMES])
     references = [model.embed_numpy(crops[n][1:]) for n in NAMES]
@@ -60,11 +65,16 @@ def test_ensemble_attack_moves_the_face_on_both_surrogates(
         for k, refs in enumerate(references):
             if targeted:
                 decoy = gallery.centroids[gallery.names.index(job.targets[k])][a:b]
-                assert np.linalg.norm(after[k] - decoy) < np.linalg.norm(clean[k] - decoy), (member.name, NAMES[k])
+                assert np.linalg.norm(after[k] - decoy) < np.linalg.norm(clean[k] - decoy), (
+                    member.name,
+                    NAMES[k],
+                )
             else:
                 own = refs[:, a:b]
-                assert (np.linalg.norm(after[k] - own, axis=1).mean()
-                        > np.linalg.norm(clean[k] - own, axis=1).mean() + 0.2), (member.name, NAMES[k])
+                assert (
+                    np.linalg.norm(after[k] - own, axis=1).mean()
+                    > np.linalg.norm(clean[k] - own, axis=1).mean() + 0.2
+                ), (member.name, NAMES[k])
 
 
 def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
@@ -72,15 +82,27 @@ def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
     data = (PHOTOS / "barack" / "barack_02.jpg").read_bytes()
     references = [p.read_bytes() for p in sorted((PHOTOS / "barack").glob("*.jpg"))[2:4]]
     plain = {"surrogates": ("facenet",), "epsilon": 1.5, "iterations": 15, "seed": 1}
-    options = resolve("medium", adaptive_alpha=True, alpha=6.0, psnr_floor=33.0, loop_recognizers=("dlib",), **plain)
+    options = resolve(
+        "medium",
+        adaptive_alpha=True,
+        alpha=6.0,
+        psnr_floor=33.0,
+        loop_recognizers=("dlib",),
+        **plain,
+    )
     result = protector.protect(data, options, detector.detect, references)
     (face,) = result.faces
     assert 1.0 <= face.alpha <= 6.0
     assert [v.recognizer for v in face.verdicts] == ["dlib"]
     assert face.psnr >= 33.0 - 0.5, "the PSNR floor holds (up to the output's JPEG re-encoding)"
     if face.verdicts[0].matched:
-        assert face.alpha == 6.0 or face.psnr < 33.5, "still matched although there was room to amplify further"
-    fixed = protector.protect(data, resolve("medium", alpha=face.alpha, **plain), detector.detect,
-                              references)
-    assert fixed.faces[0].l2 == pytest.approx(face.l2, rel=1e-4), "the receipt's alpha is the one applied"
+        assert face.alpha == 6.0 or face.psnr < 33.5, (
+            "still matched although there was room to amplify further"
+        )
+    fixed = protector.protect(
+        data, resolve("medium", alpha=face.alpha, **plain), detector.detect, references
+    )
+    assert fixed.faces[0].l2 == pytest.approx(face.l2, rel=1e-4), (
+        "the receipt's alpha is the one applied"
+    )
     assert result.receipt()["faces"][0]["verdicts"][0]["recognizer"] == "dlib"

@@ -42,7 +42,7 @@ class RecordingDetector(DetectorServicer):
         super().__init__(FaceDetector)
         self.remaining: list[float | None] = []
 
-    async def Detect(  # noqa: N802 - gRPC method name
+    async def Detect(
         self, request: detector_pb2.DetectRequest, context: grpc.aio.ServicerContext
     ) -> detector_pb2.DetectResponse:
         self.remaining.append(context.time_remaining())
@@ -53,7 +53,8 @@ def start_detector(loop_thread: LoopThread, port: int) -> tuple[RunningServer, R
     """A recording detector on 127.0.0.1:``port``, loaded."""
     servicer = RecordingDetector()
     spec = ServiceSpec(
-        name="faceoff.v1.Detector", namespace="faceoff_detector",
+        name="faceoff.v1.Detector",
+        namespace="faceoff_detector",
         register=lambda server: detector_pb2_grpc.add_DetectorServicer_to_server(servicer, server),
         load=servicer.load,
     )
@@ -64,24 +65,39 @@ def start_detector(loop_thread: LoopThread, port: int) -> tuple[RunningServer, R
 
 
 def start_masker(
-    loop_thread: LoopThread, detector_address: str, registry: CollectorRegistry, *, max_concurrent_rpcs: int = 64,
-    grace_seconds: float = 1, **settings: Any,
+    loop_thread: LoopThread,
+    detector_address: str,
+    registry: CollectorRegistry,
+    *,
+    max_concurrent_rpcs: int = 64,
+    grace_seconds: float = 1,
+    **settings: Any,
 ) -> RunningServer:
     """A masker in this process wired to ``detector_address``, loaded."""
-    server_settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=-1, grace_seconds=grace_seconds,
-                                     max_concurrent_rpcs=max_concurrent_rpcs)
+    server_settings = ServerSettings(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=-1,
+        grace_seconds=grace_seconds,
+        max_concurrent_rpcs=max_concurrent_rpcs,
+    )
     masker_settings = masker_server.MaskerSettings(detector_address=detector_address, **settings)
-    running = loop_thread.run(masker_server.serve(server_settings, masker_settings, registry=registry))
+    running = loop_thread.run(
+        masker_server.serve(server_settings, masker_settings, registry=registry)
+    )
     loop_thread.run(running.wait_ready(timeout=600))
     return running
 
 
-def protect_request(data: bytes, references: tuple[bytes, ...] = (), **options: Any) -> masker_pb2.ProtectRequest:
+def protect_request(
+    data: bytes, references: tuple[bytes, ...] = (), **options: Any
+) -> masker_pb2.ProtectRequest:
     """A ProtectRequest with explicit options."""
     from faceoff.v1 import common_pb2
 
     return masker_pb2.ProtectRequest(
-        image=common_pb2.Image(data=data), options=masker_pb2.ProtectOptions(**options),
+        image=common_pb2.Image(data=data),
+        options=masker_pb2.ProtectOptions(**options),
         reference_images=[common_pb2.Image(data=r) for r in references],
     )
 
@@ -119,12 +135,22 @@ def small_masker(loop_thread: LoopThread) -> Iterator[Services]:
     port = free_port()
     detector, recorder = start_detector(loop_thread, port)
     registry = CollectorRegistry()
-    masker = start_masker(loop_thread, f"127.0.0.1:{port}", registry, max_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-                          max_queue_faces=MAX_QUEUE_FACES, max_batch_faces=MAX_BATCH_FACES)
-    with grpc.insecure_channel(masker.address) as channel:  # the first request traces the attack: pay it here
+    masker = start_masker(
+        loop_thread,
+        f"127.0.0.1:{port}",
+        registry,
+        max_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        max_queue_faces=MAX_QUEUE_FACES,
+        max_batch_faces=MAX_BATCH_FACES,
+    )
+    with grpc.insecure_channel(
+        masker.address
+    ) as channel:  # the first request traces the attack: pay it here
         from faceoff.v1 import masker_pb2_grpc
 
-        masker_pb2_grpc.MaskerStub(channel).Protect(protect_request(SMALL_PHOTO.read_bytes(), **CHEAP), timeout=600)
+        masker_pb2_grpc.MaskerStub(channel).Protect(
+            protect_request(SMALL_PHOTO.read_bytes(), **CHEAP), timeout=600
+        )
     services = Services(loop_thread, port, detector, recorder, masker, registry)
     yield services
     loop_thread.run(masker.stop(0))

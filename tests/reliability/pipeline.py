@@ -28,7 +28,11 @@ from tests.conftest import LoopThread
 #: Local recognisers of the evaluator under test.
 RECOGNIZERS = "sface,dlib"
 _SERVER = {"host": "127.0.0.1", "port": 0, "metrics_port": -1, "grace_seconds": 1}
-_NAMES = {"detector": "faceoff.v1.Detector", "masker": "faceoff.v1.Masker", "evaluator": "faceoff.v1.Evaluator"}
+_NAMES = {
+    "detector": "faceoff.v1.Detector",
+    "masker": "faceoff.v1.Masker",
+    "evaluator": "faceoff.v1.Evaluator",
+}
 
 
 @dataclass
@@ -50,14 +54,27 @@ class Pipeline:
 def pipeline(loop_thread: LoopThread) -> Iterator[Pipeline]:
     # env={}: the servers' defaults, whatever FACEOFF_* variables the machine has.
     detector_settings = detector_server.load_settings(env={}, **_SERVER)
-    detector = loop_thread.run(detector_server.serve(*detector_settings, registry=CollectorRegistry()))
-    masker_settings = masker_server.load_settings(env={}, detector_address=detector.address, **_SERVER)
+    detector = loop_thread.run(
+        detector_server.serve(*detector_settings, registry=CollectorRegistry())
+    )
+    masker_settings = masker_server.load_settings(
+        env={}, detector_address=detector.address, **_SERVER
+    )
     masker = loop_thread.run(masker_server.serve(*masker_settings, registry=CollectorRegistry()))
-    evaluator_settings = evaluator_server.load_settings(env={}, local_recognizers=RECOGNIZERS, **_SERVER)
-    evaluator = loop_thread.run(evaluator_server.serve(*evaluator_settings, registry=CollectorRegistry()))
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    channels = {name: grpc.insecure_channel(s.address, options=options)
-                for name, s in (("detector", detector), ("masker", masker), ("evaluator", evaluator))}
+    evaluator_settings = evaluator_server.load_settings(
+        env={}, local_recognizers=RECOGNIZERS, **_SERVER
+    )
+    evaluator = loop_thread.run(
+        evaluator_server.serve(*evaluator_settings, registry=CollectorRegistry())
+    )
+    options = [
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20),
+    ]
+    channels = {
+        name: grpc.insecure_channel(s.address, options=options)
+        for name, s in (("detector", detector), ("masker", masker), ("evaluator", evaluator))
+    }
     try:
         for running in (detector, masker, evaluator):
             loop_thread.run(running.wait_ready(timeout=600))

@@ -90,13 +90,23 @@ def test_detector_killed_during_load_is_unavailable_naming_it_and_the_masker_rec
 ) -> None:
     clients = Clients(small_masker.masker.address, SMALL_PHOTO.read_bytes())
     try:
-        _wait_for(lambda: clients.count("OK") >= 2, 300, "protections before the detector goes away")
+        _wait_for(
+            lambda: clients.count("OK") >= 2, 300, "protections before the detector goes away"
+        )
         killed = time.monotonic()
         loop_thread.run(small_masker.detector.stop(0))
-        _wait_for(lambda: clients.count("UNAVAILABLE", after=killed) >= 2, 120, "UNAVAILABLE while the detector is away")
+        _wait_for(
+            lambda: clients.count("UNAVAILABLE", after=killed) >= 2,
+            120,
+            "UNAVAILABLE while the detector is away",
+        )
         back = time.monotonic()
         small_masker.restart_detector()
-        _wait_for(lambda: clients.count("OK", after=back) >= 2, 120, "protections after the detector came back")
+        _wait_for(
+            lambda: clients.count("OK", after=back) >= 2,
+            120,
+            "protections after the detector came back",
+        )
     finally:
         clients.stop()
     codes = {c for _, c, _ in clients.calls}
@@ -125,18 +135,29 @@ def evaluator(loop_thread: LoopThread, cloud: FakeCloud) -> Iterator[Any]:
         facepp=FaceppConfig(key=fakes.FACEPP_KEY, secret=fakes.FACEPP_SECRET, endpoint=cloud.url),
     )
     _, settings = evaluator_server.load_settings(
-        env={}, cloud=config, local_recognizers="dlib,sface", backend_timeout_seconds=8,
-        cloud_max_attempts=2, cloud_backoff_seconds=0.01, cloud_backoff_max_seconds=0.05,
+        env={},
+        cloud=config,
+        local_recognizers="dlib,sface",
+        backend_timeout_seconds=8,
+        cloud_max_attempts=2,
+        cloud_backoff_seconds=0.01,
+        cloud_backoff_max_seconds=0.05,
     )
     server_settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=-1, grace_seconds=1)
-    running = loop_thread.run(evaluator_server.serve(server_settings, settings, registry=CollectorRegistry()))
+    running = loop_thread.run(
+        evaluator_server.serve(server_settings, settings, registry=CollectorRegistry())
+    )
     loop_thread.run(running.wait_ready(timeout=600))
     yield running
     loop_thread.run(running.stop(0))
 
 
-def test_a_slow_and_a_failing_cloud_api_fail_alone_inside_evaluate(evaluator: Any, cloud: FakeCloud) -> None:
-    cloud.script("azure_detect", *[Canned(200, [], delay=60)] * 8)  # answers long after the backend's 8 s
+def test_a_slow_and_a_failing_cloud_api_fail_alone_inside_evaluate(
+    evaluator: Any, cloud: FakeCloud
+) -> None:
+    cloud.script(
+        "azure_detect", *[Canned(200, [], delay=60)] * 8
+    )  # answers long after the backend's 8 s
     cloud.script("facepp", *[fakes.facepp_error(500, "BACKEND_ERROR")] * 8)
     bill = sorted((PHOTOS / "bill").glob("*.jpg"))
     request = evaluator_pb2.EvaluateRequest(
@@ -157,9 +178,15 @@ def test_a_slow_and_a_failing_cloud_api_fail_alone_inside_evaluate(evaluator: An
         v = verdicts[name]
         assert v.configured and not v.error and v.verified and v.match, (name, v.error)
     azure, facepp = verdicts["azure"], verdicts["facepp"]
-    assert azure.configured and azure.error_kind in ("timeout", "unavailable") and "azure" in azure.error
+    assert (
+        azure.configured
+        and azure.error_kind in ("timeout", "unavailable")
+        and "azure" in azure.error
+    )
     assert not azure.verified
-    assert facepp.configured and facepp.error_kind == "unavailable" and "server error" in facepp.error
+    assert (
+        facepp.configured and facepp.error_kind == "unavailable" and "server error" in facepp.error
+    )
     assert not facepp.verified
 
 
@@ -178,18 +205,27 @@ def test_deadline_reaches_the_detector_and_an_expired_protection_stops(
     with grpc.insecure_channel(small_masker.masker.address) as channel:
         stub = masker_pb2_grpc.MaskerStub(channel)
         # 10000 iterations would run for many minutes on this CPU; the stream shows the attack running.
-        long = protect_request(SMALL_PHOTO.read_bytes(), (bill[0].read_bytes(),), profile="low", iterations=10_000)
+        long = protect_request(
+            SMALL_PHOTO.read_bytes(), (bill[0].read_bytes(),), profile="low", iterations=10_000
+        )
         attacking = False
         with pytest.raises(grpc.RpcError) as info:
             for event in stub.ProtectStream(long, timeout=deadline):
-                attacking = attacking or (event.progress.stage == "attack" and event.progress.iteration > 0)
+                attacking = attacking or (
+                    event.progress.stage == "attack" and event.progress.iteration > 0
+                )
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert attacking, "the deadline passed before the attack started; nothing to stop"
         remaining = list(small_masker.recorder.remaining)
         assert len(remaining) == 2, "one Detect for the photo and one for the reference"
-        assert all(r is not None and 0 < r <= deadline + wire_rounding for r in remaining), remaining
-        _wait_for(lambda: any("stopped an attack" in r.getMessage() for r in caplog.records), 120,
-                  "the masker to stop the attack of the expired request")
+        assert all(r is not None and 0 < r <= deadline + wire_rounding for r in remaining), (
+            remaining
+        )
+        _wait_for(
+            lambda: any("stopped an attack" in r.getMessage() for r in caplog.records),
+            120,
+            "the masker to stop the attack of the expired request",
+        )
         # The one attack worker is free again: a cheap protection does not wait behind the long one.
         assert stub.Protect(protect_request(SMALL_PHOTO.read_bytes(), **CHEAP), timeout=120).faces
 
@@ -201,8 +237,11 @@ def _health(address: str) -> int | None:
     """The masker's health status, or None when the server refuses the call."""
     with grpc.insecure_channel(address) as channel:
         try:
-            return health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="faceoff.v1.Masker"), timeout=5).status
+            return (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service="faceoff.v1.Masker"), timeout=5)
+                .status
+            )
         except grpc.RpcError:
             return None
 
@@ -215,32 +254,69 @@ def test_sigterm_finishes_the_protection_in_flight_refuses_new_calls_and_exits_0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FACEOFF_GRACE_SECONDS": "120"}
     log = (tmp_path / "masker.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "faceoff.cli", "serve", "masker", "--host", "127.0.0.1", "--port", str(port),
-         "--metrics-port", "-1", "--detector", small_masker.detector_address, "--log-level", "INFO"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "faceoff.cli",
+            "serve",
+            "masker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            "-1",
+            "--detector",
+            small_masker.detector_address,
+            "--log-level",
+            "INFO",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
-        _wait_for(lambda: proc.poll() is not None or _health(address) == health_pb2.HealthCheckResponse.SERVING, 600,
-                  "faceoff serve masker to turn SERVING")
+        _wait_for(
+            lambda: (
+                proc.poll() is not None
+                or _health(address) == health_pb2.HealthCheckResponse.SERVING
+            ),
+            600,
+            "faceoff serve masker to turn SERVING",
+        )
         assert proc.poll() is None, (tmp_path / "masker.log").read_text()[-3000:]
         with grpc.insecure_channel(address) as channel:
             stream = masker_pb2_grpc.MaskerStub(channel).ProtectStream(
-                protect_request(SMALL_PHOTO.read_bytes(), profile="low", iterations=40, seed=0), timeout=600)
+                protect_request(SMALL_PHOTO.read_bytes(), profile="low", iterations=40, seed=0),
+                timeout=600,
+            )
             events = iter(stream)
             for event in events:  # until the attack is under way (its first compiled chunk has run)
-                if event.WhichOneof("event") == "progress" and event.progress.stage == "attack" and event.progress.iteration:
+                if (
+                    event.WhichOneof("event") == "progress"
+                    and event.progress.stage == "attack"
+                    and event.progress.iteration
+                ):
                     break
             else:
                 pytest.fail("the stream ended before the attack started")
             proc.send_signal(signal.SIGTERM)
-            _wait_for(lambda: _health(address) is None, 60, "the draining server to stop taking calls")
+            _wait_for(
+                lambda: _health(address) is None, 60, "the draining server to stop taking calls"
+            )
             with pytest.raises(grpc.RpcError) as refused:
                 with grpc.insecure_channel(address) as fresh:
-                    masker_pb2_grpc.MaskerStub(fresh).Protect(protect_request(SMALL_PHOTO.read_bytes(), **CHEAP), timeout=30)
+                    masker_pb2_grpc.MaskerStub(fresh).Protect(
+                        protect_request(SMALL_PHOTO.read_bytes(), **CHEAP), timeout=30
+                    )
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             rest = list(events)  # the protection in flight goes on to its result
         assert rest and rest[-1].WhichOneof("event") == "result" and len(rest[-1].result.faces) == 1
-        attack = [e.progress.iteration for e in rest if e.WhichOneof("event") == "progress" and e.progress.stage == "attack"]
+        attack = [
+            e.progress.iteration
+            for e in rest
+            if e.WhichOneof("event") == "progress" and e.progress.stage == "attack"
+        ]
         assert attack and attack[-1] == 40, "the attack ran to its end after SIGTERM"
         assert proc.wait(timeout=180) == 0, (tmp_path / "masker.log").read_text()[-3000:]
     finally:

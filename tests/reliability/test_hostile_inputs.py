@@ -28,7 +28,14 @@ import pytest
 from grpc_health.v1 import health_pb2
 from PIL import Image
 
-from faceoff.cli.bench.hostile import EVALUATE_RECOGNIZERS, RPCS, HostileCase, hostile_inputs, reference_photo, request
+from faceoff.cli.bench.hostile import (
+    EVALUATE_RECOGNIZERS,
+    RPCS,
+    HostileCase,
+    hostile_inputs,
+    reference_photo,
+    request,
+)
 from faceoff.common.imaging import decode
 from faceoff.masker.convert import FORMATS
 from faceoff.v1 import detector_pb2_grpc, evaluator_pb2_grpc, masker_pb2_grpc
@@ -39,11 +46,19 @@ if TYPE_CHECKING:
     from tests.reliability.pipeline import Pipeline
 
 # Pillow warns about each corrupt EXIF block it skips: expected here.
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin"),
+]
 pytest_plugins = ["tests.reliability.pipeline"]
 
 CASES: dict[str, HostileCase] = {case.name: case for case in hostile_inputs(CELEBS)}
-PAIRS = [(name, rpc) for name, case in CASES.items() for rpc in RPCS if rpc in case.expect or (case.skip and rpc == "Detect")]
+PAIRS = [
+    (name, rpc)
+    for name, case in CASES.items()
+    for rpc in RPCS
+    if rpc in case.expect or (case.skip and rpc == "Detect")
+]
 #: Bound on how far the process's peak RSS may rise over the hostile cases, from where it stood at
 #: the first one (with the three servers and their models loaded, and whatever earlier tests in
 #: the same pytest process left behind: the peak is process-wide, so an absolute bound would
@@ -55,7 +70,14 @@ OUTCOMES: dict[tuple[str, str], tuple[str, int, int]] = {}
 #: Bad photos ``faceoff detect`` and ``faceoff evaluate`` are run on (one process each, so a subset).
 CLI_SUBSET = ("empty", "text_file", "jpeg_truncated", "png_bomb_60000x60000", "png_ztxt_bomb")
 FORMAT_NAMES = {v: k for k, v in FORMATS.items()}
-SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp"}
+SUFFIXES = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "GIF": ".gif",
+    "TIFF": ".tif",
+    "BMP": ".bmp",
+}
 CLI_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -67,15 +89,27 @@ def reference() -> bytes:
 def _call(pipeline: Pipeline, rpc: str, message: Any) -> tuple[Any, list[Any]]:
     """The response (and, for ProtectStream, the progress events before it)."""
     if rpc == "Detect":
-        return detector_pb2_grpc.DetectorStub(pipeline.channels["detector"]).Detect(message, timeout=300), []
+        return detector_pb2_grpc.DetectorStub(pipeline.channels["detector"]).Detect(
+            message, timeout=300
+        ), []
     if rpc == "Protect":
-        return masker_pb2_grpc.MaskerStub(pipeline.channels["masker"]).Protect(message, timeout=300), []
+        return masker_pb2_grpc.MaskerStub(pipeline.channels["masker"]).Protect(
+            message, timeout=300
+        ), []
     if rpc == "ProtectStream":
-        events = list(masker_pb2_grpc.MaskerStub(pipeline.channels["masker"]).ProtectStream(message, timeout=300))
-        assert events and events[-1].WhichOneof("event") == "result", "the stream must end with its result"
+        events = list(
+            masker_pb2_grpc.MaskerStub(pipeline.channels["masker"]).ProtectStream(
+                message, timeout=300
+            )
+        )
+        assert events and events[-1].WhichOneof("event") == "result", (
+            "the stream must end with its result"
+        )
         assert all(e.WhichOneof("event") == "progress" for e in events[:-1])
         return events[-1].result, events[:-1]
-    return evaluator_pb2_grpc.EvaluatorStub(pipeline.channels["evaluator"]).Evaluate(message, timeout=300), []
+    return evaluator_pb2_grpc.EvaluatorStub(pipeline.channels["evaluator"]).Evaluate(
+        message, timeout=300
+    ), []
 
 
 def _check_faces(case: HostileCase, found: int) -> None:
@@ -88,18 +122,22 @@ def _check_protected(case: HostileCase, response: Any) -> None:
     out = Image.open(io.BytesIO(response.image.data))
     photo = decode(response.image.data)
     if case.size is not None:
-        assert (photo.full_width, photo.full_height) == case.size, "the output must keep the photo's display size"
+        assert (photo.full_width, photo.full_height) == case.size, (
+            "the output must keep the photo's display size"
+        )
     if case.output_format is not None:
         assert FORMAT_NAMES[response.image.format] == case.output_format == out.format
     _check_faces(case, response.faces_found)
     assert len(response.faces) == response.faces_found, "every face found is protected"
     assert out.getexif().get(0x0112) in (None, 1), "pixels are stored upright: no orientation tag"
     icc = out.info.get("icc_profile")
-    assert not icc or icc[16:20] == b"RGB ", "an RGB photo must not carry a CMYK or grayscale ICC profile"
+    assert not icc or icc[16:20] == b"RGB ", (
+        "an RGB photo must not carry a CMYK or grayscale ICC profile"
+    )
     if case.name == "palette_transparency":
         assert photo.alpha is not None and photo.alpha.min() == 0, "transparency must survive"
     for face in response.faces:
-        assert 0 < face.l2 and face.psnr > 20
+        assert face.l2 > 0 and face.psnr > 20
 
 
 def _check_result(case: HostileCase, rpc: str, response: Any, events: list[Any]) -> None:
@@ -138,7 +176,9 @@ def test_hostile_input(pipeline: Pipeline, reference: bytes, name: str, rpc: str
     OUTCOMES[name, rpc] = (code, before, peak_rss_bytes())
     assert code == expect.status, f"{name} via {rpc}: {code} {details!r}, expected {expect.status}"
     if not expect.ok:
-        assert expect.needle in details.lower(), f"{name} via {rpc}: the message {details!r} should name {expect.needle!r}"
+        assert expect.needle in details.lower(), (
+            f"{name} via {rpc}: the message {details!r} should name {expect.needle!r}"
+        )
         assert "Traceback" not in details and "internal error" not in details
         return
     _check_result(case, rpc, response, events)
@@ -159,13 +199,26 @@ def _suffix(data: bytes) -> str:
 
 def _photo_cases() -> list[HostileCase]:
     """Cases whose photo is the problem (no option, no reference) and that the CLI can express."""
-    return [c for c in CASES.values() if not c.skip and c.cli == () and not c.protect_options
-            and not c.detect_options and not c.evaluate_fields and c.references is None]
+    return [
+        c
+        for c in CASES.values()
+        if not c.skip
+        and c.cli == ()
+        and not c.protect_options
+        and not c.detect_options
+        and not c.evaluate_fields
+        and c.references is None
+    ]
 
 
 def _faceoff(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "faceoff.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=CLI_ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "faceoff.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=CLI_ENV,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +232,25 @@ def photo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-def test_cli_protect_takes_every_photo_case(pipeline: Pipeline, photo_files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_protect_takes_every_photo_case(
+    pipeline: Pipeline, photo_files: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    run = _faceoff("protect", *map(str, photo_files.values()), "-o", str(out), "--server", pipeline.masker.address,
-                   "--profile", "low", "--iterations", "2", "--seed", "1", "--json")
+    run = _faceoff(
+        "protect",
+        *map(str, photo_files.values()),
+        "-o",
+        str(out),
+        "--server",
+        pipeline.masker.address,
+        "--profile",
+        "low",
+        "--iterations",
+        "2",
+        "--seed",
+        "1",
+        "--json",
+    )
     receipts = {Path(r["input"]).name: r for r in map(json.loads, run.stdout.splitlines())}
     failures = sum(1 for name in photo_files if not CASES[name].expect["Protect"].ok)
     assert run.returncode == (1 if failures else 0), run.stderr[-2000:]
@@ -200,36 +268,52 @@ def test_cli_protect_takes_every_photo_case(pipeline: Pipeline, photo_files: dic
         else:
             assert receipt["status"] == "failed" and receipt["code"] == expect.status, receipt
             assert expect.needle in receipt["error"].lower(), receipt
-            assert f"{path}: " in run.stderr, "each failure is reported on standard error, naming the file"
+            assert f"{path}: " in run.stderr, (
+                "each failure is reported on standard error, naming the file"
+            )
     for name, path in photo_files.items():
         OUTCOMES[name, "faceoff protect"] = (receipts[path.name]["status"], 0, 0)
 
 
-def test_cli_refuses_bad_options_before_any_photo(photo_files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_refuses_bad_options_before_any_photo(
+    photo_files: dict[str, Path], tmp_path: Path
+) -> None:
     photo = next(p for n, p in photo_files.items() if n == "no_faces")
     for case in CASES.values():
         if not case.cli or case.skip:
             continue
-        run = _faceoff("protect", str(photo), "-o", str(tmp_path / case.name), *case.cli, timeout=120)
+        run = _faceoff(
+            "protect", str(photo), "-o", str(tmp_path / case.name), *case.cli, timeout=120
+        )
         assert run.returncode == 2, f"{case.name}: exit {run.returncode}: {run.stderr[-500:]}"
         needle = next(e.needle for e in case.expect.values())
         assert needle in run.stderr.lower(), f"{case.name}: {run.stderr[-500:]}"
         assert "Traceback" not in run.stderr
-        assert not (tmp_path / case.name).exists(), "nothing is written when the options are refused"
+        assert not (tmp_path / case.name).exists(), (
+            "nothing is written when the options are refused"
+        )
         OUTCOMES[case.name, "faceoff protect"] = ("exit 2", 0, 0)
 
 
-def test_cli_detect_and_evaluate_refuse_bad_photos(photo_files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_detect_and_evaluate_refuse_bad_photos(
+    photo_files: dict[str, Path], tmp_path: Path
+) -> None:
     references = tmp_path / "references"
     references.mkdir()
     (references / "me.jpg").write_bytes(reference_photo(CELEBS))
     for name in CLI_SUBSET:
         path, expect = photo_files[name], CASES[name].expect["Detect"]
-        for command in (("detect", str(path)), ("evaluate", str(path), "--reference", str(references),
-                                                  "--recognizers", "sface")):
+        for command in (
+            ("detect", str(path)),
+            ("evaluate", str(path), "--reference", str(references), "--recognizers", "sface"),
+        ):
             run = _faceoff(*command, timeout=120)
-            assert run.returncode == 2, f"faceoff {command[0]} {name}: exit {run.returncode}: {run.stderr[-500:]}"
-            assert expect.needle in run.stderr.lower() and str(path) in run.stderr, run.stderr[-500:]
+            assert run.returncode == 2, (
+                f"faceoff {command[0]} {name}: exit {run.returncode}: {run.stderr[-500:]}"
+            )
+            assert expect.needle in run.stderr.lower() and str(path) in run.stderr, run.stderr[
+                -500:
+            ]
             assert "Traceback" not in run.stderr
             OUTCOMES[name, f"faceoff {command[0]}"] = ("exit 2", 0, 0)
 
@@ -239,17 +323,22 @@ def test_cli_detect_and_evaluate_refuse_bad_photos(photo_files: dict[str, Path],
 
 def test_services_still_serving_and_memory_bounded(pipeline: Pipeline) -> None:
     for service in ("detector", "masker", "evaluator"):
-        assert pipeline.health(service) == health_pb2.HealthCheckResponse.SERVING, f"the {service} stopped serving"
+        assert pipeline.health(service) == health_pb2.HealthCheckResponse.SERVING, (
+            f"the {service} stopped serving"
+        )
     ran = {k: v for k, v in OUTCOMES.items() if v[2]}
     assert ran, "no hostile case ran"
     worst = max(ran, key=lambda k: ran[k][2])
     growth = max(ran, key=lambda k: ran[k][2] - ran[k][1])
-    print(f"\nhostile inputs: {len(ran)} requests; peak RSS {ran[worst][2] / 2**20:.0f} MiB ({worst[0]} via {worst[1]}); "
-          f"largest growth in one request {(ran[growth][2] - ran[growth][1]) / 2**20:.0f} MiB ({growth[0]} via {growth[1]})")
+    print(
+        f"\nhostile inputs: {len(ran)} requests; peak RSS {ran[worst][2] / 2**20:.0f} MiB ({worst[0]} via {worst[1]}); "
+        f"largest growth in one request {(ran[growth][2] - ran[growth][1]) / 2**20:.0f} MiB ({growth[0]} via {growth[1]})"
+    )
     for (name, rpc), (code, before, peak) in OUTCOMES.items():
         rss = f"{before / 2**20:6.0f} -> {peak / 2**20:6.0f} MiB" if peak else ""
         print(f"  {name:28s} {rpc:16s} {code:20s} {rss}")
     baseline = min(before for _, before, _ in ran.values())
     assert ran[worst][2] - baseline < RSS_BOUND, (
         f"{worst}: peak RSS {ran[worst][2] / 2**30:.1f} GiB, {(ran[worst][2] - baseline) / 2**30:.1f} GiB over "
-        f"the {baseline / 2**30:.1f} GiB the process had at the first case")
+        f"the {baseline / 2**30:.1f} GiB the process had at the first case"
+    )

@@ -69,7 +69,11 @@ def _dlib() -> None:
 
 #: Each asset and the real loader that reads it (FaceNet h5 with h5py, ONNX with OpenCV, .dat with dlib).
 LOADERS: dict[str, Callable[[], None]] = {
-    "facenet": _facenet, "sface": _sface, "yunet": _sface, "dlib_resnet": _dlib, "dlib_shape5": _dlib,
+    "facenet": _facenet,
+    "sface": _sface,
+    "yunet": _sface,
+    "dlib_resnet": _dlib,
+    "dlib_shape5": _dlib,
 }
 
 
@@ -103,12 +107,17 @@ def test_a_same_size_rewrite_with_its_mtime_set_back_is_caught(tmp_path: Path) -
     with open(file, "r+b") as f:  # same inode, same size
         f.write(bytes(data))
     os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert (file.stat().st_size, file.stat().st_mtime_ns, file.stat().st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert (file.stat().st_size, file.stat().st_mtime_ns, file.stat().st_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
     with pytest.raises(AssetError, match="sha256"):
         assets.path("yunet", cache_dir=tmp_path)
 
 
 # ---- MTCNN's packaged weights -------------------------------------------------------------------
+
 
 def test_mtcnn_weights_match_joblib_and_a_tampered_copy_is_refused(tmp_path: Path) -> None:
     import joblib
@@ -118,7 +127,9 @@ def test_mtcnn_weights_match_joblib_and_a_tampered_copy_is_refused(tmp_path: Pat
     for name, digest in mtcnn_weights.WEIGHTS.items():
         original = mtcnn_weights.weights_dir() / name
         ours = mtcnn_weights.load_weights(original, digest)
-        theirs = joblib.load(original)  # the package's own file, verified above: the reference values
+        theirs = joblib.load(
+            original
+        )  # the package's own file, verified above: the reference values
         assert len(ours) == len(theirs) and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
     copy = tmp_path / "pnet.lz4"
     data = bytearray((mtcnn_weights.weights_dir() / "pnet.lz4").read_bytes())
@@ -145,9 +156,13 @@ def test_a_weights_file_that_names_code_is_refused_without_running_it(tmp_path: 
     evil = tmp_path / "evil.lz4"
     evil.write_bytes(lz4.frame.compress(pickle.dumps([_Exploit(marker)], protocol=4)))
     with pytest.raises(AssetError, match=r"refers to (posix|os|nt)\.system"):
-        mtcnn_weights.load_weights(evil, assets.sha256_file(evil))  # right digest: only the reader stands in the way
+        mtcnn_weights.load_weights(
+            evil, assets.sha256_file(evil)
+        )  # right digest: only the reader stands in the way
     assert not marker.exists()
-    arrays = tmp_path / "plain-numpy.lz4"  # a plain pickle of an array also names code (numpy's reconstructor)
+    arrays = (
+        tmp_path / "plain-numpy.lz4"
+    )  # a plain pickle of an array also names code (numpy's reconstructor)
     arrays.write_bytes(lz4.frame.compress(pickle.dumps([np.zeros(3, np.float32)], protocol=4)))
     with pytest.raises(AssetError, match="_reconstruct"):
         mtcnn_weights.load_weights(arrays, assets.sha256_file(arrays))
@@ -202,7 +217,9 @@ ALLOWED = {
 
 def _sources() -> list[Path]:
     roots = [REPO / "services", REPO / "sdk", REPO / "cli", REPO / "protos", REPO / "tools"]
-    return sorted(p for root in roots for p in root.rglob("*.py") if "/src/faceoff/v1/" not in p.as_posix())
+    return sorted(
+        p for root in roots for p in root.rglob("*.py") if "/src/faceoff/v1/" not in p.as_posix()
+    )
 
 
 def test_no_code_path_deserialises_a_model_as_code() -> None:
@@ -234,9 +251,16 @@ def test_the_facenet_h5_is_read_as_weights_only(monkeypatch: pytest.MonkeyPatch)
         raise AssertionError("a model file was deserialised as code")
 
     for owner, attr in [
-        (keras.models, "load_model"), (keras.saving, "load_model"), (keras.models, "model_from_json"),
-        (keras.saving, "deserialize_keras_object"), (keras.layers, "deserialize"), (python_utils, "func_load"),
-        (tf.saved_model, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
+        (keras.models, "load_model"),
+        (keras.saving, "load_model"),
+        (keras.models, "model_from_json"),
+        (keras.saving, "deserialize_keras_object"),
+        (keras.layers, "deserialize"),
+        (python_utils, "func_load"),
+        (tf.saved_model, "load"),
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Unpickler"),
     ]:
         monkeypatch.setattr(owner, attr, refuse)
     read: list[str] = []

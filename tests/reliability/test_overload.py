@@ -50,7 +50,9 @@ PIXELS = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
 
 def _ok_response() -> masker_pb2.ProtectResponse:
-    return masker_pb2.ProtectResponse(image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG))
+    return masker_pb2.ProtectResponse(
+        image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG)
+    )
 
 
 # -- the shared server's concurrency limit ------------------------------------------------------
@@ -63,18 +65,28 @@ class SlowMasker(masker_pb2_grpc.MaskerServicer):
         self.release = asyncio.Event()
         self.started = 0
 
-    async def Protect(self, request: Any, context: grpc.aio.ServicerContext) -> masker_pb2.ProtectResponse:  # noqa: N802
+    async def Protect(
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> masker_pb2.ProtectResponse:
         self.started += 1
         await self.release.wait()
         return _ok_response()
 
 
-def test_concurrency_limit_refuses_with_a_retry_hint_and_health_still_answers(loop_thread: LoopThread) -> None:
+def test_concurrency_limit_refuses_with_a_retry_hint_and_health_still_answers(
+    loop_thread: LoopThread,
+) -> None:
     servicer = SlowMasker()
     registry = CollectorRegistry()
-    spec = ServiceSpec(name="faceoff.v1.Masker", namespace="faceoff_masker", load=lambda: None,
-                       register=lambda server: masker_pb2_grpc.add_MaskerServicer_to_server(servicer, server))
-    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=-1, grace_seconds=0, max_concurrent_rpcs=2)
+    spec = ServiceSpec(
+        name="faceoff.v1.Masker",
+        namespace="faceoff_masker",
+        load=lambda: None,
+        register=lambda server: masker_pb2_grpc.add_MaskerServicer_to_server(servicer, server),
+    )
+    settings = ServerSettings(
+        host="127.0.0.1", port=0, metrics_port=-1, grace_seconds=0, max_concurrent_rpcs=2
+    )
     running = loop_thread.run(start_server(settings, spec, registry=registry))
     try:
         loop_thread.run(running.wait_ready(timeout=60))
@@ -90,8 +102,12 @@ def test_concurrency_limit_refuses_with_a_retry_hint_and_health_still_answers(lo
                 with pytest.raises(grpc.RpcError) as info:
                     stub.Protect(protect_request(b"x"), timeout=30)
                 refused.append(info.value)
-            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert health.status == health_pb2.HealthCheckResponse.SERVING, "a saturated server must still answer probes"
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING, (
+                "a saturated server must still answer probes"
+            )
             loop_thread.loop.call_soon_threadsafe(servicer.release.set)
             assert all(f.result(timeout=30).image.data for f in held)
         for exc in refused:
@@ -99,12 +115,18 @@ def test_concurrency_limit_refuses_with_a_retry_hint_and_health_still_answers(lo
             assert "limit" in exc.details() and "retry in" in exc.details()
             metadata = dict(exc.trailing_metadata())
             assert int(metadata["grpc-retry-pushback-ms"]) > 0 and int(metadata["retry-after"]) >= 1
-        refusals = registry.get_sample_value("faceoff_masker_requests_total", {"method": "Protect", "code": "RESOURCE_EXHAUSTED"})
+        refusals = registry.get_sample_value(
+            "faceoff_masker_requests_total", {"method": "Protect", "code": "RESOURCE_EXHAUSTED"}
+        )
         assert refusals == 3, "refusals must reach the metrics"
         # Once the held calls finished, the limit admits calls again.
         servicer.release.set()
         with grpc.insecure_channel(running.address) as channel:
-            assert masker_pb2_grpc.MaskerStub(channel).Protect(protect_request(b"x"), timeout=30).image.data
+            assert (
+                masker_pb2_grpc.MaskerStub(channel)
+                .Protect(protect_request(b"x"), timeout=30)
+                .image.data
+            )
     finally:
         loop_thread.run(running.stop(0))
 
@@ -117,8 +139,20 @@ def _job(seed: int = 0) -> Any:
     from faceoff.masker.protection import Job
 
     crops = np.full((1, 160, 160, 3), 0.5, np.float32)
-    return Job(data=b"", photo=None, options=resolve("low", seed=seed), faces_found=1, indices=[0], boxes=[(0, 0, 1, 1)],
-               regions=[], crops=crops, user_refs=[np.zeros((1, 512), np.float32)], anchors=[], others=[], targets=[None])
+    return Job(
+        data=b"",
+        photo=None,
+        options=resolve("low", seed=seed),
+        faces_found=1,
+        indices=[0],
+        boxes=[(0, 0, 1, 1)],
+        regions=[],
+        crops=crops,
+        user_refs=[np.zeros((1, 512), np.float32)],
+        anchors=[],
+        others=[],
+        targets=[None],
+    )
 
 
 def test_full_queue_refuses_with_a_hint_and_forgets_callers_that_left() -> None:
@@ -144,7 +178,9 @@ def test_full_queue_refuses_with_a_hint_and_forgets_callers_that_left() -> None:
             with pytest.raises(Overloaded, match="queue is full"):
                 batcher.refuse_if_full()  # what the servicer asks before detecting a new request's faces
             full = batcher.queued_faces
-            waiting[0].cancel()  # that caller went away (deadline passed): its place is free at once
+            waiting[
+                0
+            ].cancel()  # that caller went away (deadline passed): its place is free at once
             await asyncio.sleep(0.05)
             after_cancel = batcher.queued_faces
             batcher.refuse_if_full()  # room for one face again
@@ -158,8 +194,15 @@ def test_full_queue_refuses_with_a_hint_and_forgets_callers_that_left() -> None:
 
     refusal, full, after_cancel = asyncio.run(scenario())
     assert full == 2 and after_cancel == 1
-    assert refusal.status == "RESOURCE_EXHAUSTED" and refusal.retry_after is not None and refusal.retry_after > 0
-    assert "queue is full" in refusal.message and f"retry in {refusal.retry_after:.1f} s" in refusal.message
+    assert (
+        refusal.status == "RESOURCE_EXHAUSTED"
+        and refusal.retry_after is not None
+        and refusal.retry_after > 0
+    )
+    assert (
+        "queue is full" in refusal.message
+        and f"retry in {refusal.retry_after:.1f} s" in refusal.message
+    )
 
 
 # -- a short load run against a real masker ------------------------------------------------------
@@ -175,22 +218,44 @@ def test_short_load_only_ok_or_resource_exhausted_and_every_accepted_request_com
 
     async def sample() -> None:  # on the server's loop, between its own steps
         while not stop.is_set():
-            samples.append((registry.get_sample_value("faceoff_masker_queue_depth") or 0.0,
-                            registry.get_sample_value("faceoff_masker_requests_in_progress", {"method": "Protect"}) or 0.0))
+            samples.append(
+                (
+                    registry.get_sample_value("faceoff_masker_queue_depth") or 0.0,
+                    registry.get_sample_value(
+                        "faceoff_masker_requests_in_progress", {"method": "Protect"}
+                    )
+                    or 0.0,
+                )
+            )
             await asyncio.sleep(0.005)
 
     sampler = asyncio.run_coroutine_threadsafe(sample(), loop_thread.loop)
-    request = load.build_request("protect", SMALL_PHOTO.read_bytes(), CHEAP["profile"], CHEAP["iterations"], CHEAP["seed"])
+    request = load.build_request(
+        "protect", SMALL_PHOTO.read_bytes(), CHEAP["profile"], CHEAP["iterations"], CHEAP["seed"]
+    )
     try:
-        tally, wall = asyncio.run(load.run_load(masker.address, "protect", request, concurrency=40, duration=6.0,
-                                                deadline=120.0))
+        tally, wall = asyncio.run(
+            load.run_load(
+                masker.address, "protect", request, concurrency=40, duration=6.0, deadline=120.0
+            )
+        )
     finally:
         stop.set()
         sampler.result(timeout=10)
-    result = load.summarise(tally, wall, target=masker.address, rpc="protect", concurrency=40, duration=6.0,
-                            deadline=120.0, settings={})
+    result = load.summarise(
+        tally,
+        wall,
+        target=masker.address,
+        rpc="protect",
+        concurrency=40,
+        duration=6.0,
+        deadline=120.0,
+        settings={},
+    )
     assert set(result["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"}, result["example_messages"]
-    assert result["codes"].get("RESOURCE_EXHAUSTED", 0) > 0, f"40 clients must overload {MAX_CONCURRENT_RPCS} RPCs"
+    assert result["codes"].get("RESOURCE_EXHAUSTED", 0) > 0, (
+        f"40 clients must overload {MAX_CONCURRENT_RPCS} RPCs"
+    )
     assert result["completed"] > 0
     assert result["every_accepted_completed"] and result["accepted"] == result["completed"]
     assert result["refused_without_retry_hint"] == 0 and all(h > 0 for h in tally.hints)
@@ -213,7 +278,7 @@ class HintingMasker(masker_pb2_grpc.MaskerServicer):
         self.trailing = trailing
         self.attempts = 0
 
-    def Protect(self, request: Any, context: grpc.ServicerContext) -> masker_pb2.ProtectResponse:  # noqa: N802
+    def Protect(self, request: Any, context: grpc.ServicerContext) -> masker_pb2.ProtectResponse:
         self.attempts += 1
         if self.attempts <= self.refusals:
             context.set_trailing_metadata(self.trailing)
@@ -255,7 +320,9 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 SLOW_POLICY = RetryPolicy(max_attempts=4, initial_backoff=30.0, max_backoff=60.0)
 
 
-def test_sdk_waits_the_servers_pushback_instead_of_its_backoff(hinting: Any, waits: list[float]) -> None:
+def test_sdk_waits_the_servers_pushback_instead_of_its_backoff(
+    hinting: Any, waits: list[float]
+) -> None:
     address, servicer = hinting(2, (("grpc-retry-pushback-ms", "250"), ("retry-after", "1")))
     with Client(address, retries=SLOW_POLICY) as client:
         assert client.protect(b"photo").data
@@ -270,12 +337,16 @@ def test_sdk_waits_the_servers_pushback_instead_of_its_backoff(hinting: Any, wai
     assert asyncio.run(main()) and servicer.attempts == 2 and waits[-1] == 0.4
 
 
-def test_sdk_reads_retry_after_and_falls_back_to_its_backoff(hinting: Any, waits: list[float]) -> None:
+def test_sdk_reads_retry_after_and_falls_back_to_its_backoff(
+    hinting: Any, waits: list[float]
+) -> None:
     address, _ = hinting(1, (("retry-after", "2"),))
     with Client(address, retries=SLOW_POLICY) as client:
         client.protect(b"photo")
     address, _ = hinting(1, ())
-    with Client(address, retries=RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01)) as client:
+    with Client(
+        address, retries=RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.01)
+    ) as client:
         client.protect(b"photo")
     assert waits[0] == 2.0 and 0 <= waits[1] <= 0.01
 
@@ -302,11 +373,17 @@ def test_bench_load_only_targets_this_machine(capsys: pytest.CaptureFixture[str]
 
     for target in ("127.0.0.1:50052", "127.9.9.9:1", "localhost:50052", "[::1]:50052"):
         load.check_loopback(target)
-    for target, why in (("10.1.2.3:50052", "not loopback"), ("192.168.0.7:80", "not loopback"),
-                        ("127.0.0.1", "HOST:PORT"), ("127.0.0.1:port", "HOST:PORT")):
+    for target, why in (
+        ("10.1.2.3:50052", "not loopback"),
+        ("192.168.0.7:80", "not loopback"),
+        ("127.0.0.1", "HOST:PORT"),
+        ("127.0.0.1:port", "HOST:PORT"),
+    ):
         with pytest.raises(load.LoadError, match=why):
             load.check_loopback(target)
-    args = build_parser().parse_args(["bench", "load", "--target", "10.1.2.3:50052", "--duration", "1"])
+    args = build_parser().parse_args(
+        ["bench", "load", "--target", "10.1.2.3:50052", "--duration", "1"]
+    )
     assert load.main(args) == 2
     err = capsys.readouterr().err
     assert "10.1.2.3" in err and "only runs against this machine" in err

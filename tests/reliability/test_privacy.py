@@ -39,11 +39,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceoff.common.crops import crop_region, extract_crop
 from faceoff.common.imaging import Photo, decode
 from faceoff.common.server import configure_logging
-from faceoff.common.crops import crop_region, extract_crop
-from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc, evaluator_pb2, evaluator_pb2_grpc
-from faceoff.v1 import masker_pb2, masker_pb2_grpc
+from faceoff.v1 import (
+    common_pb2,
+    detector_pb2,
+    detector_pb2_grpc,
+    evaluator_pb2,
+    evaluator_pb2_grpc,
+    masker_pb2,
+    masker_pb2_grpc,
+)
 from tests.conftest import PHOTOS
 
 if TYPE_CHECKING:
@@ -52,7 +59,12 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 pytest_plugins = ["tests.reliability.pipeline"]
 
-_GPS = {1: "N", 2: (Fraction(51, 1), Fraction(30, 1), Fraction(2671, 100)), 3: "W", 4: (Fraction(0, 1), Fraction(7, 1), Fraction(3953, 100))}
+_GPS = {
+    1: "N",
+    2: (Fraction(51, 1), Fraction(30, 1), Fraction(2671, 100)),
+    3: "W",
+    4: (Fraction(0, 1), Fraction(7, 1), Fraction(3953, 100)),
+}
 _SKIP_DIRS = ("models", "__pycache__", ".git", ".venv", "node_modules", ".hypothesis")
 
 
@@ -87,16 +99,16 @@ class Needles:
     def add_file(self, data: bytes) -> None:
         """Runs from a quarter, half and three quarters into an encoded file, and its base64."""
         for at in (len(data) // 4, len(data) // 2, 3 * len(data) // 4):
-            self.add_bytes(data[at:at + 32])
+            self.add_bytes(data[at : at + 32])
         b64 = base64.b64encode(data).decode()
-        self.text.append(b64[len(b64) // 2:len(b64) // 2 + 40])
+        self.text.append(b64[len(b64) // 2 : len(b64) // 2 + 40])
 
     def add_floats(self, values: np.ndarray) -> None:
         """An embedding or crop: raw float32 bytes and the leading digits of a few printed values."""
         flat = np.asarray(values, np.float32).ravel()
         middle = len(flat) // 2
-        self.raw.append(flat[middle:middle + 8].tobytes())
-        for v in flat[middle:middle + 4]:
+        self.raw.append(flat[middle : middle + 8].tobytes())
+        for v in flat[middle : middle + 4]:
             if abs(v) >= 1e-3:
                 digits = f"{abs(float(v)):.9f}"
                 self.digits.append(digits[: digits.index(".") + 6])
@@ -159,7 +171,9 @@ def fresh_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ["TMPDIR"] = saved_env
 
 
-def _files(root: Path, since: float | None = None, limit: int = 20000) -> dict[Path, tuple[int, float]]:
+def _files(
+    root: Path, since: float | None = None, limit: int = 20000
+) -> dict[Path, tuple[int, float]]:
     out: dict[Path, tuple[int, float]] = {}
     if not root.is_dir():
         return out
@@ -188,10 +202,18 @@ def _leftovers(keep: list[Any], datas: list[bytes], shapes: set[tuple[int, int]]
     keep_ids = {id(k) for k in keep}
 
     def holds(value: Any) -> str | None:
-        if isinstance(value, (bytes, bytearray)) and id(value) not in keep_ids and any(
-                len(value) == len(d) and value == d for d in datas):
+        if (
+            isinstance(value, (bytes, bytearray))
+            and id(value) not in keep_ids
+            and any(len(value) == len(d) and value == d for d in datas)
+        ):
             return f"bytes of a photo ({len(value)} B)"
-        if isinstance(value, np.ndarray) and id(value) not in keep_ids and value.ndim >= 2 and value.shape[:2] in shapes:
+        if (
+            isinstance(value, np.ndarray)
+            and id(value) not in keep_ids
+            and value.ndim >= 2
+            and value.shape[:2] in shapes
+        ):
             return f"an array of a photo's size {value.shape}"
         return None
 
@@ -202,14 +224,18 @@ def _leftovers(keep: list[Any], datas: list[bytes], shapes: set[tuple[int, int]]
             continue
         if isinstance(obj, Photo) and (obj.pixels.shape[:2] in shapes):
             found.append(f"a Photo {obj.pixels.shape}")
-        elif isinstance(obj, Job) and obj.photo is not None and obj.photo.pixels.shape[:2] in shapes:
+        elif (
+            isinstance(obj, Job) and obj.photo is not None and obj.photo.pixels.shape[:2] in shapes
+        ):
             found.append("a masker Job")
         elif isinstance(obj, FacePhoto) and obj.photo.pixels.shape[:2] in shapes:
             found.append(f"an evaluator FacePhoto ({obj.label})")
         else:
             if isinstance(obj, dict):
                 values: Any = obj.values()
-            elif str(getattr(type(obj), "__module__", "")).startswith("faceoff.") and hasattr(obj, "__dict__"):
+            elif str(getattr(type(obj), "__module__", "")).startswith("faceoff.") and hasattr(
+                obj, "__dict__"
+            ):
                 values = vars(obj).values()
             elif isinstance(obj, (list, tuple, set, frozenset)):
                 values = obj
@@ -232,7 +258,10 @@ def _leftovers(keep: list[Any], datas: list[bytes], shapes: set[tuple[int, int]]
 
 
 def test_no_photo_crop_or_embedding_in_logs_disk_or_memory(
-    pipeline: Pipeline, debug_logging: _Records, fresh_tmpdir: Path, capfd: pytest.CaptureFixture[str],
+    pipeline: Pipeline,
+    debug_logging: _Records,
+    fresh_tmpdir: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     from faceoff.faces.recognizers import get_local
     from faceoff.masker.protection import Protector
@@ -248,11 +277,16 @@ def test_no_photo_crop_or_embedding_in_logs_disk_or_memory(
     needles = Needles()
     needles.add_file(data)
     needles.add_file(reference)
-    needles.text += [canary, canary[::-1], "30.0, 26.71", "7.0, 39.53"]  # the GPS position as Pillow prints it
+    needles.text += [
+        canary,
+        canary[::-1],
+        "30.0, 26.71",
+        "7.0, 39.53",
+    ]  # the GPS position as Pillow prints it
     photo = decode(data)
     pixels, shapes = photo.pixels, {photo.pixels.shape[:2], decode(reference).pixels.shape[:2]}
     row = pixels[pixels.shape[0] // 2]
-    needles.add_bytes(row[len(row) // 2:len(row) // 2 + 16].tobytes())
+    needles.add_bytes(row[len(row) // 2 : len(row) // 2 + 16].tobytes())
 
     detector = detector_pb2_grpc.DetectorStub(pipeline.channels["detector"])
     masker = masker_pb2_grpc.MaskerStub(pipeline.channels["masker"])
@@ -268,17 +302,35 @@ def test_no_photo_crop_or_embedding_in_logs_disk_or_memory(
     events = list(masker.ProtectStream(protect, timeout=300))
     assert events[-1].result.faces, "the face was protected"
     streamed = events[-1].result.image.data
-    verdicts = evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
-        image=image, reference_images=[ref_image], recognizers=["sface", "dlib"], top_k=1,
-        gallery=[evaluator_pb2.GalleryIdentity(name="me", images=[ref_image])]), timeout=300).verdicts
+    verdicts = evaluator.Evaluate(
+        evaluator_pb2.EvaluateRequest(
+            image=image,
+            reference_images=[ref_image],
+            recognizers=["sface", "dlib"],
+            top_k=1,
+            gallery=[evaluator_pb2.GalleryIdentity(name="me", images=[ref_image])],
+        ),
+        timeout=300,
+    ).verdicts
     assert all(v.verified and not v.error for v in verdicts), [v.error for v in verdicts]
-    evaluator.Evaluate(evaluator_pb2.EvaluateRequest(image=common_pb2.Image(data=protected), reference_images=[ref_image],
-                                                     recognizers=["sface"]), timeout=300)
+    evaluator.Evaluate(
+        evaluator_pb2.EvaluateRequest(
+            image=common_pb2.Image(data=protected),
+            reference_images=[ref_image],
+            recognizers=["sface"],
+        ),
+        timeout=300,
+    )
     broken = common_pb2.Image(data=data[: len(data) * 3 // 4])
-    for call in (lambda: detector.Detect(detector_pb2.DetectRequest(image=broken), timeout=60),
-                 lambda: masker.Protect(masker_pb2.ProtectRequest(image=broken, options=options), timeout=60),
-                 lambda: evaluator.Evaluate(evaluator_pb2.EvaluateRequest(image=broken, reference_images=[ref_image]),
-                                            timeout=60)):
+    for call in (
+        lambda: detector.Detect(detector_pb2.DetectRequest(image=broken), timeout=60),
+        lambda: masker.Protect(
+            masker_pb2.ProtectRequest(image=broken, options=options), timeout=60
+        ),
+        lambda: evaluator.Evaluate(
+            evaluator_pb2.EvaluateRequest(image=broken, reference_images=[ref_image]), timeout=60
+        ),
+    ):
         with pytest.raises(grpc.RpcError) as refused:
             call()
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -289,7 +341,9 @@ def test_no_photo_crop_or_embedding_in_logs_disk_or_memory(
     needles.add_file(protected)
     needles.add_file(streamed)
     face = detection.faces[0]
-    region = crop_region((face.box.x, face.box.y, face.box.width, face.box.height), photo.width, photo.height)
+    region = crop_region(
+        (face.box.x, face.box.y, face.box.width, face.box.height), photo.width, photo.height
+    )
     crop = extract_crop(pixels, region, 160)
     needles.add_floats(crop)
     surrogate = next(o for o in gc.get_objects() if isinstance(o, Protector)).model
@@ -302,11 +356,15 @@ def test_no_photo_crop_or_embedding_in_logs_disk_or_memory(
     assert logging.DEBUG in debug_logging.levels, "DEBUG records were not captured"
     assert any("Protect" in line for line in debug_logging.lines), "the access log was not captured"
     for line in debug_logging.lines:
-        assert not needles.found_in_log(line), f"a log record carries the user's data: {line[:300]!r}"
+        assert not needles.found_in_log(line), (
+            f"a log record carries the user's data: {line[:300]!r}"
+        )
     assert not needles.found_in_log(out + err), "the process printed the user's data"
 
     # -- disk ----------------------------------------------------------------------------------
-    assert not _files(fresh_tmpdir), f"files were written to TMPDIR: {sorted(_files(fresh_tmpdir))[:5]}"
+    assert not _files(fresh_tmpdir), (
+        f"files were written to TMPDIR: {sorted(_files(fresh_tmpdir))[:5]}"
+    )
     assert _files(cache) == cache_before, "files appeared or changed in ~/.cache/faceoff"
     written: dict[Path, tuple[int, float]] = {}
     for root in (Path("/tmp"), Path.home() / ".cache", Path.cwd()):

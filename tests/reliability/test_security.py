@@ -38,7 +38,15 @@ from faceoff.sdk import (
     UnavailableError,
 )
 from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
-from tests.conftest import PHOTOS, REPO, LoopThread, encode, metric_value, scrape_metrics, start_service
+from tests.conftest import (
+    PHOTOS,
+    REPO,
+    LoopThread,
+    encode,
+    metric_value,
+    scrape_metrics,
+    start_service,
+)
 from tests.reliability.tls_material import TLSMaterial, make_tls_material
 
 ALICE = "alice-0123456789abcdef0123456789"
@@ -54,13 +62,22 @@ def _server(**overrides: Any) -> dict[str, Any]:
 
 def _start_detector(loop_thread: LoopThread, **overrides: Any) -> Any:
     server_settings, settings = detector_server.load_settings(env={}, **_server(**overrides))
-    return start_service(loop_thread, lambda: detector_server.serve(server_settings, settings, registry=CollectorRegistry()))
+    return start_service(
+        loop_thread,
+        lambda: detector_server.serve(server_settings, settings, registry=CollectorRegistry()),
+    )
 
 
 def _health(address: str, credentials: grpc.ChannelCredentials | None = None) -> int:
-    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    channel = (
+        grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    )
     with channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=DETECTOR), timeout=10).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service=DETECTOR), timeout=10)
+            .status
+        )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +101,9 @@ def alice_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_detector(loop_thread: LoopThread, tls: TLSMaterial) -> Iterator[Any]:
-    running = _start_detector(loop_thread, tls_cert=str(tls.server_cert), tls_key=str(tls.server_key))
+    running = _start_detector(
+        loop_thread, tls_cert=str(tls.server_cert), tls_key=str(tls.server_key)
+    )
     yield running
     loop_thread.run(running.stop(0))
 
@@ -92,8 +111,12 @@ def tls_detector(loop_thread: LoopThread, tls: TLSMaterial) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def mtls_detector(loop_thread: LoopThread, tls: TLSMaterial, tokens_file: Path) -> Iterator[Any]:
     running = _start_detector(
-        loop_thread, metrics_port=0, tls_cert=str(tls.server_cert), tls_key=str(tls.server_key),
-        tls_client_ca=str(tls.ca), auth_tokens_file=str(tokens_file),
+        loop_thread,
+        metrics_port=0,
+        tls_cert=str(tls.server_cert),
+        tls_key=str(tls.server_key),
+        tls_client_ca=str(tls.ca),
+        auth_tokens_file=str(tokens_file),
     )
     yield running
     loop_thread.run(running.stop(0))
@@ -101,8 +124,13 @@ def mtls_detector(loop_thread: LoopThread, tls: TLSMaterial, tokens_file: Path) 
 
 @pytest.fixture(scope="module")
 def limited_detector(loop_thread: LoopThread, tokens_file: Path) -> Iterator[Any]:
-    running = _start_detector(loop_thread, metrics_port=0, auth_tokens_file=str(tokens_file),
-                              rate_limit_per_client=0.01, rate_limit_burst=3)
+    running = _start_detector(
+        loop_thread,
+        metrics_port=0,
+        auth_tokens_file=str(tokens_file),
+        rate_limit_per_client=0.01,
+        rate_limit_burst=3,
+    )
     yield running
     loop_thread.run(running.stop(0))
 
@@ -117,10 +145,14 @@ def _mtls(tls: TLSMaterial) -> TLSConfig:
 
 # ---- TLS ---------------------------------------------------------------------------------------
 
+
 def test_tls_client_trusting_the_ca_detects(tls_detector: Any, tls: TLSMaterial) -> None:
     with _client(tls_detector.address, tls=TLSConfig(ca=tls.ca)) as client:
         assert client.detect(PHOTO).width == 64
-    assert _health(tls_detector.address, grpc.ssl_channel_credentials(tls.ca.read_bytes())) == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        _health(tls_detector.address, grpc.ssl_channel_credentials(tls.ca.read_bytes()))
+        == health_pb2.HealthCheckResponse.SERVING
+    )
 
 
 def test_plaintext_client_to_tls_server_fails(tls_detector: Any) -> None:
@@ -133,11 +165,15 @@ def test_plaintext_client_to_tls_server_fails(tls_detector: Any) -> None:
 
 
 def test_client_refuses_a_server_its_ca_did_not_sign(tls_detector: Any, tls: TLSMaterial) -> None:
-    with _client(tls_detector.address, tls=TLSConfig(ca=tls.other_ca)) as client, pytest.raises(UnavailableError):
+    with (
+        _client(tls_detector.address, tls=TLSConfig(ca=tls.other_ca)) as client,
+        pytest.raises(UnavailableError),
+    ):
         client.detect(PHOTO)
 
 
 # ---- mutual TLS --------------------------------------------------------------------------------
+
 
 def test_mtls_refuses_a_client_without_a_certificate(mtls_detector: Any, tls: TLSMaterial) -> None:
     with _client(mtls_detector.address, tls=TLSConfig(ca=tls.ca), token=ALICE) as client:
@@ -147,7 +183,10 @@ def test_mtls_refuses_a_client_without_a_certificate(mtls_detector: Any, tls: TL
 
 def test_mtls_refuses_a_certificate_from_another_ca(mtls_detector: Any, tls: TLSMaterial) -> None:
     wrong = TLSConfig(ca=tls.ca, cert=tls.other_client_cert, key=tls.other_client_key)
-    with _client(mtls_detector.address, tls=wrong, token=ALICE) as client, pytest.raises(UnavailableError):
+    with (
+        _client(mtls_detector.address, tls=wrong, token=ALICE) as client,
+        pytest.raises(UnavailableError),
+    ):
         client.detect(PHOTO)
 
 
@@ -158,37 +197,73 @@ def test_mtls_accepts_a_certificate_from_its_ca(mtls_detector: Any, tls: TLSMate
 
 # ---- bearer tokens -----------------------------------------------------------------------------
 
-def test_missing_token_is_unauthenticated_with_what_is_expected(mtls_detector: Any, tls: TLSMaterial) -> None:
-    before = metric_value(scrape_metrics(mtls_detector.metrics_port), "faceoff_detector_auth_refusals_total", reason="missing")
-    with _client(mtls_detector.address, tls=_mtls(tls)) as client, pytest.raises(UnauthenticatedError) as info:
+
+def test_missing_token_is_unauthenticated_with_what_is_expected(
+    mtls_detector: Any, tls: TLSMaterial
+) -> None:
+    before = metric_value(
+        scrape_metrics(mtls_detector.metrics_port),
+        "faceoff_detector_auth_refusals_total",
+        reason="missing",
+    )
+    with (
+        _client(mtls_detector.address, tls=_mtls(tls)) as client,
+        pytest.raises(UnauthenticatedError) as info,
+    ):
         client.detect(PHOTO)
     assert "missing bearer token" in info.value.message
     assert "authorization: Bearer <token>" in info.value.message
     page = scrape_metrics(mtls_detector.metrics_port)
-    assert metric_value(page, "faceoff_detector_auth_refusals_total", reason="missing") == before + 1
-    assert metric_value(page, "faceoff_detector_requests_total", method="Detect", code="UNAUTHENTICATED") >= 1
+    assert (
+        metric_value(page, "faceoff_detector_auth_refusals_total", reason="missing") == before + 1
+    )
+    assert (
+        metric_value(
+            page, "faceoff_detector_requests_total", method="Detect", code="UNAUTHENTICATED"
+        )
+        >= 1
+    )
 
 
-def test_wrong_token_is_unauthenticated_and_never_echoed(mtls_detector: Any, tls: TLSMaterial) -> None:
-    with _client(mtls_detector.address, tls=_mtls(tls), token=WRONG) as client, pytest.raises(UnauthenticatedError) as info:
+def test_wrong_token_is_unauthenticated_and_never_echoed(
+    mtls_detector: Any, tls: TLSMaterial
+) -> None:
+    with (
+        _client(mtls_detector.address, tls=_mtls(tls), token=WRONG) as client,
+        pytest.raises(UnauthenticatedError) as info,
+    ):
         client.detect(PHOTO)
     assert "invalid bearer token" in info.value.message
     assert WRONG not in info.value.message and "mallory" not in info.value.message
     # A prefix of a real token, or a real token with a character more, is no token.
     for near in (ALICE[:-1], ALICE + "x"):
-        with _client(mtls_detector.address, tls=_mtls(tls), token=near) as client, pytest.raises(UnauthenticatedError):
+        with (
+            _client(mtls_detector.address, tls=_mtls(tls), token=near) as client,
+            pytest.raises(UnauthenticatedError),
+        ):
             client.detect(PHOTO)
-    assert metric_value(scrape_metrics(mtls_detector.metrics_port), "faceoff_detector_auth_refusals_total",
-                        reason="invalid") >= 3
+    assert (
+        metric_value(
+            scrape_metrics(mtls_detector.metrics_port),
+            "faceoff_detector_auth_refusals_total",
+            reason="invalid",
+        )
+        >= 3
+    )
 
 
 def test_malformed_authorization_is_unauthenticated(mtls_detector: Any, tls: TLSMaterial) -> None:
-    creds = grpc.ssl_channel_credentials(tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes()
+    )
     with grpc.secure_channel(mtls_detector.address, creds) as channel:
         stub = detector_pb2_grpc.DetectorStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.Detect(detector_pb2.DetectRequest(image=common_pb2.Image(data=PHOTO)), timeout=20,
-                        metadata=(("authorization", f"Basic {ALICE}"),))
+            stub.Detect(
+                detector_pb2.DetectRequest(image=common_pb2.Image(data=PHOTO)),
+                timeout=20,
+                metadata=(("authorization", f"Basic {ALICE}"),),
+            )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "expected 'authorization: Bearer <token>'" in info.value.details()
     assert ALICE not in info.value.details()
@@ -197,28 +272,40 @@ def test_malformed_authorization_is_unauthenticated(mtls_detector: Any, tls: TLS
 def test_second_token_works_and_health_needs_none(mtls_detector: Any, tls: TLSMaterial) -> None:
     with _client(mtls_detector.address, tls=_mtls(tls), token=BOB) as client:
         assert client.detect(PHOTO).width == 64
-    creds = grpc.ssl_channel_credentials(tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes()
+    )
     assert _health(mtls_detector.address, creds) == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_reflection_needs_a_token(mtls_detector: Any, tls: TLSMaterial) -> None:
-    creds = grpc.ssl_channel_credentials(tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes())
+    creds = grpc.ssl_channel_credentials(
+        tls.ca.read_bytes(), tls.client_key.read_bytes(), tls.client_cert.read_bytes()
+    )
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     with grpc.secure_channel(mtls_detector.address, creds) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             list(stub.ServerReflectionInfo(iter([request]), timeout=20))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        replies = list(stub.ServerReflectionInfo(iter([request]), timeout=20, metadata=(("authorization", f"Bearer {ALICE}"),)))
+        replies = list(
+            stub.ServerReflectionInfo(
+                iter([request]), timeout=20, metadata=(("authorization", f"Bearer {ALICE}"),)
+            )
+        )
     names = {s.name for s in replies[0].list_services_response.service}
     assert DETECTOR in names
 
 
-def test_async_client_over_mtls_with_and_without_a_token(mtls_detector: Any, tls: TLSMaterial) -> None:
+def test_async_client_over_mtls_with_and_without_a_token(
+    mtls_detector: Any, tls: TLSMaterial
+) -> None:
     import asyncio
 
     async def detect(token: str | None) -> int:
-        async with AsyncClient(mtls_detector.address, tls=_mtls(tls), token=token, timeout=120, retries=0) as client:
+        async with AsyncClient(
+            mtls_detector.address, tls=_mtls(tls), token=token, timeout=120, retries=0
+        ) as client:
             return (await client.detect(PHOTO)).width
 
     assert asyncio.run(detect(BOB)) == 64
@@ -238,10 +325,13 @@ def test_token_table_checks_every_token(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(security.hmac, "compare_digest", counting)
     assert table.match("a" * 20) == "a"
     assert len(calls) == 3  # no early exit on the first token, which matched
-    assert table.match("c" * 40) == "c" and table.match("c" * 39) is None and table.match("") is None
+    assert (
+        table.match("c" * 40) == "c" and table.match("c" * 39) is None and table.match("") is None
+    )
 
 
 # ---- rate limits -------------------------------------------------------------------------------
+
 
 def test_rate_limit_refuses_past_the_burst_with_a_retry_hint(limited_detector: Any) -> None:
     address = limited_detector.address
@@ -250,26 +340,38 @@ def test_rate_limit_refuses_past_the_burst_with_a_retry_hint(limited_detector: A
             assert alice.detect(PHOTO).width == 64
         with pytest.raises(ResourceExhaustedError) as info:
             alice.detect(PHOTO)
-    assert "rate limit exceeded: at most 0.01 requests per second per client (bursts of 3)" in info.value.message
+    assert (
+        "rate limit exceeded: at most 0.01 requests per second per client (bursts of 3)"
+        in info.value.message
+    )
     assert "retry in" in info.value.message
     with grpc.insecure_channel(address) as channel:
         with pytest.raises(grpc.RpcError) as raw:
             detector_pb2_grpc.DetectorStub(channel).Detect(
-                detector_pb2.DetectRequest(image=common_pb2.Image(data=PHOTO)), timeout=20,
-                metadata=(("authorization", f"Bearer {ALICE}"),))
+                detector_pb2.DetectRequest(image=common_pb2.Image(data=PHOTO)),
+                timeout=20,
+                metadata=(("authorization", f"Bearer {ALICE}"),),
+            )
         assert raw.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         trailing = dict(raw.value.trailing_metadata())
         assert 1 <= int(trailing["retry-after"]) <= 100
         assert 0 < int(trailing["grpc-retry-pushback-ms"]) <= 100_000
         # Health checks are never limited.
-        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=DETECTOR), timeout=10)
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=DETECTOR), timeout=10
+        )
         assert status.status == health_pb2.HealthCheckResponse.SERVING
     # Another client (another token) has its own bucket.
     with _client(address, token=BOB) as bob:
         assert bob.detect(PHOTO).width == 64
     page = scrape_metrics(limited_detector.metrics_port)
     assert metric_value(page, "faceoff_detector_rate_limited_total", method="Detect") >= 2
-    assert metric_value(page, "faceoff_detector_requests_total", method="Detect", code="RESOURCE_EXHAUSTED") >= 2
+    assert (
+        metric_value(
+            page, "faceoff_detector_requests_total", method="Detect", code="RESOURCE_EXHAUSTED"
+        )
+        >= 2
+    )
 
 
 def test_token_buckets_refill_and_forget_idle_clients() -> None:
@@ -290,19 +392,38 @@ def test_token_buckets_refill_and_forget_idle_clients() -> None:
 
 # ---- settings: files are checked at start, and errors name the variable and the file -------------
 
+
 def test_settings_errors_name_the_variable_and_the_file(tls: TLSMaterial, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("this is not a certificate\n")
     missing = tmp_path / "missing.pem"
     base = {"FACEOFF_TLS_CERT": str(tls.server_cert), "FACEOFF_TLS_KEY": str(tls.server_key)}
     cases = [
-        ({**base, "FACEOFF_TLS_CERT": str(missing)}, ["FACEOFF_TLS_CERT", str(missing), "cannot read"]),
-        ({**base, "FACEOFF_TLS_CERT": str(garbage)}, ["FACEOFF_TLS_CERT", str(garbage), "not a PEM certificate"]),
-        ({**base, "FACEOFF_TLS_KEY": str(garbage)}, ["FACEOFF_TLS_KEY", str(garbage), "private key"]),
-        ({**base, "FACEOFF_TLS_KEY": str(tls.client_key)}, ["FACEOFF_TLS_KEY", "is not the private key of"]),
+        (
+            {**base, "FACEOFF_TLS_CERT": str(missing)},
+            ["FACEOFF_TLS_CERT", str(missing), "cannot read"],
+        ),
+        (
+            {**base, "FACEOFF_TLS_CERT": str(garbage)},
+            ["FACEOFF_TLS_CERT", str(garbage), "not a PEM certificate"],
+        ),
+        (
+            {**base, "FACEOFF_TLS_KEY": str(garbage)},
+            ["FACEOFF_TLS_KEY", str(garbage), "private key"],
+        ),
+        (
+            {**base, "FACEOFF_TLS_KEY": str(tls.client_key)},
+            ["FACEOFF_TLS_KEY", "is not the private key of"],
+        ),
         ({**base, "FACEOFF_TLS_CLIENT_CA": str(garbage)}, ["FACEOFF_TLS_CLIENT_CA", str(garbage)]),
-        ({"FACEOFF_TLS_CERT": str(tls.server_cert)}, ["FACEOFF_TLS_CERT and FACEOFF_TLS_KEY go together"]),
-        ({"FACEOFF_TLS_CLIENT_CA": str(tls.ca)}, ["FACEOFF_TLS_CLIENT_CA", "needs FACEOFF_TLS_CERT"]),
+        (
+            {"FACEOFF_TLS_CERT": str(tls.server_cert)},
+            ["FACEOFF_TLS_CERT and FACEOFF_TLS_KEY go together"],
+        ),
+        (
+            {"FACEOFF_TLS_CLIENT_CA": str(tls.ca)},
+            ["FACEOFF_TLS_CLIENT_CA", "needs FACEOFF_TLS_CERT"],
+        ),
         ({"FACEOFF_AUTH_TOKENS_FILE": str(missing)}, ["FACEOFF_AUTH_TOKENS_FILE", str(missing)]),
         ({"FACEOFF_RATE_LIMIT_PER_CLIENT": "-1"}, ["FACEOFF_RATE_LIMIT_PER_CLIENT"]),
         ({"FACEOFF_RATE_LIMIT_BURST": "0"}, ["FACEOFF_RATE_LIMIT_BURST"]),
@@ -312,7 +433,9 @@ def test_settings_errors_name_the_variable_and_the_file(tls: TLSMaterial, tmp_pa
             from_env(ServerSettings, env)
         for word in words:
             assert word in str(info.value), (env, str(info.value))
-    assert from_env(ServerSettings, {**base, "FACEOFF_TLS_CLIENT_CA": str(tls.ca)}).tls_client_ca == str(tls.ca)
+    assert from_env(
+        ServerSettings, {**base, "FACEOFF_TLS_CLIENT_CA": str(tls.ca)}
+    ).tls_client_ca == str(tls.ca)
 
 
 def test_token_file_errors_never_show_a_token(tmp_path: Path) -> None:
@@ -330,7 +453,10 @@ def test_token_file_errors_never_show_a_token(tmp_path: Path) -> None:
         message = str(info.value)
         assert words in message and "FACEOFF_AUTH_TOKENS_FILE" in message and str(path) in message
         assert "short-secret" not in message and ALICE not in message and BOB not in message
-    assert security.read_tokens("X", str(_write(tmp_path / "ok", f"{ALICE}\nbob:{BOB}\n"))) == {"token-1": ALICE, "bob": BOB}
+    assert security.read_tokens("X", str(_write(tmp_path / "ok", f"{ALICE}\nbob:{BOB}\n"))) == {
+        "token-1": ALICE,
+        "bob": BOB,
+    }
 
 
 def _write(path: Path, text: str) -> Path:
@@ -338,14 +464,34 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_masker_detector_client_settings_are_checked(tls: TLSMaterial, tokens_file: Path, tmp_path: Path) -> None:
-    garbage = _write(tmp_path / "garbage.pem", "-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n")
+def test_masker_detector_client_settings_are_checked(
+    tls: TLSMaterial, tokens_file: Path, tmp_path: Path
+) -> None:
+    garbage = _write(
+        tmp_path / "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n",
+    )
     cases = [
-        ({"detector_tls_ca": str(garbage)}, ["FACEOFF_DETECTOR_TLS_CA", str(garbage), "not a PEM certificate"]),
-        ({"detector_tls_cert": str(tls.client_cert)}, ["FACEOFF_DETECTOR_TLS_CERT and FACEOFF_DETECTOR_TLS_KEY go together"]),
-        ({"detector_tls_ca": str(tls.ca), "detector_tls_cert": str(tls.client_cert), "detector_tls_key": str(tls.server_key)},
-         ["FACEOFF_DETECTOR_TLS_KEY", "is not the private key of"]),
-        ({"detector_token_file": str(tokens_file)}, ["FACEOFF_DETECTOR_TOKEN_FILE", "exactly one token, found 2"]),
+        (
+            {"detector_tls_ca": str(garbage)},
+            ["FACEOFF_DETECTOR_TLS_CA", str(garbage), "not a PEM certificate"],
+        ),
+        (
+            {"detector_tls_cert": str(tls.client_cert)},
+            ["FACEOFF_DETECTOR_TLS_CERT and FACEOFF_DETECTOR_TLS_KEY go together"],
+        ),
+        (
+            {
+                "detector_tls_ca": str(tls.ca),
+                "detector_tls_cert": str(tls.client_cert),
+                "detector_tls_key": str(tls.server_key),
+            },
+            ["FACEOFF_DETECTOR_TLS_KEY", "is not the private key of"],
+        ),
+        (
+            {"detector_token_file": str(tokens_file)},
+            ["FACEOFF_DETECTOR_TOKEN_FILE", "exactly one token, found 2"],
+        ),
     ]
     for overrides, words in cases:
         with pytest.raises(SettingsError) as info:
@@ -358,8 +504,24 @@ def test_serve_refuses_a_garbage_certificate_at_start(tmp_path: Path, tls: TLSMa
     garbage = _write(tmp_path / "cert.pem", "garbage\n")
     env = {**os.environ, "FACEOFF_TLS_KEY": str(tls.server_key)}
     proc = subprocess.run(
-        [sys.executable, "-m", "faceoff.cli", "serve", "detector", "--port", "0", "--metrics-port", "-1",
-         "--tls-cert", str(garbage)], capture_output=True, text=True, env=env, timeout=120, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "faceoff.cli",
+            "serve",
+            "detector",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+            "--tls-cert",
+            str(garbage),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert "bad setting: FACEOFF_TLS_CERT=" in proc.stderr and str(garbage) in proc.stderr
@@ -367,27 +529,41 @@ def test_serve_refuses_a_garbage_certificate_at_start(tmp_path: Path, tls: TLSMa
 
 # ---- faceoff serve all: its health probes dial like the masker ---------------------------------
 
-def test_serve_all_probe_needs_the_client_side_of_tls(tls: TLSMaterial, tokens_file: Path, alice_file: Path) -> None:
+
+def test_serve_all_probe_needs_the_client_side_of_tls(
+    tls: TLSMaterial, tokens_file: Path, alice_file: Path
+) -> None:
     server = {"FACEOFF_TLS_CERT": str(tls.server_cert), "FACEOFF_TLS_KEY": str(tls.server_key)}
     with pytest.raises(SettingsError, match="FACEOFF_DETECTOR_TLS_CA"):
         serve_all.probe_for(server)
     with pytest.raises(SettingsError, match="FACEOFF_DETECTOR_TLS_CERT"):
-        serve_all.probe_for({**server, "FACEOFF_TLS_CLIENT_CA": str(tls.ca), "FACEOFF_DETECTOR_TLS_CA": str(tls.ca)})
+        serve_all.probe_for(
+            {**server, "FACEOFF_TLS_CLIENT_CA": str(tls.ca), "FACEOFF_DETECTOR_TLS_CA": str(tls.ca)}
+        )
     with pytest.raises(SettingsError, match="FACEOFF_DETECTOR_TOKEN_FILE"):
         serve_all.probe_for({"FACEOFF_AUTH_TOKENS_FILE": str(tokens_file)})
     assert serve_all.probe_for({}).credentials is None
-    assert serve_all.probe_for({**server, "FACEOFF_DETECTOR_TLS_CA": str(tls.ca)}).credentials is not None
+    assert (
+        serve_all.probe_for({**server, "FACEOFF_DETECTOR_TLS_CA": str(tls.ca)}).credentials
+        is not None
+    )
 
 
 def test_serve_all_probe_reaches_an_mtls_server(mtls_detector: Any, tls: TLSMaterial) -> None:
-    env = {"FACEOFF_TLS_CERT": str(tls.server_cert), "FACEOFF_TLS_KEY": str(tls.server_key),
-           "FACEOFF_TLS_CLIENT_CA": str(tls.ca), "FACEOFF_DETECTOR_TLS_CA": str(tls.ca),
-           "FACEOFF_DETECTOR_TLS_CERT": str(tls.client_cert), "FACEOFF_DETECTOR_TLS_KEY": str(tls.client_key)}
+    env = {
+        "FACEOFF_TLS_CERT": str(tls.server_cert),
+        "FACEOFF_TLS_KEY": str(tls.server_key),
+        "FACEOFF_TLS_CLIENT_CA": str(tls.ca),
+        "FACEOFF_DETECTOR_TLS_CA": str(tls.ca),
+        "FACEOFF_DETECTOR_TLS_CERT": str(tls.client_cert),
+        "FACEOFF_DETECTOR_TLS_KEY": str(tls.client_key),
+    }
     assert serve_all.serving(mtls_detector.address, DETECTOR, serve_all.probe_for(env))
     assert not serve_all.serving(mtls_detector.address, DETECTOR)  # plaintext probe
 
 
 # ---- masker -> detector over mutual TLS with a token --------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def one_surrogate() -> Iterator[None]:
@@ -402,21 +578,40 @@ def one_surrogate() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def secure_masker(loop_thread: LoopThread, mtls_detector: Any, tls: TLSMaterial, tokens_file: Path,
-                  alice_file: Path, one_surrogate: None) -> Iterator[Any]:
+def secure_masker(
+    loop_thread: LoopThread,
+    mtls_detector: Any,
+    tls: TLSMaterial,
+    tokens_file: Path,
+    alice_file: Path,
+    one_surrogate: None,
+) -> Iterator[Any]:
     """A masker served over mutual TLS with tokens, calling the mTLS detector with its own certificate."""
     server_settings, settings = masker_server.load_settings(
-        env={}, **_server(tls_cert=str(tls.server_cert), tls_key=str(tls.server_key), tls_client_ca=str(tls.ca),
-                          auth_tokens_file=str(tokens_file)),
-        detector_address=mtls_detector.address, detector_tls_ca=str(tls.ca), detector_tls_cert=str(tls.client_cert),
-        detector_tls_key=str(tls.client_key), detector_token_file=str(alice_file),
+        env={},
+        **_server(
+            tls_cert=str(tls.server_cert),
+            tls_key=str(tls.server_key),
+            tls_client_ca=str(tls.ca),
+            auth_tokens_file=str(tokens_file),
+        ),
+        detector_address=mtls_detector.address,
+        detector_tls_ca=str(tls.ca),
+        detector_tls_cert=str(tls.client_cert),
+        detector_tls_key=str(tls.client_key),
+        detector_token_file=str(alice_file),
     )
-    running = start_service(loop_thread, lambda: masker_server.serve(server_settings, settings, registry=CollectorRegistry()))
+    running = start_service(
+        loop_thread,
+        lambda: masker_server.serve(server_settings, settings, registry=CollectorRegistry()),
+    )
     yield running
     loop_thread.run(running.stop(0))
 
 
-def test_masker_protects_through_an_mtls_detector_with_a_token(secure_masker: Any, tls: TLSMaterial) -> None:
+def test_masker_protects_through_an_mtls_detector_with_a_token(
+    secure_masker: Any, tls: TLSMaterial
+) -> None:
     photo = PHOTOS / "taylor" / "taylor_02.jpg"
     with _client(secure_masker.address, tls=_mtls(tls), token=BOB) as client:
         protected = client.protect(photo, iterations=2, seed=1)
@@ -424,33 +619,73 @@ def test_masker_protects_through_an_mtls_detector_with_a_token(secure_masker: An
     assert protected.data != photo.read_bytes()
 
 
-def test_cli_protect_over_mtls_with_a_token_file(secure_masker: Any, tls: TLSMaterial, alice_file: Path,
-                                                 tmp_path: Path) -> None:
+def test_cli_protect_over_mtls_with_a_token_file(
+    secure_masker: Any, tls: TLSMaterial, alice_file: Path, tmp_path: Path
+) -> None:
     photo = PHOTOS / "taylor" / "taylor_02.jpg"
-    base = [sys.executable, "-m", "faceoff.cli", "protect", str(photo), "--server", secure_masker.address,
-            "--ca", str(tls.ca), "--cert", str(tls.client_cert), "--key", str(tls.client_key),
-            "--iterations", "2", "--json"]
+    base = [
+        sys.executable,
+        "-m",
+        "faceoff.cli",
+        "protect",
+        str(photo),
+        "--server",
+        secure_masker.address,
+        "--ca",
+        str(tls.ca),
+        "--cert",
+        str(tls.client_cert),
+        "--key",
+        str(tls.client_key),
+        "--iterations",
+        "2",
+        "--json",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "FACEOFF_TOKEN"}
-    ok = subprocess.run([*base, "-o", str(tmp_path / "a.jpg"), "--token-file", str(alice_file)],
-                        capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    ok = subprocess.run(
+        [*base, "-o", str(tmp_path / "a.jpg"), "--token-file", str(alice_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "a.jpg").stat().st_size > 0
     # FACEOFF_TOKEN is used without --token-file; a wrong one stops the batch with the server's words.
-    refused = subprocess.run([*base, "-o", str(tmp_path / "b.jpg")], capture_output=True, text=True,
-                             env={**env, "FACEOFF_TOKEN": WRONG}, timeout=300, cwd=REPO)
+    refused = subprocess.run(
+        [*base, "-o", str(tmp_path / "b.jpg")],
+        capture_output=True,
+        text=True,
+        env={**env, "FACEOFF_TOKEN": WRONG},
+        timeout=300,
+        cwd=REPO,
+    )
     assert refused.returncode == 1
     assert "invalid bearer token" in refused.stdout + refused.stderr
     assert not (tmp_path / "b.jpg").exists()
 
 
 def test_masker_with_the_wrong_ca_reports_the_detector_unavailable(
-    loop_thread: LoopThread, mtls_detector: Any, tls: TLSMaterial, alice_file: Path, one_surrogate: None
+    loop_thread: LoopThread,
+    mtls_detector: Any,
+    tls: TLSMaterial,
+    alice_file: Path,
+    one_surrogate: None,
 ) -> None:
     server_settings, settings = masker_server.load_settings(
-        env={}, **_server(), detector_address=mtls_detector.address, detector_tls_ca=str(tls.other_ca),
-        detector_tls_cert=str(tls.client_cert), detector_tls_key=str(tls.client_key), detector_token_file=str(alice_file),
+        env={},
+        **_server(),
+        detector_address=mtls_detector.address,
+        detector_tls_ca=str(tls.other_ca),
+        detector_tls_cert=str(tls.client_cert),
+        detector_tls_key=str(tls.client_key),
+        detector_token_file=str(alice_file),
     )
-    running = start_service(loop_thread, lambda: masker_server.serve(server_settings, settings, registry=CollectorRegistry()))
+    running = start_service(
+        loop_thread,
+        lambda: masker_server.serve(server_settings, settings, registry=CollectorRegistry()),
+    )
     try:
         with _client(running.address) as client, pytest.raises(UnavailableError) as info:
             client.protect(PHOTOS / "taylor" / "taylor_02.jpg", iterations=2)

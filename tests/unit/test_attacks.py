@@ -16,21 +16,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from faceoff.faces.models.base import EmbeddingModel
 from faceoff.masker.attacks import (
     ATTACKS,
     CWL2,
     LOSSES,
+    PGDL2,
     AttackResult,
     CWLinf,
     HingeLoss,
-    PGDL2,
     PGDLinf,
     TargetLoss,
     make_attack,
     make_loss,
 )
 from faceoff.masker.attacks.losses import set_distances
-from faceoff.faces.models.base import EmbeddingModel
 
 SIZE = 32
 IDENTITIES = 5
@@ -247,8 +247,10 @@ def test_probe_among_its_references_has_a_finite_nonzero_gradient() -> None:
     # With the probe as its only reference the gradient at delta = 0 is 0 (a distance minimum);
     # the random start moves off it, so the attack still pushes the face away.
     loss = TargetLoss(model(), [own])
-    for attack in (PGDL2(epsilon=1.0, step_size=0.2, iterations=5, random_start=False),
-                   CWL2(iterations=10, search_steps=1)):
+    for attack in (
+        PGDL2(epsilon=1.0, step_size=0.2, iterations=5, random_start=False),
+        CWL2(iterations=10, search_steps=1),
+    ):
         result = attack.attack(probe, loss)
         assert np.any(result.delta != 0)
         assert loss.anchor_distance(probe + result.delta)[0] > loss.anchor_distance(probe)[0] + 0.05
@@ -480,5 +482,7 @@ def test_bad_images_are_rejected(images: np.ndarray, message: str) -> None:
 def test_seed_must_be_an_integer() -> None:
     with pytest.raises(ValueError, match="seed"):
         PGDL2(iterations=1).attack(
-            faces()[0], loss_for("target", False), seed=1.5  # type: ignore[arg-type]
+            faces()[0],
+            loss_for("target", False),
+            seed=1.5,  # type: ignore[arg-type]
         )

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from faceoff.cli.batch import Item, PlanError, output_name, photos_in, plan, remove_leftovers, summary
+from faceoff.cli.batch import (
+    Item,
+    PlanError,
+    output_name,
+    photos_in,
+    plan,
+    remove_leftovers,
+    summary,
+)
 
 
 def _touch(path: Path) -> Path:
@@ -44,8 +52,13 @@ def test_one_photo_may_name_its_output_file(tmp_path: Path) -> None:
 def test_several_inputs_write_into_a_folder_and_may_not_collide(tmp_path: Path) -> None:
     a = _touch(tmp_path / "x" / "a.jpg")
     b = _touch(tmp_path / "y" / "b.gif")
-    items, folder = plan([a, b, tmp_path / "y"], tmp_path / "out.jpg")  # b is named twice: protected once
-    assert folder and [(i.source, i.output.name) for i in items] == [(a, "a.protected.jpg"), (b, "b.protected.png")]
+    items, folder = plan(
+        [a, b, tmp_path / "y"], tmp_path / "out.jpg"
+    )  # b is named twice: protected once
+    assert folder and [(i.source, i.output.name) for i in items] == [
+        (a, "a.protected.jpg"),
+        (b, "b.protected.png"),
+    ]
     _touch(tmp_path / "z" / "a.jpg")
     with pytest.raises(PlanError, match="would both be written"):
         plan([a, tmp_path / "z"], tmp_path / "out")
@@ -68,16 +81,51 @@ def test_leftovers_of_an_output_are_removed_and_nothing_else(tmp_path: Path) -> 
 def test_summary_lists_every_photo_and_the_totals() -> None:
     face = {"psnr": 41.234, "distance_before": 0.1, "distance_after": 0.9}
     items = [
-        Item(Path("a.jpg"), Path("out/a.protected.jpg"), {"status": "protected", "faces_found": 2, "faces_protected": 2,
-             "seconds": 2.5, "faces": [face, {**face, "psnr": 38.0}],
-             "verdicts": [{"recognizer": "dlib", "configured": True, "match": False},
-                          {"recognizer": "sface", "configured": True, "error": "no face", "error_kind": "no_face"}]}),
+        Item(
+            Path("a.jpg"),
+            Path("out/a.protected.jpg"),
+            {
+                "status": "protected",
+                "faces_found": 2,
+                "faces_protected": 2,
+                "seconds": 2.5,
+                "faces": [face, {**face, "psnr": 38.0}],
+                "verdicts": [
+                    {"recognizer": "dlib", "configured": True, "match": False},
+                    {
+                        "recognizer": "sface",
+                        "configured": True,
+                        "error": "no face",
+                        "error_kind": "no_face",
+                    },
+                ],
+            },
+        ),
         Item(Path("b.jpg"), Path("out/b.protected.jpg"), {"status": "skipped"}),
-        Item(Path("c.jpg"), Path("out/c.protected.jpg"), {"status": "failed", "code": "INVALID_ARGUMENT"}),
+        Item(
+            Path("c.jpg"),
+            Path("out/c.protected.jpg"),
+            {"status": "failed", "code": "INVALID_ARGUMENT"},
+        ),
     ]
     lines = summary(items, ["dlib", "sface"], 9.0).splitlines()
-    assert lines[0].split()[:2] == ["photo", "status"] and lines[0].split()[-3:] == ["dlib", "sface", "output"]
-    assert lines[1].split() == ["a.jpg", "protected", "2/2", "38.0", "0.10", "->", "0.90", "2.5", "fooled", "no_face",
-                                "out/a.protected.jpg"]
+    assert lines[0].split()[:2] == ["photo", "status"] and lines[0].split()[-3:] == [
+        "dlib",
+        "sface",
+        "output",
+    ]
+    assert lines[1].split() == [
+        "a.jpg",
+        "protected",
+        "2/2",
+        "38.0",
+        "0.10",
+        "->",
+        "0.90",
+        "2.5",
+        "fooled",
+        "no_face",
+        "out/a.protected.jpg",
+    ]
     assert lines[2].split() == ["b.jpg", "skipped", "out/b.protected.jpg"]
     assert lines[-1] == "3 photo(s): 1 protected, 1 skipped, 1 failed in 9.0 s"

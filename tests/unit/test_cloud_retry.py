@@ -9,7 +9,12 @@ import pytest
 from PIL import Image
 
 from faceoff.evaluator.cloud.base import UploadLimits, upload_bytes
-from faceoff.evaluator.cloud.errors import CloudAuthError, CloudThrottled, CloudTimeout, CloudTransient
+from faceoff.evaluator.cloud.errors import (
+    CloudAuthError,
+    CloudThrottled,
+    CloudTimeout,
+    CloudTransient,
+)
 from faceoff.evaluator.cloud.retry import RetryPolicy, call_with_retries
 from faceoff.faces.recognizers.base import FacePhoto
 from tests.conftest import encode
@@ -44,9 +49,22 @@ def failing(*errors: Exception, result: str = "ok") -> tuple[object, list[float]
     return request, timeouts
 
 
-def run(request: object, clock: Clock, policy: RetryPolicy, deadline: float | None = None, rng: float = 1.0) -> object:
-    return call_with_retries(request, policy=policy, deadline=deadline, backend="api",  # type: ignore[arg-type]
-                             sleep=clock.sleep, clock=clock.time, rng=lambda: rng)
+def run(
+    request: object,
+    clock: Clock,
+    policy: RetryPolicy,
+    deadline: float | None = None,
+    rng: float = 1.0,
+) -> object:
+    return call_with_retries(
+        request,
+        policy=policy,
+        deadline=deadline,
+        backend="api",  # type: ignore[arg-type]
+        sleep=clock.sleep,
+        clock=clock.time,
+        rng=lambda: rng,
+    )
 
 
 def test_backoff_doubles_up_to_the_cap_with_full_jitter() -> None:
@@ -90,7 +108,9 @@ def test_the_deadline_bounds_timeouts_and_backoff() -> None:
     request, timeouts = failing(*[CloudTransient("api: 503")] * 10)
     with pytest.raises(CloudTransient) as info:
         run(request, clock, policy, deadline=clock.now + 2.5)
-    assert timeouts[0] == 2.5 and all(t <= 2.5 for t in timeouts)  # request timeouts shrink to the deadline
+    assert timeouts[0] == 2.5 and all(
+        t <= 2.5 for t in timeouts
+    )  # request timeouts shrink to the deadline
     assert "deadline" in info.value.message and clock.now < 100.0 + 2.5
     with pytest.raises(CloudTimeout):
         run(failing()[0], clock, policy, deadline=clock.now - 1)
@@ -104,8 +124,15 @@ def test_a_retry_after_past_the_deadline_gives_up_at_once() -> None:
     assert len(timeouts) == 1 and clock.sleeps == []
 
 
-@pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"base_delay": 0}, {"max_delay": 0.1, "base_delay": 1},
-                                    {"request_timeout": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 0},
+        {"base_delay": 0},
+        {"max_delay": 0.1, "base_delay": 1},
+        {"request_timeout": 0},
+    ],
+)
 def test_policy_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ def test_extract_crop_shape_and_range() -> None:
     pixels = RNG.integers(0, 256, (500, 400, 3), dtype=np.uint8)
     crop = extract_crop(pixels, CropRegion(10, 20, 310, 420), size=160)
     assert crop.shape == (160, 160, 3) and crop.dtype == np.float32
-    assert 0.0 <= crop.min() and crop.max() <= 1.0
+    assert crop.min() >= 0.0 and crop.max() <= 1.0
 
 
 def test_paste_changes_only_the_region_and_round_trips() -> None:

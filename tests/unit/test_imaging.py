@@ -22,10 +22,20 @@ def _png_with_size(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` (no real pixel data needed to test the check)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,7 +68,7 @@ def test_pixel_limit_is_configurable_and_checked_before_decoding() -> None:
 def test_every_mode_becomes_8bit_rgb(mode: str) -> None:
     img = Image.fromarray(PIXELS)
     if mode == "I;16":
-        gray = (np.asarray(img.convert("L")).astype(np.uint16) * 257)
+        gray = np.asarray(img.convert("L")).astype(np.uint16) * 257
         img = Image.fromarray(gray)
         fmt = "PNG"
     else:
@@ -74,11 +84,17 @@ def test_every_mode_becomes_8bit_rgb(mode: str) -> None:
 
 
 def test_palette_transparency_keeps_alpha() -> None:
-    rgba = np.dstack([PIXELS, np.where(np.arange(80) < 40, 0, 255).astype(np.uint8)[None, :].repeat(60, 0)])
+    rgba = np.dstack(
+        [PIXELS, np.where(np.arange(80) < 40, 0, 255).astype(np.uint8)[None, :].repeat(60, 0)]
+    )
     img = Image.fromarray(rgba, "RGBA").convert("P", palette=Image.Palette.ADAPTIVE)
     img.info["transparency"] = 0
     photo = decode(encode_image(rgba, "PNG"))
-    assert photo.alpha is not None and photo.alpha[:, :40].max() == 0 and photo.alpha[:, 40:].min() == 255
+    assert (
+        photo.alpha is not None
+        and photo.alpha[:, :40].max() == 0
+        and photo.alpha[:, 40:].min() == 255
+    )
     out = Image.open(io.BytesIO(encode(photo, photo.pixels)))
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[:, :, 3], photo.alpha)
 
@@ -87,7 +103,9 @@ def _with_orientation(pixels: np.ndarray, orientation: int, fmt: str = "JPEG") -
     exif = Image.Exif()
     exif[0x0112] = orientation
     exif[0x010F] = "FaceOffTestCam"  # Make
-    return encode_image(pixels, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    return encode_image(
+        pixels, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {})
+    )
 
 
 def test_exif_orientation_is_applied() -> None:

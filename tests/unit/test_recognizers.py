@@ -58,7 +58,9 @@ def cache() -> EmbeddingCache:
     return EmbeddingCache()
 
 
-def by_identity(embeddings: dict[Path, np.ndarray], exclude: Path | None = None) -> dict[str, list[np.ndarray]]:
+def by_identity(
+    embeddings: dict[Path, np.ndarray], exclude: Path | None = None
+) -> dict[str, list[np.ndarray]]:
     out: dict[str, list[np.ndarray]] = defaultdict(list)
     for path, e in embeddings.items():
         if path != exclude:
@@ -80,9 +82,17 @@ def test_declarations(name: str) -> None:
 def test_documented_thresholds() -> None:
     assert (get_local("dlib").metric, get_local("dlib").distance_threshold) == ("euclidean", 0.6)
     assert get_local("sface").metric == "cosine"
-    assert 1.0 - get_local("sface").distance_threshold == pytest.approx(0.363)  # OpenCV's cosine threshold
-    assert (get_local("facenet").metric, get_local("facenet").distance_threshold) == ("euclidean", 1.05)
-    assert (get_local("facenet512").metric, get_local("facenet512").distance_threshold) == ("euclidean", 1.05)
+    assert 1.0 - get_local("sface").distance_threshold == pytest.approx(
+        0.363
+    )  # OpenCV's cosine threshold
+    assert (get_local("facenet").metric, get_local("facenet").distance_threshold) == (
+        "euclidean",
+        1.05,
+    )
+    assert (get_local("facenet512").metric, get_local("facenet512").distance_threshold) == (
+        "euclidean",
+        1.05,
+    )
 
 
 def test_facenet512_is_known_but_not_run_by_default() -> None:
@@ -94,7 +104,9 @@ def test_facenet512_is_known_but_not_run_by_default() -> None:
 def test_confidence_is_a_monotone_map_centred_on_the_threshold(name: str) -> None:
     r = get_local(name)
     t = r.distance_threshold
-    distances = np.concatenate([np.linspace(0.0, 2.0, 401), [t, np.nextafter(t, 0), np.nextafter(t, 9)]])
+    distances = np.concatenate(
+        [np.linspace(0.0, 2.0, 401), [t, np.nextafter(t, 0), np.nextafter(t, 9)]]
+    )
     distances.sort()
     confidences = [r.confidence(float(d)) for d in distances]
     assert all(0.0 <= c <= 1.0 for c in confidences)
@@ -132,7 +144,9 @@ def test_leave_one_out_identification_on_photos(name: str, cache: EmbeddingCache
         assert [s.distance for s in ranking] == sorted(s.distance for s in ranking)  # type: ignore[type-var]
         correct += ranking[0].name == path.parent.name
     accuracy = correct / len(cache.paths)  # a photo without a face counts as a miss
-    print(f"{name}: leave-one-out top-1 {correct}/{len(cache.paths)} = {accuracy:.0%}; no face in {missing}")
+    print(
+        f"{name}: leave-one-out top-1 {correct}/{len(cache.paths)} = {accuracy:.0%}; no face in {missing}"
+    )
     assert not missing, f"{name} found no face in {missing}"
     assert accuracy >= 0.95
 
@@ -141,7 +155,13 @@ def test_facenet_embeds_aligned_crops() -> None:
     # The shared aligned160 crops are cut as the masker cuts them; FaceNet's leave-one-out on
     # all 90 is covered in test_facenet.py, here only the recogniser's crop entry point.
     files = [sorted((ALIGNED / person).glob("*.png"))[:2] for person in ("barack", "taylor")]
-    crops = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0 for pair in files for f in pair])
+    crops = np.stack(
+        [
+            np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0
+            for pair in files
+            for f in pair
+        ]
+    )
     r = get_local("facenet")
     e = r.embed_crops(crops)
     assert e.shape == (4, 128) and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-4)
@@ -156,11 +176,13 @@ def test_pairwise_verification_separates_people(name: str, cache: EmbeddingCache
     items = list(embeddings.items())
     same, different = [], []
     for i, (pa, ea) in enumerate(items):
-        for pb, eb in items[i + 1:]:
+        for pb, eb in items[i + 1 :]:
             v = r.verify_embeddings(ea, [eb])
             (same if pa.parent == pb.parent else different).append(v.match)
     assert np.mean(same) >= 0.9, f"{name}: only {np.mean(same):.0%} of same-person pairs match"
-    assert np.mean(different) <= 0.02, f"{name}: {np.mean(different):.1%} of different-person pairs match"
+    assert np.mean(different) <= 0.02, (
+        f"{name}: {np.mean(different):.1%} of different-person pairs match"
+    )
 
 
 @pytest.mark.parametrize("name", LOCAL_RECOGNIZERS)
@@ -188,10 +210,15 @@ def test_photo_level_assessment_matches_cached_embeddings(name: str, cache: Embe
         return FacePhoto.from_bytes(paths[filename].read_bytes(), label=filename)
 
     refs = ["barack_02.jpg", "barack_03.jpg"]
-    gallery = {"barack": [face("barack_04.jpg")], "meryl": [face("meryl_01.jpg"), face("meryl_02.jpg")]}
+    gallery = {
+        "barack": [face("barack_04.jpg")],
+        "meryl": [face("meryl_01.jpg"), face("meryl_02.jpg")],
+    }
     result = r.assess(face("barack_01.jpg"), [face(f) for f in refs], gallery, top_k=2)
     assert result.verification is not None and result.verification.match
-    want = r.verify_embeddings(embeddings[paths["barack_01.jpg"]], [embeddings[paths[f]] for f in refs])
+    want = r.verify_embeddings(
+        embeddings[paths["barack_01.jpg"]], [embeddings[paths[f]] for f in refs]
+    )
     assert result.verification.distance == pytest.approx(want.distance, abs=1e-4)
     assert [s.name for s in result.ranking] == ["barack", "meryl"]
     alone = r.verify(face("barack_01.jpg"), [face(f) for f in refs])
@@ -203,7 +230,9 @@ def test_photo_level_assessment_matches_cached_embeddings(name: str, cache: Embe
 
 @pytest.mark.parametrize("name", LOCAL_RECOGNIZERS)
 def test_no_face_is_a_clear_error(name: str) -> None:
-    blank = FacePhoto.from_bytes(encode(np.full((240, 320, 3), 200, np.uint8)), label="the blank photo")
+    blank = FacePhoto.from_bytes(
+        encode(np.full((240, 320, 3), 200, np.uint8)), label="the blank photo"
+    )
     with pytest.raises(NoFaceFound) as info:
         get_local(name).embed(blank)
     assert info.value.message.startswith(f"{name}: no face found in the blank photo by ")
@@ -217,7 +246,9 @@ def test_a_large_photo_still_shows_its_face(name: str, cache: EmbeddingCache) ->
     embeddings, _ = cache.get(name)
     path = next(p for p in cache.paths if p.name == "meryl_01.jpg")  # 1200x1200, a close-up
     pixels = cache.photos[path].pixels
-    big = cv2.resize(pixels, (pixels.shape[1] * 4, pixels.shape[0] * 4), interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(
+        pixels, (pixels.shape[1] * 4, pixels.shape[0] * 4), interpolation=cv2.INTER_CUBIC
+    )
     r = get_local(name)
     e = r.embed(FacePhoto.from_bytes(encode(big, "JPEG", quality=92), label="the 4800 px photo"))
     assert r.distance(e, embeddings[path]) < 0.5 * r.distance_threshold

@@ -65,10 +65,12 @@ def test_all_lists_exactly_the_public_api() -> None:
 
 
 def test_importing_the_sdk_loads_no_tensorflow() -> None:
-    code = ("import sys, faceoff.sdk; c = faceoff.sdk.Client; a = faceoff.sdk.AsyncClient; "
-            "assert 'tensorflow' not in sys.modules, 'importing the SDK imported TensorFlow'; "
-            "assert not any(m.startswith(('faceoff.masker', 'faceoff.detector', 'faceoff.evaluator')) "
-            "for m in sys.modules), 'importing the SDK imported a service'; print('ok')")
+    code = (
+        "import sys, faceoff.sdk; c = faceoff.sdk.Client; a = faceoff.sdk.AsyncClient; "
+        "assert 'tensorflow' not in sys.modules, 'importing the SDK imported TensorFlow'; "
+        "assert not any(m.startswith(('faceoff.masker', 'faceoff.detector', 'faceoff.evaluator')) "
+        "for m in sys.modules), 'importing the SDK imported a service'; print('ok')"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
 
@@ -91,14 +93,21 @@ def test_every_photo_kind_reads_to_encoded_bytes(tmp_path: Path) -> None:
         assert read_photo(f) == png
     for photo in (Image.fromarray(PIXELS), PIXELS):
         data = read_photo(photo)
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and np.array_equal(np.asarray(Image.open(io.BytesIO(data))), PIXELS)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and np.array_equal(
+            np.asarray(Image.open(io.BytesIO(data))), PIXELS
+        )
     cmyk = Image.fromarray(PIXELS).convert("CMYK")
     assert Image.open(io.BytesIO(read_photo(cmyk))).mode == "RGB"
 
 
 @pytest.mark.parametrize(
     ("photo", "error"),
-    [(PIXELS.astype(np.float32), TypeError), (PIXELS[:, :, :2], ValueError), (12, TypeError), (io.StringIO("x"), TypeError)],
+    [
+        (PIXELS.astype(np.float32), TypeError),
+        (PIXELS[:, :, :2], ValueError),
+        (12, TypeError),
+        (io.StringIO("x"), TypeError),
+    ],
 )
 def test_unreadable_photo_kinds_are_refused(photo: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -107,28 +116,77 @@ def test_unreadable_photo_kinds_are_refused(photo: Any, error: type[Exception]) 
 
 def test_protect_request_carries_every_option() -> None:
     request = protect_request(
-        b"photo", profile="high", reference_photos=[b"r1", b"r2"], target="leo", seed=9,
-        options={"attack": "cw", "norm": "linf", "loss": "hinge", "epsilon": 0.02, "iterations": 7, "alpha": 3.5,
-                 "kappa": 0.1, "search_steps": 2, "faces": [0, 2], "strip_gps": True, "min_face_size": 40},
+        b"photo",
+        profile="high",
+        reference_photos=[b"r1", b"r2"],
+        target="leo",
+        seed=9,
+        options={
+            "attack": "cw",
+            "norm": "linf",
+            "loss": "hinge",
+            "epsilon": 0.02,
+            "iterations": 7,
+            "alpha": 3.5,
+            "kappa": 0.1,
+            "search_steps": 2,
+            "faces": [0, 2],
+            "strip_gps": True,
+            "min_face_size": 40,
+        },
     )
     o = request.options
-    assert request.image.data == b"photo" and [r.data for r in request.reference_images] == [b"r1", b"r2"]
+    assert request.image.data == b"photo" and [r.data for r in request.reference_images] == [
+        b"r1",
+        b"r2",
+    ]
     assert (o.profile, o.attack, o.norm, o.loss, o.mode) == (
-        "high", masker_pb2.ATTACK_CW, masker_pb2.NORM_LINF, masker_pb2.LOSS_HINGE, masker_pb2.MODE_TARGETED)
-    assert (o.target, o.seed, o.iterations, list(o.face_indices), o.strip_gps, o.detect.min_face_size) == (
-        "leo", 9, 7, [0, 2], True, 40)
-    assert o.HasField("alpha") and not o.HasField("learning_rate"), "unset options take the profile's values"
+        "high",
+        masker_pb2.ATTACK_CW,
+        masker_pb2.NORM_LINF,
+        masker_pb2.LOSS_HINGE,
+        masker_pb2.MODE_TARGETED,
+    )
+    assert (
+        o.target,
+        o.seed,
+        o.iterations,
+        list(o.face_indices),
+        o.strip_gps,
+        o.detect.min_face_size,
+    ) == ("leo", 9, 7, [0, 2], True, 40)
+    assert o.HasField("alpha") and not o.HasField("learning_rate"), (
+        "unset options take the profile's values"
+    )
 
 
 def test_protect_request_carries_the_transfer_options() -> None:
     request = protect_request(
-        b"photo", profile=None, reference_photos=[], target=None, seed=None,
-        options={"momentum": 0.9, "diversity": 0.5, "ti_kernel": 5, "eot": 0.25, "surrogates": "facenet,facenet512",
-                 "surrogate_weights": [2, 1], "adaptive_alpha": True, "psnr_floor": 33, "loop_recognizers": ["sface"]},
+        b"photo",
+        profile=None,
+        reference_photos=[],
+        target=None,
+        seed=None,
+        options={
+            "momentum": 0.9,
+            "diversity": 0.5,
+            "ti_kernel": 5,
+            "eot": 0.25,
+            "surrogates": "facenet,facenet512",
+            "surrogate_weights": [2, 1],
+            "adaptive_alpha": True,
+            "psnr_floor": 33,
+            "loop_recognizers": ["sface"],
+        },
     )
     o = request.options
-    assert (o.ti_kernel, list(o.surrogates), list(o.surrogate_weights), o.adaptive_alpha, list(o.loop_recognizers)) == (
-        5, ["facenet", "facenet512"], [2.0, 1.0], True, ["sface"])
+    assert (
+        o.ti_kernel,
+        list(o.surrogates),
+        list(o.surrogate_weights),
+        o.adaptive_alpha,
+        list(o.loop_recognizers),
+    ) == (5, ["facenet", "facenet512"], [2.0, 1.0], True, ["sface"])
     assert (o.momentum, o.diversity, o.eot, o.psnr_floor) == pytest.approx((0.9, 0.5, 0.25, 33.0))
     assert not o.HasField("alpha")
 
@@ -138,27 +196,58 @@ def test_the_check_names_the_models_the_protection_used() -> None:
     from faceoff.sdk._convert import protected_photo
     from faceoff.sdk.client import check_request
 
-    options = masker_pb2.ProtectOptions(surrogates=["facenet", "facenet512"], adaptive_alpha=True, loop_recognizers=["dlib"])
-    response = masker_pb2.ProtectResponse(image=common_pb2.Image(data=encode(PIXELS)), options=options)
+    options = masker_pb2.ProtectOptions(
+        surrogates=["facenet", "facenet512"], adaptive_alpha=True, loop_recognizers=["dlib"]
+    )
+    response = masker_pb2.ProtectResponse(
+        image=common_pb2.Image(data=encode(PIXELS)), options=options
+    )
     request = masker_pb2.ProtectRequest(image=common_pb2.Image(data=encode(PIXELS)))
     check = check_request(request, response, ["dlib", "sface"])
     assert list(check.attacked_models) == ["facenet", "facenet512", "dlib"]
     response.options.adaptive_alpha = False  # the loop's recognisers count only when the loop ran
-    assert list(check_request(request, response, ["dlib"]).attacked_models) == ["facenet", "facenet512"]
+    assert list(check_request(request, response, ["dlib"]).attacked_models) == [
+        "facenet",
+        "facenet512",
+    ]
     # The evaluator's flag is kept; the adaptive loop's recognisers are marked in_loop.
     response.options.adaptive_alpha = True
-    said = [Verdict(recognizer=n, white_box=n == "facenet512", configured=True) for n in ("facenet512", "dlib", "sface")]
+    said = [
+        Verdict(recognizer=n, white_box=n == "facenet512", configured=True)
+        for n in ("facenet512", "dlib", "sface")
+    ]
     got = {v.recognizer: (v.white_box, v.in_loop) for v in protected_photo(response, said).verdicts}
     assert got == {"facenet512": (True, False), "dlib": (False, True), "sface": (False, False)}
 
 
 def test_protect_request_refuses_what_cannot_be_sent() -> None:
     with pytest.raises(TypeError, match="unexpected keyword.*epsilonn"):
-        protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"epsilonn": 1.0})
+        protect_request(
+            b"x",
+            profile=None,
+            reference_photos=(),
+            target=None,
+            seed=None,
+            options={"epsilonn": 1.0},
+        )
     with pytest.raises(InvalidArgumentError, match="attack must be one of pgd, cw"):
-        protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"attack": "fgsm"})
+        protect_request(
+            b"x",
+            profile=None,
+            reference_photos=(),
+            target=None,
+            seed=None,
+            options={"attack": "fgsm"},
+        )
     with pytest.raises(InvalidArgumentError, match="iterations"):
-        protect_request(b"x", profile=None, reference_photos=(), target=None, seed=None, options={"iterations": -1})
+        protect_request(
+            b"x",
+            profile=None,
+            reference_photos=(),
+            target=None,
+            seed=None,
+            options={"iterations": -1},
+        )
 
 
 def test_retry_policy_backs_off_exponentially_with_jitter() -> None:
@@ -187,8 +276,11 @@ class Script:
 
 
 def _response() -> masker_pb2.ProtectResponse:
-    return masker_pb2.ProtectResponse(image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG),
-                                      profile="low", faces_found=0)
+    return masker_pb2.ProtectResponse(
+        image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG),
+        profile="low",
+        faces_found=0,
+    )
 
 
 class ScriptedMasker(masker_pb2_grpc.MaskerServicer):
@@ -209,18 +301,24 @@ class ScriptedMasker(masker_pb2_grpc.MaskerServicer):
         if code is not None:
             context.abort(code, f"scripted {code.name}")
 
-    def Protect(self, request: Any, context: grpc.ServicerContext) -> masker_pb2.ProtectResponse:  # noqa: N802
+    def Protect(self, request: Any, context: grpc.ServicerContext) -> masker_pb2.ProtectResponse:
         self._attempt(context)
         return _response()
 
-    def ProtectStream(self, request: Any, context: grpc.ServicerContext) -> Iterator[masker_pb2.ProtectEvent]:  # noqa: N802
+    def ProtectStream(
+        self, request: Any, context: grpc.ServicerContext
+    ) -> Iterator[masker_pb2.ProtectEvent]:
         self._attempt(context)
         yield masker_pb2.ProtectEvent(progress=masker_pb2.ProtectProgress(stage="detect"))
         for i in (0, 5, 10):
-            yield masker_pb2.ProtectEvent(progress=masker_pb2.ProtectProgress(stage="attack", faces=1, iteration=i,
-                                                                                iterations=10))
-        yield masker_pb2.ProtectEvent(progress=masker_pb2.ProtectProgress(stage="paste", faces=1, iteration=10,
-                                                                            iterations=10))
+            yield masker_pb2.ProtectEvent(
+                progress=masker_pb2.ProtectProgress(
+                    stage="attack", faces=1, iteration=i, iterations=10
+                )
+            )
+        yield masker_pb2.ProtectEvent(
+            progress=masker_pb2.ProtectProgress(stage="paste", faces=1, iteration=10, iterations=10)
+        )
         yield masker_pb2.ProtectEvent(result=_response())
 
 
@@ -229,10 +327,16 @@ def script() -> Script:
     return Script()
 
 
-def _start(script: Script, credentials: grpc.ServerCredentials | None = None, host: str = "127.0.0.1") -> tuple[grpc.Server, int]:
+def _start(
+    script: Script, credentials: grpc.ServerCredentials | None = None, host: str = "127.0.0.1"
+) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     masker_pb2_grpc.add_MaskerServicer_to_server(ScriptedMasker(script), server)
-    port = server.add_secure_port(f"{host}:0", credentials) if credentials else server.add_insecure_port(f"{host}:0")
+    port = (
+        server.add_secure_port(f"{host}:0", credentials)
+        if credentials
+        else server.add_insecure_port(f"{host}:0")
+    )
     server.start()
     return server, port
 
@@ -245,11 +349,17 @@ def masker(script: Script) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED])
-def test_transient_codes_are_retried_until_ok(masker: str, script: Script, code: grpc.StatusCode) -> None:
+def test_transient_codes_are_retried_until_ok(
+    masker: str, script: Script, code: grpc.StatusCode
+) -> None:
     script.codes = [code, code]
     with Client(masker, retries=FAST) as client:
         protected = client.protect(b"photo")
-    assert script.attempts == 3 and protected.format == "PNG" and (protected.width, protected.height) == (32, 24)
+    assert (
+        script.attempts == 3
+        and protected.format == "PNG"
+        and (protected.width, protected.height) == (32, 24)
+    )
 
 
 def test_retries_are_bounded_and_end_in_a_typed_error(masker: str, script: Script) -> None:
@@ -262,10 +372,15 @@ def test_retries_are_bounded_and_end_in_a_typed_error(masker: str, script: Scrip
 
 @pytest.mark.parametrize(
     ("code", "error"),
-    [(grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError), (grpc.StatusCode.INTERNAL, FaceOffError),
-     (grpc.StatusCode.FAILED_PRECONDITION, FaceOffError)],
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgumentError),
+        (grpc.StatusCode.INTERNAL, FaceOffError),
+        (grpc.StatusCode.FAILED_PRECONDITION, FaceOffError),
+    ],
 )
-def test_other_codes_are_not_retried(masker: str, script: Script, code: grpc.StatusCode, error: type[Exception]) -> None:
+def test_other_codes_are_not_retried(
+    masker: str, script: Script, code: grpc.StatusCode, error: type[Exception]
+) -> None:
     script.codes = [code]
     with Client(masker, retries=FAST) as client, pytest.raises(error) as info:
         client.protect(b"photo")
@@ -273,9 +388,13 @@ def test_other_codes_are_not_retried(masker: str, script: Script, code: grpc.Sta
     assert info.value.code == code.name and info.value.message == f"scripted {code.name}"  # type: ignore[attr-defined]
 
 
-def test_each_attempt_has_the_deadline_and_deadlines_are_retried(masker: str, script: Script) -> None:
+def test_each_attempt_has_the_deadline_and_deadlines_are_retried(
+    masker: str, script: Script
+) -> None:
     script.sleep = 1.0
-    with Client(masker, timeout=0.1, retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)) as client:
+    with Client(
+        masker, timeout=0.1, retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)
+    ) as client:
         with pytest.raises(DeadlineExceededError) as info:
             client.protect(b"photo")
     assert info.value.code == "DEADLINE_EXCEEDED" and masker in info.value.message
@@ -289,7 +408,9 @@ def test_unreachable_address_is_unavailable_after_retries() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound but never listening: connections are refused
-        with Client(f"127.0.0.1:{port}", retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)) as client:
+        with Client(
+            f"127.0.0.1:{port}", retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)
+        ) as client:
             with pytest.raises(UnavailableError) as info:
                 client.protect(b"photo")
     assert f"127.0.0.1:{port}" in info.value.message
@@ -310,8 +431,13 @@ def test_stream_progress_arrives_in_order_as_typed_events(masker: str) -> None:
     events: list[Progress] = []
     with Client(masker) as client:
         client.protect(b"photo", on_progress=events.append)
-    assert [(e.stage, e.iteration) for e in events] == [("detect", 0), ("attack", 0), ("attack", 5), ("attack", 10),
-                                                        ("paste", 10)]
+    assert [(e.stage, e.iteration) for e in events] == [
+        ("detect", 0),
+        ("attack", 0),
+        ("attack", 5),
+        ("attack", 10),
+        ("paste", 10),
+    ]
     assert events[2].fraction == 0.5 and events[-1].fraction == 1.0
 
 
@@ -319,7 +445,10 @@ def test_a_failing_progress_callback_stops_the_call(masker: str, script: Script)
     def boom(event: Progress) -> None:
         raise RuntimeError("callback failed")
 
-    with Client(masker, retries=FAST) as client, pytest.raises(RuntimeError, match="callback failed"):
+    with (
+        Client(masker, retries=FAST) as client,
+        pytest.raises(RuntimeError, match="callback failed"),
+    ):
         client.protect(b"photo", on_progress=boom)
     assert script.attempts == 1
 
@@ -347,7 +476,13 @@ def test_async_client_retries_and_awaits_async_progress(masker: str, script: Scr
             return streamed, await client.protect(b"photo")
 
     streamed, unary = asyncio.run(main())
-    assert streamed.data == unary.data and events == ["detect", "attack", "attack", "attack", "paste"]
+    assert streamed.data == unary.data and events == [
+        "detect",
+        "attack",
+        "attack",
+        "attack",
+        "paste",
+    ]
     assert script.attempts == 4  # UNAVAILABLE + OK, INVALID_ARGUMENT once, OK
 
 
@@ -355,10 +490,31 @@ def test_tls_with_a_private_ca(tmp_path: Path, script: Script) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("openssl is needed to make a throw-away certificate")
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
-    credentials = grpc.ssl_server_credentials([((tmp_path / "key.pem").read_bytes(), (tmp_path / "cert.pem").read_bytes())])
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    credentials = grpc.ssl_server_credentials(
+        [((tmp_path / "key.pem").read_bytes(), (tmp_path / "cert.pem").read_bytes())]
+    )
     server, port = _start(script, credentials, host="localhost")
     try:
         with Client(f"localhost:{port}", tls=TLSConfig(ca=tmp_path / "cert.pem")) as client:
@@ -381,10 +537,19 @@ def test_resource_exhausted_is_a_typed_error_after_retries(masker: str, script: 
 def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> None:
     from faceoff.sdk import ProtectedPhoto
 
-    photo = ProtectedPhoto(data=encode(PIXELS), format="PNG", width=32, height=24, faces=(), faces_found=0,
-                           profile="low")
+    photo = ProtectedPhoto(
+        data=encode(PIXELS),
+        format="PNG",
+        width=32,
+        height=24,
+        faces=(),
+        faces_found=0,
+        profile="low",
+    )
     target = photo.save(tmp_path / "new" / f"p{photo.suffix}")
-    assert target.read_bytes() == photo.data and [p.name for p in target.parent.iterdir()] == ["p.png"]
+    assert target.read_bytes() == photo.data and [p.name for p in target.parent.iterdir()] == [
+        "p.png"
+    ]
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
@@ -392,14 +557,17 @@ def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> No
     assert [p.name for p in target.parent.iterdir()] == ["p.png"]
 
 
-@pytest.mark.parametrize(("recognizer", "attacked", "expected"), [
-    ("sface", ("facenet", "sface"), True),    # an ensemble member
-    ("facenet", ("facenet512",), False),      # a default surrogate, not used this time
-    ("dlib", ("facenet",), False),
-    ("dlib", ("facenet", "dlib"), True),      # consulted in the adaptive loop
-    ("facenet", (), True),                    # not told: the default protection's surrogates
-    ("dlib", (), False),
-])
+@pytest.mark.parametrize(
+    ("recognizer", "attacked", "expected"),
+    [
+        ("sface", ("facenet", "sface"), True),  # an ensemble member
+        ("facenet", ("facenet512",), False),  # a default surrogate, not used this time
+        ("dlib", ("facenet",), False),
+        ("dlib", ("facenet", "dlib"), True),  # consulted in the adaptive loop
+        ("facenet", (), True),  # not told: the default protection's surrogates
+        ("dlib", (), False),
+    ],
+)
 def test_white_box_is_membership_in_the_models_the_protection_used(
     recognizer: str, attacked: tuple[str, ...], expected: bool
 ) -> None:

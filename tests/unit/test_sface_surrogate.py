@@ -25,7 +25,10 @@ from faceoff.masker.options import SURROGATE_NAMES
 from tests.conftest import ALIGNED
 
 PHOTOS = ALIGNED.parent / "photos"
-DECOYS = Path(__file__).resolve().parents[2] / "services/masker/src/faceoff/masker/data/decoys_sface.json"
+DECOYS = (
+    Path(__file__).resolve().parents[2]
+    / "services/masker/src/faceoff/masker/data/decoys_sface.json"
+)
 
 
 def _cached_model() -> Path:
@@ -100,7 +103,9 @@ def _numpy_reference(model, x_nchw: np.ndarray) -> np.ndarray:  # type: ignore[n
     for i in range(5):
         for j in range(5):
             conv[:, :, i, j] = np.einsum("nchw,ochw->no", xp[:, :, i : i + 3, j : j + 3], c["w"])
-    bn = (conv - c["m"][:, None, None]) / np.sqrt(c["v"][:, None, None] + 1e-3) * c["g"][:, None, None] + c["b"][:, None, None]
+    bn = (conv - c["m"][:, None, None]) / np.sqrt(c["v"][:, None, None] + 1e-3) * c["g"][
+        :, None, None
+    ] + c["b"][:, None, None]
     pr = np.where(bn > 0, bn, bn * c["slope"])
     return pr.reshape(n, -1) @ c["fw"].T + c["fb"]
 
@@ -120,7 +125,9 @@ def test_an_op_outside_the_whitelist_is_refused_by_name() -> None:
 
 
 def test_asymmetric_padding_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match=r"node 'conv' \(Conv\) has unsupported pads=\[0, 0, 1, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"node 'conv' \(Conv\) has unsupported pads=\[0, 0, 1, 1\]"
+    ):
         OnnxNetwork(_tiny_model(pads=[0, 0, 1, 1]))
 
 
@@ -199,8 +206,12 @@ def test_leave_one_out_nearest_centroid_on_aligned_crops(model: SFaceModel) -> N
         cents = np.stack([emb[keep & (labels == c)].mean(axis=0) for c in np.unique(labels)])
         hits += int(np.argmin(np.linalg.norm(cents - emb[i], axis=1))) == labels[i]
     accuracy = hits / len(emb)
-    print(f"sface surrogate: leave-one-out nearest-centroid top-1 on {len(emb)} aligned crops = {accuracy:.3f}")
-    assert accuracy >= 0.95, f"leave-one-out top-1 accuracy {accuracy:.3f}, measured 1.000 when written"
+    print(
+        f"sface surrogate: leave-one-out nearest-centroid top-1 on {len(emb)} aligned crops = {accuracy:.3f}"
+    )
+    assert accuracy >= 0.95, (
+        f"leave-one-out top-1 accuracy {accuracy:.3f}, measured 1.000 when written"
+    )
 
 
 @pytest.mark.slow
@@ -208,7 +219,9 @@ def test_a_batch_embeds_as_its_faces_one_by_one(model: SFaceModel) -> None:
     images, _ = _aligned()
     x = images[::11][:8]
     batched = model.embed(tf.constant(x)).numpy()
-    singles = np.concatenate([model.embed(tf.constant(x[i : i + 1])).numpy() for i in range(len(x))])
+    singles = np.concatenate(
+        [model.embed(tf.constant(x[i : i + 1])).numpy() for i in range(len(x))]
+    )
     assert batched.shape == (len(x), 128)
     np.testing.assert_allclose(batched, singles, atol=1e-5)
 

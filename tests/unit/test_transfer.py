@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from faceoff.common.crops import crop_region, extract_crop
 from faceoff.common.errors import InvalidOption
 from faceoff.common.imaging import Photo
-from faceoff.common.crops import crop_region, extract_crop
+from faceoff.faces.models.ensemble import Ensemble
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
 from faceoff.masker.attacks import Transfer, make_attack, make_loss
-from faceoff.masker.attacks.transfer import TransferInputs, gaussian_kernel, process_gradient, transform_input
-from faceoff.faces.models.ensemble import Ensemble
+from faceoff.masker.attacks.transfer import (
+    TransferInputs,
+    gaussian_kernel,
+    process_gradient,
+    transform_input,
+)
 from faceoff.masker.options import resolve
 from tests.unit.test_attacks import ToyEmbedding, faces, loss_for
 
@@ -37,7 +42,11 @@ TECHNIQUES = {
 def _attack(transfer: Transfer, seed: int = 3, norm: str = "l2") -> np.ndarray:
     probes, _ = faces()
     params = PGD_FAST if norm == "l2" else {"epsilon": 0.05, "step_size": 0.01, "iterations": 10}
-    return make_attack("pgd", norm, **params, transfer=transfer).attack(probes, loss_for("target", False), seed=seed).delta
+    return (
+        make_attack("pgd", norm, **params, transfer=transfer)
+        .attack(probes, loss_for("target", False), seed=seed)
+        .delta
+    )
 
 
 # -- each technique runs, changes the perturbation, and keeps its guarantees --------------------
@@ -54,7 +63,10 @@ def test_each_technique_runs_and_changes_the_perturbation(name: str, norm: str) 
     assert np.abs(delta - plain).max() > 1e-3, f"{name} did not change the perturbation"
     assert probes.min() >= 0 and np.all(probes + delta >= 0) and np.all(probes + delta <= 1)
     if norm == "l2":
-        assert np.sqrt((delta.astype(np.float64) ** 2).sum(axis=(1, 2, 3))).max() <= PGD_FAST["epsilon"] + 1e-5
+        assert (
+            np.sqrt((delta.astype(np.float64) ** 2).sum(axis=(1, 2, 3))).max()
+            <= PGD_FAST["epsilon"] + 1e-5
+        )
     else:
         assert np.abs(delta).max() <= 0.05 + 1e-7
 
@@ -71,7 +83,9 @@ def test_techniques_are_deterministic_for_a_seed(name: str) -> None:
 def test_all_techniques_together_still_move_faces_away() -> None:
     probes, _ = faces()
     loss = loss_for("target", False)
-    result = make_attack("pgd", "l2", **PGD_FAST, transfer=Transfer(1.0, 0.5, 5, 0.5)).attack(probes, loss, seed=3)
+    result = make_attack("pgd", "l2", **PGD_FAST, transfer=Transfer(1.0, 0.5, 5, 0.5)).attack(
+        probes, loss, seed=3
+    )
     before, _ = loss.evaluate(probes)
     assert np.all(result.loss < before), "the attack with every technique on did not lower the loss"
 
@@ -137,9 +151,14 @@ def test_transforms_off_return_the_input_exactly() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"momentum": -0.1}, "momentum"), ({"momentum": 1.5}, "momentum"), ({"diversity": 2}, "diversity"),
-        ({"eot": float("nan")}, "eot"), ({"ti_kernel": 4}, "ti_kernel"), ({"ti_kernel": 17}, "ti_kernel"),
-        ({"ti_kernel": 1}, "ti_kernel"), ({"ti_kernel": True}, "ti_kernel"),
+        ({"momentum": -0.1}, "momentum"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"diversity": 2}, "diversity"),
+        ({"eot": float("nan")}, "eot"),
+        ({"ti_kernel": 4}, "ti_kernel"),
+        ({"ti_kernel": 17}, "ti_kernel"),
+        ({"ti_kernel": 1}, "ti_kernel"),
+        ({"ti_kernel": True}, "ti_kernel"),
     ],
 )
 def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
@@ -183,18 +202,28 @@ def test_attack_on_an_ensemble_moves_every_member() -> None:
     ens = Ensemble([a, b])
     probes, references = faces()
     refs = [ens.embed(r).numpy() for r in references]
-    result = make_attack("pgd", "l2", **PGD_FAST).attack(probes, make_loss("target", ens, refs), seed=2)
+    result = make_attack("pgd", "l2", **PGD_FAST).attack(
+        probes, make_loss("target", ens, refs), seed=2
+    )
     for member, part in ((a, slice(0, 16)), (b, slice(16, 32))):
         before, _ = make_loss("target", member, [r[:, part] for r in refs]).evaluate(probes)
-        after, _ = make_loss("target", member, [r[:, part] for r in refs]).evaluate(probes + result.delta)
+        after, _ = make_loss("target", member, [r[:, part] for r in refs]).evaluate(
+            probes + result.delta
+        )
         assert np.all(after < before), f"the ensemble attack did not move member {member} away"
 
 
 @pytest.mark.parametrize(
     ("members", "weights", "message"),
-    [(1, None, "at least two"), (2, [1.0], "one finite number"), (2, [1.0, 0.0], "one finite number")],
+    [
+        (1, None, "at least two"),
+        (2, [1.0], "one finite number"),
+        (2, [1.0, 0.0], "one finite number"),
+    ],
 )
-def test_bad_ensembles_are_rejected(members: int, weights: list[float] | None, message: str) -> None:
+def test_bad_ensembles_are_rejected(
+    members: int, weights: list[float] | None, message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         Ensemble([ToyEmbedding(seed=i) for i in range(members)], weights)
 
@@ -213,7 +242,9 @@ class PixelRecognizer(EmbeddingRecognizer):
     def __init__(self, threshold: float, blind_above: float | None = None) -> None:
         super().__init__()
         self.distance_threshold = threshold
-        self.blind_above = blind_above  # finds no face once pixels change by more than this (mean abs)
+        self.blind_above = (
+            blind_above  # finds no face once pixels change by more than this (mean abs)
+        )
         self.clean: np.ndarray | None = None
 
     def _load(self) -> None:
@@ -241,13 +272,20 @@ def _scene() -> tuple[np.ndarray, tuple[float, float, float, float], Any, np.nda
 def _distance_at(alpha: float) -> float:
     pixels, box, region, crop, delta = _scene()
     face = adaptive._Face(pixels, box, region, crop, delta)
-    return float(np.linalg.norm(face.protected(alpha).astype(np.float64) / 255 - face.clean.astype(np.float64) / 255))
+    return float(
+        np.linalg.norm(
+            face.protected(alpha).astype(np.float64) / 255 - face.clean.astype(np.float64) / 255
+        )
+    )
 
 
-def _choose(rec: EmbeddingRecognizer, alpha_max: float = 6.0, floor: float = 20.0) -> adaptive.Choice:
+def _choose(
+    rec: EmbeddingRecognizer, alpha_max: float = 6.0, floor: float = 20.0
+) -> adaptive.Choice:
     pixels, box, region, crop, delta = _scene()
-    (choice,) = adaptive.choose_alphas(pixels, [box], [region], crop[None], delta[None], {"pixels": rec},
-                                       alpha_max, floor)
+    (choice,) = adaptive.choose_alphas(
+        pixels, [box], [region], crop[None], delta[None], {"pixels": rec}, alpha_max, floor
+    )
     return choice
 
 
@@ -257,7 +295,9 @@ def test_adaptive_alpha_is_the_smallest_that_stops_the_match() -> None:
     assert 1.0 < choice.alpha < 6.0
     assert _distance_at(choice.alpha) > threshold, "the chosen alpha still matches"
     step = 5.0 / 2**adaptive.BISECTION_STEPS
-    assert _distance_at(choice.alpha - step) <= threshold + 1e-9 or choice.alpha - step < 1, "not the smallest"
+    assert _distance_at(choice.alpha - step) <= threshold + 1e-9 or choice.alpha - step < 1, (
+        "not the smallest"
+    )
     assert choice.verdicts[0].recognizer == "pixels" and not choice.verdicts[0].matched
 
 
@@ -283,10 +323,21 @@ def test_reference_photos_replace_the_clean_face() -> None:
     """With reference photos, the check is against them: a reference far from everything never matches."""
     pixels, box, region, crop, delta = _scene()
     rec = PixelRecognizer(threshold=_distance_at(2.5))
-    reference = Photo(pixels=np.zeros((80, 80, 3), np.uint8), format="PNG", full_width=80, full_height=80)
+    reference = Photo(
+        pixels=np.zeros((80, 80, 3), np.uint8), format="PNG", full_width=80, full_height=80
+    )
     rec.clean = None
-    (choice,) = adaptive.choose_alphas(pixels, [box], [region], crop[None], delta[None], {"pixels": rec}, 6.0, 20.0,
-                                       references=[reference])
+    (choice,) = adaptive.choose_alphas(
+        pixels,
+        [box],
+        [region],
+        crop[None],
+        delta[None],
+        {"pixels": rec},
+        6.0,
+        20.0,
+        references=[reference],
+    )
     assert choice.alpha == 1.0 and not choice.verdicts[0].matched
 
 
@@ -301,7 +352,10 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"attack": "cw", "momentum": 0.5}, "PGD techniques"),
         ({"surrogates": ("vgg",)}, "surrogates"),
         ({"surrogates": ("facenet", "facenet")}, "surrogates"),
-        ({"surrogates": ("facenet", "facenet512"), "surrogate_weights": (1.0,)}, "one weight per surrogate"),
+        (
+            {"surrogates": ("facenet", "facenet512"), "surrogate_weights": (1.0,)},
+            "one weight per surrogate",
+        ),
         ({"surrogates": ("facenet", "facenet512"), "surrogate_weights": (1.0, -1.0)}, "> 0"),
         ({"loop_recognizers": ("rekognition",)}, "loop_recognizers"),
         ({"adaptive_alpha": True, "loop_recognizers": ()}, "at least one loop recogniser"),
@@ -316,7 +370,14 @@ def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], mes
 
 def test_transfer_options_reach_the_attack_and_split_batches() -> None:
     plain = resolve("medium", momentum=0.0, diversity=0.0, ti_kernel=0, eot=0.0)
-    o = resolve("medium", momentum=0.9, diversity=0.5, ti_kernel=5, eot=0.25, surrogates="facenet,facenet512")
+    o = resolve(
+        "medium",
+        momentum=0.9,
+        diversity=0.5,
+        ti_kernel=5,
+        eot=0.25,
+        surrogates="facenet,facenet512",
+    )
     assert o.surrogates == ("facenet", "facenet512")
     assert o.attack_params()["transfer"] == Transfer(0.9, 0.5, 5, 0.25)
     assert o.batch_key() != plain.batch_key()
@@ -328,6 +389,8 @@ def test_profiles_use_the_techniques_but_cw_drops_them() -> None:
     medium = resolve("medium")
     assert medium.attack_params()["transfer"].active and len(medium.surrogates) >= 2
     cw = resolve("medium", attack="cw")
-    assert (cw.momentum, cw.diversity, cw.ti_kernel, cw.eot) == (0, 0, 0, 0), "CW takes none of PGD's techniques"
+    assert (cw.momentum, cw.diversity, cw.ti_kernel, cw.eot) == (0, 0, 0, 0), (
+        "CW takes none of PGD's techniques"
+    )
     with pytest.raises(InvalidOption, match="PGD techniques"):
         resolve("medium", attack="cw", momentum=0.5)  # asked for explicitly: refused, not dropped

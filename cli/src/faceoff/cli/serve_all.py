@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 
 #: The services in the order they start and are listed: the data flows this way.
 SERVICES: tuple[str, ...] = ("detector", "masker", "evaluator")
-GRPC_NAMES = {"detector": "faceoff.v1.Detector", "masker": "faceoff.v1.Masker", "evaluator": "faceoff.v1.Evaluator"}
+GRPC_NAMES = {
+    "detector": "faceoff.v1.Detector",
+    "masker": "faceoff.v1.Masker",
+    "evaluator": "faceoff.v1.Evaluator",
+}
 DEFAULT_BASE_PORT = 50051
 DEFAULT_METRICS_BASE_PORT = 9101
 #: Time the supervisor gives the children beyond their own grace period before killing them.
@@ -63,8 +67,14 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def plan(host: str, base_port: int, metrics_base_port: int, free_ports: bool, log_level: str | None,
-         local_recognizers: str | None) -> list[Child]:
+def plan(
+    host: str,
+    base_port: int,
+    metrics_base_port: int,
+    free_ports: bool,
+    log_level: str | None,
+    local_recognizers: str | None,
+) -> list[Child]:
     """The three children: ports (consecutive from the bases, or free ones) and command lines."""
     children: list[Child] = []
     for i, name in enumerate(SERVICES):
@@ -73,8 +83,19 @@ def plan(host: str, base_port: int, metrics_base_port: int, free_ports: bool, lo
             metrics = -1
         else:
             metrics = free_port(host) if free_ports else metrics_base_port + i
-        argv = [sys.executable, "-m", "faceoff.cli", "serve", name, "--host", host, "--port", str(port),
-                "--metrics-port", str(metrics)]
+        argv = [
+            sys.executable,
+            "-m",
+            "faceoff.cli",
+            "serve",
+            name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics),
+        ]
         if log_level:
             argv += ["--log-level", log_level]
         if name == "masker":
@@ -95,8 +116,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 #: Flags of ``faceoff serve all`` that become the children's ``FACEOFF_*`` variables.
 SECURITY_FLAGS: tuple[str, ...] = (
-    "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file", "rate_limit_per_client", "rate_limit_burst",
-    "detector_tls_ca", "detector_tls_cert", "detector_tls_key", "detector_tls_server_name", "detector_token_file",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth_tokens_file",
+    "rate_limit_per_client",
+    "rate_limit_burst",
+    "detector_tls_ca",
+    "detector_tls_cert",
+    "detector_tls_key",
+    "detector_tls_server_name",
+    "detector_token_file",
 )
 
 
@@ -123,18 +153,26 @@ def probe_for(env: Mapping[str, str]) -> Probe:
         return env.get("FACEOFF_" + name) or None
 
     if get("AUTH_TOKENS_FILE") and not get("DETECTOR_TOKEN_FILE"):
-        raise SettingsError("FACEOFF_AUTH_TOKENS_FILE is set: the masker needs FACEOFF_DETECTOR_TOKEN_FILE "
-                            "(--detector-token-file) to call the detector")
+        raise SettingsError(
+            "FACEOFF_AUTH_TOKENS_FILE is set: the masker needs FACEOFF_DETECTOR_TOKEN_FILE "
+            "(--detector-token-file) to call the detector"
+        )
     if not get("TLS_CERT"):
         return Probe()
     if not get("DETECTOR_TLS_CA") and not get("DETECTOR_TLS_CERT"):
-        raise SettingsError("FACEOFF_TLS_CERT is set: the masker and the health probes need FACEOFF_DETECTOR_TLS_CA "
-                            "(--detector-tls-ca), the CA that signed it")
+        raise SettingsError(
+            "FACEOFF_TLS_CERT is set: the masker and the health probes need FACEOFF_DETECTOR_TLS_CA "
+            "(--detector-tls-ca), the CA that signed it"
+        )
     if get("TLS_CLIENT_CA") and not get("DETECTOR_TLS_CERT"):
-        raise SettingsError("FACEOFF_TLS_CLIENT_CA is set (mutual TLS): the masker and the health probes need "
-                            "FACEOFF_DETECTOR_TLS_CERT and FACEOFF_DETECTOR_TLS_KEY (--detector-tls-cert/--detector-tls-key)")
+        raise SettingsError(
+            "FACEOFF_TLS_CLIENT_CA is set (mutual TLS): the masker and the health probes need "
+            "FACEOFF_DETECTOR_TLS_CERT and FACEOFF_DETECTOR_TLS_KEY (--detector-tls-cert/--detector-tls-key)"
+        )
     credentials = security.channel_credentials(
-        get("DETECTOR_TLS_CA"), get("DETECTOR_TLS_CERT"), get("DETECTOR_TLS_KEY"),
+        get("DETECTOR_TLS_CA"),
+        get("DETECTOR_TLS_CERT"),
+        get("DETECTOR_TLS_KEY"),
         names=("FACEOFF_DETECTOR_TLS_CA", "FACEOFF_DETECTOR_TLS_CERT", "FACEOFF_DETECTOR_TLS_KEY"),
     )
     return Probe(credentials, get("DETECTOR_TLS_SERVER_NAME"))
@@ -148,11 +186,15 @@ def serving(address: str, service: str, probe: Probe = Probe()) -> bool:
     if probe.credentials is None:
         channel = grpc.insecure_channel(address)
     else:
-        options = [("grpc.ssl_target_name_override", probe.server_name)] if probe.server_name else []
+        options = (
+            [("grpc.ssl_target_name_override", probe.server_name)] if probe.server_name else []
+        )
         channel = grpc.secure_channel(address, probe.credentials, options)
     try:
         with channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=2
+            )
     except grpc.RpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -164,10 +206,15 @@ def announce(children: list[Child], host: str) -> None:
     for c in children:
         address = f"{dial_host(host)}:{c.port}"
         assert c.process is not None
-        metrics = f"http://{dial_host(host)}:{c.metrics_port}/metrics" if c.metrics_port >= 0 else "off"
+        metrics = (
+            f"http://{dial_host(host)}:{c.metrics_port}/metrics" if c.metrics_port >= 0 else "off"
+        )
         print(f"{c.name:9s} {address:21s} metrics {metrics}  (pid {c.process.pid})")
-        doc[c.name] = {"address": address, "metrics_port": c.metrics_port if c.metrics_port >= 0 else None,
-                       "pid": c.process.pid}
+        doc[c.name] = {
+            "address": address,
+            "metrics_port": c.metrics_port if c.metrics_port >= 0 else None,
+            "pid": c.process.pid,
+        }
     print("all three SERVING; Ctrl-C or SIGTERM drains them")
     print(json.dumps(doc), flush=True)
 
@@ -189,8 +236,16 @@ def drain(children: list[Child], grace: float) -> bool:
     return clean
 
 
-def run(host: str, base_port: int, metrics_base_port: int, free_ports: bool, log_level: str | None,
-        local_recognizers: str | None, ready_timeout: float, env_overrides: Mapping[str, str] | None = None) -> int:
+def run(
+    host: str,
+    base_port: int,
+    metrics_base_port: int,
+    free_ports: bool,
+    log_level: str | None,
+    local_recognizers: str | None,
+    ready_timeout: float,
+    env_overrides: Mapping[str, str] | None = None,
+) -> int:
     """Start the three services, wait for SERVING, announce them, and drain them on a signal.
 
     ``env_overrides`` are ``FACEOFF_*`` variables given as flags; they win over the environment.
@@ -214,7 +269,9 @@ def run(host: str, base_port: int, metrics_base_port: int, free_ports: bool, log
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     try:
-        children = plan(host, base_port, metrics_base_port, free_ports, log_level, local_recognizers)
+        children = plan(
+            host, base_port, metrics_base_port, free_ports, log_level, local_recognizers
+        )
     except OSError as exc:
         print(f"faceoff serve all: cannot pick ports on {host}: {exc}", file=sys.stderr)
         return 2
@@ -227,22 +284,35 @@ def run(host: str, base_port: int, metrics_base_port: int, free_ports: bool, log
         drain(children, grace)
 
 
-def _supervise(children: list[Child], host: str, grace: float, ready_timeout: float,
-               stop: threading.Event, received: list[int], probe: Probe) -> int:
+def _supervise(
+    children: list[Child],
+    host: str,
+    grace: float,
+    ready_timeout: float,
+    stop: threading.Event,
+    received: list[int],
+    probe: Probe,
+) -> int:
     waiting = {c.name for c in children}
     deadline = time.monotonic() + ready_timeout
     while waiting and not stop.is_set():
         for c in children:
             assert c.process is not None
             if c.process.poll() is not None:
-                print(f"faceoff serve all: {c.name} exited with code {c.process.returncode} before it was ready",
-                      file=sys.stderr)
+                print(
+                    f"faceoff serve all: {c.name} exited with code {c.process.returncode} before it was ready",
+                    file=sys.stderr,
+                )
                 return 1
-            if c.name in waiting and serving(f"{dial_host(host)}:{c.port}", GRPC_NAMES[c.name], probe):
+            if c.name in waiting and serving(
+                f"{dial_host(host)}:{c.port}", GRPC_NAMES[c.name], probe
+            ):
                 waiting.discard(c.name)
         if time.monotonic() > deadline:
-            print(f"faceoff serve all: not SERVING after {ready_timeout:g} s: {', '.join(sorted(waiting))}",
-                  file=sys.stderr)
+            print(
+                f"faceoff serve all: not SERVING after {ready_timeout:g} s: {', '.join(sorted(waiting))}",
+                file=sys.stderr,
+            )
             return 1
         stop.wait(0.5)
     if stop.is_set():
@@ -252,21 +322,39 @@ def _supervise(children: list[Child], host: str, grace: float, ready_timeout: fl
         for c in children:
             assert c.process is not None
             if c.process.poll() is not None:
-                print(f"faceoff serve all: {c.name} exited with code {c.process.returncode}; stopping the others",
-                      file=sys.stderr)
+                print(
+                    f"faceoff serve all: {c.name} exited with code {c.process.returncode}; stopping the others",
+                    file=sys.stderr,
+                )
                 return 1
-    print(f"faceoff serve all: {signal.Signals(received[0]).name}: draining (grace {grace:g} s)", file=sys.stderr)
+    print(
+        f"faceoff serve all: {signal.Signals(received[0]).name}: draining (grace {grace:g} s)",
+        file=sys.stderr,
+    )
     if drain(children, grace):
         print("faceoff serve all: stopped", file=sys.stderr)
         return 0
-    print("faceoff serve all: a service did not stop within its grace period and was killed", file=sys.stderr)
+    print(
+        "faceoff serve all: a service did not stop within its grace period and was killed",
+        file=sys.stderr,
+    )
     return 1
 
 
 def main(args: Any) -> int:
     """Entry point of ``faceoff serve all`` (``args`` from the CLI parser)."""
-    overrides = {f"FACEOFF_{name.upper()}": str(getattr(args, name)) for name in SECURITY_FLAGS
-                 if getattr(args, name, None) is not None}
-    return run(args.host or "127.0.0.1", args.base_port, args.metrics_base_port, args.free_ports,
-               args.log_level, args.local_recognizers, args.ready_timeout, overrides)
-
+    overrides = {
+        f"FACEOFF_{name.upper()}": str(getattr(args, name))
+        for name in SECURITY_FLAGS
+        if getattr(args, name, None) is not None
+    }
+    return run(
+        args.host or "127.0.0.1",
+        args.base_port,
+        args.metrics_base_port,
+        args.free_ports,
+        args.log_level,
+        args.local_recognizers,
+        args.ready_timeout,
+        overrides,
+    )

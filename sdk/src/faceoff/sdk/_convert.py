@@ -91,16 +91,34 @@ _ENUMS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
     "norm": (masker_pb2.Norm, "NORM_", ("l2", "linf")),
     "loss": (masker_pb2.Loss, "LOSS_", ("target", "hinge")),
 }
-_SCALARS = ("epsilon", "iterations", "learning_rate", "kappa", "alpha", "initial_const", "search_steps", "strip_gps",
-            "momentum", "diversity", "ti_kernel", "eot", "adaptive_alpha", "psnr_floor")
+_SCALARS = (
+    "epsilon",
+    "iterations",
+    "learning_rate",
+    "kappa",
+    "alpha",
+    "initial_const",
+    "search_steps",
+    "strip_gps",
+    "momentum",
+    "diversity",
+    "ti_kernel",
+    "eot",
+    "adaptive_alpha",
+    "psnr_floor",
+)
 _LISTS = ("surrogates", "surrogate_weights", "loop_recognizers")
 _DETECT = ("min_face_size", "min_confidence", "max_faces")
 #: Every keyword :func:`protect_request` accepts beyond the named ones.
 OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, *_LISTS, "faces", *_DETECT)
 
 _FORMATS: dict[int, str] = {
-    common_pb2.IMAGE_FORMAT_JPEG: "JPEG", common_pb2.IMAGE_FORMAT_PNG: "PNG", common_pb2.IMAGE_FORMAT_WEBP: "WEBP",
-    common_pb2.IMAGE_FORMAT_BMP: "BMP", common_pb2.IMAGE_FORMAT_TIFF: "TIFF", common_pb2.IMAGE_FORMAT_GIF: "GIF",
+    common_pb2.IMAGE_FORMAT_JPEG: "JPEG",
+    common_pb2.IMAGE_FORMAT_PNG: "PNG",
+    common_pb2.IMAGE_FORMAT_WEBP: "WEBP",
+    common_pb2.IMAGE_FORMAT_BMP: "BMP",
+    common_pb2.IMAGE_FORMAT_TIFF: "TIFF",
+    common_pb2.IMAGE_FORMAT_GIF: "GIF",
 }
 
 
@@ -120,8 +138,13 @@ def recognizer_names(recognizers: str | Iterable[str] | None) -> list[str]:
 
 
 def protect_request(
-    photo: PhotoInput, *, profile: str | None, reference_photos: Iterable[PhotoInput] | PhotoInput,
-    target: str | None, seed: int | None, options: Mapping[str, Any],
+    photo: PhotoInput,
+    *,
+    profile: str | None,
+    reference_photos: Iterable[PhotoInput] | PhotoInput,
+    target: str | None,
+    seed: int | None,
+    options: Mapping[str, Any],
 ) -> masker_pb2.ProtectRequest:
     """The ``ProtectRequest`` for :meth:`Client.protect`'s arguments.
 
@@ -131,8 +154,10 @@ def protect_request(
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
-        raise TypeError(f"protect() got unexpected keyword argument(s) {', '.join(unknown)}; "
-                        f"accepted: {', '.join(OPTION_NAMES)}")
+        raise TypeError(
+            f"protect() got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(OPTION_NAMES)}"
+        )
     msg = masker_pb2.ProtectOptions(profile=profile or "")
     for name, (enum, prefix, choices) in _ENUMS.items():
         value = options.get(name)
@@ -155,7 +180,11 @@ def protect_request(
         value = options.get(name)
         if value is None:
             continue
-        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+        items = (
+            [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, str)
+            else list(value)
+        )
         try:
             getattr(msg, name).extend(items)
         except (TypeError, ValueError) as exc:
@@ -166,12 +195,15 @@ def protect_request(
         try:
             msg.face_indices.extend(options["faces"])
         except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"faces must be indices >= 0, got {options['faces']!r} ({exc})") from None
+            raise InvalidArgumentError(
+                f"faces must be indices >= 0, got {options['faces']!r} ({exc})"
+            ) from None
     for name in _DETECT:
         if options.get(name) is not None:
             _set(msg.detect, name, options[name])
     return masker_pb2.ProtectRequest(
-        image=common_pb2.Image(data=read_photo(photo)), options=msg,
+        image=common_pb2.Image(data=read_photo(photo)),
+        options=msg,
         reference_images=[common_pb2.Image(data=d) for d in read_photos(reference_photos)],
     )
 
@@ -182,15 +214,20 @@ def detect_request(photo: PhotoInput) -> detector_pb2.DetectRequest:
 
 
 def evaluate_request(
-    photo: PhotoInput | bytes, reference_photos: Iterable[PhotoInput] | PhotoInput,
-    recognizers: str | Iterable[str] | None, *, gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
-    top_k: int = 0, use_api_threshold: bool = False,
+    photo: PhotoInput | bytes,
+    reference_photos: Iterable[PhotoInput] | PhotoInput,
+    recognizers: str | Iterable[str] | None,
+    *,
+    gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+    top_k: int = 0,
+    use_api_threshold: bool = False,
 ) -> evaluator_pb2.EvaluateRequest:
     """The ``EvaluateRequest`` for :meth:`Client.evaluate`'s arguments."""
     msg = evaluator_pb2.EvaluateRequest(
         image=common_pb2.Image(data=read_photo(photo)),
         reference_images=[common_pb2.Image(data=d) for d in read_photos(reference_photos)],
-        recognizers=recognizer_names(recognizers), use_api_threshold=use_api_threshold,
+        recognizers=recognizer_names(recognizers),
+        use_api_threshold=use_api_threshold,
     )
     _set(msg, "top_k", top_k)
     for name, photos in (gallery or {}).items():
@@ -221,19 +258,36 @@ def _size_and_format(data: bytes, hint: int) -> tuple[int, int, str]:
 def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
     """The resolved options a masker reports back."""
     return AppliedOptions(
-        profile=msg.profile, attack=masker_pb2.Attack.Name(msg.attack).removeprefix("ATTACK_").lower(),
+        profile=msg.profile,
+        attack=masker_pb2.Attack.Name(msg.attack).removeprefix("ATTACK_").lower(),
         norm=masker_pb2.Norm.Name(msg.norm).removeprefix("NORM_").lower(),
         loss=masker_pb2.Loss.Name(msg.loss).removeprefix("LOSS_").lower(),
-        targeted=msg.mode == masker_pb2.MODE_TARGETED, epsilon=msg.epsilon, iterations=msg.iterations,
-        learning_rate=msg.learning_rate, kappa=msg.kappa, alpha=msg.alpha, initial_const=msg.initial_const,
-        search_steps=msg.search_steps, seed=msg.seed, strip_gps=msg.strip_gps,
-        faces=tuple(msg.face_indices), target=msg.target or None, momentum=msg.momentum, diversity=msg.diversity,
-        ti_kernel=msg.ti_kernel, eot=msg.eot, surrogates=tuple(msg.surrogates), adaptive_alpha=msg.adaptive_alpha,
-        psnr_floor=msg.psnr_floor, loop_recognizers=tuple(msg.loop_recognizers),
+        targeted=msg.mode == masker_pb2.MODE_TARGETED,
+        epsilon=msg.epsilon,
+        iterations=msg.iterations,
+        learning_rate=msg.learning_rate,
+        kappa=msg.kappa,
+        alpha=msg.alpha,
+        initial_const=msg.initial_const,
+        search_steps=msg.search_steps,
+        seed=msg.seed,
+        strip_gps=msg.strip_gps,
+        faces=tuple(msg.face_indices),
+        target=msg.target or None,
+        momentum=msg.momentum,
+        diversity=msg.diversity,
+        ti_kernel=msg.ti_kernel,
+        eot=msg.eot,
+        surrogates=tuple(msg.surrogates),
+        adaptive_alpha=msg.adaptive_alpha,
+        psnr_floor=msg.psnr_floor,
+        loop_recognizers=tuple(msg.loop_recognizers),
     )
 
 
-def protected_photo(msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict] = ()) -> ProtectedPhoto:
+def protected_photo(
+    msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict] = ()
+) -> ProtectedPhoto:
     """A :class:`ProtectedPhoto` from the masker's response (and the evaluator's verdicts)."""
     data = msg.image.data
     width, height, fmt = _size_and_format(data, msg.image.format)
@@ -241,19 +295,31 @@ def protected_photo(msg: masker_pb2.ProtectResponse, verdicts: Sequence[Verdict]
         loop = set(msg.options.loop_recognizers) if msg.options.adaptive_alpha else set()
         verdicts = [dataclasses.replace(v, in_loop=v.recognizer in loop) for v in verdicts]
     return ProtectedPhoto(
-        data=data, format=fmt, width=width, height=height,
+        data=data,
+        format=fmt,
+        width=width,
+        height=height,
         faces=tuple(
             FaceReceipt(
-                index=f.index, box=_box(f.box), target=f.target or None, l2=f.l2, linf=f.linf,
+                index=f.index,
+                box=_box(f.box),
+                target=f.target or None,
+                l2=f.l2,
+                linf=f.linf,
                 psnr=f.psnr or None,  # the contract sends an unchanged region's infinite PSNR as 0
-                ssim=f.ssim, distance_before=f.distance_before, distance_after=f.distance_after, alpha=f.alpha,
+                ssim=f.ssim,
+                distance_before=f.distance_before,
+                distance_after=f.distance_after,
+                alpha=f.alpha,
                 loop_verdicts=tuple(
-                    (v.recognizer, v.matched, v.distance if v.HasField("distance") else None) for v in f.verdicts
+                    (v.recognizer, v.matched, v.distance if v.HasField("distance") else None)
+                    for v in f.verdicts
                 ),
             )
             for f in msg.faces
         ),
-        faces_found=msg.faces_found, profile=msg.profile,
+        faces_found=msg.faces_found,
+        profile=msg.profile,
         options=applied_options(msg.options) if msg.HasField("options") else None,
         verdicts=tuple(verdicts),
     )
@@ -263,10 +329,16 @@ def detection(msg: detector_pb2.DetectResponse) -> Detection:
     """A :class:`Detection` from the detector's response."""
     names = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
     return Detection(
-        width=msg.width, height=msg.height,
+        width=msg.width,
+        height=msg.height,
         faces=tuple(
-            Face(box=_box(f.box), confidence=f.confidence,
-                 landmarks={n: (getattr(f.landmarks, n).x, getattr(f.landmarks, n).y) for n in names})
+            Face(
+                box=_box(f.box),
+                confidence=f.confidence,
+                landmarks={
+                    n: (getattr(f.landmarks, n).x, getattr(f.landmarks, n).y) for n in names
+                },
+            )
             for f in msg.faces
         ),
     )
@@ -277,16 +349,28 @@ def verdicts(msg: evaluator_pb2.EvaluateResponse) -> list[Verdict]:
     out = []
     for v in msg.verdicts:
         local = v.distance != 0.0
-        out.append(Verdict(
-            recognizer=v.recognizer, white_box=v.white_box, configured=v.configured,
-            confidence=v.confidence if v.verified else None, threshold=v.threshold if v.verified else None,
-            match=v.match if v.verified else None, distance=v.distance if v.verified and local else None,
-            top_k=tuple(IdentityScore(name=s.name, confidence=s.confidence, distance=s.distance or None) for s in v.top_k),
-            error=v.error or None, error_kind=v.error_kind or None,
-        ))
+        out.append(
+            Verdict(
+                recognizer=v.recognizer,
+                white_box=v.white_box,
+                configured=v.configured,
+                confidence=v.confidence if v.verified else None,
+                threshold=v.threshold if v.verified else None,
+                match=v.match if v.verified else None,
+                distance=v.distance if v.verified and local else None,
+                top_k=tuple(
+                    IdentityScore(name=s.name, confidence=s.confidence, distance=s.distance or None)
+                    for s in v.top_k
+                ),
+                error=v.error or None,
+                error_kind=v.error_kind or None,
+            )
+        )
     return out
 
 
 def progress(msg: masker_pb2.ProtectProgress) -> Progress:
     """A :class:`Progress` from a progress event."""
-    return Progress(stage=msg.stage, faces=msg.faces, iteration=msg.iteration, iterations=msg.iterations)
+    return Progress(
+        stage=msg.stage, faces=msg.faces, iteration=msg.iteration, iterations=msg.iterations
+    )

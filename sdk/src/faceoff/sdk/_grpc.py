@@ -52,13 +52,21 @@ def _credentials(tls: TLSOption) -> grpc.ChannelCredentials | None:
 def sync_channel(address: str, tls: TLSOption, max_message_bytes: int) -> grpc.Channel:
     """A channel to ``address`` (``host:port``)."""
     creds, options = _credentials(tls), channel_options(max_message_bytes)
-    return grpc.secure_channel(address, creds, options) if creds else grpc.insecure_channel(address, options)
+    return (
+        grpc.secure_channel(address, creds, options)
+        if creds
+        else grpc.insecure_channel(address, options)
+    )
 
 
 def aio_channel(address: str, tls: TLSOption, max_message_bytes: int) -> grpc.aio.Channel:
     """An asyncio channel to ``address`` (``host:port``)."""
     creds, options = _credentials(tls), channel_options(max_message_bytes)
-    return grpc.aio.secure_channel(address, creds, options) if creds else grpc.aio.insecure_channel(address, options)
+    return (
+        grpc.aio.secure_channel(address, creds, options)
+        if creds
+        else grpc.aio.insecure_channel(address, options)
+    )
 
 
 def metadata(token: str | None) -> tuple[tuple[str, str], ...]:
@@ -112,8 +120,10 @@ def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
     """The SDK exception for a failed call: the server's message, plus where it went when that helps."""
     code, details = _code(exc), _details(exc)
     if code == "UNIMPLEMENTED":
-        details = (f"{service} is not served at {address}; give its address to the client "
-                   f"(detector= or evaluator=) ({details})")
+        details = (
+            f"{service} is not served at {address}; give its address to the client "
+            f"(detector= or evaluator=) ({details})"
+        )
     elif code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and address not in details:
         details = f"{details} ({service} at {address})" if details else f"{service} at {address}"
     return error_for(code, details)
@@ -128,14 +138,18 @@ class Caller:
         metadata: Metadata sent with each attempt.
     """
 
-    def __init__(self, policy: RetryPolicy, timeout: float, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(
+        self, policy: RetryPolicy, timeout: float, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.policy = policy
         self.timeout = timeout
         self.metadata = metadata
 
-    def _retry_wait(self, exc: grpc.RpcError, attempt: int, service: str, method: str) -> float | None:
+    def _retry_wait(
+        self, exc: grpc.RpcError, attempt: int, service: str, method: str
+    ) -> float | None:
         """Seconds to wait before the next attempt (the server's hint, else the backoff), or None."""
         if not retryable(exc) or attempt + 1 >= self.policy.max_attempts:
             return None
@@ -143,11 +157,24 @@ class Caller:
         if hint is not None and hint < 0:
             return None  # the server asked not to retry
         wait = self.policy.backoff(attempt) if hint is None else hint
-        log.info("%s.%s attempt %d failed with %s; retrying in %.2f s%s", service, method, attempt + 1, _code(exc),
-                 wait, " (the server's hint)" if hint is not None else "")
+        log.info(
+            "%s.%s attempt %d failed with %s; retrying in %.2f s%s",
+            service,
+            method,
+            attempt + 1,
+            _code(exc),
+            wait,
+            " (the server's hint)" if hint is not None else "",
+        )
         return wait
 
-    def call(self, fn: Callable[[float, tuple[tuple[str, str], ...]], T], service: str, address: str, method: str) -> T:
+    def call(
+        self,
+        fn: Callable[[float, tuple[tuple[str, str], ...]], T],
+        service: str,
+        address: str,
+        method: str,
+    ) -> T:
         """``fn(timeout, metadata)`` until it succeeds, fails finally or the attempts run out."""
         for attempt in range(self.policy.max_attempts):
             try:
@@ -160,7 +187,11 @@ class Caller:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def acall(
-        self, fn: Callable[[float, tuple[tuple[str, str], ...]], Awaitable[T]], service: str, address: str, method: str
+        self,
+        fn: Callable[[float, tuple[tuple[str, str], ...]], Awaitable[T]],
+        service: str,
+        address: str,
+        method: str,
     ) -> T:
         """The asyncio form of :meth:`call`."""
         for attempt in range(self.policy.max_attempts):

@@ -64,7 +64,9 @@ class _AsyncBackend(Protocol):
         self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
     ) -> masker_pb2.ProtectResponse: ...
     async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse: ...
-    async def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse: ...
+    async def evaluate(
+        self, request: evaluator_pb2.EvaluateRequest
+    ) -> evaluator_pb2.EvaluateResponse: ...
     async def close(self) -> None: ...
 
 
@@ -72,10 +74,21 @@ class _AsyncRemote:
     """The services over ``grpc.aio`` channels, with retries; one channel per distinct address."""
 
     def __init__(
-        self, target: str, detector: str | None, evaluator: str | None, tls: TLSOption, token: str | None,
-        timeout: float, retries: int | RetryPolicy, max_message_bytes: int,
+        self,
+        target: str,
+        detector: str | None,
+        evaluator: str | None,
+        tls: TLSOption,
+        token: str | None,
+        timeout: float,
+        retries: int | RetryPolicy,
+        max_message_bytes: int,
     ) -> None:
-        self.addresses = {MASKER: target, DETECTOR: detector or target, EVALUATOR: evaluator or target}
+        self.addresses = {
+            MASKER: target,
+            DETECTOR: detector or target,
+            EVALUATOR: evaluator or target,
+        }
         self._caller = Caller(RetryPolicy.of(retries), timeout, metadata(token))
         self._channels: dict[str, grpc.aio.Channel] = {}
         for address in self.addresses.values():
@@ -83,7 +96,9 @@ class _AsyncRemote:
                 self._channels[address] = aio_channel(address, tls, max_message_bytes)
         self._masker = masker_pb2_grpc.MaskerStub(self._channels[self.addresses[MASKER]])
         self._detector = detector_pb2_grpc.DetectorStub(self._channels[self.addresses[DETECTOR]])
-        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self._channels[self.addresses[EVALUATOR]])
+        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(
+            self._channels[self.addresses[EVALUATOR]]
+        )
 
     async def protect(
         self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
@@ -91,10 +106,14 @@ class _AsyncRemote:
         if on_event is None:
             return await self._caller.acall(
                 lambda timeout, md: self._masker.Protect(request, timeout=timeout, metadata=md),
-                MASKER, self.addresses[MASKER], "Protect",
+                MASKER,
+                self.addresses[MASKER],
+                "Protect",
             )
 
-        async def stream(timeout: float, md: tuple[tuple[str, str], ...]) -> masker_pb2.ProtectResponse:
+        async def stream(
+            timeout: float, md: tuple[tuple[str, str], ...]
+        ) -> masker_pb2.ProtectResponse:
             call = self._masker.ProtectStream(request, timeout=timeout, metadata=md)
             result = None
             try:
@@ -107,7 +126,9 @@ class _AsyncRemote:
                 call.cancel()  # the callback raised (or the task was cancelled): stop the protection
                 raise
             if result is None:
-                raise InternalError(f"the masker at {self.addresses[MASKER]} ended its stream without a result")
+                raise InternalError(
+                    f"the masker at {self.addresses[MASKER]} ended its stream without a result"
+                )
             return result
 
         return await self._caller.acall(stream, MASKER, self.addresses[MASKER], "ProtectStream")
@@ -115,13 +136,19 @@ class _AsyncRemote:
     async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
         return await self._caller.acall(
             lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
-            DETECTOR, self.addresses[DETECTOR], "Detect",
+            DETECTOR,
+            self.addresses[DETECTOR],
+            "Detect",
         )
 
-    async def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+    async def evaluate(
+        self, request: evaluator_pb2.EvaluateRequest
+    ) -> evaluator_pb2.EvaluateResponse:
         return await self._caller.acall(
             lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
-            EVALUATOR, self.addresses[EVALUATOR], "Evaluate",
+            EVALUATOR,
+            self.addresses[EVALUATOR],
+            "Evaluate",
         )
 
     async def close(self) -> None:
@@ -161,7 +188,9 @@ class _AsyncLocal:
     async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
         return await asyncio.to_thread(self.pipeline.detect, request)
 
-    async def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+    async def evaluate(
+        self, request: evaluator_pb2.EvaluateRequest
+    ) -> evaluator_pb2.EvaluateResponse:
         return await asyncio.to_thread(self.pipeline.evaluate, request)
 
     async def close(self) -> None:
@@ -183,18 +212,33 @@ class AsyncClient:
     _backend: _AsyncBackend
 
     def __init__(
-        self, target: str, *, detector: str | None = None, evaluator: str | None = None, tls: TLSOption = None,
-        token: str | None = None, timeout: float = DEFAULT_TIMEOUT, retries: int | RetryPolicy = 3,
+        self,
+        target: str,
+        *,
+        detector: str | None = None,
+        evaluator: str | None = None,
+        tls: TLSOption = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int | RetryPolicy = 3,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if not isinstance(target, str) or not target:
-            raise ValueError("target must be the masker's address, host:port (or use AsyncClient.local())")
-        self._backend = _AsyncRemote(target, detector, evaluator, tls, token, timeout, retries, max_message_bytes)
+            raise ValueError(
+                "target must be the masker's address, host:port (or use AsyncClient.local())"
+            )
+        self._backend = _AsyncRemote(
+            target, detector, evaluator, tls, token, timeout, retries, max_message_bytes
+        )
         self.target: str | None = target
 
     @classmethod
     def local(
-        cls, *, recognizers: Iterable[str] | None = None, detect_max_side: int = 1024, max_pixels: int | None = None
+        cls,
+        *,
+        recognizers: Iterable[str] | None = None,
+        detect_max_side: int = 1024,
+        max_pixels: int | None = None,
     ) -> AsyncClient:
         """The pipeline in this process, on worker threads (see :meth:`faceoff.sdk.Client.local`).
 
@@ -207,15 +251,23 @@ class AsyncClient:
 
         client = object.__new__(cls)
         client._backend = _AsyncLocal(
-            LocalPipeline(list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels)
+            LocalPipeline(
+                list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels
+            )
         )
         client.target = None
         return client
 
     async def protect(
-        self, photo: PhotoInput, *, profile: str = "medium", reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        target: str | None = None, check: str | Iterable[str] = (),
-        on_progress: Callable[[Progress], object] | None = None, seed: int | None = None,
+        self,
+        photo: PhotoInput,
+        *,
+        profile: str = "medium",
+        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        target: str | None = None,
+        check: str | Iterable[str] = (),
+        on_progress: Callable[[Progress], object] | None = None,
+        seed: int | None = None,
         **options: Unpack[ProtectOptions],
     ) -> ProtectedPhoto:
         """Protect every face of ``photo``; see :meth:`faceoff.sdk.Client.protect` for the arguments.
@@ -225,7 +277,12 @@ class AsyncClient:
             protected = await client.protect("me.jpg", profile="low", seed=3)
         """
         request = _convert.protect_request(
-            photo, profile=profile, reference_photos=reference_photos, target=target, seed=seed, options=options,
+            photo,
+            profile=profile,
+            reference_photos=reference_photos,
+            target=target,
+            seed=seed,
+            options=options,
         )
         on_event: AsyncEventSink | None = None
         if on_progress is not None:
@@ -238,7 +295,11 @@ class AsyncClient:
 
         response = await self._backend.protect(request, on_event)
         names = _convert.recognizer_names(check)
-        verdicts = _convert.verdicts(await self._backend.evaluate(check_request(request, response, names))) if names else []
+        verdicts = (
+            _convert.verdicts(await self._backend.evaluate(check_request(request, response, names)))
+            if names
+            else []
+        )
         return _convert.protected_photo(response, verdicts)
 
     async def detect(self, photo: PhotoInput) -> Detection:
@@ -246,9 +307,14 @@ class AsyncClient:
         return _convert.detection(await self._backend.detect(_convert.detect_request(photo)))
 
     async def evaluate(
-        self, photo: PhotoInput, reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        recognizers: str | Iterable[str] = (), *, gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
-        top_k: int = 0, use_api_threshold: bool = False,
+        self,
+        photo: PhotoInput,
+        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        recognizers: str | Iterable[str] = (),
+        *,
+        gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+        top_k: int = 0,
+        use_api_threshold: bool = False,
     ) -> list[Verdict]:
         """One verdict per recogniser (see :meth:`faceoff.sdk.Client.evaluate`).
 
@@ -257,7 +323,12 @@ class AsyncClient:
             verdicts = await client.evaluate("me.protected.jpg", ["me1.jpg"], ["dlib", "sface"])
         """
         request = _convert.evaluate_request(
-            photo, reference_photos, recognizers, gallery=gallery, top_k=top_k, use_api_threshold=use_api_threshold,
+            photo,
+            reference_photos,
+            recognizers,
+            gallery=gallery,
+            top_k=top_k,
+            use_api_threshold=use_api_threshold,
         )
         return _convert.verdicts(await self._backend.evaluate(request))
 

@@ -54,9 +54,13 @@ EventSink = Callable[[masker_pb2.ProtectProgress], None]
 class _Backend(Protocol):
     """What runs the calls: the services over gRPC, or :class:`faceoff.sdk.local.LocalPipeline`."""
 
-    def protect(self, request: masker_pb2.ProtectRequest, on_event: EventSink | None) -> masker_pb2.ProtectResponse: ...
+    def protect(
+        self, request: masker_pb2.ProtectRequest, on_event: EventSink | None
+    ) -> masker_pb2.ProtectResponse: ...
     def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse: ...
-    def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse: ...
+    def evaluate(
+        self, request: evaluator_pb2.EvaluateRequest
+    ) -> evaluator_pb2.EvaluateResponse: ...
     def close(self) -> None: ...
 
 
@@ -64,10 +68,21 @@ class _Remote:
     """The services over gRPC, with retries; one channel per distinct address."""
 
     def __init__(
-        self, target: str, detector: str | None, evaluator: str | None, tls: TLSOption, token: str | None,
-        timeout: float, retries: int | RetryPolicy, max_message_bytes: int,
+        self,
+        target: str,
+        detector: str | None,
+        evaluator: str | None,
+        tls: TLSOption,
+        token: str | None,
+        timeout: float,
+        retries: int | RetryPolicy,
+        max_message_bytes: int,
     ) -> None:
-        self.addresses = {MASKER: target, DETECTOR: detector or target, EVALUATOR: evaluator or target}
+        self.addresses = {
+            MASKER: target,
+            DETECTOR: detector or target,
+            EVALUATOR: evaluator or target,
+        }
         self._caller = Caller(RetryPolicy.of(retries), timeout, metadata(token))
         self._channels: dict[str, grpc.Channel] = {}
         for address in self.addresses.values():
@@ -75,13 +90,19 @@ class _Remote:
                 self._channels[address] = sync_channel(address, tls, max_message_bytes)
         self._masker = masker_pb2_grpc.MaskerStub(self._channels[self.addresses[MASKER]])
         self._detector = detector_pb2_grpc.DetectorStub(self._channels[self.addresses[DETECTOR]])
-        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self._channels[self.addresses[EVALUATOR]])
+        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(
+            self._channels[self.addresses[EVALUATOR]]
+        )
 
-    def protect(self, request: masker_pb2.ProtectRequest, on_event: EventSink | None) -> masker_pb2.ProtectResponse:
+    def protect(
+        self, request: masker_pb2.ProtectRequest, on_event: EventSink | None
+    ) -> masker_pb2.ProtectResponse:
         if on_event is None:
             return self._caller.call(
                 lambda timeout, md: self._masker.Protect(request, timeout=timeout, metadata=md),
-                MASKER, self.addresses[MASKER], "Protect",
+                MASKER,
+                self.addresses[MASKER],
+                "Protect",
             )
 
         def stream(timeout: float, md: tuple[tuple[str, str], ...]) -> masker_pb2.ProtectResponse:
@@ -97,7 +118,9 @@ class _Remote:
                 call.cancel()  # the callback raised (or Ctrl-C): stop the protection on the server
                 raise
             if result is None:
-                raise InternalError(f"the masker at {self.addresses[MASKER]} ended its stream without a result")
+                raise InternalError(
+                    f"the masker at {self.addresses[MASKER]} ended its stream without a result"
+                )
             return result
 
         return self._caller.call(stream, MASKER, self.addresses[MASKER], "ProtectStream")
@@ -105,13 +128,17 @@ class _Remote:
     def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
         return self._caller.call(
             lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
-            DETECTOR, self.addresses[DETECTOR], "Detect",
+            DETECTOR,
+            self.addresses[DETECTOR],
+            "Detect",
         )
 
     def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
         return self._caller.call(
             lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
-            EVALUATOR, self.addresses[EVALUATOR], "Evaluate",
+            EVALUATOR,
+            self.addresses[EVALUATOR],
+            "Evaluate",
         )
 
     def close(self) -> None:
@@ -130,8 +157,10 @@ def check_request(
     options = response.options
     attacked = [*options.surrogates, *(options.loop_recognizers if options.adaptive_alpha else ())]
     return evaluator_pb2.EvaluateRequest(
-        image=response.image, reference_images=list(request.reference_images) or [request.image],
-        recognizers=recognizers, attacked_models=list(dict.fromkeys(attacked)),
+        image=response.image,
+        reference_images=list(request.reference_images) or [request.image],
+        recognizers=recognizers,
+        attacked_models=list(dict.fromkeys(attacked)),
     )
 
 
@@ -166,18 +195,33 @@ class Client:
     _backend: _Backend
 
     def __init__(
-        self, target: str, *, detector: str | None = None, evaluator: str | None = None, tls: TLSOption = None,
-        token: str | None = None, timeout: float = DEFAULT_TIMEOUT, retries: int | RetryPolicy = 3,
+        self,
+        target: str,
+        *,
+        detector: str | None = None,
+        evaluator: str | None = None,
+        tls: TLSOption = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int | RetryPolicy = 3,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if not isinstance(target, str) or not target:
-            raise ValueError("target must be the masker's address, host:port (or use Client.local())")
-        self._backend = _Remote(target, detector, evaluator, tls, token, timeout, retries, max_message_bytes)
+            raise ValueError(
+                "target must be the masker's address, host:port (or use Client.local())"
+            )
+        self._backend = _Remote(
+            target, detector, evaluator, tls, token, timeout, retries, max_message_bytes
+        )
         self.target: str | None = target
 
     @classmethod
     def local(
-        cls, *, recognizers: Iterable[str] | None = None, detect_max_side: int = 1024, max_pixels: int | None = None
+        cls,
+        *,
+        recognizers: Iterable[str] | None = None,
+        detect_max_side: int = 1024,
+        max_pixels: int | None = None,
     ) -> Client:
         """A client that runs the pipeline in this process: no servers, the same calls and results.
 
@@ -198,14 +242,23 @@ class Client:
         from faceoff.sdk.local import LocalPipeline
 
         client = object.__new__(cls)
-        client._backend = LocalPipeline(list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels)
+        client._backend = LocalPipeline(
+            list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels
+        )
         client.target = None
         return client
 
     def protect(
-        self, photo: PhotoInput, *, profile: str = "medium", reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        target: str | None = None, check: str | Iterable[str] = (), on_progress: Callable[[Progress], object] | None = None,
-        seed: int | None = None, **options: Unpack[ProtectOptions],
+        self,
+        photo: PhotoInput,
+        *,
+        profile: str = "medium",
+        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        target: str | None = None,
+        check: str | Iterable[str] = (),
+        on_progress: Callable[[Progress], object] | None = None,
+        seed: int | None = None,
+        **options: Unpack[ProtectOptions],
     ) -> ProtectedPhoto:
         """Protect every face of ``photo`` against face recognition.
 
@@ -241,7 +294,12 @@ class Client:
             print(protected.faces[0].psnr, [v.match for v in protected.verdicts])
         """
         request = _convert.protect_request(
-            photo, profile=profile, reference_photos=reference_photos, target=target, seed=seed, options=options,
+            photo,
+            profile=profile,
+            reference_photos=reference_photos,
+            target=target,
+            seed=seed,
+            options=options,
         )
         on_event: EventSink | None = None
         if on_progress is not None:
@@ -252,7 +310,11 @@ class Client:
 
         response = self._backend.protect(request, on_event)
         names = _convert.recognizer_names(check)
-        verdicts = _convert.verdicts(self._backend.evaluate(check_request(request, response, names))) if names else []
+        verdicts = (
+            _convert.verdicts(self._backend.evaluate(check_request(request, response, names)))
+            if names
+            else []
+        )
         return _convert.protected_photo(response, verdicts)
 
     def detect(self, photo: PhotoInput) -> Detection:
@@ -266,9 +328,14 @@ class Client:
         return _convert.detection(self._backend.detect(_convert.detect_request(photo)))
 
     def evaluate(
-        self, photo: PhotoInput, reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        recognizers: str | Iterable[str] = (), *, gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
-        top_k: int = 0, use_api_threshold: bool = False,
+        self,
+        photo: PhotoInput,
+        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        recognizers: str | Iterable[str] = (),
+        *,
+        gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+        top_k: int = 0,
+        use_api_threshold: bool = False,
     ) -> list[Verdict]:
         """Ask recognisers whether ``photo`` still shows the person of ``reference_photos``.
 
@@ -290,7 +357,12 @@ class Client:
             fooled = [v.recognizer for v in verdicts if v.match is False]
         """
         request = _convert.evaluate_request(
-            photo, reference_photos, recognizers, gallery=gallery, top_k=top_k, use_api_threshold=use_api_threshold,
+            photo,
+            reference_photos,
+            recognizers,
+            gallery=gallery,
+            top_k=top_k,
+            use_api_threshold=use_api_threshold,
         )
         return _convert.verdicts(self._backend.evaluate(request))
 

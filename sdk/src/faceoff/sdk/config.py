@@ -11,7 +11,9 @@ __all__ = ["RETRYABLE_CODES", "RetryPolicy", "TLSConfig"]
 
 #: Status codes a call is retried on: the service is briefly away, its queue is full, or the
 #: attempt ran out of time. Every other code is final.
-RETRYABLE_CODES: frozenset[str] = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
+RETRYABLE_CODES: frozenset[str] = frozenset(
+    {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+)
 
 PemSource = bytes | str | os.PathLike[str] | None
 
@@ -50,7 +52,8 @@ class TLSConfig:
         import grpc
 
         return grpc.ssl_channel_credentials(
-            root_certificates=_pem(self.ca, "ca"), private_key=_pem(self.key, "key"),
+            root_certificates=_pem(self.ca, "ca"),
+            private_key=_pem(self.key, "key"),
             certificate_chain=_pem(self.cert, "cert"),
         )
 
@@ -78,7 +81,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy.max_attempts must be an integer >= 1, got {self.max_attempts!r}")
+            raise ValueError(
+                f"RetryPolicy.max_attempts must be an integer >= 1, got {self.max_attempts!r}"
+            )
         if self.initial_backoff < 0 or self.max_backoff < 0:
             raise ValueError("RetryPolicy backoffs must be >= 0 seconds")
         if self.multiplier < 1:
@@ -95,4 +100,6 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt ``attempt`` (0-based), with full jitter."""
-        return random.uniform(0.0, min(self.max_backoff, self.initial_backoff * self.multiplier**attempt))
+        return random.uniform(
+            0.0, min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        )

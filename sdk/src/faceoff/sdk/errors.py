@@ -123,8 +123,16 @@ class InternalError(FaceOffError):
 _BY_CODE: dict[str, type[FaceOffError]] = {
     cls.CODE: cls
     for cls in (
-        InvalidArgumentError, FailedPreconditionError, NotFoundError, UnavailableError, ResourceExhaustedError,
-        DeadlineExceededError, UnauthenticatedError, PermissionDeniedError, UnimplementedError, CancelledError,
+        InvalidArgumentError,
+        FailedPreconditionError,
+        NotFoundError,
+        UnavailableError,
+        ResourceExhaustedError,
+        DeadlineExceededError,
+        UnauthenticatedError,
+        PermissionDeniedError,
+        UnimplementedError,
+        CancelledError,
         InternalError,
     )
 }

@@ -62,7 +62,10 @@ class LocalPipeline:
     """
 
     def __init__(
-        self, recognizers: Sequence[str] | None = None, detect_max_side: int = 1024, max_pixels: int | None = None
+        self,
+        recognizers: Sequence[str] | None = None,
+        detect_max_side: int = 1024,
+        max_pixels: int | None = None,
     ) -> None:
         from faceoff.common.imaging import DEFAULT_MAX_PIXELS
 
@@ -81,7 +84,9 @@ class LocalPipeline:
             if key not in _detectors:
                 from faceoff.detector.detection import FaceDetector
 
-                _detectors[key] = FaceDetector(detect_max_side=self._detect_max_side, max_pixels=self._max_pixels)
+                _detectors[key] = FaceDetector(
+                    detect_max_side=self._detect_max_side, max_pixels=self._max_pixels
+                )
             return _detectors[key]
 
     def protector(self) -> Protector:
@@ -102,12 +107,17 @@ class LocalPipeline:
                 from faceoff.evaluator.evaluation import Evaluator
                 from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS
 
-                self._evaluator = Evaluator(local=self._recognizers or DEFAULT_LOCAL_RECOGNIZERS, max_pixels=self._max_pixels)
+                self._evaluator = Evaluator(
+                    local=self._recognizers or DEFAULT_LOCAL_RECOGNIZERS,
+                    max_pixels=self._max_pixels,
+                )
             return self._evaluator
 
     # -- the three calls -------------------------------------------------------------------------
 
-    def protect(self, request: masker_pb2.ProtectRequest, on_event: ProgressSink | None = None) -> masker_pb2.ProtectResponse:
+    def protect(
+        self, request: masker_pb2.ProtectRequest, on_event: ProgressSink | None = None
+    ) -> masker_pb2.ProtectResponse:
         """What ``Masker.ProtectStream`` does, in-process: progress to ``on_event``, then the result."""
         from faceoff.common.errors import InvalidOption
         from faceoff.detector.convert import options_from_proto as detect_options_from_proto
@@ -116,7 +126,11 @@ class LocalPipeline:
 
         def emit(stage: str, faces: int = 0, iteration: int = 0, iterations: int = 0) -> None:
             if on_event is not None:
-                on_event(masker_pb2.ProtectProgress(stage=stage, faces=faces, iteration=iteration, iterations=iterations))
+                on_event(
+                    masker_pb2.ProtectProgress(
+                        stage=stage, faces=faces, iteration=iteration, iterations=iterations
+                    )
+                )
 
         with _as_sdk_errors():
             options = options_from_proto(request.options)
@@ -131,7 +145,9 @@ class LocalPipeline:
             photos = [request.image.data, *(r.data for r in request.reference_images)]
             detections = [detector.detect(p, detect_options) for p in photos]
             protector = self.protector()
-            job = protector.prepare(photos[0], options, detections[0], list(zip(photos[1:], detections[1:])))
+            job = protector.prepare(
+                photos[0], options, detections[0], list(zip(photos[1:], detections[1:]))
+            )
             total = options.total_iterations
             emit("attack", job.size, 0, total)
             with _attack_lock:

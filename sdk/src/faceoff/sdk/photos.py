@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["PhotoInput", "read_photo", "read_photos"]
 
 #: Anything :func:`read_photo` accepts.
-PhotoInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], "Image.Image", "np.ndarray"]
+PhotoInput = Union[
+    str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], "Image.Image", "np.ndarray"
+]
 
 
 #: Pillow modes PNG stores as they are; any other (CMYK, YCbCr, float ...) is converted to RGB.
@@ -56,7 +58,9 @@ def _array_to_png(array: Any) -> bytes:
         if 0 in array.shape:
             raise ValueError(f"a photo array must not be empty, got shape {array.shape}")
         return _encode_png(Image.fromarray(np.ascontiguousarray(array)))
-    raise ValueError(f"a photo array must be (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, got shape {array.shape}")
+    raise ValueError(
+        f"a photo array must be (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, got shape {array.shape}"
+    )
 
 
 def read_photo(photo: PhotoInput) -> bytes:
@@ -99,7 +103,11 @@ def read_photos(photos: PhotoInput | Iterable[PhotoInput]) -> list[bytes]:
     """:func:`read_photo` of each photo; a single path, bytes or image counts as one photo."""
     if photos is None:
         return []
-    if isinstance(photos, (str, bytes, bytearray, memoryview, os.PathLike)) or _pil_image(photos) or _ndarray(photos):
+    if (
+        isinstance(photos, (str, bytes, bytearray, memoryview, os.PathLike))
+        or _pil_image(photos)
+        or _ndarray(photos)
+    ):
         return [read_photo(photos)]  # type: ignore[arg-type]
     if callable(getattr(photos, "read", None)):
         return [read_photo(photos)]  # type: ignore[arg-type]

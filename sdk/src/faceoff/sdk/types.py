@@ -27,7 +27,13 @@ __all__ = [
 ]
 
 #: File suffix of each format the masker writes.
-SUFFIXES: dict[str, str] = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tiff"}
+SUFFIXES: dict[str, str] = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "TIFF": ".tiff",
+}
 
 
 @dataclass(frozen=True)
@@ -102,10 +108,15 @@ class FaceReceipt:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``faceoff protect --json`` prints)."""
         out = {
-            "index": self.index, "box": [round(v, 1) for v in self.box.as_tuple()], "target": self.target,
-            "l2": round(self.l2, 4), "linf": round(self.linf, 4),
-            "psnr": None if self.psnr is None else round(self.psnr, 2), "ssim": round(self.ssim, 4),
-            "distance_before": round(self.distance_before, 4), "distance_after": round(self.distance_after, 4),
+            "index": self.index,
+            "box": [round(v, 1) for v in self.box.as_tuple()],
+            "target": self.target,
+            "l2": round(self.l2, 4),
+            "linf": round(self.linf, 4),
+            "psnr": None if self.psnr is None else round(self.psnr, 2),
+            "ssim": round(self.ssim, 4),
+            "distance_before": round(self.distance_before, 4),
+            "distance_after": round(self.distance_after, 4),
             "alpha": round(self.alpha, 4),
         }
         if self.loop_verdicts:
@@ -148,11 +159,21 @@ class AppliedOptions:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
         out = {
-            "attack": self.attack, "norm": self.norm, "loss": self.loss, "targeted": self.targeted,
-            "epsilon": round(self.epsilon, 6), "iterations": self.iterations, "alpha": round(self.alpha, 6),
-            "kappa": round(self.kappa, 6), "seed": self.seed, "surrogates": list(self.surrogates),
-            "momentum": round(self.momentum, 6), "diversity": round(self.diversity, 6), "ti_kernel": self.ti_kernel,
-            "eot": round(self.eot, 6), "adaptive_alpha": self.adaptive_alpha,
+            "attack": self.attack,
+            "norm": self.norm,
+            "loss": self.loss,
+            "targeted": self.targeted,
+            "epsilon": round(self.epsilon, 6),
+            "iterations": self.iterations,
+            "alpha": round(self.alpha, 6),
+            "kappa": round(self.kappa, 6),
+            "seed": self.seed,
+            "surrogates": list(self.surrogates),
+            "momentum": round(self.momentum, 6),
+            "diversity": round(self.diversity, 6),
+            "ti_kernel": self.ti_kernel,
+            "eot": round(self.eot, 6),
+            "adaptive_alpha": self.adaptive_alpha,
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)
@@ -209,17 +230,28 @@ class Verdict:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``faceoff evaluate --json`` prints)."""
-        out: dict[str, Any] = {"recognizer": self.recognizer, "white_box": self.white_box, "configured": self.configured}
+        out: dict[str, Any] = {
+            "recognizer": self.recognizer,
+            "white_box": self.white_box,
+            "configured": self.configured,
+        }
         if self.in_loop:
             out["in_loop"] = True
         if self.confidence is not None and self.threshold is not None:
-            out.update(confidence=round(self.confidence, 4), threshold=round(self.threshold, 4), match=self.match)
+            out.update(
+                confidence=round(self.confidence, 4),
+                threshold=round(self.threshold, 4),
+                match=self.match,
+            )
             if self.distance is not None:
                 out["distance"] = round(self.distance, 4)
         if self.top_k:
             out["top_k"] = [
-                {"name": s.name, "confidence": round(s.confidence, 4),
-                 **({"distance": round(s.distance, 4)} if s.distance is not None else {})}
+                {
+                    "name": s.name,
+                    "confidence": round(s.confidence, 4),
+                    **({"distance": round(s.distance, 4)} if s.distance is not None else {}),
+                }
                 for s in self.top_k
             ]
         if self.error:
@@ -317,8 +349,13 @@ class ProtectedPhoto:
     def to_json(self) -> dict[str, Any]:
         """The receipt as a JSON-ready dict (no image bytes)."""
         out: dict[str, Any] = {
-            "format": self.format, "width": self.width, "height": self.height, "bytes": len(self.data),
-            "faces_found": self.faces_found, "faces_protected": len(self.faces), "profile": self.profile,
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "bytes": len(self.data),
+            "faces_found": self.faces_found,
+            "faces_protected": len(self.faces),
+            "profile": self.profile,
         }
         if self.options is not None:
             out["options"] = self.options.to_json()

@@ -17,8 +17,9 @@ from typing import Any
 from PIL import Image
 
 from faceoff.cli.bench.report import emit, print_table
+from faceoff.cli.paths import CELEBS
 
-DEFAULT_PHOTO = Path(__file__).resolve().parents[2].parent / "shared/data/faceoff-celebs/photos/barack/barack_01.jpg"
+DEFAULT_PHOTO = CELEBS / "photos/barack/barack_01.jpg"
 SIZES = {"12MP": (4000, 3000), "1MP": (1152, 864)}
 
 
@@ -29,7 +30,9 @@ def _jpeg_at(photo: Path, size: tuple[int, int]) -> bytes:
         return buf.getvalue()
 
 
-def run(photo: Path = DEFAULT_PHOTO, repeats: int = 10, detect_max_side: int = 1024) -> dict[str, Any]:
+def run(
+    photo: Path = DEFAULT_PHOTO, repeats: int = 10, detect_max_side: int = 1024
+) -> dict[str, Any]:
     """Time ``FaceDetector.detect`` on each size; returns a JSON-ready dict."""
     from faceoff.detector.detection import FaceDetector
 
@@ -44,13 +47,23 @@ def run(photo: Path = DEFAULT_PHOTO, repeats: int = 10, detect_max_side: int = 1
             start = time.perf_counter()
             faces = len(detector.detect(data).faces)
             times.append(time.perf_counter() - start)
-        results.append({
-            "photo": label, "width": size[0], "height": size[1], "jpeg_bytes": len(data), "faces": faces,
-            "seconds_median": statistics.median(times), "seconds_p90": sorted(times)[int(0.9 * (len(times) - 1))],
-            "seconds_min": min(times), "repeats": repeats,
-        })
+        results.append(
+            {
+                "photo": label,
+                "width": size[0],
+                "height": size[1],
+                "jpeg_bytes": len(data),
+                "faces": faces,
+                "seconds_median": statistics.median(times),
+                "seconds_p90": sorted(times)[int(0.9 * (len(times) - 1))],
+                "seconds_min": min(times),
+                "repeats": repeats,
+            }
+        )
     return {
-        "benchmark": "detector", "source_photo": photo.name, "detect_max_side": detect_max_side,
+        "benchmark": "detector",
+        "source_photo": photo.name,
+        "detect_max_side": detect_max_side,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
         "results": results,
     }
@@ -62,6 +75,15 @@ def main(photo: str | None, repeats: int, json_path: str | None, detect_max_side
     emit(result, json_path)
     print_table(
         ["photo", "size", "faces", "median s", "p90 s"],
-        [[r["photo"], f"{r['width']}x{r['height']}", r["faces"], r["seconds_median"], r["seconds_p90"]] for r in result["results"]],
+        [
+            [
+                r["photo"],
+                f"{r['width']}x{r['height']}",
+                r["faces"],
+                r["seconds_median"],
+                r["seconds_p90"],
+            ]
+            for r in result["results"]
+        ],
     )
     return 0

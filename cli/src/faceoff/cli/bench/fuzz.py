@@ -53,9 +53,11 @@ def check_photo(photo: Photo, max_pixels: int, max_side: int | None = None) -> N
     """Assert that a decoded photo is sane (see the module docstring)."""
     pixels = photo.pixels
     assert isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8, f"pixels are {pixels.dtype}"
-    assert pixels.ndim == 3 and pixels.shape[2] == 3 and min(pixels.shape[:2]) >= 1, f"pixels are {pixels.shape}"
+    assert pixels.ndim == 3 and pixels.shape[2] == 3 and min(pixels.shape[:2]) >= 1, (
+        f"pixels are {pixels.shape}"
+    )
     assert photo.format in SUPPORTED_FORMATS, photo.format
-    assert 1 <= photo.full_width and 1 <= photo.full_height
+    assert photo.full_width >= 1 and photo.full_height >= 1
     assert photo.full_width * photo.full_height <= max_pixels, "decoded past the pixel limit"
     if max_side is None:
         assert (photo.width, photo.height) == (photo.full_width, photo.full_height)
@@ -68,8 +70,13 @@ def check_photo(photo: Photo, max_pixels: int, max_side: int | None = None) -> N
         assert photo.icc_profile[16:20] == b"RGB ", "a non-RGB colour profile on RGB pixels"
 
 
-def check_decode(data: bytes, *, max_pixels: int = FUZZ_MAX_PIXELS, max_side: int | None = None,
-                 round_trip: bool = True) -> str:
+def check_decode(
+    data: bytes,
+    *,
+    max_pixels: int = FUZZ_MAX_PIXELS,
+    max_side: int | None = None,
+    round_trip: bool = True,
+) -> str:
     """Decode ``data``; ``"ok"`` (the photo is sane and, with ``round_trip``, re-encodes to a
     photo of the same size, as the masker does) or ``"InvalidImage"``."""
     try:
@@ -95,7 +102,11 @@ def check_resolve(profile: Any, overrides: dict[str, Any]) -> str:
         return "InvalidOption"
     assert isinstance(options, ProtectionOptions)
     assert validate(options) is options
-    assert math.isfinite(options.epsilon) and options.epsilon > 0 and 1 <= options.total_iterations <= 10_000
+    assert (
+        math.isfinite(options.epsilon)
+        and options.epsilon > 0
+        and 1 <= options.total_iterations <= 10_000
+    )
     return "ok"
 
 
@@ -124,7 +135,9 @@ def check_protect_options(message: Any) -> str:
         return "ok"
     again = options_from_proto(options_to_proto(options))
     for f in dataclasses.fields(options):
-        assert _close(getattr(options, f.name), getattr(again, f.name)), f"{f.name} changed on the round trip"
+        assert _close(getattr(options, f.name), getattr(again, f.name)), (
+            f"{f.name} changed on the round trip"
+        )
     return "ok"
 
 
@@ -137,7 +150,9 @@ def check_detect_options(message: Any) -> str:
     except InvalidOption as exc:
         assert exc.message
         return "InvalidOption"
-    assert options.min_face_size >= 1 and 0 <= options.min_confidence <= 1 and options.max_faces >= 0
+    assert (
+        options.min_face_size >= 1 and 0 <= options.min_confidence <= 1 and options.max_faces >= 0
+    )
     return "ok"
 
 
@@ -174,9 +189,15 @@ def seed_corpus(data_dir: Path | None = None) -> list[bytes]:
     corpus = [encode_image(small, fmt) for fmt in ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")]
     corpus.append(encode_image(small, "WEBP", lossless=True))
     corpus.append(encode_image(np.dstack([small, small[:, :, :1]]), "PNG"))  # RGBA
-    corpus += [c.image for c in hostile_inputs(data_dir)
-               if c.image and not c.skip and not (c.protect_options or c.detect_options or c.evaluate_fields)
-               and c.references is None and len(c.image) < 1 << 20]
+    corpus += [
+        c.image
+        for c in hostile_inputs(data_dir)
+        if c.image
+        and not c.skip
+        and not (c.protect_options or c.detect_options or c.evaluate_fields)
+        and c.references is None
+        and len(c.image) < 1 << 20
+    ]
     return corpus
 
 
@@ -199,19 +220,19 @@ def mutate(data: bytes, rng: random.Random, corpus: list[bytes]) -> bytes:
             out[at:at] = rng.randbytes(rng.randint(1, 32))
         elif kind == 3 and n:
             at = rng.randrange(n)
-            del out[at:at + rng.randint(1, 64)]
+            del out[at : at + rng.randint(1, 64)]
         elif kind == 4 and n:
-            del out[rng.randint(0, n):]
+            del out[rng.randint(0, n) :]
         elif kind == 5 and n:
             at = rng.randrange(n)
-            out[at:at] = out[at:at + rng.randint(1, 256)] * rng.randint(1, 8)
+            out[at:at] = out[at : at + rng.randint(1, 256)] * rng.randint(1, 8)
         elif kind == 6:
             other = rng.choice(corpus)
-            out = out[: rng.randint(0, n)] + bytearray(other[rng.randint(0, len(other)):])
+            out = out[: rng.randint(0, n)] + bytearray(other[rng.randint(0, len(other)) :])
         elif n >= 4:  # a width, height, length or offset field: 16 or 32 bits at a header position
             at = rng.randrange(min(n - 3, 64))
             value = rng.choice((0, 1, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, rng.getrandbits(32)))
-            out[at:at + 4] = value.to_bytes(4, rng.choice(("big", "little")))
+            out[at : at + 4] = value.to_bytes(4, rng.choice(("big", "little")))
     return bytes(out)
 
 
@@ -221,8 +242,13 @@ _ENUMS = (0, 1, 2, 3, -1, 99, 2**31 - 1, -(2**31))
 
 
 _BENIGN: dict[str, tuple[Any, ...]] = {
-    "float": (0.5, 1.0, 1.5, 2.0), "uint32": (1, 2, 3), "uint64": (0, 1, 7), "int32": (0, 1, 2), "enum": (0, 1, 2),
-    "bool": (False, True), "string": ("", "low", "medium", "facenet", "dlib", "sface"),
+    "float": (0.5, 1.0, 1.5, 2.0),
+    "uint32": (1, 2, 3),
+    "uint64": (0, 1, 7),
+    "int32": (0, 1, 2),
+    "enum": (0, 1, 2),
+    "bool": (False, True),
+    "string": ("", "low", "medium", "facenet", "dlib", "sface"),
 }
 
 
@@ -240,19 +266,47 @@ def random_value(rng: random.Random, kind: str) -> Any:
         return rng.choice(_ENUMS)
     if kind == "bool":
         return rng.random() < 0.5
-    return rng.choice(("", "low", "medium", "high", "pgd", "cw", "l2", "dlib", "sface", "facenet", "ultra",
-                       "no-such-decoy", "barack", "\x00", "é" * 3, "a" * 300))
+    return rng.choice(
+        (
+            "",
+            "low",
+            "medium",
+            "high",
+            "pgd",
+            "cw",
+            "l2",
+            "dlib",
+            "sface",
+            "facenet",
+            "ultra",
+            "no-such-decoy",
+            "barack",
+            "\x00",
+            "é" * 3,
+            "a" * 300,
+        )
+    )
 
 
 def _scalar_kind(field: Any) -> str:
     from google.protobuf.descriptor import FieldDescriptor as F
 
-    return {F.TYPE_FLOAT: "float", F.TYPE_DOUBLE: "float", F.TYPE_UINT32: "uint32", F.TYPE_UINT64: "uint64",
-            F.TYPE_INT32: "int32", F.TYPE_INT64: "int32", F.TYPE_ENUM: "enum", F.TYPE_BOOL: "bool",
-            F.TYPE_STRING: "string"}.get(field.type, "")
+    return {
+        F.TYPE_FLOAT: "float",
+        F.TYPE_DOUBLE: "float",
+        F.TYPE_UINT32: "uint32",
+        F.TYPE_UINT64: "uint64",
+        F.TYPE_INT32: "int32",
+        F.TYPE_INT64: "int32",
+        F.TYPE_ENUM: "enum",
+        F.TYPE_BOOL: "bool",
+        F.TYPE_STRING: "string",
+    }.get(field.type, "")
 
 
-def random_message(cls: Any, rng: random.Random, depth: int = 0, image: Callable[[], bytes] | None = None) -> Any:
+def random_message(
+    cls: Any, rng: random.Random, depth: int = 0, image: Callable[[], bytes] | None = None
+) -> Any:
     """A ``cls`` message with a random subset of its fields set to boundary or random values,
     read from its descriptor (new fields are fuzzed without changing this code); ``bytes`` fields
     (photos) come from ``image``."""
@@ -269,18 +323,26 @@ def random_message(cls: Any, rng: random.Random, depth: int = 0, image: Callable
             if field.type == F.TYPE_MESSAGE:
                 if depth > 2:
                     break
-                sub = random_message(message_factory.GetMessageClass(field.message_type), rng, depth + 1, image)
-                (getattr(message, field.name).add() if repeated else getattr(message, field.name)).CopyFrom(sub)
+                sub = random_message(
+                    message_factory.GetMessageClass(field.message_type), rng, depth + 1, image
+                )
+                (
+                    getattr(message, field.name).add() if repeated else getattr(message, field.name)
+                ).CopyFrom(sub)
             elif field.type == F.TYPE_BYTES:
                 value = image() if image else b""
-                getattr(message, field.name).append(value) if repeated else setattr(message, field.name, value)
+                getattr(message, field.name).append(value) if repeated else setattr(
+                    message, field.name, value
+                )
             else:
                 kind = _scalar_kind(field)
                 if not kind:
                     break
                 value = random_value(rng, kind)
                 try:
-                    getattr(message, field.name).append(value) if repeated else setattr(message, field.name, value)
+                    getattr(message, field.name).append(value) if repeated else setattr(
+                        message, field.name, value
+                    )
                 except (ValueError, TypeError):  # e.g. a negative number for an unsigned field
                     pass
     return message
@@ -290,14 +352,36 @@ def random_overrides(rng: random.Random) -> tuple[Any, dict[str, Any]]:
     """A profile and keyword overrides for :func:`faceoff.masker.options.resolve`, typed or not."""
     from faceoff.masker.options import ProtectionOptions
 
-    names = [f.name for f in dataclasses.fields(ProtectionOptions) if f.name != "profile"] + ["bogus"]
-    pool: tuple[Any, ...] = (None, True, False, "", "pgd", "linf", "hinge", "facenet", (0, 1), (), [3], "0,1",
-                             (1.0, -1.0), {"x": 1}, b"\x00")
+    names = [f.name for f in dataclasses.fields(ProtectionOptions) if f.name != "profile"] + [
+        "bogus"
+    ]
+    pool: tuple[Any, ...] = (
+        None,
+        True,
+        False,
+        "",
+        "pgd",
+        "linf",
+        "hinge",
+        "facenet",
+        (0, 1),
+        (),
+        [3],
+        "0,1",
+        (1.0, -1.0),
+        {"x": 1},
+        b"\x00",
+    )
     overrides = {}
     for name in rng.sample(names, rng.randint(0, 6)):
         kind = rng.random()
-        overrides[name] = (rng.choice(_FLOATS) if kind < 0.3 else rng.choice(_INTS) if kind < 0.6
-                           else rng.choice(pool))
+        overrides[name] = (
+            rng.choice(_FLOATS)
+            if kind < 0.3
+            else rng.choice(_INTS)
+            if kind < 0.6
+            else rng.choice(pool)
+        )
     profile = rng.choice((None, "low", "medium", "high", "", "ultra", 3))
     return profile, overrides
 
@@ -328,20 +412,42 @@ def _targets(corpus: list[bytes]) -> list[_Target]:
 
     return [
         _Target("decode", photo, check_decode, frozenset({"ok", "InvalidImage"})),
-        _Target("decode (reduced copy)", photo,
-                lambda data: check_decode(data, max_side=64), frozenset({"ok", "InvalidImage"})),
-        _Target("resolve options", random_overrides, lambda po: check_resolve(*po), frozenset({"ok", "InvalidOption"})),
-        _Target("ProtectOptions message", lambda rng: random_message(masker_pb2.ProtectOptions, rng),
-                check_protect_options, frozenset({"ok", "InvalidOption"})),
-        _Target("DetectOptions message", lambda rng: random_message(detector_pb2.DetectOptions, rng),
-                check_detect_options, frozenset({"ok", "InvalidOption"})),
-        _Target("EvaluateRequest message", evaluate_request, check_evaluate_request,
-                frozenset({"ok", "InvalidOption", "InvalidImage"})),
+        _Target(
+            "decode (reduced copy)",
+            photo,
+            lambda data: check_decode(data, max_side=64),
+            frozenset({"ok", "InvalidImage"}),
+        ),
+        _Target(
+            "resolve options",
+            random_overrides,
+            lambda po: check_resolve(*po),
+            frozenset({"ok", "InvalidOption"}),
+        ),
+        _Target(
+            "ProtectOptions message",
+            lambda rng: random_message(masker_pb2.ProtectOptions, rng),
+            check_protect_options,
+            frozenset({"ok", "InvalidOption"}),
+        ),
+        _Target(
+            "DetectOptions message",
+            lambda rng: random_message(detector_pb2.DetectOptions, rng),
+            check_detect_options,
+            frozenset({"ok", "InvalidOption"}),
+        ),
+        _Target(
+            "EvaluateRequest message",
+            evaluate_request,
+            check_evaluate_request,
+            frozenset({"ok", "InvalidOption", "InvalidImage"}),
+        ),
     ]
 
 
-def run(duration: float = 60.0, seed: int = 0, data_dir: Path | None = None,
-        crashes: Path | None = None) -> dict[str, Any]:
+def run(
+    duration: float = 60.0, seed: int = 0, data_dir: Path | None = None, crashes: Path | None = None
+) -> dict[str, Any]:
     """Fuzz every target in turn for ``duration`` seconds; a JSON-ready summary.
 
     ``crashes``: a folder where each input that raised an unexpected exception is written
@@ -352,7 +458,9 @@ def run(duration: float = 60.0, seed: int = 0, data_dir: Path | None = None,
     rng = random.Random(seed)
     corpus = seed_corpus(data_dir)
     targets = _targets(corpus)
-    for target in targets:  # import what each check needs (TensorFlow, for one) before the clock starts
+    for (
+        target
+    ) in targets:  # import what each check needs (TensorFlow, for one) before the clock starts
         try:
             target.check(target.make(random.Random(seed)))
         except Exception:  # noqa: BLE001 - counted in the loop below, if it happens again
@@ -374,8 +482,13 @@ def run(duration: float = 60.0, seed: int = 0, data_dir: Path | None = None,
                 outcome = f"{type(exc).__name__}"
                 if len(unexpected) < 50:
                     where = traceback.extract_tb(exc.__traceback__)[-1]
-                    record = {"target": target.name, "exception": outcome, "message": str(exc)[:300],
-                              "at": f"{Path(where.filename).name}:{where.lineno}", "case": cases}
+                    record = {
+                        "target": target.name,
+                        "exception": outcome,
+                        "message": str(exc)[:300],
+                        "at": f"{Path(where.filename).name}:{where.lineno}",
+                        "case": cases,
+                    }
                     if crashes is not None and isinstance(value, bytes):
                         crashes.mkdir(parents=True, exist_ok=True)
                         path = crashes / f"crash-{cases:07d}.bin"
@@ -384,19 +497,30 @@ def run(duration: float = 60.0, seed: int = 0, data_dir: Path | None = None,
                     unexpected.append(record)
             seconds = time.perf_counter() - began
             if seconds > slowest["seconds"]:
-                slowest = {"seconds": round(seconds, 3), "target": target.name, "outcome": outcome,
-                           "input_bytes": len(value) if isinstance(value, bytes) else None}
+                slowest = {
+                    "seconds": round(seconds, 3),
+                    "target": target.name,
+                    "outcome": outcome,
+                    "input_bytes": len(value) if isinstance(value, bytes) else None,
+                }
             counts[target.name][outcome] += 1
             cases += 1
     elapsed = time.monotonic() - started
     return {
-        "benchmark": "fuzz", "seed": seed, "seconds": round(elapsed, 1), "cases": cases,
-        "cases_per_second": round(cases / elapsed, 1) if elapsed else 0.0, "corpus": len(corpus),
+        "benchmark": "fuzz",
+        "seed": seed,
+        "seconds": round(elapsed, 1),
+        "cases": cases,
+        "cases_per_second": round(cases / elapsed, 1) if elapsed else 0.0,
+        "corpus": len(corpus),
         "max_pixels": FUZZ_MAX_PIXELS,
         "targets": {t.name: dict(counts[t.name]) for t in targets},
         "unexpected": unexpected,
-        "unexpected_total": sum(n for t in targets for o, n in counts[t.name].items() if o not in t.expected),
-        "slowest": slowest, "slow_inputs": slowest["seconds"] > SLOW_SECONDS,
+        "unexpected_total": sum(
+            n for t in targets for o, n in counts[t.name].items() if o not in t.expected
+        ),
+        "slowest": slowest,
+        "slow_inputs": slowest["seconds"] > SLOW_SECONDS,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
     }
@@ -411,9 +535,18 @@ def main(duration: float, seed: int, json_path: str | None, crashes: str | None 
     for t in targets:
         outcomes = result["targets"][t.name]
         odd = sum(n for o, n in outcomes.items() if o not in t.expected)
-        rows.append([t.name, sum(outcomes.values()), ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items())), odd])
+        rows.append(
+            [
+                t.name,
+                sum(outcomes.values()),
+                ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items())),
+                odd,
+            ]
+        )
     print()
     print_table(["target", "cases", "outcomes", "unexpected"], rows)
-    print(f"\n{result['cases']} cases in {result['seconds']} s; slowest {result['slowest']['seconds']} s "
-          f"({result['slowest'].get('target')}); peak RSS {result['peak_rss_mib']} MiB")
+    print(
+        f"\n{result['cases']} cases in {result['seconds']} s; slowest {result['slowest']['seconds']} s "
+        f"({result['slowest'].get('target')}); peak RSS {result['peak_rss_mib']} MiB"
+    )
     return 1 if result["unexpected_total"] or result["slow_inputs"] else 0

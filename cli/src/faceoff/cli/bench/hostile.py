@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms
 
+from faceoff.cli.paths import CELEBS
+
 #: The RPCs a case can go through.
 RPCS: tuple[str, ...] = ("Detect", "Protect", "ProtectStream", "Evaluate")
 #: The servers' default message limit (``FACEOFF_MAX_MESSAGE_BYTES``).
@@ -41,7 +43,7 @@ BASE_PROTECT_OPTIONS: dict[str, Any] = {"profile": "low", "iterations": 2, "seed
 #: The recogniser Evaluate asks (the cheapest local one to load).
 EVALUATE_RECOGNIZERS: tuple[str, ...] = ("sface",)
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared/data/faceoff-celebs"
+DEFAULT_DATA = CELEBS
 _FACE_PHOTO = "photos/taylor/taylor_02.jpg"
 _REFERENCE_PHOTO = "photos/taylor/taylor_03.jpg"
 _ORIENTATION = 0x0112
@@ -118,15 +120,33 @@ def encode(img: Image.Image | np.ndarray, fmt: str, **params: Any) -> bytes:
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(body))
+        + kind
+        + body
+        + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
 
 
-def raw_png(width: int, height: int, rows: bytes, *, depth: int = 8, colour: int = 2, level: int = 9,
-            extra: bytes = b"") -> bytes:
+def raw_png(
+    width: int,
+    height: int,
+    rows: bytes,
+    *,
+    depth: int = 8,
+    colour: int = 2,
+    level: int = 9,
+    extra: bytes = b"",
+) -> bytes:
     """A PNG written chunk by chunk (any header, 16-bit samples, extra chunks before IDAT)."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra
-            + _png_chunk(b"IDAT", zlib.compress(rows, level)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + extra
+        + _png_chunk(b"IDAT", zlib.compress(rows, level))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _zero_rows_png(width: int, height: int) -> bytes:
@@ -136,7 +156,12 @@ def _zero_rows_png(width: int, height: int) -> bytes:
     parts = [comp.compress(row) for _ in range(height)]
     idat = b"".join(parts) + comp.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def exif_block(entries: Sequence[tuple[int, int, int, bytes]]) -> bytes:
@@ -162,7 +187,7 @@ def _patch_jpeg_size(jpeg: bytes, width: int, height: int) -> bytes:
     """The JPEG with its SOF header claiming ``width`` x ``height`` (the scan data unchanged)."""
     out = bytearray(jpeg)
     at = out.index(b"\xff\xc0")
-    out[at + 5:at + 9] = struct.pack(">HH", height, width)
+    out[at + 5 : at + 9] = struct.pack(">HH", height, width)
     return bytes(out)
 
 
@@ -170,10 +195,10 @@ def _patch_tiff_tag(tiff: bytes, tag: int, value: int) -> bytes:
     """A little-endian TIFF with the SHORT value of ``tag`` in its first IFD set to ``value``."""
     out = bytearray(tiff)
     ifd = struct.unpack("<I", out[4:8])[0]
-    for i in range(struct.unpack("<H", out[ifd:ifd + 2])[0]):
+    for i in range(struct.unpack("<H", out[ifd : ifd + 2])[0]):
         entry = ifd + 2 + 12 * i
-        if struct.unpack("<H", out[entry:entry + 2])[0] == tag:
-            out[entry + 8:entry + 10] = struct.pack("<H", value)
+        if struct.unpack("<H", out[entry : entry + 2])[0] == tag:
+            out[entry + 8 : entry + 10] = struct.pack("<H", value)
             return bytes(out)
     raise ValueError(f"the TIFF has no tag {tag}")
 
@@ -200,8 +225,12 @@ def no_face_texture(width: int = 640, height: int = 480, seed: int = 0) -> np.nd
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     low = rng.normal(size=(height // 40 + 2, width // 40 + 2, 3)).astype(np.float32)
-    blotches = np.asarray(Image.fromarray(((low - low.min()) / np.ptp(low) * 255).astype(np.uint8)).resize(
-        (width, height), Image.Resampling.BICUBIC), np.float32)
+    blotches = np.asarray(
+        Image.fromarray(((low - low.min()) / np.ptp(low) * 255).astype(np.uint8)).resize(
+            (width, height), Image.Resampling.BICUBIC
+        ),
+        np.float32,
+    )
     stripes = 60 * np.sin(x / 23.0 + y / 71.0)[..., None] + 0.15 * x[..., None]
     return np.clip(0.6 * blotches + stripes + 20, 0, 255).astype(np.uint8)
 
@@ -268,11 +297,16 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
     bmp = encode(face, "BMP")
     texture = no_face_texture()
     gray16 = (np.asarray(Image.fromarray(face).convert("L"), np.uint16) * 257).astype(">u2")
-    gray16_large = (np.asarray(Image.fromarray(no_face_texture(1600, 1200, seed=2)).convert("L"), np.uint16)
-                    * 257).astype(">u2")
+    gray16_large = (
+        np.asarray(Image.fromarray(no_face_texture(1600, 1200, seed=2)).convert("L"), np.uint16)
+        * 257
+    ).astype(">u2")
     rgb16 = (face.astype(np.uint16) * 257).astype(">u2")
     palette = Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
-    frames = [Image.fromarray(np.roll(face, 8 * i, axis=1)).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(4)]
+    frames = [
+        Image.fromarray(np.roll(face, 8 * i, axis=1)).convert("P", palette=Image.Palette.ADAPTIVE)
+        for i in range(4)
+    ]
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
     sheet = forty_faces(data_dir)
@@ -283,167 +317,529 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
     cases = [
         # -- not an image at all
         HostileCase("empty", "0 bytes", b"", _photo_expect(invalid("empty"))),
-        HostileCase("text_file", "a UTF-8 text file", "Face-Off: not a photo.\n".encode() * 20,
-                    _photo_expect(invalid("not an image"))),
-        HostileCase("svg", "an SVG document (XML, not a raster format)",
-                    b'<svg xmlns="http://www.w3.org/2000/svg" width="4000" height="4000"/>',
-                    _photo_expect(invalid("not an image"))),
-        HostileCase("ico", "an ICO file (a real image of an unsupported format)", encode(face[:64, :64], "ICO"),
-                    _photo_expect(invalid("not supported"))),
+        HostileCase(
+            "text_file",
+            "a UTF-8 text file",
+            b"Face-Off: not a photo.\n" * 20,
+            _photo_expect(invalid("not an image")),
+        ),
+        HostileCase(
+            "svg",
+            "an SVG document (XML, not a raster format)",
+            b'<svg xmlns="http://www.w3.org/2000/svg" width="4000" height="4000"/>',
+            _photo_expect(invalid("not an image")),
+        ),
+        HostileCase(
+            "ico",
+            "an ICO file (a real image of an unsupported format)",
+            encode(face[:64, :64], "ICO"),
+            _photo_expect(invalid("not supported")),
+        ),
         # -- truncated and corrupt
-        HostileCase("jpeg_truncated", "the first half of a JPEG", jpeg[: len(jpeg) // 2],
-                    _photo_expect(invalid("truncated"))),
-        HostileCase("jpeg_corrupt_scan", "a JPEG with every 7th byte of its second half flipped",
-                    _corrupt(jpeg, len(jpeg) // 2, 7, 0x55), _photo_expect(invalid("corrupt"))),
-        HostileCase("jpeg_corrupt_header", "a JPEG whose frame header claims 7 colour components",
-                    (lambda b: b[: b.index(b"\xff\xc0") + 9] + b"\x07" + b[b.index(b"\xff\xc0") + 10:])(jpeg),
-                    _photo_expect(invalid("not an image"))),
-        HostileCase("png_truncated", "the first half of a PNG", png[: len(png) // 2], _photo_expect(invalid("truncated"))),
-        HostileCase("png_bad_crc", "a PNG with one byte of its image data flipped (CRC mismatch)",
-                    _corrupt(png, len(png) // 2, len(png), 0xFF), _photo_expect(invalid("corrupt"))),
-        HostileCase("webp_truncated", "the first half of a WebP", webp[: len(webp) // 2],
-                    _photo_expect(invalid("truncated"))),
-        HostileCase("webp_corrupt", "a lossy WebP with every 5th byte after its header flipped "
-                    "(VP8 has no checksum: libwebp decodes noise)",
-                    _corrupt(webp, 40, 5, 0x33), _photo_expect(OK), size=(w, h)),
-        HostileCase("tiff_truncated", "the first half of a TIFF", tiff[: len(tiff) // 2], _photo_expect(invalid("truncated"))),
-        HostileCase("tiff_bad_planar_config", "a TIFF whose PlanarConfiguration tag is 10825 (decodes; the TIFF "
-                    "writer refuses the tag when it is carried over as metadata)", _patch_tiff_tag(tiff, 284, 10825),
-                    _photo_expect(OK), size=(w, h), output_format="TIFF", faces=some),
-        HostileCase("bmp_bad_depth", "a BMP whose header says 7 bits per pixel",
-                    bmp[:28] + struct.pack("<H", 7) + bmp[30:], _photo_expect(invalid("corrupt"))),
-        HostileCase("zero_size_png", "a PNG whose header says 0x10 px", raw_png(0, 10, b""),
-                    _photo_expect(invalid("zero size"))),
+        HostileCase(
+            "jpeg_truncated",
+            "the first half of a JPEG",
+            jpeg[: len(jpeg) // 2],
+            _photo_expect(invalid("truncated")),
+        ),
+        HostileCase(
+            "jpeg_corrupt_scan",
+            "a JPEG with every 7th byte of its second half flipped",
+            _corrupt(jpeg, len(jpeg) // 2, 7, 0x55),
+            _photo_expect(invalid("corrupt")),
+        ),
+        HostileCase(
+            "jpeg_corrupt_header",
+            "a JPEG whose frame header claims 7 colour components",
+            (lambda b: b[: b.index(b"\xff\xc0") + 9] + b"\x07" + b[b.index(b"\xff\xc0") + 10 :])(
+                jpeg
+            ),
+            _photo_expect(invalid("not an image")),
+        ),
+        HostileCase(
+            "png_truncated",
+            "the first half of a PNG",
+            png[: len(png) // 2],
+            _photo_expect(invalid("truncated")),
+        ),
+        HostileCase(
+            "png_bad_crc",
+            "a PNG with one byte of its image data flipped (CRC mismatch)",
+            _corrupt(png, len(png) // 2, len(png), 0xFF),
+            _photo_expect(invalid("corrupt")),
+        ),
+        HostileCase(
+            "webp_truncated",
+            "the first half of a WebP",
+            webp[: len(webp) // 2],
+            _photo_expect(invalid("truncated")),
+        ),
+        HostileCase(
+            "webp_corrupt",
+            "a lossy WebP with every 5th byte after its header flipped "
+            "(VP8 has no checksum: libwebp decodes noise)",
+            _corrupt(webp, 40, 5, 0x33),
+            _photo_expect(OK),
+            size=(w, h),
+        ),
+        HostileCase(
+            "tiff_truncated",
+            "the first half of a TIFF",
+            tiff[: len(tiff) // 2],
+            _photo_expect(invalid("truncated")),
+        ),
+        HostileCase(
+            "tiff_bad_planar_config",
+            "a TIFF whose PlanarConfiguration tag is 10825 (decodes; the TIFF "
+            "writer refuses the tag when it is carried over as metadata)",
+            _patch_tiff_tag(tiff, 284, 10825),
+            _photo_expect(OK),
+            size=(w, h),
+            output_format="TIFF",
+            faces=some,
+        ),
+        HostileCase(
+            "bmp_bad_depth",
+            "a BMP whose header says 7 bits per pixel",
+            bmp[:28] + struct.pack("<H", 7) + bmp[30:],
+            _photo_expect(invalid("corrupt")),
+        ),
+        HostileCase(
+            "zero_size_png",
+            "a PNG whose header says 0x10 px",
+            raw_png(0, 10, b""),
+            _photo_expect(invalid("zero size")),
+        ),
         # -- decompression bombs
-        HostileCase("png_bomb_60000x60000", "a 100-byte PNG whose header claims 60000x60000 px (3.6 gigapixels)",
-                    raw_png(60000, 60000, b"\0" * 100), _photo_expect(invalid("megapixels"))),
-        HostileCase("jpeg_bomb_10000x10000", "a 3 KB JPEG whose header claims 10000x10000 px (100 megapixels)",
-                    _patch_jpeg_size(encode(face[:48, :48], "JPEG"), 10000, 10000),
-                    _photo_expect(invalid("megapixels"))),
-        HostileCase("gif_bomb_65535x65535", "a 30-byte GIF claiming a 65535x65535 screen and frame",
-                    b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00,"
-                    + struct.pack("<HHHH", 0, 0, 65535, 65535) + b"\x00\x02\x02\x44\x01\x00;",
-                    _photo_expect(invalid("megapixels"))),
-        HostileCase("webp_bomb_16383x16383", "a 30-byte extended WebP claiming a 16383x16383 canvas",
-                    b"RIFF" + struct.pack("<I", 22) + b"WEBPVP8X" + struct.pack("<I", 10) + b"\0\0\0\0"
-                    + (16382).to_bytes(3, "little") * 2, _photo_expect(invalid("megapixels"))),
-        HostileCase("png_bomb_49mp", f"a {len(bomb_png) // 1024} KB PNG of 7000x7000 black pixels "
-                    "(49 MP, just under the 50 MP limit: decoded in full)",
-                    bomb_png, _photo_expect(OK), size=(7000, 7000), faces=(0, 0), output_format="PNG", cli=None),
-        HostileCase("png_ztxt_bomb", "a PNG with a zTXt chunk inflating to 64 MiB of text",
-                    raw_png(w, h, b"".join(b"\0" + face[y].tobytes() for y in range(h)),
-                            extra=_png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (64 << 20), 9))),
-                    _photo_expect(invalid("too large"))),
+        HostileCase(
+            "png_bomb_60000x60000",
+            "a 100-byte PNG whose header claims 60000x60000 px (3.6 gigapixels)",
+            raw_png(60000, 60000, b"\0" * 100),
+            _photo_expect(invalid("megapixels")),
+        ),
+        HostileCase(
+            "jpeg_bomb_10000x10000",
+            "a 3 KB JPEG whose header claims 10000x10000 px (100 megapixels)",
+            _patch_jpeg_size(encode(face[:48, :48], "JPEG"), 10000, 10000),
+            _photo_expect(invalid("megapixels")),
+        ),
+        HostileCase(
+            "gif_bomb_65535x65535",
+            "a 30-byte GIF claiming a 65535x65535 screen and frame",
+            b"GIF89a"
+            + struct.pack("<HH", 65535, 65535)
+            + b"\x00\x00\x00,"
+            + struct.pack("<HHHH", 0, 0, 65535, 65535)
+            + b"\x00\x02\x02\x44\x01\x00;",
+            _photo_expect(invalid("megapixels")),
+        ),
+        HostileCase(
+            "webp_bomb_16383x16383",
+            "a 30-byte extended WebP claiming a 16383x16383 canvas",
+            b"RIFF"
+            + struct.pack("<I", 22)
+            + b"WEBPVP8X"
+            + struct.pack("<I", 10)
+            + b"\0\0\0\0"
+            + (16382).to_bytes(3, "little") * 2,
+            _photo_expect(invalid("megapixels")),
+        ),
+        HostileCase(
+            "png_bomb_49mp",
+            f"a {len(bomb_png) // 1024} KB PNG of 7000x7000 black pixels "
+            "(49 MP, just under the 50 MP limit: decoded in full)",
+            bomb_png,
+            _photo_expect(OK),
+            size=(7000, 7000),
+            faces=(0, 0),
+            output_format="PNG",
+            cli=None,
+        ),
+        HostileCase(
+            "png_ztxt_bomb",
+            "a PNG with a zTXt chunk inflating to 64 MiB of text",
+            raw_png(
+                w,
+                h,
+                b"".join(b"\0" + face[y].tobytes() for y in range(h)),
+                extra=_png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (64 << 20), 9)),
+            ),
+            _photo_expect(invalid("too large")),
+        ),
         # -- shapes
-        HostileCase("wide_100000x1", "a 100000x1 px PNG", encode(np.tile(texture[:1, :1], (1, 100000, 1)), "PNG"),
-                    _photo_expect(OK), size=(100000, 1), faces=(0, 0), output_format="PNG"),
-        HostileCase("tiny_1x1", "a 1x1 px PNG", encode(face[:1, :1], "PNG"), _photo_expect(OK), size=(1, 1),
-                    faces=(0, 0), output_format="PNG"),
+        HostileCase(
+            "wide_100000x1",
+            "a 100000x1 px PNG",
+            encode(np.tile(texture[:1, :1], (1, 100000, 1)), "PNG"),
+            _photo_expect(OK),
+            size=(100000, 1),
+            faces=(0, 0),
+            output_format="PNG",
+        ),
+        HostileCase(
+            "tiny_1x1",
+            "a 1x1 px PNG",
+            encode(face[:1, :1], "PNG"),
+            _photo_expect(OK),
+            size=(1, 1),
+            faces=(0, 0),
+            output_format="PNG",
+        ),
         # -- colour modes and containers
-        HostileCase("cmyk_jpeg", "a CMYK JPEG with a CMYK ICC profile (the output is RGB: the profile must go)",
-                    encode(Image.fromarray(face).convert("CMYK"), "JPEG", quality=92,
-                           icc_profile=_icc_with_colour_space(b"CMYK")),
-                    _photo_expect(OK), output_format="JPEG", **photo_face),
-        HostileCase("png_16bit_gray", "a 16-bit grayscale PNG",
-                    raw_png(w, h, b"".join(b"\0" + gray16[y].tobytes() for y in range(h)), depth=16, colour=0),
-                    _photo_expect(OK), output_format="PNG", **photo_face),
-        HostileCase("png_16bit_gray_large", "a 1600x1200 16-bit grayscale PNG (decoded to a reduced copy "
-                    "for detection: Pillow cannot resample 16-bit images)",
-                    raw_png(1600, 1200, b"".join(b"\0" + gray16_large[y].tobytes() for y in range(1200)), depth=16,
-                            colour=0),
-                    _photo_expect(OK), size=(1600, 1200), faces=(0, 0), output_format="PNG"),
-        HostileCase("png_16bit_rgb", "a 48-bit RGB PNG",
-                    raw_png(w, h, b"".join(b"\0" + rgb16[y].tobytes() for y in range(h)), depth=16, colour=2),
-                    _photo_expect(OK), output_format="PNG", **photo_face),
-        HostileCase("palette_transparency", "a 255-colour palette PNG with a transparent colour (alpha must survive)",
-                    encode(palette, "PNG", transparency=0), _photo_expect(OK), output_format="PNG", **photo_face),
-        HostileCase("animated_gif", "a 4-frame animated GIF (the first frame is protected, written as PNG)",
-                    gif.getvalue(), _photo_expect(OK), output_format="PNG", **photo_face),
+        HostileCase(
+            "cmyk_jpeg",
+            "a CMYK JPEG with a CMYK ICC profile (the output is RGB: the profile must go)",
+            encode(
+                Image.fromarray(face).convert("CMYK"),
+                "JPEG",
+                quality=92,
+                icc_profile=_icc_with_colour_space(b"CMYK"),
+            ),
+            _photo_expect(OK),
+            output_format="JPEG",
+            **photo_face,
+        ),
+        HostileCase(
+            "png_16bit_gray",
+            "a 16-bit grayscale PNG",
+            raw_png(
+                w, h, b"".join(b"\0" + gray16[y].tobytes() for y in range(h)), depth=16, colour=0
+            ),
+            _photo_expect(OK),
+            output_format="PNG",
+            **photo_face,
+        ),
+        HostileCase(
+            "png_16bit_gray_large",
+            "a 1600x1200 16-bit grayscale PNG (decoded to a reduced copy "
+            "for detection: Pillow cannot resample 16-bit images)",
+            raw_png(
+                1600,
+                1200,
+                b"".join(b"\0" + gray16_large[y].tobytes() for y in range(1200)),
+                depth=16,
+                colour=0,
+            ),
+            _photo_expect(OK),
+            size=(1600, 1200),
+            faces=(0, 0),
+            output_format="PNG",
+        ),
+        HostileCase(
+            "png_16bit_rgb",
+            "a 48-bit RGB PNG",
+            raw_png(
+                w, h, b"".join(b"\0" + rgb16[y].tobytes() for y in range(h)), depth=16, colour=2
+            ),
+            _photo_expect(OK),
+            output_format="PNG",
+            **photo_face,
+        ),
+        HostileCase(
+            "palette_transparency",
+            "a 255-colour palette PNG with a transparent colour (alpha must survive)",
+            encode(palette, "PNG", transparency=0),
+            _photo_expect(OK),
+            output_format="PNG",
+            **photo_face,
+        ),
+        HostileCase(
+            "animated_gif",
+            "a 4-frame animated GIF (the first frame is protected, written as PNG)",
+            gif.getvalue(),
+            _photo_expect(OK),
+            output_format="PNG",
+            **photo_face,
+        ),
         # -- EXIF
-        HostileCase("exif_orientation_6", "a JPEG stored sideways with EXIF orientation 6",
-                    encode(np.rot90(face, 1), "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 3, 1, struct.pack(">H", 6))])),
-                    _photo_expect(OK), output_format="JPEG", **photo_face),
-        HostileCase("exif_orientation_9999", "a JPEG with EXIF orientation 9999 (ignored)",
-                    encode(face, "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 3, 1, struct.pack(">H", 9999))])),
-                    _photo_expect(OK), output_format="JPEG", **photo_face),
-        HostileCase("exif_orientation_text", "a JPEG whose EXIF orientation is the text 'six' (ignored)",
-                    encode(face, "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 2, 4, b"six\0")])),
-                    _photo_expect(OK), output_format="JPEG", **photo_face),
-        HostileCase("exif_orientation_huge", "a JPEG whose EXIF orientation is the LONG 4294967295 (ignored)",
-                    encode(face, "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 4, 1, struct.pack(">I", 2**32 - 1))])),
-                    _photo_expect(OK), output_format="JPEG", **photo_face),
-        HostileCase("exif_broken_ifd", "a JPEG whose EXIF has a 2^30-entry tag and a sub-IFD offset past the end",
-                    encode(face, "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 3, 2**30, b"\0\0\0\x64"),
-                                                                       (0x8769, 4, 1, struct.pack(">I", 10**9))])),
-                    _photo_expect(OK), output_format="JPEG", **photo_face),
+        HostileCase(
+            "exif_orientation_6",
+            "a JPEG stored sideways with EXIF orientation 6",
+            encode(
+                np.rot90(face, 1),
+                "JPEG",
+                quality=90,
+                exif=exif_block([(_ORIENTATION, 3, 1, struct.pack(">H", 6))]),
+            ),
+            _photo_expect(OK),
+            output_format="JPEG",
+            **photo_face,
+        ),
+        HostileCase(
+            "exif_orientation_9999",
+            "a JPEG with EXIF orientation 9999 (ignored)",
+            encode(
+                face,
+                "JPEG",
+                quality=90,
+                exif=exif_block([(_ORIENTATION, 3, 1, struct.pack(">H", 9999))]),
+            ),
+            _photo_expect(OK),
+            output_format="JPEG",
+            **photo_face,
+        ),
+        HostileCase(
+            "exif_orientation_text",
+            "a JPEG whose EXIF orientation is the text 'six' (ignored)",
+            encode(face, "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 2, 4, b"six\0")])),
+            _photo_expect(OK),
+            output_format="JPEG",
+            **photo_face,
+        ),
+        HostileCase(
+            "exif_orientation_huge",
+            "a JPEG whose EXIF orientation is the LONG 4294967295 (ignored)",
+            encode(
+                face,
+                "JPEG",
+                quality=90,
+                exif=exif_block([(_ORIENTATION, 4, 1, struct.pack(">I", 2**32 - 1))]),
+            ),
+            _photo_expect(OK),
+            output_format="JPEG",
+            **photo_face,
+        ),
+        HostileCase(
+            "exif_broken_ifd",
+            "a JPEG whose EXIF has a 2^30-entry tag and a sub-IFD offset past the end",
+            encode(
+                face,
+                "JPEG",
+                quality=90,
+                exif=exif_block(
+                    [
+                        (_ORIENTATION, 3, 2**30, b"\0\0\0\x64"),
+                        (0x8769, 4, 1, struct.pack(">I", 10**9)),
+                    ]
+                ),
+            ),
+            _photo_expect(OK),
+            output_format="JPEG",
+            **photo_face,
+        ),
         # -- content
-        HostileCase("no_faces", "a 640x480 synthetic texture without a face", encode(texture, "JPEG", quality=90),
-                    _photo_expect(OK), size=(640, 480), faces=(0, 0), output_format="JPEG"),
+        HostileCase(
+            "no_faces",
+            "a 640x480 synthetic texture without a face",
+            encode(texture, "JPEG", quality=90),
+            _photo_expect(OK),
+            size=(640, 480),
+            faces=(0, 0),
+            output_format="JPEG",
+        ),
     ]
     if sheet is not None:
         # Protect is left out: ProtectStream runs the same pipeline, and one 40-face protection
         # costs about 15 s of CPU even at 2 iterations (each face gets its own reference set).
-        cases.append(HostileCase("forty_faces", "40 face crops of the shared set tiled 8x5 (1280x800 JPEG)", sheet,
-                                 {rpc: OK for rpc in ("Detect", "ProtectStream", "Evaluate")}, size=(1280, 800),
-                                 faces=(34, 40), output_format="JPEG", cli=None))
+        cases.append(
+            HostileCase(
+                "forty_faces",
+                "40 face crops of the shared set tiled 8x5 (1280x800 JPEG)",
+                sheet,
+                {rpc: OK for rpc in ("Detect", "ProtectStream", "Evaluate")},
+                size=(1280, 800),
+                faces=(34, 40),
+                output_format="JPEG",
+                cli=None,
+            )
+        )
     else:
-        cases.append(HostileCase("forty_faces", "40 face crops tiled 8x5", b"", {}, skip=f"no aligned160 crops under {data_dir}"))
+        cases.append(
+            HostileCase(
+                "forty_faces",
+                "40 face crops tiled 8x5",
+                b"",
+                {},
+                skip=f"no aligned160 crops under {data_dir}",
+            )
+        )
 
     # -- protobuf fields out of range (a valid face photo; the field is the problem)
     masker = ("Protect", "ProtectStream")
     cases += [
-        HostileCase("epsilon_negative", "epsilon = -1", jpeg, _field_expect("epsilon", *masker),
-                    protect_options={"epsilon": -1.0}, cli=("--epsilon", "-1")),
-        HostileCase("epsilon_nan", "epsilon = NaN", jpeg, _field_expect("epsilon", *masker),
-                    protect_options={"epsilon": float("nan")}, cli=("--epsilon", "nan")),
-        HostileCase("alpha_zero", "alpha = 0", jpeg, _field_expect("alpha", *masker), protect_options={"alpha": 0.0},
-                    cli=("--alpha", "0")),
-        HostileCase("alpha_infinite", "alpha = +inf", jpeg, _field_expect("alpha", *masker),
-                    protect_options={"alpha": float("inf")}, cli=("--alpha", "inf")),
-        HostileCase("iterations_1e9", "iterations = 10^9", jpeg, _field_expect("iterations", *masker),
-                    protect_options={"iterations": 10**9}, cli=("--iterations", str(10**9))),
-        HostileCase("cw_search_steps_huge", "CW with search_steps = 4294967295", jpeg,
-                    _field_expect("search_steps", *masker), protect_options={"attack": 2, "search_steps": 2**32 - 1},
-                    cli=("--attack", "cw", "--search-steps", str(2**32 - 1))),
-        HostileCase("learning_rate_negative", "learning_rate = -0.5", jpeg, _field_expect("learning_rate", *masker),
-                    protect_options={"learning_rate": -0.5}, cli=("--learning-rate", "-0.5")),
-        HostileCase("kappa_negative", "hinge loss with kappa = -3", jpeg, _field_expect("kappa", *masker),
-                    protect_options={"loss": 2, "kappa": -3.0}, cli=("--loss", "hinge", "--kappa", "-3")),
-        HostileCase("attack_enum_99", "attack = 99 (no such enum value)", jpeg, _field_expect("attack", *masker),
-                    protect_options={"attack": 99}, cli=None),
-        HostileCase("norm_enum_negative", "norm = -5 (no such enum value)", jpeg, _field_expect("norm", *masker),
-                    protect_options={"norm": -5}, cli=None),
-        HostileCase("mode_enum_7", "mode = 7 (no such enum value)", jpeg, _field_expect("mode", *masker),
-                    protect_options={"mode": 7}, cli=None),
-        HostileCase("profile_unknown", "profile = 'ultra'", jpeg, _field_expect("profile", *masker),
-                    protect_options={"profile": "ultra"}, cli=None),
-        HostileCase("seed_2_64", "seed = 2^64 - 1", jpeg, _field_expect("seed", *masker),
-                    protect_options={"seed": 2**64 - 1}, cli=("--seed", str(2**64 - 1))),
-        HostileCase("target_untargeted", "a target decoy without targeted mode", jpeg, _field_expect("target", *masker),
-                    protect_options={"target": "no-such-decoy", "mode": 1}, cli=None),
-        HostileCase("target_unknown", "targeted mode towards a decoy that does not exist", jpeg,
-                    _field_expect("no-such-decoy", *masker), protect_options={"target": "no-such-decoy", "mode": 2},
-                    cli=None),  # checked against the surrogate's decoys, once a face is to be protected
-        HostileCase("face_indices_out_of_range", "face_indices = [4294967295] (the photo has one face)", jpeg,
-                    _field_expect("face_indices", *masker), protect_options={"face_indices": [2**32 - 1]},
-                    cli=None),  # checked against the faces found, so only once the models are loaded
-        HostileCase("min_confidence_2", "detect.min_confidence = 2", jpeg,
-                    _field_expect("min_confidence", "Detect", *masker), detect_options={"min_confidence": 2.0}, cli=None),
-        HostileCase("min_face_size_0", "detect.min_face_size = 0", jpeg,
-                    _field_expect("min_face_size", "Detect", *masker), detect_options={"min_face_size": 0}, cli=None),
-        HostileCase("top_k_1e9", "Evaluate top_k = 10^9", jpeg, _field_expect("top_k", "Evaluate"),
-                    evaluate_fields={"top_k": 10**9}, cli=None),
-        HostileCase("recognizer_unknown", "Evaluate recognizers = ['not-a-model']", jpeg,
-                    _field_expect("not-a-model", "Evaluate"), evaluate_fields={"recognizers": ["not-a-model"]}, cli=None),
-        HostileCase("reference_truncated", "a truncated JPEG as the reference photo", jpeg,
-                    {rpc: invalid("reference photo") for rpc in ("Protect", "ProtectStream", "Evaluate")},
-                    references=(jpeg[: len(jpeg) // 3],), cli=None),
-        HostileCase("too_many_references", "17 reference photos (Protect takes 16, Evaluate 10)", jpeg,
-                    {rpc: invalid("reference") for rpc in ("Protect", "ProtectStream", "Evaluate")},
-                    references=(jpeg,) * 17, cli=None),
-        HostileCase("message_21mib", "a JPEG followed by 21 MiB of padding (over the 20 MiB message limit)",
-                    jpeg + b"\0" * (MESSAGE_LIMIT + (1 << 20)), _photo_expect(Expect("RESOURCE_EXHAUSTED", "larger than max")),
-                    cli=None),
+        HostileCase(
+            "epsilon_negative",
+            "epsilon = -1",
+            jpeg,
+            _field_expect("epsilon", *masker),
+            protect_options={"epsilon": -1.0},
+            cli=("--epsilon", "-1"),
+        ),
+        HostileCase(
+            "epsilon_nan",
+            "epsilon = NaN",
+            jpeg,
+            _field_expect("epsilon", *masker),
+            protect_options={"epsilon": float("nan")},
+            cli=("--epsilon", "nan"),
+        ),
+        HostileCase(
+            "alpha_zero",
+            "alpha = 0",
+            jpeg,
+            _field_expect("alpha", *masker),
+            protect_options={"alpha": 0.0},
+            cli=("--alpha", "0"),
+        ),
+        HostileCase(
+            "alpha_infinite",
+            "alpha = +inf",
+            jpeg,
+            _field_expect("alpha", *masker),
+            protect_options={"alpha": float("inf")},
+            cli=("--alpha", "inf"),
+        ),
+        HostileCase(
+            "iterations_1e9",
+            "iterations = 10^9",
+            jpeg,
+            _field_expect("iterations", *masker),
+            protect_options={"iterations": 10**9},
+            cli=("--iterations", str(10**9)),
+        ),
+        HostileCase(
+            "cw_search_steps_huge",
+            "CW with search_steps = 4294967295",
+            jpeg,
+            _field_expect("search_steps", *masker),
+            protect_options={"attack": 2, "search_steps": 2**32 - 1},
+            cli=("--attack", "cw", "--search-steps", str(2**32 - 1)),
+        ),
+        HostileCase(
+            "learning_rate_negative",
+            "learning_rate = -0.5",
+            jpeg,
+            _field_expect("learning_rate", *masker),
+            protect_options={"learning_rate": -0.5},
+            cli=("--learning-rate", "-0.5"),
+        ),
+        HostileCase(
+            "kappa_negative",
+            "hinge loss with kappa = -3",
+            jpeg,
+            _field_expect("kappa", *masker),
+            protect_options={"loss": 2, "kappa": -3.0},
+            cli=("--loss", "hinge", "--kappa", "-3"),
+        ),
+        HostileCase(
+            "attack_enum_99",
+            "attack = 99 (no such enum value)",
+            jpeg,
+            _field_expect("attack", *masker),
+            protect_options={"attack": 99},
+            cli=None,
+        ),
+        HostileCase(
+            "norm_enum_negative",
+            "norm = -5 (no such enum value)",
+            jpeg,
+            _field_expect("norm", *masker),
+            protect_options={"norm": -5},
+            cli=None,
+        ),
+        HostileCase(
+            "mode_enum_7",
+            "mode = 7 (no such enum value)",
+            jpeg,
+            _field_expect("mode", *masker),
+            protect_options={"mode": 7},
+            cli=None,
+        ),
+        HostileCase(
+            "profile_unknown",
+            "profile = 'ultra'",
+            jpeg,
+            _field_expect("profile", *masker),
+            protect_options={"profile": "ultra"},
+            cli=None,
+        ),
+        HostileCase(
+            "seed_2_64",
+            "seed = 2^64 - 1",
+            jpeg,
+            _field_expect("seed", *masker),
+            protect_options={"seed": 2**64 - 1},
+            cli=("--seed", str(2**64 - 1)),
+        ),
+        HostileCase(
+            "target_untargeted",
+            "a target decoy without targeted mode",
+            jpeg,
+            _field_expect("target", *masker),
+            protect_options={"target": "no-such-decoy", "mode": 1},
+            cli=None,
+        ),
+        HostileCase(
+            "target_unknown",
+            "targeted mode towards a decoy that does not exist",
+            jpeg,
+            _field_expect("no-such-decoy", *masker),
+            protect_options={"target": "no-such-decoy", "mode": 2},
+            cli=None,
+        ),  # checked against the surrogate's decoys, once a face is to be protected
+        HostileCase(
+            "face_indices_out_of_range",
+            "face_indices = [4294967295] (the photo has one face)",
+            jpeg,
+            _field_expect("face_indices", *masker),
+            protect_options={"face_indices": [2**32 - 1]},
+            cli=None,
+        ),  # checked against the faces found, so only once the models are loaded
+        HostileCase(
+            "min_confidence_2",
+            "detect.min_confidence = 2",
+            jpeg,
+            _field_expect("min_confidence", "Detect", *masker),
+            detect_options={"min_confidence": 2.0},
+            cli=None,
+        ),
+        HostileCase(
+            "min_face_size_0",
+            "detect.min_face_size = 0",
+            jpeg,
+            _field_expect("min_face_size", "Detect", *masker),
+            detect_options={"min_face_size": 0},
+            cli=None,
+        ),
+        HostileCase(
+            "top_k_1e9",
+            "Evaluate top_k = 10^9",
+            jpeg,
+            _field_expect("top_k", "Evaluate"),
+            evaluate_fields={"top_k": 10**9},
+            cli=None,
+        ),
+        HostileCase(
+            "recognizer_unknown",
+            "Evaluate recognizers = ['not-a-model']",
+            jpeg,
+            _field_expect("not-a-model", "Evaluate"),
+            evaluate_fields={"recognizers": ["not-a-model"]},
+            cli=None,
+        ),
+        HostileCase(
+            "reference_truncated",
+            "a truncated JPEG as the reference photo",
+            jpeg,
+            {rpc: invalid("reference photo") for rpc in ("Protect", "ProtectStream", "Evaluate")},
+            references=(jpeg[: len(jpeg) // 3],),
+            cli=None,
+        ),
+        HostileCase(
+            "too_many_references",
+            "17 reference photos (Protect takes 16, Evaluate 10)",
+            jpeg,
+            {rpc: invalid("reference") for rpc in ("Protect", "ProtectStream", "Evaluate")},
+            references=(jpeg,) * 17,
+            cli=None,
+        ),
+        HostileCase(
+            "message_21mib",
+            "a JPEG followed by 21 MiB of padding (over the 20 MiB message limit)",
+            jpeg + b"\0" * (MESSAGE_LIMIT + (1 << 20)),
+            _photo_expect(Expect("RESOURCE_EXHAUSTED", "larger than max")),
+            cli=None,
+        ),
     ]
     return cases
 
@@ -464,7 +860,10 @@ def request(case: HostileCase, rpc: str, reference: bytes) -> Any:
     from faceoff.v1 import common_pb2, detector_pb2, evaluator_pb2, masker_pb2
 
     image = common_pb2.Image(data=case.image)
-    references = [common_pb2.Image(data=r) for r in (case.references if case.references is not None else (reference,))]
+    references = [
+        common_pb2.Image(data=r)
+        for r in (case.references if case.references is not None else (reference,))
+    ]
     if rpc == "Detect":
         msg = detector_pb2.DetectRequest(image=image)
         _set_fields(msg.options, case.detect_options)

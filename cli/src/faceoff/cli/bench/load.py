@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from faceoff.cli.bench.report import emit, print_table
+from faceoff.cli.paths import CELEBS
 
-DEFAULT_PHOTO = Path(__file__).resolve().parents[2].parent / "shared/data/faceoff-celebs/photos/bill/bill_03.jpg"
+DEFAULT_PHOTO = CELEBS / "photos/bill/bill_03.jpg"
 #: Wait after a refusal without a retry hint, and after any other failure (no busy loop).
 NO_HINT_WAIT_SECONDS = 1.0
 ERROR_WAIT_SECONDS = 0.1
@@ -90,7 +91,9 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[int(rank) - 1]
 
 
-def build_request(rpc: str, photo: bytes, profile: str | None, iterations: int | None, seed: int) -> Any:
+def build_request(
+    rpc: str, photo: bytes, profile: str | None, iterations: int | None, seed: int
+) -> Any:
     """The one request every call sends: a ProtectRequest or a DetectRequest of ``photo``."""
     from faceoff.v1 import common_pb2, detector_pb2, masker_pb2
 
@@ -104,7 +107,12 @@ def build_request(rpc: str, photo: bytes, profile: str | None, iterations: int |
 
 
 async def run_load(
-    target: str, rpc: str, request: Any, concurrency: int, duration: float, deadline: float,
+    target: str,
+    rpc: str,
+    request: Any,
+    concurrency: int,
+    duration: float,
+    deadline: float,
 ) -> tuple[Tally, float]:
     """Drive the load; returns the tally and the wall time from the first request to the last answer."""
     import grpc
@@ -114,11 +122,17 @@ async def run_load(
 
     tally = Tally()
     loop = asyncio.get_running_loop()
-    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
-               ("grpc.enable_retries", 0)]
+    options = [
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.enable_retries", 0),
+    ]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
-        call = (masker_pb2_grpc.MaskerStub(channel).Protect if rpc == "protect"
-                else detector_pb2_grpc.DetectorStub(channel).Detect)
+        call = (
+            masker_pb2_grpc.MaskerStub(channel).Protect
+            if rpc == "protect"
+            else detector_pb2_grpc.DetectorStub(channel).Detect
+        )
         start = loop.time()
         stop_at = start + duration
 
@@ -149,14 +163,27 @@ async def run_load(
                     tally.latencies.append(loop.time() - began)
 
         try:  # each call has its own deadline, so this bound is only a safety net
-            await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), duration + deadline + 30)
+            await asyncio.wait_for(
+                asyncio.gather(*(worker() for _ in range(concurrency))), duration + deadline + 30
+            )
         except TimeoutError:
-            raise LoadError("calls in flight did not end within their deadline; the client channel is stuck") from None
+            raise LoadError(
+                "calls in flight did not end within their deadline; the client channel is stuck"
+            ) from None
         return tally, loop.time() - start
 
 
-def summarise(tally: Tally, wall: float, *, target: str, rpc: str, concurrency: int, duration: float,
-              deadline: float, settings: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    tally: Tally,
+    wall: float,
+    *,
+    target: str,
+    rpc: str,
+    concurrency: int,
+    duration: float,
+    deadline: float,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
     """The JSON-ready result of a run."""
     refused = tally.codes.get("RESOURCE_EXHAUSTED", 0)
     completed = tally.codes.get("OK", 0)
@@ -164,18 +191,30 @@ def summarise(tally: Tally, wall: float, *, target: str, rpc: str, concurrency: 
     latencies = sorted(tally.latencies)
     hints = sorted(tally.hints)
     return {
-        "benchmark": "load", "target": target, "rpc": rpc, "concurrency": concurrency, "duration_seconds": duration,
-        "deadline_seconds": deadline, "request": settings,
-        "sent": tally.sent, "accepted": accepted, "completed": completed, "refused": refused,
+        "benchmark": "load",
+        "target": target,
+        "rpc": rpc,
+        "concurrency": concurrency,
+        "duration_seconds": duration,
+        "deadline_seconds": deadline,
+        "request": settings,
+        "sent": tally.sent,
+        "accepted": accepted,
+        "completed": completed,
+        "refused": refused,
         "every_accepted_completed": accepted == completed,
         "wall_seconds": round(wall, 3),
         "throughput_per_second": round(completed / wall, 3) if wall > 0 else None,
         "latency_seconds": {
-            "p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
             "max": latencies[-1] if latencies else None,
         },
         "codes": dict(sorted(tally.codes.items())),
-        "errors_other_than_resource_exhausted": sum(n for c, n in tally.codes.items() if c not in ("OK", "RESOURCE_EXHAUSTED")),
+        "errors_other_than_resource_exhausted": sum(
+            n for c, n in tally.codes.items() if c not in ("OK", "RESOURCE_EXHAUSTED")
+        ),
         "refused_without_retry_hint": tally.refused_without_hint,
         "retry_hint_seconds": {"p50": percentile(hints, 50), "max": hints[-1] if hints else None},
         "example_messages": tally.messages,
@@ -189,9 +228,24 @@ def serve_all(log_level: str = "WARNING", ready_timeout: float = 600.0) -> Itera
     import queue
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    argv = [sys.executable, "-m", "faceoff.cli", "serve", "all", "--free-ports", "--host", "127.0.0.1",
-            "--metrics-base-port", "-1", "--local-recognizers", "", "--log-level", log_level,
-            "--ready-timeout", str(ready_timeout)]
+    argv = [
+        sys.executable,
+        "-m",
+        "faceoff.cli",
+        "serve",
+        "all",
+        "--free-ports",
+        "--host",
+        "127.0.0.1",
+        "--metrics-base-port",
+        "-1",
+        "--local-recognizers",
+        "",
+        "--log-level",
+        log_level,
+        "--ready-timeout",
+        str(ready_timeout),
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -244,31 +298,75 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise LoadError(f"cannot read --photo {photo_path}: {exc.strerror}") from None
         request = build_request(args.rpc, photo, args.profile, args.iterations, args.seed)
-        settings = {"photo": photo_path.name, "photo_bytes": len(photo), "profile": args.profile or "medium",
-                    "iterations": args.iterations, "seed": args.seed} if args.rpc == "protect" else {
-                    "photo": photo_path.name, "photo_bytes": len(photo)}
+        settings = (
+            {
+                "photo": photo_path.name,
+                "photo_bytes": len(photo),
+                "profile": args.profile or "medium",
+                "iterations": args.iterations,
+                "seed": args.seed,
+            }
+            if args.rpc == "protect"
+            else {"photo": photo_path.name, "photo_bytes": len(photo)}
+        )
         if args.target:
-            tally, wall = asyncio.run(run_load(args.target, args.rpc, request, args.concurrency, args.duration,
-                                               args.deadline))
+            tally, wall = asyncio.run(
+                run_load(
+                    args.target, args.rpc, request, args.concurrency, args.duration, args.deadline
+                )
+            )
             target = args.target
         else:
-            print("faceoff bench load: starting faceoff serve all on 127.0.0.1 (models load first)", file=sys.stderr)
+            print(
+                "faceoff bench load: starting faceoff serve all on 127.0.0.1 (models load first)",
+                file=sys.stderr,
+            )
             with serve_all() as info:
                 target = info["masker" if args.rpc == "protect" else "detector"]["address"]
-                tally, wall = asyncio.run(run_load(target, args.rpc, request, args.concurrency, args.duration,
-                                                   args.deadline))
+                tally, wall = asyncio.run(
+                    run_load(
+                        target, args.rpc, request, args.concurrency, args.duration, args.deadline
+                    )
+                )
     except LoadError as exc:
         print(f"faceoff bench load: {exc}", file=sys.stderr)
         return 2
-    result = summarise(tally, wall, target=target, rpc=args.rpc, concurrency=args.concurrency,
-                       duration=args.duration, deadline=args.deadline, settings=settings)
+    result = summarise(
+        tally,
+        wall,
+        target=target,
+        rpc=args.rpc,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        deadline=args.deadline,
+        settings=settings,
+    )
     emit(result, args.json_out)
     lat = result["latency_seconds"]
     print_table(
-        ["sent", "accepted", "completed", "per s", "p50 s", "p95 s", "p99 s", "codes", "all accepted completed"],
-        [[result["sent"], result["accepted"], result["completed"], result["throughput_per_second"],
-          lat["p50"] if lat["p50"] is not None else "-", lat["p95"] if lat["p95"] is not None else "-",
-          lat["p99"] if lat["p99"] is not None else "-",
-          " ".join(f"{c}={n}" for c, n in result["codes"].items()), "yes" if result["every_accepted_completed"] else "NO"]],
+        [
+            "sent",
+            "accepted",
+            "completed",
+            "per s",
+            "p50 s",
+            "p95 s",
+            "p99 s",
+            "codes",
+            "all accepted completed",
+        ],
+        [
+            [
+                result["sent"],
+                result["accepted"],
+                result["completed"],
+                result["throughput_per_second"],
+                lat["p50"] if lat["p50"] is not None else "-",
+                lat["p95"] if lat["p95"] is not None else "-",
+                lat["p99"] if lat["p99"] is not None else "-",
+                " ".join(f"{c}={n}" for c, n in result["codes"].items()),
+                "yes" if result["every_accepted_completed"] else "NO",
+            ]
+        ],
     )
     return 0 if result["every_accepted_completed"] else 1

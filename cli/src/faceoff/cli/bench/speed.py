@@ -28,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from faceoff.cli.bench.report import emit, print_table
+from faceoff.cli.paths import CELEBS
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared/data/faceoff-celebs"
+SHARED = CELEBS
 
 
 def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -53,7 +54,12 @@ def _crops(data: Path, n: int) -> np.ndarray:
     return np.stack(out)
 
 
-def run(data: Path = SHARED, batches: tuple[int, ...] = (1, 8, 32), repeats: int = 3, profile: str = "medium") -> dict[str, Any]:
+def run(
+    data: Path = SHARED,
+    batches: tuple[int, ...] = (1, 8, 32),
+    repeats: int = 3,
+    profile: str = "medium",
+) -> dict[str, Any]:
     """Measure and return a JSON-ready dict."""
     import tensorflow as tf
 
@@ -63,7 +69,9 @@ def run(data: Path = SHARED, batches: tuple[int, ...] = (1, 8, 32), repeats: int
 
     protector = Protector()
     options = protector.resolved(resolve(profile))
-    model = protector.model_for(options)  # the profile's surrogate, or its ensemble: the floor is on it
+    model = protector.model_for(
+        options
+    )  # the profile's surrogate, or its ensemble: the floor is on it
 
     @tf.function(reduce_retracing=True)
     def forward_backward(x: tf.Tensor, direction: tf.Tensor) -> tf.Tensor:
@@ -76,50 +84,82 @@ def run(data: Path = SHARED, batches: tuple[int, ...] = (1, 8, 32), repeats: int
     for batch in batches:
         crops = _crops(data, batch)
         x = tf.constant(crops)
-        direction = tf.constant(np.random.default_rng(0).normal(size=(batch, model.embedding_dim)).astype(np.float32))
-        forward = _median_seconds(lambda: model.embed_numpy(crops, batch_size=batch), repeats) / batch
+        direction = tf.constant(
+            np.random.default_rng(0).normal(size=(batch, model.embedding_dim)).astype(np.float32)
+        )
+        forward = (
+            _median_seconds(lambda: model.embed_numpy(crops, batch_size=batch), repeats) / batch
+        )
         fwd_bwd = _median_seconds(lambda: forward_backward(x, direction).numpy(), repeats) / batch
         job = protector.crop_job(crops, options)
         attack = _median_seconds(lambda: protector.attack([job]), max(1, repeats - 1)) / batch
         iterations = options.total_iterations
-        rows.append({
-            "batch": batch, "forward_seconds_per_face": forward, "forward_backward_seconds_per_face": fwd_bwd,
-            "attack_step_seconds_per_face": attack / iterations, "attack_seconds_per_face": attack,
-            "floor_seconds_per_face": iterations * fwd_bwd, "ratio_to_floor": attack / (iterations * fwd_bwd),
-        })
+        rows.append(
+            {
+                "batch": batch,
+                "forward_seconds_per_face": forward,
+                "forward_backward_seconds_per_face": fwd_bwd,
+                "attack_step_seconds_per_face": attack / iterations,
+                "attack_seconds_per_face": attack,
+                "floor_seconds_per_face": iterations * fwd_bwd,
+                "ratio_to_floor": attack / (iterations * fwd_bwd),
+            }
+        )
 
     photo = data / "photos/taylor/taylor_02.jpg"
     detector = FaceDetector()
     photo_bytes = photo.read_bytes()
-    end_to_end = _median_seconds(lambda: protector.protect(photo_bytes, options, detector.detect), repeats)
+    end_to_end = _median_seconds(
+        lambda: protector.protect(photo_bytes, options, detector.detect), repeats
+    )
     return {
-        "benchmark": "speed", "profile": profile, "attack": options.attack, "norm": options.norm,
+        "benchmark": "speed",
+        "profile": profile,
+        "attack": options.attack,
+        "norm": options.norm,
         "surrogates": list(options.surrogates),
         "iterations": options.total_iterations,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "gpus": len(tf.config.list_physical_devices("GPU")),
-                    "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0",
+        },
         "batches": rows,
         "photo_end_to_end": {"photo": photo.name, "faces": 1, "seconds": end_to_end},
     }
 
 
-def main(data: str | None, repeats: int, json_path: str | None, profile: str, batches: str = "1,8,32") -> int:
+def main(
+    data: str | None, repeats: int, json_path: str | None, profile: str, batches: str = "1,8,32"
+) -> int:
     """Run and print the benchmark (``batches``: comma-separated batch sizes)."""
     try:
         sizes = tuple(int(b) for b in batches.split(","))
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) < 1:
-        raise SystemExit(f"faceoff bench speed: --batches is {batches!r}; give positive integers, e.g. 1,8,32")
+        raise SystemExit(
+            f"faceoff bench speed: --batches is {batches!r}; give positive integers, e.g. 1,8,32"
+        )
     result = run(Path(data) if data else SHARED, batches=sizes, repeats=repeats, profile=profile)
     emit(result, json_path)
     print_table(
         ["batch", "fwd ms/face", "fwd+bwd ms/face", "step ms/face", "attack s/face", "x floor"],
-        [[r["batch"], 1000 * r["forward_seconds_per_face"], 1000 * r["forward_backward_seconds_per_face"],
-          1000 * r["attack_step_seconds_per_face"], r["attack_seconds_per_face"], r["ratio_to_floor"]]
-         for r in result["batches"]],
+        [
+            [
+                r["batch"],
+                1000 * r["forward_seconds_per_face"],
+                1000 * r["forward_backward_seconds_per_face"],
+                1000 * r["attack_step_seconds_per_face"],
+                r["attack_seconds_per_face"],
+                r["ratio_to_floor"],
+            ]
+            for r in result["batches"]
+        ],
     )
     e2e = result["photo_end_to_end"]
-    print(f"single-face photo end to end ({e2e['photo']}, profile {result['profile']}): {e2e['seconds']:.2f} s")
+    print(
+        f"single-face photo end to end ({e2e['photo']}, profile {result['profile']}): {e2e['seconds']:.2f} s"
+    )
     return 0

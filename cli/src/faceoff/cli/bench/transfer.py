@@ -36,12 +36,13 @@ import numpy as np
 from PIL import Image
 
 from faceoff.cli.bench.report import emit, print_table
+from faceoff.cli.paths import CELEBS
 from faceoff.faces.whitebox import is_white_box
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Issue 8's goal: evasion on every independent recogniser, mean face PSNR, points lost on the platform copy.
 GOAL_EVASION, GOAL_PSNR, GOAL_PLATFORM_LOSS = 0.95, 32.0, 0.05
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared/data/faceoff-celebs/photos"
+DEFAULT_DATA = CELEBS / "photos"
 #: Attacks are run for this many probes at once (one compiled batch).
 ATTACK_BATCH = 8
 
@@ -50,7 +51,9 @@ def platform_copy(data: bytes) -> bytes:
     """What a platform might keep of an upload: JPEG quality 75 at half the size."""
     with Image.open(io.BytesIO(data)) as img:
         rgb = img.convert("RGB")
-        half = rgb.resize((max(1, rgb.width // 2), max(1, rgb.height // 2)), Image.Resampling.BILINEAR)
+        half = rgb.resize(
+            (max(1, rgb.width // 2), max(1, rgb.height // 2)), Image.Resampling.BILINEAR
+        )
         buf = io.BytesIO()
         half.save(buf, "JPEG", quality=75)
         return buf.getvalue()
@@ -63,14 +66,18 @@ def _identities(data: Path) -> dict[str, list[Path]]:
         if len(photos) >= 2:
             out[folder.name] = photos
     if len(out) < 2:
-        raise SystemExit(f"faceoff bench transfer: {data} needs at least 2 identity folders with 2+ photos each")
+        raise SystemExit(
+            f"faceoff bench transfer: {data} needs at least 2 identity folders with 2+ photos each"
+        )
     return out
 
 
 class _Gallery:
     """One recogniser's clean embeddings of every photo, and nearest-centroid ranking."""
 
-    def __init__(self, recognizer: Any, identities: dict[str, list[Path]], photos: dict[Path, bytes]) -> None:
+    def __init__(
+        self, recognizer: Any, identities: dict[str, list[Path]], photos: dict[Path, bytes]
+    ) -> None:
         from faceoff.common.errors import NoFaceFound
         from faceoff.faces.recognizers import FacePhoto
 
@@ -80,7 +87,9 @@ class _Gallery:
         for paths in identities.values():
             for p in paths:
                 try:
-                    self.embeddings[p] = recognizer.embed(FacePhoto.from_bytes(photos[p], label=p.name))
+                    self.embeddings[p] = recognizer.embed(
+                        FacePhoto.from_bytes(photos[p], label=p.name)
+                    )
                 except NoFaceFound:
                     self.embeddings[p] = None
         self.identities = identities
@@ -91,7 +100,11 @@ class _Gallery:
             return []
         scored = []
         for name in self.names:
-            embs = [self.embeddings[p] for p in self.identities[name] if p != leave_out and self.embeddings[p] is not None]
+            embs = [
+                self.embeddings[p]
+                for p in self.identities[name]
+                if p != leave_out and self.embeddings[p] is not None
+            ]
             if embs:
                 centroid = self.recognizer.centroid(np.stack(embs))
                 scored.append((self.recognizer.distance(embedding, centroid), name))
@@ -111,13 +124,24 @@ def _progress(total: int, desc: str) -> Any:
     from tqdm import tqdm
 
     tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=tty, mininterval=1.0 if tty else 10.0,
-                ascii=not tty)
+    return tqdm(
+        total=total,
+        desc=desc,
+        file=sys.stderr,
+        dynamic_ncols=tty,
+        mininterval=1.0 if tty else 10.0,
+        ascii=not tty,
+    )
 
 
 def run(
-    data: Path, recognizers: Sequence[str], profile: str = "medium", alphas: Sequence[float] = (1, 1.5, 2, 3, 4),
-    kappas: Sequence[float | None] = (None,), probes_per_identity: int = 0, seed: int = 0,
+    data: Path,
+    recognizers: Sequence[str],
+    profile: str = "medium",
+    alphas: Sequence[float] = (1, 1.5, 2, 3, 4),
+    kappas: Sequence[float | None] = (None,),
+    probes_per_identity: int = 0,
+    seed: int = 0,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the experiment; returns the JSON-ready result (see the module docstring)."""
@@ -128,7 +152,11 @@ def run(
 
     identities = _identities(data)
     photos = {p: p.read_bytes() for paths in identities.values() for p in paths}
-    probes = [(name, p) for name, paths in identities.items() for p in (paths[:probes_per_identity] if probes_per_identity else paths)]
+    probes = [
+        (name, p)
+        for name, paths in identities.items()
+        for p in (paths[:probes_per_identity] if probes_per_identity else paths)
+    ]
     detector = FaceDetector()
     protector = Protector()
     detections = {p: detector.detect(photos[p]) for p in photos}
@@ -140,7 +168,12 @@ def run(
 
     results = []
     for kappa in kappas:
-        options = resolve(profile, seed=seed, **({"kappa": kappa} if kappa is not None else {}), **(overrides or {}))
+        options = resolve(
+            profile,
+            seed=seed,
+            **({"kappa": kappa} if kappa is not None else {}),
+            **(overrides or {}),
+        )
         # One attack per probe (in batches), then every alpha from the same perturbation.
         jobs, deltas, attack_seconds = [], [], 0.0
         bar = _progress(len(probes), f"attack (kappa={options.kappa:g})")
@@ -161,10 +194,15 @@ def run(
         for alpha in alphas:
             bar = _progress(len(probes), f"alpha={alpha:g}")
             psnrs, ssims, l2s, chosen, finish_seconds = [], [], [], [], 0.0
-            outcome: dict[str, dict[str, list[Any]]] = {n: {"clean": [], "top1": [], "top3": [], "platform": []} for n in recognizers}
+            outcome: dict[str, dict[str, list[Any]]] = {
+                n: {"clean": [], "top1": [], "top3": [], "platform": []} for n in recognizers
+            }
             for (name, probe), job, delta in zip(probes, jobs, deltas):
                 t0 = time.perf_counter()
-                result = protector.finish(dataclasses.replace(job, options=dataclasses.replace(job.options, alpha=alpha)), delta)
+                result = protector.finish(
+                    dataclasses.replace(job, options=dataclasses.replace(job.options, alpha=alpha)),
+                    delta,
+                )
                 finish_seconds += time.perf_counter() - t0
                 for face in result.faces:
                     psnrs.append(face.psnr if np.isfinite(face.psnr) else 100.0)
@@ -195,34 +233,60 @@ def run(
                     "clean_top1": float(clean.mean()),
                     "protected_top1": float(top1.mean()),
                     "protected_top3": float(np.mean(o["top3"])),
-                    "evasion_rate": float((clean & ~top1).sum() / n_clean) if n_clean else float("nan"),
-                    "evasion_rate_jpeg75_half": float((clean & ~plat).sum() / n_clean) if n_clean else float("nan"),
+                    "evasion_rate": float((clean & ~top1).sum() / n_clean)
+                    if n_clean
+                    else float("nan"),
+                    "evasion_rate_jpeg75_half": float((clean & ~plat).sum() / n_clean)
+                    if n_clean
+                    else float("nan"),
                     "probes_clean_correct": n_clean,
                 }
             psnr_mean = float(np.mean(psnrs)) if psnrs else float("nan")
-            results.append({
-                "alpha": float(alpha), "kappa": float(options.kappa),
-                "alpha_applied_mean": float(np.mean(chosen)) if chosen else float("nan"),
-                "goal": goal(per_rec, psnr_mean),
-                "psnr_face_mean": psnr_mean,
-                "ssim_face_mean": float(np.mean(ssims)) if ssims else float("nan"),
-                "l2_mean": float(np.mean(l2s)) if l2s else float("nan"),
-                "seconds_per_face": (attack_seconds + finish_seconds) / faces,
-                "recognizers": per_rec,
-            })
+            results.append(
+                {
+                    "alpha": float(alpha),
+                    "kappa": float(options.kappa),
+                    "alpha_applied_mean": float(np.mean(chosen)) if chosen else float("nan"),
+                    "goal": goal(per_rec, psnr_mean),
+                    "psnr_face_mean": psnr_mean,
+                    "ssim_face_mean": float(np.mean(ssims)) if ssims else float("nan"),
+                    "l2_mean": float(np.mean(l2s)) if l2s else float("nan"),
+                    "seconds_per_face": (attack_seconds + finish_seconds) / faces,
+                    "recognizers": per_rec,
+                }
+            )
     o = protector.resolved(resolve(profile, seed=seed, **(overrides or {})))
     return {
-        "dataset": str(data), "identities": len(identities), "probes": len(probes),
-        "config": {"profile": profile, "attack": o.attack, "norm": o.norm, "loss": o.loss, "targeted": o.targeted,
-                   "epsilon": o.epsilon, "iterations": o.iterations, "alphas": [float(a) for a in alphas],
-                   "surrogates": list(o.surrogates), "surrogate_weights": list(o.surrogate_weights),
-                   "momentum": o.momentum, "diversity": o.diversity, "ti_kernel": o.ti_kernel, "eot": o.eot,
-                   "adaptive_alpha": o.adaptive_alpha, "psnr_floor": o.psnr_floor if o.adaptive_alpha else None,
-                   "loop_recognizers": list(o.loop_recognizers) if o.adaptive_alpha else [],
-                   "overrides": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()},
-                   "kappas": [float(k) if k is not None else o.kappa for k in kappas], "seed": seed,
-                   "probes_per_identity": probes_per_identity or "all", "recognizers": list(recognizers),
-                   "platform_copy": "JPEG quality 75 at 50% size"},
+        "dataset": str(data),
+        "identities": len(identities),
+        "probes": len(probes),
+        "config": {
+            "profile": profile,
+            "attack": o.attack,
+            "norm": o.norm,
+            "loss": o.loss,
+            "targeted": o.targeted,
+            "epsilon": o.epsilon,
+            "iterations": o.iterations,
+            "alphas": [float(a) for a in alphas],
+            "surrogates": list(o.surrogates),
+            "surrogate_weights": list(o.surrogate_weights),
+            "momentum": o.momentum,
+            "diversity": o.diversity,
+            "ti_kernel": o.ti_kernel,
+            "eot": o.eot,
+            "adaptive_alpha": o.adaptive_alpha,
+            "psnr_floor": o.psnr_floor if o.adaptive_alpha else None,
+            "loop_recognizers": list(o.loop_recognizers) if o.adaptive_alpha else [],
+            "overrides": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()
+            },
+            "kappas": [float(k) if k is not None else o.kappa for k in kappas],
+            "seed": seed,
+            "probes_per_identity": probes_per_identity or "all",
+            "recognizers": list(recognizers),
+            "platform_copy": "JPEG quality 75 at 50% size",
+        },
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": results,
     }
@@ -233,11 +297,17 @@ def goal(per_rec: dict[str, dict[str, Any]], psnr_mean: float) -> dict[str, Any]
     judged = {n: v for n, v in per_rec.items() if not v["white_box"] and not v["in_loop"]}
     evasion = {n: v["evasion_rate"] for n, v in judged.items()}
     lost = {n: v["evasion_rate"] - v["evasion_rate_jpeg75_half"] for n, v in judged.items()}
-    met = bool(judged) and psnr_mean >= GOAL_PSNR and all(
-        e >= GOAL_EVASION and lost[n] <= GOAL_PLATFORM_LOSS for n, e in evasion.items()
+    met = (
+        bool(judged)
+        and psnr_mean >= GOAL_PSNR
+        and all(e >= GOAL_EVASION and lost[n] <= GOAL_PLATFORM_LOSS for n, e in evasion.items())
     )
-    return {"judged_on": sorted(judged), "min_evasion": min(evasion.values()) if evasion else None,
-            "max_platform_loss": max(lost.values()) if lost else None, "met": met}
+    return {
+        "judged_on": sorted(judged),
+        "min_evasion": min(evasion.values()) if evasion else None,
+        "max_platform_loss": max(lost.values()) if lost else None,
+        "met": met,
+    }
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -264,7 +334,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"Face-Off transfer, profile {result['config']['profile']}, {result['probes']} probes")
+    fig.suptitle(
+        f"Face-Off transfer, profile {result['config']['profile']}, {result['probes']} probes"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -284,14 +356,19 @@ def parse_settings(items: Sequence[str]) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or name not in kinds or name == "profile":
-            raise SystemExit(f"faceoff bench transfer: --set takes NAME=VALUE with NAME one of "
-                             f"{', '.join(sorted(set(kinds) - {'profile'}))}; got {item!r}")
+            raise SystemExit(
+                f"faceoff bench transfer: --set takes NAME=VALUE with NAME one of "
+                f"{', '.join(sorted(set(kinds) - {'profile'}))}; got {item!r}"
+            )
         kind = kinds[name]
         try:
             if kind.startswith("tuple"):
                 parts = [v.strip() for v in raw.split(",") if v.strip()]
-                out[name] = tuple(float(v) for v in parts) if "float" in kind else (
-                    tuple(int(v) for v in parts) if "int" in kind else tuple(parts))
+                out[name] = (
+                    tuple(float(v) for v in parts)
+                    if "float" in kind
+                    else (tuple(int(v) for v in parts) if "int" in kind else tuple(parts))
+                )
             elif kind == "bool":
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(raw)
@@ -303,7 +380,9 @@ def parse_settings(items: Sequence[str]) -> dict[str, Any]:
             else:
                 out[name] = raw
         except ValueError:
-            raise SystemExit(f"faceoff bench transfer: --set {name}= needs a {kind}, got {raw!r}") from None
+            raise SystemExit(
+                f"faceoff bench transfer: --set {name}= needs a {kind}, got {raw!r}"
+            ) from None
     return out
 
 
@@ -312,19 +391,47 @@ def main(args: Any) -> int:
     recognizers = [r.strip() for r in args.recognizers.split(",") if r.strip()]
     kappas: list[float | None] = list(_floats(args.kappa)) or [None]
     result = run(
-        Path(args.data) if args.data else DEFAULT_DATA, recognizers, args.profile, _floats(args.alpha) or [1, 1.5, 2, 3, 4],
-        kappas, args.probes_per_identity, args.seed, parse_settings(args.set or []),
+        Path(args.data) if args.data else DEFAULT_DATA,
+        recognizers,
+        args.profile,
+        _floats(args.alpha) or [1, 1.5, 2, 3, 4],
+        kappas,
+        args.probes_per_identity,
+        args.seed,
+        parse_settings(args.set or []),
     )
     emit(result, args.json_out)
     rows = []
     for r in result["results"]:
         for name, v in r["recognizers"].items():
             mark = " (wb)" if v["white_box"] else " (loop)" if v["in_loop"] else ""
-            rows.append([r["alpha"], round(r["alpha_applied_mean"], 2), round(r["psnr_face_mean"], 1), name + mark,
-                         v["clean_top1"], v["protected_top1"], v["evasion_rate"], v["evasion_rate_jpeg75_half"],
-                         "yes" if r["goal"]["met"] else "no"])
-    print_table(["alpha", "alpha used", "PSNR dB", "recogniser", "clean top1", "prot top1", "evasion",
-                 "evasion jpeg75/2", "goal"], rows)
+            rows.append(
+                [
+                    r["alpha"],
+                    round(r["alpha_applied_mean"], 2),
+                    round(r["psnr_face_mean"], 1),
+                    name + mark,
+                    v["clean_top1"],
+                    v["protected_top1"],
+                    v["evasion_rate"],
+                    v["evasion_rate_jpeg75_half"],
+                    "yes" if r["goal"]["met"] else "no",
+                ]
+            )
+    print_table(
+        [
+            "alpha",
+            "alpha used",
+            "PSNR dB",
+            "recogniser",
+            "clean top1",
+            "prot top1",
+            "evasion",
+            "evasion jpeg75/2",
+            "goal",
+        ],
+        rows,
+    )
     if args.plot:
         plot(result, Path(args.plot))
         print(f"plot: {args.plot}")

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from faceoff.cli.paths import CHECKOUT
+
 __all__ = ["DeployError", "deploy_dir", "overlays", "render"]
 
 
@@ -27,7 +29,7 @@ def deploy_dir() -> Path:
         candidates: tuple[Path, ...] = (Path(explicit).expanduser(),)
     else:
         # The checkout this package was installed from (editable installs), then ./deploy.
-        candidates = (Path(__file__).resolve().parents[2] / "deploy", Path.cwd() / "deploy")
+        candidates = (CHECKOUT / "deploy", Path.cwd() / "deploy")
     for candidate in candidates:
         if (candidate / "k8s" / "base").is_dir():
             return candidate
@@ -43,7 +45,9 @@ def overlays(root: Path | None = None) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / "kustomization.yaml").is_file())
 
 
-def render(overlay: str = "cpu", *, monitoring: bool = False, root: Path | None = None) -> list[dict[str, Any]]:
+def render(
+    overlay: str = "cpu", *, monitoring: bool = False, root: Path | None = None
+) -> list[dict[str, Any]]:
     """The objects of ``overlay``, plus the Prometheus Operator objects when ``monitoring``.
 
     Raises:

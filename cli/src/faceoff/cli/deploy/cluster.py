@@ -23,7 +23,15 @@ from faceoff.cli.deploy import DeployError
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-__all__ = ["FIELD_MANAGER", "ApplyResult", "RolloutStatus", "apply", "connect", "rollout_status", "wait_for_rollout"]
+__all__ = [
+    "FIELD_MANAGER",
+    "ApplyResult",
+    "RolloutStatus",
+    "apply",
+    "connect",
+    "rollout_status",
+    "wait_for_rollout",
+]
 
 #: The field manager of every server-side apply, as ``kubectl apply --server-side`` uses "kubectl".
 FIELD_MANAGER = "faceoff"
@@ -86,7 +94,11 @@ def _ref(obj: dict[str, Any]) -> str:
     api_version = obj["apiVersion"]
     group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
     kind = obj["kind"].lower()
-    return f"{kind}.{group}/{obj['metadata']['name']}" if group else f"{kind}/{obj['metadata']['name']}"
+    return (
+        f"{kind}.{group}/{obj['metadata']['name']}"
+        if group
+        else f"{kind}/{obj['metadata']['name']}"
+    )
 
 
 def _api_error(exc: Exception) -> str:
@@ -169,27 +181,45 @@ def _deployment_status(deployment: Any) -> RolloutStatus:
         value = getattr(status, field, None) if status is not None else None
         return int(value or 0)
 
-    updated, available, replicas = count("updated_replicas"), count("available_replicas"), count("replicas")
+    updated, available, replicas = (
+        count("updated_replicas"),
+        count("available_replicas"),
+        count("replicas"),
+    )
     counts = {"desired": spec_replicas, "updated": updated, "available": available}
     observed = getattr(status, "observed_generation", None)
     if observed is None or (deployment.metadata.generation or 0) > observed:
-        return RolloutStatus(name, "progressing", "waiting for the deployment spec update to be observed", **counts)
+        return RolloutStatus(
+            name, "progressing", "waiting for the deployment spec update to be observed", **counts
+        )
     for condition in getattr(status, "conditions", None) or []:
         if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
-            return RolloutStatus(name, "failed", f"exceeded its progress deadline: {condition.message}", **counts)
+            return RolloutStatus(
+                name, "failed", f"exceeded its progress deadline: {condition.message}", **counts
+            )
     if updated < spec_replicas:
         msg = f"{updated} out of {spec_replicas} new replicas have been updated"
         return RolloutStatus(name, "progressing", msg, **counts)
     if replicas > updated:
         return RolloutStatus(
-            name, "progressing", f"{replicas - updated} old replicas are pending termination", **counts
+            name,
+            "progressing",
+            f"{replicas - updated} old replicas are pending termination",
+            **counts,
         )
     if available < updated:
-        return RolloutStatus(name, "progressing", f"{available} of {updated} updated replicas are available", **counts)
+        return RolloutStatus(
+            name,
+            "progressing",
+            f"{available} of {updated} updated replicas are available",
+            **counts,
+        )
     return RolloutStatus(name, "done", "successfully rolled out", **counts)
 
 
-def rollout_status(api_client: ApiClient, deployments: Sequence[tuple[str, str]]) -> list[RolloutStatus]:
+def rollout_status(
+    api_client: ApiClient, deployments: Sequence[tuple[str, str]]
+) -> list[RolloutStatus]:
     """The rollout of each ``(namespace, name)`` Deployment."""
     from kubernetes.client import AppsV1Api
     from kubernetes.client.exceptions import ApiException
@@ -202,12 +232,18 @@ def rollout_status(api_client: ApiClient, deployments: Sequence[tuple[str, str]]
         except ApiException as exc:
             if exc.status == 404:
                 statuses.append(
-                    RolloutStatus(name, "missing", f"not found in namespace {namespace} (not applied yet?)")
+                    RolloutStatus(
+                        name, "missing", f"not found in namespace {namespace} (not applied yet?)"
+                    )
                 )
             else:
-                raise DeployError(f"cannot read deployment {namespace}/{name}: {_api_error(exc)}") from None
+                raise DeployError(
+                    f"cannot read deployment {namespace}/{name}: {_api_error(exc)}"
+                ) from None
         except Exception as exc:  # noqa: BLE001 - connection refused, TLS, DNS ...
-            raise DeployError(f"cannot reach the Kubernetes API at {api_client.configuration.host}: {exc}") from None
+            raise DeployError(
+                f"cannot reach the Kubernetes API at {api_client.configuration.host}: {exc}"
+            ) from None
     return statuses
 
 
@@ -223,6 +259,10 @@ def wait_for_rollout(
     deadline = clock() + timeout
     while True:
         statuses = rollout_status(api_client, deployments)
-        if all(s.done for s in statuses) or any(s.state == "failed" for s in statuses) or clock() >= deadline:
+        if (
+            all(s.done for s in statuses)
+            or any(s.state == "failed" for s in statuses)
+            or clock() >= deadline
+        ):
             return statuses
         sleep(min(interval, max(0.0, deadline - clock())))

@@ -26,30 +26,45 @@ def add_deploy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     deploy_sub = p.add_subparsers(dest="deploy_action", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--overlay", default="cpu", help="cpu (default) or gpu: where the masker runs")
+        q.add_argument(
+            "--overlay", default="cpu", help="cpu (default) or gpu: where the masker runs"
+        )
         q.add_argument(
             "--monitoring", action="store_true",
             help="include deploy/observability (ServiceMonitor, PrometheusRule, dashboard; needs the Prometheus Operator)",
         )  # fmt: skip
 
     def cluster(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        q.add_argument(
+            "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"
+        )
         q.add_argument("--context", help="kube context (default: the current one)")
 
     q = deploy_sub.add_parser("render", help="print the rendered manifests as YAML")
     common(q)
-    q = deploy_sub.add_parser("apply", help="server-side apply the manifests (field manager 'faceoff')")
+    q = deploy_sub.add_parser(
+        "apply", help="server-side apply the manifests (field manager 'faceoff')"
+    )
     common(q)
     cluster(q)
     q.add_argument(
         "--dry-run", choices=("none", "server"), default="none",
         help="server: let the API server validate and admit everything without persisting it",
     )  # fmt: skip
-    q.add_argument("--force-conflicts", action="store_true", help="take over fields another manager owns")
-    q = deploy_sub.add_parser("status", help="rollout status of the detector, masker and evaluator Deployments")
+    q.add_argument(
+        "--force-conflicts", action="store_true", help="take over fields another manager owns"
+    )
+    q = deploy_sub.add_parser(
+        "status", help="rollout status of the detector, masker and evaluator Deployments"
+    )
     common(q)
     cluster(q)
-    q.add_argument("--wait", type=float, metavar="SECONDS", help="wait up to this long for the rollouts to finish")
+    q.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to this long for the rollouts to finish",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,11 +102,17 @@ def _apply(objects: list[dict[str, Any]], api_client: ApiClient, args: argparse.
         else:
             print(f"{result.ref}: error: {result.error}", file=sys.stderr)
 
-    results = apply(objects, api_client, dry_run=dry_run, force_conflicts=args.force_conflicts, on_result=report)
+    results = apply(
+        objects, api_client, dry_run=dry_run, force_conflicts=args.force_conflicts, on_result=report
+    )
     failed = [r for r in results if not r.ok]
     if failed:
-        print(f"faceoff deploy apply: {len(failed)} of {len(results)} objects failed", file=sys.stderr)
-        if dry_run and any("namespaces" in (r.error or "") and "not found" in (r.error or "") for r in failed):
+        print(
+            f"faceoff deploy apply: {len(failed)} of {len(results)} objects failed", file=sys.stderr
+        )
+        if dry_run and any(
+            "namespaces" in (r.error or "") and "not found" in (r.error or "") for r in failed
+        ):
             print(
                 "  (a server dry run cannot create the namespace the other objects go into: "
                 "create it first, or apply once without --dry-run)",
@@ -105,7 +126,9 @@ def _status(objects: list[dict[str, Any]], api_client: ApiClient, args: argparse
     from faceoff.cli.deploy.cluster import rollout_status, wait_for_rollout
 
     deployments = [
-        (o["metadata"].get("namespace", "default"), o["metadata"]["name"]) for o in objects if o["kind"] == "Deployment"
+        (o["metadata"].get("namespace", "default"), o["metadata"]["name"])
+        for o in objects
+        if o["kind"] == "Deployment"
     ]
     if args.wait is not None:
         statuses = wait_for_rollout(api_client, deployments, timeout=args.wait)
@@ -113,6 +136,10 @@ def _status(objects: list[dict[str, Any]], api_client: ApiClient, args: argparse
         statuses = rollout_status(api_client, deployments)
     width = max(len(s.name) for s in statuses)
     for s in statuses:
-        counts = f"{s.available}/{s.desired} available, {s.updated} updated" if s.state != "missing" else ""
+        counts = (
+            f"{s.available}/{s.desired} available, {s.updated} updated"
+            if s.state != "missing"
+            else ""
+        )
         print(f"{s.name:<{width}}  {s.state:<11}  {counts:<28}  {s.message}".rstrip())
     return 0 if all(s.done for s in statuses) else 1

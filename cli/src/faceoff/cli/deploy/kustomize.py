@@ -41,7 +41,16 @@ Obj = dict[str, Any]
 
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 SUPPORTED_FIELDS = frozenset(
-    {"apiVersion", "kind", "resources", "namespace", "labels", "patches", "images", "configMapGenerator"}
+    {
+        "apiVersion",
+        "kind",
+        "resources",
+        "namespace",
+        "labels",
+        "patches",
+        "images",
+        "configMapGenerator",
+    }
 )
 
 #: Kinds without a namespace (the ones a namespace transformer must leave alone).
@@ -109,7 +118,9 @@ def build(directory: Path | str) -> list[Obj]:
 
 def to_yaml(objects: Iterable[Obj]) -> str:
     """Objects as one multi-document YAML stream (block style, multi-line strings as ``|``)."""
-    return "---\n".join(yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=120) for obj in objects)
+    return "---\n".join(
+        yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=120) for obj in objects
+    )
 
 
 def load_yaml_documents(path: Path) -> list[Obj]:
@@ -120,7 +131,9 @@ def load_yaml_documents(path: Path) -> list[Obj]:
         raise KustomizeError(f"{path}: not valid YAML: {exc}") from None
     for d in docs:
         if not isinstance(d, dict):
-            raise KustomizeError(f"{path}: every YAML document must be a mapping, got {type(d).__name__}")
+            raise KustomizeError(
+                f"{path}: every YAML document must be a mapping, got {type(d).__name__}"
+            )
     return docs
 
 
@@ -180,7 +193,9 @@ def _build(directory: Path, stack: tuple[Path, ...]) -> list[_Resource]:
         else:
             raise KustomizeError(f"{kfile}: resource {entry!r} does not exist")
     for spec in _list(k, "configMapGenerator", kfile):
-        resources.append(_Resource(_generate_config_map(spec, directory, kfile), f"{kfile} configMapGenerator"))
+        resources.append(
+            _Resource(_generate_config_map(spec, directory, kfile), f"{kfile} configMapGenerator")
+        )
     _check_unique(resources)
 
     for spec in _list(k, "patches", kfile):
@@ -204,7 +219,9 @@ def _list(k: Obj, field: str, kfile: Path) -> list[Any]:
 def _check_inside(root: Path, path: Path, kfile: Path) -> None:
     """Like kustomize's load restriction: files must lie in or below the kustomization root."""
     if not path.is_relative_to(root):
-        raise KustomizeError(f"{kfile}: {path} is outside {root}; reference its directory as a base instead")
+        raise KustomizeError(
+            f"{kfile}: {path} is outside {root}; reference its directory as a base instead"
+        )
 
 
 def _resource_id(obj: Obj) -> tuple[str, str, str, str]:
@@ -212,7 +229,9 @@ def _resource_id(obj: Obj) -> tuple[str, str, str, str]:
         meta = obj["metadata"]
         return (obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
     except (KeyError, TypeError):
-        raise KustomizeError(f"object without apiVersion, kind or metadata.name: {str(obj)[:200]}") from None
+        raise KustomizeError(
+            f"object without apiVersion, kind or metadata.name: {str(obj)[:200]}"
+        ) from None
 
 
 def _check_unique(resources: list[_Resource]) -> None:
@@ -223,14 +242,18 @@ def _check_unique(resources: list[_Resource]) -> None:
         group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
         key = (group, kind, rid[2], name)
         if key in seen:
-            raise KustomizeError(f"{kind}/{name} is defined twice: in {seen[key]} and in {r.source}")
+            raise KustomizeError(
+                f"{kind}/{name} is defined twice: in {seen[key]} and in {r.source}"
+            )
         seen[key] = r.source
 
 
 def _generate_config_map(spec: Obj, directory: Path, kfile: Path) -> Obj:
     unknown = set(spec) - {"name", "files", "literals", "options"}
     if unknown:
-        raise KustomizeError(f"{kfile}: configMapGenerator field(s) {sorted(unknown)} not supported")
+        raise KustomizeError(
+            f"{kfile}: configMapGenerator field(s) {sorted(unknown)} not supported"
+        )
     options = spec.get("options") or {}
     unknown = set(options) - {"disableNameSuffixHash", "labels", "annotations"}
     if unknown:
@@ -287,12 +310,16 @@ def _apply_patch(resources: list[_Resource], spec: Obj, directory: Path, kfile: 
         where = f"{kfile} (inline patch)"
     for patch in patches:
         if not isinstance(patch, dict):
-            raise KustomizeError(f"{where}: JSON 6902 patches are not supported, only strategic-merge patches")
+            raise KustomizeError(
+                f"{where}: JSON 6902 patches are not supported, only strategic-merge patches"
+            )
         kind = patch.get("kind")
         meta = patch.get("metadata") or {}
         name, namespace = meta.get("name"), meta.get("namespace")
         if not kind or not name:
-            raise KustomizeError(f"{where}: a strategic-merge patch must name its target's kind and metadata.name")
+            raise KustomizeError(
+                f"{where}: a strategic-merge patch must name its target's kind and metadata.name"
+            )
         matches = [
             r for r in resources
             if r.obj["kind"] == kind and r.obj["metadata"]["name"] == name
@@ -300,7 +327,9 @@ def _apply_patch(resources: list[_Resource], spec: Obj, directory: Path, kfile: 
         ]  # fmt: skip
         if len(matches) != 1:
             found = "no" if not matches else f"{len(matches)}"
-            raise KustomizeError(f"{where}: {found} resources match the patch's target {kind}/{name}")
+            raise KustomizeError(
+                f"{where}: {found} resources match the patch's target {kind}/{name}"
+            )
         matches[0].obj = _merge(matches[0].obj, patch, where)
 
 
@@ -326,11 +355,17 @@ def _merge(original: Any, patch: Any, where: str) -> Any:
 def _merge_list(field: str, original: list[Any], patch: list[Any], where: str) -> list[Any]:
     key = _MERGE_KEYS.get(field)
     if field == "ports":
-        key = "containerPort" if any(isinstance(i, dict) and "containerPort" in i for i in original + patch) else "port"
+        key = (
+            "containerPort"
+            if any(isinstance(i, dict) and "containerPort" in i for i in original + patch)
+            else "port"
+        )
     if key is None or not all(isinstance(i, dict) and key in i for i in original + patch):
         return copy.deepcopy(patch)
     by_key = {item[key]: item for item in original}
-    merged = [_merge(by_key[p[key]], p, where) if p[key] in by_key else copy.deepcopy(p) for p in patch]
+    merged = [
+        _merge(by_key[p[key]], p, where) if p[key] in by_key else copy.deepcopy(p) for p in patch
+    ]
     patched = {p[key] for p in patch}
     return merged + [copy.deepcopy(o) for o in original if o[key] not in patched]
 
@@ -343,7 +378,9 @@ def _set_namespace(resources: list[_Resource], namespace: Any, kfile: Path) -> N
         raise KustomizeError(f"{kfile}: namespace must be a non-empty string")
     for r in resources:
         if r.obj["kind"] in ("RoleBinding", "ClusterRoleBinding"):
-            raise KustomizeError(f"{r.source}: {r.obj['kind']} subjects are not re-namespaced by this renderer")
+            raise KustomizeError(
+                f"{r.source}: {r.obj['kind']} subjects are not re-namespaced by this renderer"
+            )
         if r.obj["kind"] not in CLUSTER_SCOPED_KINDS:
             r.obj["metadata"]["namespace"] = namespace
 
@@ -353,7 +390,9 @@ def _add_labels(resources: list[_Resource], spec: Obj, kfile: Path) -> None:
     if unknown:
         raise KustomizeError(f"{kfile}: labels field(s) {sorted(unknown)} not supported")
     if spec.get("includeSelectors"):
-        raise KustomizeError(f"{kfile}: labels.includeSelectors is not implemented (selectors are immutable anyway)")
+        raise KustomizeError(
+            f"{kfile}: labels.includeSelectors is not implemented (selectors are immutable anyway)"
+        )
     pairs = {str(k): str(v) for k, v in (spec.get("pairs") or {}).items()}
     for r in resources:
         r.obj["metadata"].setdefault("labels", {}).update(pairs)
@@ -369,7 +408,9 @@ def _containers(node: Any) -> Iterator[Obj]:
     """Every container (and init/ephemeral container) anywhere in an object."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("containers", "initContainers", "ephemeralContainers") and isinstance(value, list):
+            if key in ("containers", "initContainers", "ephemeralContainers") and isinstance(
+                value, list
+            ):
                 yield from (c for c in value if isinstance(c, dict))
             else:
                 yield from _containers(value)
@@ -392,7 +433,9 @@ def split_image(image: str) -> tuple[str, str | None, str | None]:
 def _set_images(resources: list[_Resource], spec: Obj, kfile: Path) -> None:
     unknown = set(spec) - {"name", "newName", "newTag", "digest"}
     if unknown or "name" not in spec:
-        raise KustomizeError(f"{kfile}: images entries take name, newName, newTag, digest; got {sorted(spec)}")
+        raise KustomizeError(
+            f"{kfile}: images entries take name, newName, newTag, digest; got {sorted(spec)}"
+        )
     for r in resources:
         for container in _containers(r.obj):
             name, tag, digest = split_image(str(container.get("image", "")))
@@ -403,7 +446,9 @@ def _set_images(resources: list[_Resource], spec: Obj, kfile: Path) -> None:
                 tag, digest = None, str(spec["digest"])
             elif spec.get("newTag") is not None:
                 tag, digest = str(spec["newTag"]), None
-            container["image"] = name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+            container["image"] = (
+                name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+            )
 
 
 def _legacy_sort_key(obj: Obj) -> tuple[int, str, str, str]:

@@ -273,7 +273,9 @@ def read_verified(name: str, file: Path | None = None) -> bytes:
     try:
         data = file.read_bytes()
     except OSError as exc:
-        raise AssetError(f"model file {file} (asset {name!r}) cannot be read ({exc}); run `{FETCH_COMMAND}`") from None
+        raise AssetError(
+            f"model file {file} (asset {name!r}) cannot be read ({exc}); run `{FETCH_COMMAND}`"
+        ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != asset.sha256:
         raise AssetError(

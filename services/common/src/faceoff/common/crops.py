@@ -45,7 +45,10 @@ class CropRegion:
 
 
 def crop_region(
-    box: tuple[float, float, float, float], image_width: int, image_height: int, margin: float = DEFAULT_MARGIN
+    box: tuple[float, float, float, float],
+    image_width: int,
+    image_height: int,
+    margin: float = DEFAULT_MARGIN,
 ) -> CropRegion:
     """The region to crop for a face box ``(x, y, w, h)``: the box plus ``margin`` on each side, clipped.
 

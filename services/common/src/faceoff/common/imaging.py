@@ -102,22 +102,34 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidImage(f"image must be bytes, got {type(data).__name__}")
     if len(data) == 0:
-        raise InvalidImage("image is empty (0 bytes); send the bytes of a JPEG, PNG, WebP, BMP, TIFF or GIF file")
+        raise InvalidImage(
+            "image is empty (0 bytes); send the bytes of a JPEG, PNG, WebP, BMP, TIFF or GIF file"
+        )
     accepted = ", ".join(SUPPORTED_FORMATS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(bytes(data)))
     except Image.DecompressionBombError as exc:
-        raise InvalidImage(f"image is too large to decode safely ({exc}); limit is {max_pixels / 1e6:g} megapixels") from None
+        raise InvalidImage(
+            f"image is too large to decode safely ({exc}); limit is {max_pixels / 1e6:g} megapixels"
+        ) from None
     except UnidentifiedImageError:
         if _header_says_zero_size(bytes(data[:24])):
-            raise InvalidImage("image has zero size (its header declares a width or height of 0 px)") from None
-        raise InvalidImage(f"bytes are not an image of a known format ({len(data)} bytes); accepted formats: {accepted}") from None
+            raise InvalidImage(
+                "image has zero size (its header declares a width or height of 0 px)"
+            ) from None
+        raise InvalidImage(
+            f"bytes are not an image of a known format ({len(data)} bytes); accepted formats: {accepted}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad headers
-        raise InvalidImage(f"image header is corrupt or truncated ({exc}); accepted formats: {accepted}") from None
+        raise InvalidImage(
+            f"image header is corrupt or truncated ({exc}); accepted formats: {accepted}"
+        ) from None
     if img.format not in SUPPORTED_FORMATS:
-        raise InvalidImage(f"image format {img.format} is not supported; accepted formats: {accepted}")
+        raise InvalidImage(
+            f"image format {img.format} is not supported; accepted formats: {accepted}"
+        )
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImage(f"image has zero size ({width}x{height} px)")
@@ -141,7 +153,9 @@ def _to_rgb_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
             arr = arr / 257.0  # 16-bit range to 8-bit
         gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2), None
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        mode == "P" and "transparency" in img.info
+    )
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[:, :, 3])
@@ -202,7 +216,9 @@ def _rgb_icc(img: Image.Image) -> bytes | None:
     return icc if isinstance(icc, bytes) and len(icc) >= 128 and icc[16:20] == b"RGB " else None
 
 
-def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Photo:
+def decode(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> Photo:
     """Decode a photo to upright 8-bit RGB.
 
     Args:
@@ -224,8 +240,10 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int |
     if max_side is not None and max(stored_w, stored_h) > max_side:
         scale = max_side / max(stored_w, stored_h)
         if fmt == "JPEG":  # decode at a reduced DCT scale: far cheaper than a full decode
-            img.draft(img.mode if img.mode in ("RGB", "L") else None,
-                      (max(1, math.floor(stored_w * scale)), max(1, math.floor(stored_h * scale))))
+            img.draft(
+                img.mode if img.mode in ("RGB", "L") else None,
+                (max(1, math.floor(stored_w * scale)), max(1, math.floor(stored_h * scale))),
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -244,12 +262,16 @@ def decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int |
         target = (max(1, round(full_w * scale)), max(1, round(full_h * scale)))
         if img.size != target:
             if img.mode.startswith("I;16"):
-                img = img.convert("I")  # Pillow cannot resample 16-bit modes; 32-bit integers keep the values
+                img = img.convert(
+                    "I"
+                )  # Pillow cannot resample 16-bit modes; 32-bit integers keep the values
             img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
     try:
         rgb, alpha = _to_rgb_and_alpha(img)
     except (OSError, ValueError) as exc:
-        raise InvalidImage(f"{fmt} image in mode {img.mode} cannot be converted to RGB ({exc})") from None
+        raise InvalidImage(
+            f"{fmt} image in mode {img.mode} cannot be converted to RGB ({exc})"
+        ) from None
     return Photo(
         pixels=rgb,
         format=fmt,
@@ -284,7 +306,11 @@ def encode(photo: Photo, pixels: np.ndarray, *, remove_gps: bool = False) -> byt
         raise ValueError(f"pixels must be (H, W, 3) uint8, got {pixels.shape} {pixels.dtype}")
     img = Image.fromarray(pixels, "RGB")
     fmt = photo.format
-    if photo.alpha is not None and photo.alpha.shape == pixels.shape[:2] and fmt in ("PNG", "WEBP", "TIFF", "GIF"):
+    if (
+        photo.alpha is not None
+        and photo.alpha.shape == pixels.shape[:2]
+        and fmt in ("PNG", "WEBP", "TIFF", "GIF")
+    ):
         img.putalpha(Image.fromarray(photo.alpha, "L"))
     exif = strip_gps(photo.exif) if remove_gps else photo.exif
     kwargs: dict[str, Any] = {}
@@ -312,7 +338,7 @@ def encode(photo: Photo, pixels: np.ndarray, *, remove_gps: bool = False) -> byt
     buf = io.BytesIO()
     try:
         img.save(buf, out_format, **kwargs)
-    except Exception:  # noqa: BLE001 - metadata the writer refuses (a TIFF's own layout tags, bad values)
+    except Exception:
         if "exif" not in kwargs and "icc_profile" not in kwargs:
             raise
         # The protected pixels matter, not junk metadata: write them without it (as decode drops

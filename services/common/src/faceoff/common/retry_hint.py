@@ -19,7 +19,10 @@ RETRY_AFTER_KEY = "retry-after"
 def retry_metadata(seconds: float) -> tuple[tuple[str, str], ...]:
     """Trailing metadata asking the client to retry after ``seconds`` (>= 0)."""
     seconds = max(0.0, float(seconds))
-    return ((PUSHBACK_KEY, str(int(round(seconds * 1000)))), (RETRY_AFTER_KEY, str(max(1, math.ceil(seconds)))))
+    return (
+        (PUSHBACK_KEY, str(int(round(seconds * 1000)))),
+        (RETRY_AFTER_KEY, str(max(1, math.ceil(seconds)))),
+    )
 
 
 def retry_after_from(metadata: Iterable[Any] | None) -> float | None:

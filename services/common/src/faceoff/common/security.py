@@ -59,7 +59,9 @@ def read_certificates(var: str, path: str) -> bytes:
     except ValueError:
         certs = []
     if not certs:
-        raise SettingsError(f"{var}={path}: not a PEM certificate file (expected '-----BEGIN CERTIFICATE-----' blocks)")
+        raise SettingsError(
+            f"{var}={path}: not a PEM certificate file (expected '-----BEGIN CERTIFICATE-----' blocks)"
+        )
     return data
 
 
@@ -78,7 +80,9 @@ def read_private_key(var: str, path: str) -> bytes:
     return data
 
 
-def _check_pair(cert_var: str, cert_path: str, cert_pem: bytes, key_var: str, key_path: str, key_pem: bytes) -> None:
+def _check_pair(
+    cert_var: str, cert_path: str, cert_pem: bytes, key_var: str, key_path: str, key_pem: bytes
+) -> None:
     """Refuse a key that does not belong to the (first) certificate of the chain."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -87,7 +91,9 @@ def _check_pair(cert_var: str, cert_path: str, cert_pem: bytes, key_var: str, ke
     key = serialization.load_pem_private_key(key_pem, password=None)
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
-        raise SettingsError(f"{key_var}={key_path} is not the private key of the certificate {cert_var}={cert_path}")
+        raise SettingsError(
+            f"{key_var}={key_path} is not the private key of the certificate {cert_var}={cert_path}"
+        )
 
 
 def read_pair(cert_var: str, cert_path: str, key_var: str, key_path: str) -> tuple[bytes, bytes]:
@@ -104,7 +110,9 @@ def server_credentials(
     """TLS server credentials; with ``client_ca``, clients must present a certificate it signed (mTLS)."""
     cert_pem, key_pem = read_pair(f"{prefix}TLS_CERT", cert, f"{prefix}TLS_KEY", key)
     ca_pem = read_certificates(f"{prefix}TLS_CLIENT_CA", client_ca) if client_ca else None
-    return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None)
+    return grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None
+    )
 
 
 def channel_credentials(
@@ -116,12 +124,16 @@ def channel_credentials(
     """
     ca_var, cert_var, key_var = names
     if (cert is None) != (key is None):
-        raise SettingsError(f"{cert_var} and {key_var} go together: set both for mutual TLS, or neither")
+        raise SettingsError(
+            f"{cert_var} and {key_var} go together: set both for mutual TLS, or neither"
+        )
     ca_pem = read_certificates(ca_var, ca) if ca else None
     cert_pem = key_pem = None
     if cert is not None and key is not None:
         cert_pem, key_pem = read_pair(cert_var, cert, key_var, key)
-    return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+    )
 
 
 def read_tokens(var: str, path: str) -> dict[str, str]:
@@ -140,14 +152,20 @@ def read_tokens(var: str, path: str) -> dict[str, str]:
             name, token = f"token-{number}", line
         where = f"{var}={path} line {number}"  # never the token itself: the message may reach a log
         if not _NAME_RE.match(name):
-            raise SettingsError(f"{where}: the name must be 1-64 letters, digits or _.@- (format 'name:token' or 'token')")
+            raise SettingsError(
+                f"{where}: the name must be 1-64 letters, digits or _.@- (format 'name:token' or 'token')"
+            )
         if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
-            raise SettingsError(f"{where}: a token is at least {MIN_TOKEN_LENGTH} characters without spaces")
+            raise SettingsError(
+                f"{where}: a token is at least {MIN_TOKEN_LENGTH} characters without spaces"
+            )
         if name in tokens:
             raise SettingsError(f"{where}: the name {name!r} is used twice")
         tokens[name] = token
     if not tokens:
-        raise SettingsError(f"{var}={path}: holds no token (one per line, 'name:token' or 'token'; '#' comments)")
+        raise SettingsError(
+            f"{var}={path}: holds no token (one per line, 'name:token' or 'token'; '#' comments)"
+        )
     return tokens
 
 
@@ -155,7 +173,9 @@ def read_token(var: str, path: str) -> str:
     """The one token of a client's token file (same format; exactly one token)."""
     tokens = read_tokens(var, path)
     if len(tokens) != 1:
-        raise SettingsError(f"{var}={path}: a client's token file holds exactly one token, found {len(tokens)}")
+        raise SettingsError(
+            f"{var}={path}: a client's token file holds exactly one token, found {len(tokens)}"
+        )
     return next(iter(tokens.values()))
 
 

@@ -83,14 +83,20 @@ class RunningServer:
     @property
     def address(self) -> str:
         """``host:port`` a client on this machine can dial."""
-        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
+        host = (
+            self.settings.host
+            if self.settings.host not in ("0.0.0.0", "::", "[::]")
+            else "127.0.0.1"
+        )
         return f"{host}:{self.port}"
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the models are loaded (health SERVING); re-raise a load failure."""
         await asyncio.wait_for(asyncio.shield(self.loading), timeout)
         if self.load_error is not None:
-            raise RuntimeError(f"{self.spec.name} failed to load its models: {self.load_error}") from self.load_error
+            raise RuntimeError(
+                f"{self.spec.name} failed to load its models: {self.load_error}"
+            ) from self.load_error
 
     async def stop(self, grace: float | None = None) -> None:
         """Turn health NOT_SERVING, let in-flight RPCs finish within ``grace`` seconds, stop."""
@@ -125,7 +131,9 @@ async def start_server(
     spec.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (spec.name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     await health_servicer.set("", NOT_SERVING)
     await health_servicer.set(spec.name, NOT_SERVING)
     port = _add_port(server, settings)
@@ -136,7 +144,9 @@ async def start_server(
     metrics_http = None
     metrics_port = None
     if settings.metrics_port >= 0:
-        metrics_http, _thread = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        metrics_http, _thread = start_http_server(
+            settings.metrics_port, addr=settings.host, registry=registry
+        )
         metrics_port = int(metrics_http.server_port)
 
     running: RunningServer
@@ -144,7 +154,7 @@ async def start_server(
     async def load() -> None:
         try:
             await asyncio.to_thread(spec.load)
-        except Exception as exc:  # noqa: BLE001 - reported through health and the log
+        except Exception as exc:
             running.load_error = exc
             log.exception("%s failed to load its models; staying NOT_SERVING", spec.name)
             return
@@ -153,15 +163,31 @@ async def start_server(
         log.info("%s SERVING on port %d", spec.name, port)
 
     running = RunningServer(
-        server=server, port=port, metrics_port=metrics_port, health=health_servicer, metrics=metrics,
-        spec=spec, settings=settings, loading=asyncio.get_running_loop().create_task(load()),
+        server=server,
+        port=port,
+        metrics_port=metrics_port,
+        health=health_servicer,
+        metrics=metrics,
+        spec=spec,
+        settings=settings,
+        loading=asyncio.get_running_loop().create_task(load()),
         _metrics_http=metrics_http,
     )
-    transport = "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext"
-    log.info("%s listening on %s:%d, %s%s%s (metrics port %s, plain HTTP)", spec.name, settings.host, port, transport,
-             ", bearer tokens" if settings.auth_tokens_file else "",
-             f", {settings.rate_limit_per_client:g} requests/s per client" if settings.rate_limit_per_client else "",
-             metrics_port)
+    transport = (
+        "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext"
+    )
+    log.info(
+        "%s listening on %s:%d, %s%s%s (metrics port %s, plain HTTP)",
+        spec.name,
+        settings.host,
+        port,
+        transport,
+        ", bearer tokens" if settings.auth_tokens_file else "",
+        f", {settings.rate_limit_per_client:g} requests/s per client"
+        if settings.rate_limit_per_client
+        else "",
+        metrics_port,
+    )
     return running
 
 
@@ -170,12 +196,20 @@ def _interceptors(
 ) -> list[grpc.aio.ServerInterceptor]:
     """Metrics first (it sees the final status), then the access log and the error mapper, then
     the optional token check and, inside it, the rate limit (which needs the token's name)."""
-    chain: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics), AccessLogInterceptor(), ErrorInterceptor()]
+    chain: list[grpc.aio.ServerInterceptor] = [
+        MetricsInterceptor(metrics),
+        AccessLogInterceptor(),
+        ErrorInterceptor(),
+    ]
     if settings.auth_tokens_file is not None:
         tokens = security.read_tokens("FACEOFF_AUTH_TOKENS_FILE", settings.auth_tokens_file)
         chain.append(AuthInterceptor(security.TokenTable(tokens), spec.namespace, registry))
     if settings.rate_limit_per_client > 0:
-        buckets = TokenBuckets(settings.rate_limit_per_client, settings.rate_limit_burst, settings.rate_limit_max_clients)
+        buckets = TokenBuckets(
+            settings.rate_limit_per_client,
+            settings.rate_limit_burst,
+            settings.rate_limit_max_clients,
+        )
         chain.append(RateLimitInterceptor(buckets, spec.namespace, registry))
     # The concurrency limit, innermost: refusals carry a retry hint and are counted; health is exempt.
     chain.append(ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs))
@@ -187,12 +221,17 @@ def _add_port(server: grpc.aio.Server, settings: ServerSettings) -> int:
     address = f"{settings.host}:{settings.port}"
     if settings.tls_cert is None or settings.tls_key is None:
         return server.add_insecure_port(address)
-    credentials = security.server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    credentials = security.server_credentials(
+        settings.tls_cert, settings.tls_key, settings.tls_client_ca
+    )
     return server.add_secure_port(address, credentials)
 
 
 async def run(
-    settings: ServerSettings, spec: ServiceSpec, *, registry: CollectorRegistry | None = None,
+    settings: ServerSettings,
+    spec: ServiceSpec,
+    *,
+    registry: CollectorRegistry | None = None,
     on_started: Callable[[RunningServer], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain within ``settings.grace_seconds``."""

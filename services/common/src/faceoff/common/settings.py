@@ -52,7 +52,11 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
 
 
 def from_env(
-    cls: type[T], env: Mapping[str, str] | None = None, *, defaults: Mapping[str, Any] | None = None, **overrides: Any
+    cls: type[T],
+    env: Mapping[str, str] | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> T:
     """Build settings of dataclass ``cls`` from ``overrides``, then ``env``, then ``defaults``.
 
@@ -128,13 +132,21 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"FACEOFF_PORT must be 0..65535, got {self.port}")
-        _check(-1 <= self.metrics_port <= 65535, f"FACEOFF_METRICS_PORT must be -1..65535, got {self.metrics_port}")
+        _check(
+            -1 <= self.metrics_port <= 65535,
+            f"FACEOFF_METRICS_PORT must be -1..65535, got {self.metrics_port}",
+        )
         _check(
             1024 <= self.max_message_bytes <= 2**31 - 1,
             f"FACEOFF_MAX_MESSAGE_BYTES must be 1024..2147483647, got {self.max_message_bytes}",
         )
-        _check(self.grace_seconds >= 0, f"FACEOFF_GRACE_SECONDS must be >= 0, got {self.grace_seconds}")
-        _check(self.max_concurrent_rpcs >= 1, f"FACEOFF_MAX_CONCURRENT_RPCS must be >= 1, got {self.max_concurrent_rpcs}")
+        _check(
+            self.grace_seconds >= 0, f"FACEOFF_GRACE_SECONDS must be >= 0, got {self.grace_seconds}"
+        )
+        _check(
+            self.max_concurrent_rpcs >= 1,
+            f"FACEOFF_MAX_CONCURRENT_RPCS must be >= 1, got {self.max_concurrent_rpcs}",
+        )
         _check(
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
             f"FACEOFF_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
@@ -143,15 +155,26 @@ class ServerSettings:
 
     def _check_security(self) -> None:
         """TLS, token and rate-limit settings; the files must exist and parse (read again at start)."""
-        _check((self.tls_cert is None) == (self.tls_key is None),
-               "FACEOFF_TLS_CERT and FACEOFF_TLS_KEY go together: set both to serve TLS, or neither")
-        _check(self.tls_client_ca is None or self.tls_cert is not None,
-               "FACEOFF_TLS_CLIENT_CA (mutual TLS) needs FACEOFF_TLS_CERT and FACEOFF_TLS_KEY too")
-        _check(self.rate_limit_per_client >= 0,
-               f"FACEOFF_RATE_LIMIT_PER_CLIENT must be >= 0 requests per second (0: off), got {self.rate_limit_per_client}")
-        _check(self.rate_limit_burst >= 1, f"FACEOFF_RATE_LIMIT_BURST must be >= 1, got {self.rate_limit_burst}")
-        _check(self.rate_limit_max_clients >= 1,
-               f"FACEOFF_RATE_LIMIT_MAX_CLIENTS must be >= 1, got {self.rate_limit_max_clients}")
+        _check(
+            (self.tls_cert is None) == (self.tls_key is None),
+            "FACEOFF_TLS_CERT and FACEOFF_TLS_KEY go together: set both to serve TLS, or neither",
+        )
+        _check(
+            self.tls_client_ca is None or self.tls_cert is not None,
+            "FACEOFF_TLS_CLIENT_CA (mutual TLS) needs FACEOFF_TLS_CERT and FACEOFF_TLS_KEY too",
+        )
+        _check(
+            self.rate_limit_per_client >= 0,
+            f"FACEOFF_RATE_LIMIT_PER_CLIENT must be >= 0 requests per second (0: off), got {self.rate_limit_per_client}",
+        )
+        _check(
+            self.rate_limit_burst >= 1,
+            f"FACEOFF_RATE_LIMIT_BURST must be >= 1, got {self.rate_limit_burst}",
+        )
+        _check(
+            self.rate_limit_max_clients >= 1,
+            f"FACEOFF_RATE_LIMIT_MAX_CLIENTS must be >= 1, got {self.rate_limit_max_clients}",
+        )
         from faceoff.common import security
 
         if self.tls_cert is not None and self.tls_key is not None:

@@ -42,11 +42,17 @@ class DetectOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.min_face_size, int) or self.min_face_size < 1:
-            raise InvalidOption(f"min_face_size must be an integer >= 1 pixel, got {self.min_face_size!r}")
-        if not (isinstance(self.min_confidence, (int, float)) and 0.0 <= self.min_confidence <= 1.0):
+            raise InvalidOption(
+                f"min_face_size must be an integer >= 1 pixel, got {self.min_face_size!r}"
+            )
+        if not (
+            isinstance(self.min_confidence, (int, float)) and 0.0 <= self.min_confidence <= 1.0
+        ):
             raise InvalidOption(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
         if not isinstance(self.max_faces, int) or self.max_faces < 0:
-            raise InvalidOption(f"max_faces must be an integer >= 0 (0 means all), got {self.max_faces!r}")
+            raise InvalidOption(
+                f"max_faces must be an integer >= 0 (0 means all), got {self.max_faces!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,11 @@ class DetectionResult:
 
     def to_json(self) -> dict[str, object]:
         """``{"width": W, "height": H, "faces": [...]}``."""
-        return {"width": self.width, "height": self.height, "faces": [f.to_json() for f in self.faces]}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "faces": [f.to_json() for f in self.faces],
+        }
 
 
 def _pick_device() -> str:
@@ -107,7 +117,12 @@ class FaceDetector:
             is visible, else the CPU.
     """
 
-    def __init__(self, detect_max_side: int = 1024, max_pixels: int = DEFAULT_MAX_PIXELS, device: str | None = None) -> None:
+    def __init__(
+        self,
+        detect_max_side: int = 1024,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        device: str | None = None,
+    ) -> None:
         if detect_max_side < 64:
             raise ValueError(f"detect_max_side must be >= 64 pixels, got {detect_max_side}")
         from faceoff.detector.mtcnn_weights import build_mtcnn  # heavy: imports TensorFlow
@@ -135,7 +150,10 @@ class FaceDetector:
             import cv2
 
             scale = self.detect_max_side / max(photo.full_width, photo.full_height)
-            size = (max(1, round(photo.full_width * scale)), max(1, round(photo.full_height * scale)))
+            size = (
+                max(1, round(photo.full_width * scale)),
+                max(1, round(photo.full_height * scale)),
+            )
             pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
         faces = self.detect_pixels(pixels, options, scale=scale)
         if not faces and min(pixels.shape[:2]) * _RETRY_SCALE >= 2 * MTCNN_MIN_WINDOW:
@@ -144,11 +162,17 @@ class FaceDetector:
             # at 80% size before answering "no faces".
             import cv2
 
-            retry = cv2.resize(pixels, None, fx=_RETRY_SCALE, fy=_RETRY_SCALE, interpolation=cv2.INTER_AREA)
-            faces = self.detect_pixels(retry, options, scale=scale * retry.shape[1] / pixels.shape[1])
+            retry = cv2.resize(
+                pixels, None, fx=_RETRY_SCALE, fy=_RETRY_SCALE, interpolation=cv2.INTER_AREA
+            )
+            faces = self.detect_pixels(
+                retry, options, scale=scale * retry.shape[1] / pixels.shape[1]
+            )
         return DetectionResult(width=photo.full_width, height=photo.full_height, faces=faces)
 
-    def detect_pixels(self, pixels: np.ndarray, options: DetectOptions, scale: float = 1.0) -> list[DetectedFace]:
+    def detect_pixels(
+        self, pixels: np.ndarray, options: DetectOptions, scale: float = 1.0
+    ) -> list[DetectedFace]:
         """Detect faces in ``(H, W, 3)`` uint8 RGB ``pixels`` that are ``scale`` times the full photo.
 
         Returns faces in full-resolution coordinates (divided by ``scale``), largest first.
@@ -159,7 +183,10 @@ class FaceDetector:
         min_size = max(MTCNN_MIN_WINDOW, math.floor(options.min_face_size * scale))
         with self._lock:
             rows = self._mtcnn.detect_faces(
-                np.ascontiguousarray(pixels), min_face_size=min_size, output_type="numpy", box_format="xyxy"
+                np.ascontiguousarray(pixels),
+                min_face_size=min_size,
+                output_type="numpy",
+                box_format="xyxy",
             )
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 16)
         faces: list[DetectedFace] = []

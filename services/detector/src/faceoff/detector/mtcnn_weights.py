@@ -30,11 +30,13 @@ WEIGHTS: dict[str, str] = {
 }
 
 #: The only globals a weights file may name.
-_ALLOWED_GLOBALS = frozenset({
-    ("joblib.numpy_pickle", "NumpyArrayWrapper"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-})
+_ALLOWED_GLOBALS = frozenset(
+    {
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+)
 
 
 def weights_dir() -> Path:
@@ -53,7 +55,9 @@ def _unpickler(data: bytes, file: Path) -> Any:
 
         def find_class(self, module: str, name: str) -> Any:
             if (module, name) not in _ALLOWED_GLOBALS:
-                raise pickle.UnpicklingError(f"it refers to {module}.{name}; an MTCNN weights file holds float arrays only")
+                raise pickle.UnpicklingError(
+                    f"it refers to {module}.{name}; an MTCNN weights file holds float arrays only"
+                )
             return super().find_class(module, name)
 
     return WeightsUnpickler(str(file), io.BytesIO(data), ensure_native_byte_order=True)
@@ -75,13 +79,17 @@ def load_weights(file: Path, sha256: str) -> list[np.ndarray]:
         raise AssetError(f"MTCNN weights file {file} is missing; {fix}")
     digest = sha256_file(file)
     if digest != sha256:
-        raise AssetError(f"MTCNN weights file {file} has sha256 {digest} but {sha256} was expected "
-                         f"(corrupt or tampered); {fix}")
+        raise AssetError(
+            f"MTCNN weights file {file} has sha256 {digest} but {sha256} was expected "
+            f"(corrupt or tampered); {fix}"
+        )
     try:
         arrays = _unpickler(lz4.frame.decompress(file.read_bytes()), file).load()
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
         raise AssetError(f"MTCNN weights file {file} cannot be read safely: {exc}") from None
-    if not isinstance(arrays, list) or not all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays):
+    if not isinstance(arrays, list) or not all(
+        isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in arrays
+    ):
         raise AssetError(f"MTCNN weights file {file} does not hold a list of float arrays")
     return arrays
 

@@ -36,13 +36,17 @@ class DetectorSettings:
         if self.max_pixels < 1:
             raise SettingsError(f"FACEOFF_MAX_PIXELS must be >= 1, got {self.max_pixels}")
         if self.detect_max_side < 64:
-            raise SettingsError(f"FACEOFF_DETECT_MAX_SIDE must be >= 64, got {self.detect_max_side}")
+            raise SettingsError(
+                f"FACEOFF_DETECT_MAX_SIDE must be >= 64, got {self.detect_max_side}"
+            )
 
 
 def build_spec(settings: DetectorSettings) -> ServiceSpec:
     """The detector's plug-in for the shared server."""
     servicer = DetectorServicer(
-        functools.partial(FaceDetector, detect_max_side=settings.detect_max_side, max_pixels=settings.max_pixels)
+        functools.partial(
+            FaceDetector, detect_max_side=settings.detect_max_side, max_pixels=settings.max_pixels
+        )
     )
     return ServiceSpec(
         name=SERVICE_NAME,
@@ -52,15 +56,22 @@ def build_spec(settings: DetectorSettings) -> ServiceSpec:
     )
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> tuple[ServerSettings, DetectorSettings]:
+def load_settings(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> tuple[ServerSettings, DetectorSettings]:
     """Server and detector settings: command-line overrides, then the environment, then defaults."""
     server, rest = split_overrides(overrides)
     defaults = {"port": DEFAULT_PORT, "metrics_port": DEFAULT_METRICS_PORT}
-    return from_env(ServerSettings, env, defaults=defaults, **server), from_env(DetectorSettings, env, **rest)
+    return from_env(ServerSettings, env, defaults=defaults, **server), from_env(
+        DetectorSettings, env, **rest
+    )
 
 
 async def serve(
-    server_settings: ServerSettings, settings: DetectorSettings, *, registry: CollectorRegistry | None = None
+    server_settings: ServerSettings,
+    settings: DetectorSettings,
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Start the detector (tests pass ``port=0``); returns before the model has loaded."""
     return await start_server(server_settings, build_spec(settings), registry=registry)

@@ -15,7 +15,7 @@ from faceoff.v1 import detector_pb2, detector_pb2_grpc
 class DetectorServicer(detector_pb2_grpc.DetectorServicer):
     """Serves ``faceoff.v1.Detector`` with a :class:`FaceDetector` built by ``factory``."""
 
-    def __init__(self, factory: "type[FaceDetector] | object") -> None:
+    def __init__(self, factory: type[FaceDetector] | object) -> None:
         self._factory = factory
         self._detector: FaceDetector | None = None
 
@@ -28,7 +28,7 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
             raise ModelNotReady("the detector is still loading its model; retry in a few seconds")
         return self._detector
 
-    async def Detect(  # noqa: N802 - gRPC method name
+    async def Detect(
         self, request: detector_pb2.DetectRequest, context: grpc.aio.ServicerContext
     ) -> detector_pb2.DetectResponse:
         detector = self._ready()

@@ -12,7 +12,9 @@ def request_from_proto(msg: evaluator_pb2.EvaluateRequest) -> EvaluationRequest:
     gallery: dict[str, list[bytes]] = {}
     for identity in msg.gallery:
         if identity.name in gallery:
-            raise InvalidOption(f"gallery identity {identity.name!r} appears twice; give each identity once")
+            raise InvalidOption(
+                f"gallery identity {identity.name!r} appears twice; give each identity once"
+            )
         gallery[identity.name] = [image.data for image in identity.images]
     return EvaluationRequest(
         photo=msg.image.data,
@@ -28,10 +30,15 @@ def request_from_proto(msg: evaluator_pb2.EvaluateRequest) -> EvaluationRequest:
 def verdict_to_proto(verdict: Verdict) -> evaluator_pb2.Verdict:
     """One verdict as a message."""
     msg = evaluator_pb2.Verdict(
-        recognizer=verdict.recognizer, white_box=verdict.white_box, configured=verdict.configured,
-        error=verdict.error, error_kind=verdict.error_kind,
+        recognizer=verdict.recognizer,
+        white_box=verdict.white_box,
+        configured=verdict.configured,
+        error=verdict.error,
+        error_kind=verdict.error_kind,
         top_k=[
-            evaluator_pb2.IdentityScore(name=s.name, confidence=s.confidence, distance=s.distance or 0.0)
+            evaluator_pb2.IdentityScore(
+                name=s.name, confidence=s.confidence, distance=s.distance or 0.0
+            )
             for s in verdict.top_k
         ],
     )

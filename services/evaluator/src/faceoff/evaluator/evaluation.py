@@ -29,7 +29,6 @@ from faceoff.evaluator.cloud import CLOUD_BACKENDS, build_cloud
 from faceoff.evaluator.cloud.credentials import CloudConfig
 from faceoff.evaluator.cloud.errors import CloudError
 from faceoff.evaluator.cloud.retry import RetryPolicy
-from faceoff.faces.whitebox import is_white_box
 from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
 from faceoff.faces.recognizers.base import (
     Assessment,
@@ -39,6 +38,7 @@ from faceoff.faces.recognizers.base import (
     Verification,
     check_top_k,
 )
+from faceoff.faces.whitebox import is_white_box
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,17 @@ MAX_TOP_K = 100
 
 #: Outcomes counted per backend call (the ``outcome`` label of the backend metrics).
 OUTCOMES: tuple[str, ...] = (
-    "ok", "not_configured", "no_face", "timeout", "auth", "throttled", "unavailable", "bad_response", "rejected",
-    "invalid", "internal",
+    "ok",
+    "not_configured",
+    "no_face",
+    "timeout",
+    "auth",
+    "throttled",
+    "unavailable",
+    "bad_response",
+    "rejected",
+    "invalid",
+    "internal",
 )
 
 #: ``observer(backend, outcome, seconds)``, called once per backend call.
@@ -114,15 +123,25 @@ class Verdict:
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict (no embeddings, no image data)."""
-        out: dict[str, object] = {"recognizer": self.recognizer, "white_box": self.white_box, "configured": self.configured}
+        out: dict[str, object] = {
+            "recognizer": self.recognizer,
+            "white_box": self.white_box,
+            "configured": self.configured,
+        }
         if self.verification is not None:
             v = self.verification
-            out.update(confidence=round(v.confidence, 4), threshold=round(v.threshold, 4), match=v.match)
+            out.update(
+                confidence=round(v.confidence, 4), threshold=round(v.threshold, 4), match=v.match
+            )
             if v.distance is not None:
                 out["distance"] = round(v.distance, 4)
         if self.top_k:
             out["top_k"] = [
-                {"name": s.name, "confidence": round(s.confidence, 4), **({"distance": round(s.distance, 4)} if s.distance is not None else {})}
+                {
+                    "name": s.name,
+                    "confidence": round(s.confidence, 4),
+                    **({"distance": round(s.distance, 4)} if s.distance is not None else {}),
+                }
                 for s in self.top_k
             ]
         if self.error:
@@ -174,7 +193,9 @@ class Evaluator:
             raise ValueError(f"max_side must be >= 64 pixels, got {max_side}")
         unknown = [n for n in local if n not in LOCAL_RECOGNIZERS]
         if unknown:
-            raise ValueError(f"unknown local recognisers {unknown}; known: {', '.join(LOCAL_RECOGNIZERS)}")
+            raise ValueError(
+                f"unknown local recognisers {unknown}; known: {', '.join(LOCAL_RECOGNIZERS)}"
+            )
         cloud_config = cloud_config or CloudConfig()
         self._backends: dict[str, Recognizer] = {name: get_local(name) for name in local}
         for name in CLOUD_BACKENDS:
@@ -184,7 +205,9 @@ class Evaluator:
         self.max_pixels = max_pixels
         self.max_side = max_side
         self.observer = observer
-        self._pool = ThreadPoolExecutor(max_workers=2 * len(ALL_RECOGNIZERS), thread_name_prefix="evaluator")
+        self._pool = ThreadPoolExecutor(
+            max_workers=2 * len(ALL_RECOGNIZERS), thread_name_prefix="evaluator"
+        )
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -213,7 +236,9 @@ class Evaluator:
         for raw in requested:
             name = raw.strip().lower()
             if name not in self.accepted:
-                raise InvalidOption(f"unknown recogniser {raw!r}; accepted: {', '.join(self.accepted)}")
+                raise InvalidOption(
+                    f"unknown recogniser {raw!r}; accepted: {', '.join(self.accepted)}"
+                )
             if name in names:
                 raise InvalidOption(f"recogniser {name!r} is listed twice")
             names.append(name)
@@ -230,12 +255,18 @@ class Evaluator:
         self, request: EvaluationRequest
     ) -> tuple[FacePhoto, list[FacePhoto], dict[str, list[FacePhoto]], int]:
         if not request.references and not request.gallery:
-            raise InvalidOption("give reference photos to verify against, a gallery to identify in, or both")
+            raise InvalidOption(
+                "give reference photos to verify against, a gallery to identify in, or both"
+            )
         if len(request.references) > MAX_REFERENCES:
-            raise InvalidOption(f"{len(request.references)} reference photos; at most {MAX_REFERENCES} are accepted")
+            raise InvalidOption(
+                f"{len(request.references)} reference photos; at most {MAX_REFERENCES} are accepted"
+            )
         count = sum(len(photos) for photos in request.gallery.values())
         if count > MAX_GALLERY_PHOTOS:
-            raise InvalidOption(f"the gallery has {count} photos; at most {MAX_GALLERY_PHOTOS} are accepted")
+            raise InvalidOption(
+                f"the gallery has {count} photos; at most {MAX_GALLERY_PHOTOS} are accepted"
+            )
         top_k = check_top_k(request.top_k)
         if top_k > MAX_TOP_K:
             raise InvalidOption(f"top_k is {top_k}; at most {MAX_TOP_K} is accepted")
@@ -245,9 +276,13 @@ class Evaluator:
             if not photos:
                 raise InvalidOption(f"gallery identity {name!r} has no photos")
         probe = self._decode(request.photo, "the photo")
-        references = [self._decode(d, f"reference photo {i + 1}") for i, d in enumerate(request.references)]
+        references = [
+            self._decode(d, f"reference photo {i + 1}") for i, d in enumerate(request.references)
+        ]
         gallery = {
-            name: [self._decode(d, f"gallery photo {i + 1} of {name!r}") for i, d in enumerate(photos)]
+            name: [
+                self._decode(d, f"gallery photo {i + 1} of {name!r}") for i, d in enumerate(photos)
+            ]
             for name, photos in request.gallery.items()
         }
         return probe, references, gallery, top_k
@@ -279,7 +314,11 @@ class Evaluator:
             began = time.monotonic()
             try:
                 return backend.assess(
-                    probe, references, gallery, top_k, use_api_threshold=request.use_api_threshold,
+                    probe,
+                    references,
+                    gallery,
+                    top_k,
+                    use_api_threshold=request.use_api_threshold,
                     deadline=backend_deadline,
                 )
             finally:
@@ -289,33 +328,47 @@ class Evaluator:
             # A local recogniser this server does not run is reported like an unconfigured cloud.
             backend = self._backends.get(name) or get_local(name)
             if name not in self._backends or not backend.configured:
-                verdicts[name] = Verdict(recognizer=name, white_box=is_white_box(name, request.attacked_models), configured=False)
+                verdicts[name] = Verdict(
+                    recognizer=name,
+                    white_box=is_white_box(name, request.attacked_models),
+                    configured=False,
+                )
                 self._observe(name, "not_configured", 0.0)
                 continue
             futures[name] = self._pool.submit(run, name, backend)
         wait_futures(list(futures.values()), timeout=max(0.0, backend_deadline - time.monotonic()))
         for name, future in futures.items():
             verdicts[name] = self._verdict(
-                name, future, took.get(name, time.monotonic() - start), is_white_box(name, request.attacked_models)
+                name,
+                future,
+                took.get(name, time.monotonic() - start),
+                is_white_box(name, request.attacked_models),
             )
         return [verdicts[name] for name in names]
 
-    def _verdict(self, name: str, future: Future[Assessment], elapsed: float, white_box: bool) -> Verdict:
-        backend = self._backends[name]
+    def _verdict(
+        self, name: str, future: Future[Assessment], elapsed: float, white_box: bool
+    ) -> Verdict:
         if not future.done():
             future.cancel()
             self._observe(name, "timeout", elapsed)
             return Verdict(
-                recognizer=name, white_box=white_box, error=f"{name}: no answer within {elapsed:.1f} s",
-                error_kind="timeout", seconds=elapsed,
+                recognizer=name,
+                white_box=white_box,
+                error=f"{name}: no answer within {elapsed:.1f} s",
+                error_kind="timeout",
+                seconds=elapsed,
             )
         exc = future.exception()
         if exc is None:
             assessment = future.result()
             self._observe(name, "ok", elapsed)
             return Verdict(
-                recognizer=name, white_box=white_box, verification=assessment.verification,
-                top_k=assessment.ranking, seconds=elapsed,
+                recognizer=name,
+                white_box=white_box,
+                verification=assessment.verification,
+                top_k=assessment.ranking,
+                seconds=elapsed,
             )
         kind = error_kind(exc)
         if isinstance(exc, FaceOffError):
@@ -324,11 +377,13 @@ class Evaluator:
             log.error("backend %s failed", name, exc_info=exc)
             message = f"{name}: internal error; the server log has the details"
         self._observe(name, kind, elapsed)
-        return Verdict(recognizer=name, white_box=white_box, error=message, error_kind=kind, seconds=elapsed)
+        return Verdict(
+            recognizer=name, white_box=white_box, error=message, error_kind=kind, seconds=elapsed
+        )
 
     def _observe(self, name: str, outcome: str, seconds: float) -> None:
         if self.observer is not None:
             try:
                 self.observer(name, outcome, seconds)
-            except Exception:  # noqa: BLE001 - metrics must never fail an evaluation
+            except Exception:
                 log.exception("backend observer failed")

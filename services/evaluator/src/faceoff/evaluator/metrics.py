@@ -22,12 +22,19 @@ class BackendMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(
-            "backend_calls", "Backend calls by backend and outcome.", ["backend", "outcome"],
-            namespace=NAMESPACE, registry=registry,
+            "backend_calls",
+            "Backend calls by backend and outcome.",
+            ["backend", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
         )
         self.latency = Histogram(
-            "backend_seconds", "Time one backend took for one evaluation.", ["backend"],
-            namespace=NAMESPACE, registry=registry, buckets=LATENCY_BUCKETS,
+            "backend_seconds",
+            "Time one backend took for one evaluation.",
+            ["backend"],
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
         )
 
     def observe(self, backend: str, outcome: str, seconds: float) -> None:

@@ -16,8 +16,8 @@ from faceoff.evaluator.cloud.credentials import CloudConfig
 from faceoff.evaluator.cloud.retry import RetryPolicy
 from faceoff.evaluator.evaluation import Evaluator
 from faceoff.evaluator.metrics import NAMESPACE, BackendMetrics
-from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
 from faceoff.evaluator.servicer import EvaluatorServicer
+from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
 from faceoff.v1 import evaluator_pb2_grpc
 
 SERVICE_NAME = "faceoff.v1.Evaluator"
@@ -58,14 +58,18 @@ class EvaluatorSettings:
         if self.max_pixels < 1:
             raise SettingsError(f"FACEOFF_MAX_PIXELS must be >= 1, got {self.max_pixels}")
         if self.evaluate_max_side < 64:
-            raise SettingsError(f"FACEOFF_EVALUATE_MAX_SIDE must be >= 64, got {self.evaluate_max_side}")
+            raise SettingsError(
+                f"FACEOFF_EVALUATE_MAX_SIDE must be >= 64, got {self.evaluate_max_side}"
+            )
         unknown = [n for n in self.local_names if n not in LOCAL_RECOGNIZERS]
         if unknown:
             raise SettingsError(
                 f"FACEOFF_LOCAL_RECOGNIZERS names unknown recognisers {unknown}; known: {', '.join(LOCAL_RECOGNIZERS)}"
             )
         if self.backend_timeout_seconds <= 0:
-            raise SettingsError(f"FACEOFF_BACKEND_TIMEOUT_SECONDS must be > 0, got {self.backend_timeout_seconds}")
+            raise SettingsError(
+                f"FACEOFF_BACKEND_TIMEOUT_SECONDS must be > 0, got {self.backend_timeout_seconds}"
+            )
         try:
             self.retry_policy()
         except ValueError as exc:
@@ -79,8 +83,10 @@ class EvaluatorSettings:
     def retry_policy(self) -> RetryPolicy:
         """The cloud adapters' retry policy."""
         return RetryPolicy(
-            max_attempts=self.cloud_max_attempts, base_delay=self.cloud_backoff_seconds,
-            max_delay=self.cloud_backoff_max_seconds, request_timeout=self.cloud_request_timeout_seconds,
+            max_attempts=self.cloud_max_attempts,
+            base_delay=self.cloud_backoff_seconds,
+            max_delay=self.cloud_backoff_max_seconds,
+            request_timeout=self.cloud_request_timeout_seconds,
         )
 
 
@@ -94,9 +100,14 @@ def build_spec(settings: EvaluatorSettings) -> ServiceSpec:
 
     servicer = EvaluatorServicer(
         functools.partial(
-            Evaluator, local=settings.local_names, cloud_config=settings.cloud, retry_policy=settings.retry_policy(),
-            backend_timeout=settings.backend_timeout_seconds, max_pixels=settings.max_pixels,
-            max_side=settings.evaluate_max_side, observer=observe,
+            Evaluator,
+            local=settings.local_names,
+            cloud_config=settings.cloud,
+            retry_policy=settings.retry_policy(),
+            backend_timeout=settings.backend_timeout_seconds,
+            max_pixels=settings.max_pixels,
+            max_side=settings.evaluate_max_side,
+            observer=observe,
         )
     )
 
@@ -106,24 +117,33 @@ def build_spec(settings: EvaluatorSettings) -> ServiceSpec:
     return ServiceSpec(
         name=SERVICE_NAME,
         namespace=NAMESPACE,
-        register=lambda server: evaluator_pb2_grpc.add_EvaluatorServicer_to_server(servicer, server),
+        register=lambda server: evaluator_pb2_grpc.add_EvaluatorServicer_to_server(
+            servicer, server
+        ),
         load=servicer.load,
         setup_metrics=lambda registry: metrics.append(BackendMetrics(registry)),
         close=close,
     )
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> tuple[ServerSettings, EvaluatorSettings]:
+def load_settings(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> tuple[ServerSettings, EvaluatorSettings]:
     """Server and evaluator settings: command-line overrides, then the environment, then defaults."""
     server, rest = split_overrides(overrides)
     defaults = {"port": DEFAULT_PORT, "metrics_port": DEFAULT_METRICS_PORT}
     cloud = rest.pop("cloud", None) or CloudConfig.from_env(env)
     settings = from_env(EvaluatorSettings, env, **rest)
-    return from_env(ServerSettings, env, defaults=defaults, **server), dataclasses.replace(settings, cloud=cloud)
+    return from_env(ServerSettings, env, defaults=defaults, **server), dataclasses.replace(
+        settings, cloud=cloud
+    )
 
 
 async def serve(
-    server_settings: ServerSettings, settings: EvaluatorSettings, *, registry: CollectorRegistry | None = None
+    server_settings: ServerSettings,
+    settings: EvaluatorSettings,
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Start the evaluator (tests pass ``port=0``); returns before the models have loaded."""
     return await start_server(server_settings, build_spec(settings), registry=registry)

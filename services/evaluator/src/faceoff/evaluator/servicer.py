@@ -16,7 +16,7 @@ from faceoff.v1 import evaluator_pb2, evaluator_pb2_grpc
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
     """Serves ``faceoff.v1.Evaluator`` with an :class:`Evaluator` built by ``factory``."""
 
-    def __init__(self, factory: "type[Evaluator] | object") -> None:
+    def __init__(self, factory: type[Evaluator] | object) -> None:
         self._factory = factory
         self._evaluator: Evaluator | None = None
 
@@ -36,7 +36,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             raise ModelNotReady("the evaluator is still loading its models; retry in a few seconds")
         return self._evaluator
 
-    async def Evaluate(  # noqa: N802 - gRPC method name
+    async def Evaluate(
         self, request: evaluator_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.EvaluateResponse:
         evaluator = self._ready()

@@ -22,7 +22,9 @@ from collections.abc import Collection, Iterable
 DEFAULT_ATTACKED_MODELS: tuple[str, ...] = ("facenet", "sface")
 
 
-def attacked_models(surrogates: Iterable[str], loop_recognizers: Iterable[str] = ()) -> frozenset[str]:
+def attacked_models(
+    surrogates: Iterable[str], loop_recognizers: Iterable[str] = ()
+) -> frozenset[str]:
     """The models a protection has seen: its surrogates and the recognisers its loop consulted.
 
     >>> sorted(attacked_models(["facenet", "sface"], ["dlib"]))

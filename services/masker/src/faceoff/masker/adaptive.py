@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from faceoff.common.crops import CropRegion, crop_region, paste_delta
 from faceoff.common.errors import NoFaceFound
 from faceoff.common.imaging import Photo
-from faceoff.common.crops import CropRegion, crop_region, paste_delta
 from faceoff.masker.quality import psnr
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,11 @@ class Verdict:
     distance: float | None  # None when the recogniser found no face in the protected context
 
     def to_json(self) -> dict[str, Any]:
-        return {"recognizer": self.recognizer, "matched": self.matched,
-                "distance": None if self.distance is None else round(self.distance, 4)}
+        return {
+            "recognizer": self.recognizer,
+            "matched": self.matched,
+            "distance": None if self.distance is None else round(self.distance, 4),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,21 @@ class Choice:
 class _Face:
     """One face's context crop, clean and at any alpha."""
 
-    def __init__(self, pixels: np.ndarray, box: tuple[float, float, float, float], region: CropRegion,
-                 crop: np.ndarray, delta: np.ndarray) -> None:
+    def __init__(
+        self,
+        pixels: np.ndarray,
+        box: tuple[float, float, float, float],
+        region: CropRegion,
+        crop: np.ndarray,
+        delta: np.ndarray,
+    ) -> None:
         height, width = pixels.shape[:2]
         self.context = crop_region(box, width, height, CONTEXT_MARGIN)
         c = self.context
         self.clean = np.ascontiguousarray(pixels[c.slices])
-        self.region = CropRegion(region.left - c.left, region.top - c.top, region.right - c.left, region.bottom - c.top)
+        self.region = CropRegion(
+            region.left - c.left, region.top - c.top, region.right - c.left, region.bottom - c.top
+        )
         self.crop = crop
         self.delta = delta
 
@@ -86,7 +97,9 @@ class _Face:
 
 
 def _photo(pixels: np.ndarray) -> Photo:
-    return Photo(pixels=pixels, format="PNG", full_width=pixels.shape[1], full_height=pixels.shape[0])
+    return Photo(
+        pixels=pixels, format="PNG", full_width=pixels.shape[1], full_height=pixels.shape[0]
+    )
 
 
 def choose_alphas(
@@ -138,7 +151,9 @@ def choose_alphas(
             try:
                 refs[name] = rec.embed(_photo(face.clean))[None, :]
             except NoFaceFound:
-                log.debug("loop recogniser %s finds no face in the clean context of face %d", name, k)
+                log.debug(
+                    "loop recogniser %s finds no face in the clean context of face %d", name, k
+                )
 
         def verdicts(alpha: float) -> tuple[Verdict, ...]:
             image = _photo(face.protected(alpha))

@@ -38,6 +38,7 @@ _SMOOTHING = 0.3
 class _Abandoned(Exception):
     """Raised inside the attack thread when every caller of the batch has gone away."""
 
+
 AttackFn = Callable[[Sequence[Job], Callable[[int, int], None] | None], list[np.ndarray]]
 
 
@@ -71,11 +72,17 @@ class AttackBatcher:
     """
 
     def __init__(
-        self, attack: AttackFn, max_batch_faces: int = 8, max_wait_seconds: float = 0.02,
-        max_queue_faces: int = 64, metrics: BatchMetrics | None = None,
+        self,
+        attack: AttackFn,
+        max_batch_faces: int = 8,
+        max_wait_seconds: float = 0.02,
+        max_queue_faces: int = 64,
+        metrics: BatchMetrics | None = None,
     ) -> None:
         if max_batch_faces < 1 or max_queue_faces < 1 or max_wait_seconds < 0:
-            raise ValueError("max_batch_faces and max_queue_faces must be >= 1 and max_wait_seconds >= 0")
+            raise ValueError(
+                "max_batch_faces and max_queue_faces must be >= 1 and max_wait_seconds >= 0"
+            )
         self._attack = attack
         self.max_batch_faces = max_batch_faces
         self.max_wait_seconds = max_wait_seconds
@@ -83,7 +90,9 @@ class AttackBatcher:
         self._metrics = metrics
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="attack")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="attack"
+        )
         self._worker: asyncio.Task[None] | None = None
         self._batch_seconds: float | None = None  # moving average of recent batches
 
@@ -117,7 +126,9 @@ class AttackBatcher:
             retry_after=wait,
         )
 
-    async def submit(self, job: Job, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    async def submit(
+        self, job: Job, on_progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         """Queue ``job``'s faces and wait for their perturbation ``(n, S, S, 3)``.
 
         Raises:
@@ -128,7 +139,9 @@ class AttackBatcher:
         if self._pending and self.queued_faces + job.size > self.max_queue_faces:
             raise self._full(job.size)
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="attack-batcher")
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name="attack-batcher"
+            )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         pending = _Pending(job, future, on_progress)
         self._pending.append(pending)
@@ -173,7 +186,11 @@ class AttackBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             deadline = loop.time() + self.max_wait_seconds
-            while self._pending and self._compatible_faces() < self.max_batch_faces and loop.time() < deadline:
+            while (
+                self._pending
+                and self._compatible_faces() < self.max_batch_faces
+                and loop.time() < deadline
+            ):
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), max(0.0, deadline - loop.time()))
@@ -201,9 +218,14 @@ class AttackBatcher:
 
         started = time.perf_counter()
         try:
-            deltas = await loop.run_in_executor(self._executor, self._attack, [p.job for p in batch], progress)
+            deltas = await loop.run_in_executor(
+                self._executor, self._attack, [p.job for p in batch], progress
+            )
         except _Abandoned:
-            log.info("stopped an attack of %d face(s): every caller went away", sum(p.job.size for p in batch))
+            log.info(
+                "stopped an attack of %d face(s): every caller went away",
+                sum(p.job.size for p in batch),
+            )
             return
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
             for p in batch:
@@ -211,8 +233,11 @@ class AttackBatcher:
                     p.future.set_exception(exc)
             return
         seconds = time.perf_counter() - started
-        self._batch_seconds = seconds if self._batch_seconds is None else (
-            self._batch_seconds + _SMOOTHING * (seconds - self._batch_seconds))
+        self._batch_seconds = (
+            seconds
+            if self._batch_seconds is None
+            else (self._batch_seconds + _SMOOTHING * (seconds - self._batch_seconds))
+        )
         if self._metrics is not None:
             faces = sum(p.job.size for p in batch)
             self._metrics.batch_done(faces, batch[0].job.options.total_iterations, seconds)

@@ -36,7 +36,9 @@ class DecoyGallery:
     names: tuple[str, ...]
     centroids: np.ndarray  # (G, D) float32
     #: Distance of ``(..., D)`` difference vectors and centroid normalisation: the model's.
-    distance: Callable[[np.ndarray], np.ndarray] = field(default=lambda u: np.linalg.norm(u, axis=-1), compare=False)
+    distance: Callable[[np.ndarray], np.ndarray] = field(
+        default=lambda u: np.linalg.norm(u, axis=-1), compare=False
+    )
     normalise: Callable[[np.ndarray], np.ndarray] = field(default=lambda v: _unit(v), compare=False)
 
     @classmethod
@@ -52,8 +54,13 @@ class DecoyGallery:
                 [p.centroids[[p.names.index(n) for n in names]] for p in parts], axis=1
             ).astype(np.float32)
             gallery = cls(surrogate=model.name, names=names, centroids=centroids)
-        return cls(surrogate=gallery.surrogate, names=gallery.names, centroids=gallery.centroids,
-                   distance=model.distance_numpy, normalise=model.normalise_numpy)
+        return cls(
+            surrogate=gallery.surrogate,
+            names=gallery.names,
+            centroids=gallery.centroids,
+            distance=model.distance_numpy,
+            normalise=model.normalise_numpy,
+        )
 
     @classmethod
     def load(cls, surrogate: str = "facenet", path: Path | None = None) -> DecoyGallery:
@@ -66,7 +73,9 @@ class DecoyGallery:
         centroids = np.asarray([doc["centroids"][n] for n in names], dtype=np.float32)
         return cls(surrogate=surrogate, names=names, centroids=centroids)
 
-    def pick(self, user_embeddings: np.ndarray, requested: str | None = None) -> tuple[str, np.ndarray]:
+    def pick(
+        self, user_embeddings: np.ndarray, requested: str | None = None
+    ) -> tuple[str, np.ndarray]:
         """Choose the decoy for a face whose reference embeddings are ``user_embeddings`` ``(K, D)``.
 
         Returns the decoy's name and its ``(1, D)`` centroid.
@@ -78,10 +87,14 @@ class DecoyGallery:
         distances = self.distance(self.centroids - centre[None, :])
         if requested:
             if requested not in self.names:
-                raise InvalidOption(f"target {requested!r} is not a decoy; choose one of: {', '.join(self.names)}")
+                raise InvalidOption(
+                    f"target {requested!r} is not a decoy; choose one of: {', '.join(self.names)}"
+                )
             i = self.names.index(requested)
             if distances[i] < SAME_PERSON_DISTANCE:
-                raise InvalidOption(f"target {requested!r} looks like the person being protected; choose another decoy")
+                raise InvalidOption(
+                    f"target {requested!r} looks like the person being protected; choose another decoy"
+                )
             return requested, self.centroids[i : i + 1]
         order = [i for i in np.argsort(distances) if distances[i] >= SAME_PERSON_DISTANCE]
         if not order:

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import grpc
 
-from faceoff.common.errors import BackendUnavailable, DeadlineExceeded, FaceOffError, InvalidArgument, Overloaded
+from faceoff.common.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    FaceOffError,
+    InvalidArgument,
+    Overloaded,
+)
 from faceoff.common.retry_hint import retry_after_from
 from faceoff.detector.convert import options_to_proto, result_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
@@ -34,8 +40,13 @@ class DetectorClient:
     """An asyncio client of ``faceoff.v1.Detector`` at ``address`` (``host:port``)."""
 
     def __init__(
-        self, address: str, max_message_bytes: int = 20 * 1024 * 1024, *,
-        credentials: grpc.ChannelCredentials | None = None, token: str | None = None, server_name: str | None = None,
+        self,
+        address: str,
+        max_message_bytes: int = 20 * 1024 * 1024,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.address = address
         options: list[tuple[str, object]] = [
@@ -48,20 +59,28 @@ class DetectorClient:
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(address, options=options)
         else:
-            if server_name:  # the name the detector's certificate carries, when it differs from the address
+            if (
+                server_name
+            ):  # the name the detector's certificate carries, when it differs from the address
                 options.append(("grpc.ssl_target_name_override", server_name))
             self._channel = grpc.aio.secure_channel(address, credentials, options=options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = detector_pb2_grpc.DetectorStub(self._channel)
 
-    async def detect(self, data: bytes, options: DetectOptions | None = None, timeout: float | None = None) -> DetectionResult:
+    async def detect(
+        self, data: bytes, options: DetectOptions | None = None, timeout: float | None = None
+    ) -> DetectionResult:
         """Detect faces in ``data``; ``timeout`` is the caller's remaining deadline in seconds."""
         request = detector_pb2.DetectRequest(
             image=common_pb2.Image(data=data), options=options_to_proto(options or DetectOptions())
         )
         try:
-            response = await self._stub.Detect(request, timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
-                                               metadata=self._metadata, wait_for_ready=False)
+            response = await self._stub.Detect(
+                request,
+                timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                metadata=self._metadata,
+                wait_for_ready=False,
+            )
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, self.address) from None
         return result_from_proto(response)
@@ -77,10 +96,18 @@ def _translate(exc: grpc.aio.AioRpcError, address: str) -> FaceOffError:
         return InvalidArgument(details)  # the detector's own message: the photo or a detect option
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the detector at {address} did not answer within the deadline")
-    retry_after = retry_after_from(exc.trailing_metadata()) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+    retry_after = (
+        retry_after_from(exc.trailing_metadata())
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        else None
+    )
     if retry_after is not None:
-        return Overloaded(f"the detector at {address} is overloaded ({details})", retry_after=retry_after)
+        return Overloaded(
+            f"the detector at {address} is overloaded ({details})", retry_after=retry_after
+        )
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return BackendUnavailable(f"the detector at {address} refused the masker's credentials ({code.name}: {details}); "
-                                  "check FACEOFF_DETECTOR_TOKEN_FILE")
+        return BackendUnavailable(
+            f"the detector at {address} refused the masker's credentials ({code.name}: {details}); "
+            "check FACEOFF_DETECTOR_TOKEN_FILE"
+        )
     return BackendUnavailable(f"the detector at {address} is unavailable ({code.name}: {details})")

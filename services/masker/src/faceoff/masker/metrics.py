@@ -17,11 +17,20 @@ class MaskerMetrics:
         self.faces = Counter("faces_protected", "Faces protected.", **kw)
         self.photos = Counter("photos_protected", "Photos protected.", **kw)
         self.queue_depth = Gauge("queue_depth", "Faces waiting for an attack batch.", **kw)
-        self.queue_capacity = Gauge("queue_capacity", "Faces allowed to wait before requests are refused.", **kw)
-        self.batch_size = Histogram("batch_size", "Faces per attack batch.", buckets=(1, 2, 4, 8, 16, 32, 64), **kw)
-        self.iterations = Counter("attack_iterations", "Attack iterations run (per batch, not per face).", **kw)
+        self.queue_capacity = Gauge(
+            "queue_capacity", "Faces allowed to wait before requests are refused.", **kw
+        )
+        self.batch_size = Histogram(
+            "batch_size", "Faces per attack batch.", buckets=(1, 2, 4, 8, 16, 32, 64), **kw
+        )
+        self.iterations = Counter(
+            "attack_iterations", "Attack iterations run (per batch, not per face).", **kw
+        )
         self.attack_seconds = Histogram(
-            "attack_seconds", "Wall time of one attack batch.", buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320), **kw
+            "attack_seconds",
+            "Wall time of one attack batch.",
+            buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320),
+            **kw,
         )
         self.queue_capacity.set(queue_capacity)
 

@@ -100,19 +100,45 @@ class ProtectionOptions:
         if self.attack == "pgd":
             from faceoff.masker.attacks.transfer import Transfer
 
-            transfer = Transfer(momentum=self.momentum, diversity=self.diversity, ti_kernel=self.ti_kernel, eot=self.eot)
-            return {"epsilon": self.epsilon, "step_size": self.learning_rate, "iterations": self.iterations,
-                    "transfer": transfer}
+            transfer = Transfer(
+                momentum=self.momentum,
+                diversity=self.diversity,
+                ti_kernel=self.ti_kernel,
+                eot=self.eot,
+            )
+            return {
+                "epsilon": self.epsilon,
+                "step_size": self.learning_rate,
+                "iterations": self.iterations,
+                "transfer": transfer,
+            }
         return {
-            "iterations": self.iterations, "search_steps": self.search_steps,
-            "learning_rate": self.learning_rate, "initial_const": self.initial_const,
+            "iterations": self.iterations,
+            "search_steps": self.search_steps,
+            "learning_rate": self.learning_rate,
+            "initial_const": self.initial_const,
         }
 
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one attack batch."""
-        return (self.attack, self.norm, self.loss, self.targeted, self.epsilon, self.iterations,
-                self.learning_rate, self.kappa, self.initial_const, self.search_steps, self.momentum,
-                self.diversity, self.ti_kernel, self.eot, self.surrogates, self.surrogate_weights)
+        return (
+            self.attack,
+            self.norm,
+            self.loss,
+            self.targeted,
+            self.epsilon,
+            self.iterations,
+            self.learning_rate,
+            self.kappa,
+            self.initial_const,
+            self.search_steps,
+            self.momentum,
+            self.diversity,
+            self.ti_kernel,
+            self.eot,
+            self.surrogates,
+            self.surrogate_weights,
+        )
 
     @property
     def total_iterations(self) -> int:
@@ -127,13 +153,40 @@ class ProtectionOptions:
 #: The transfer techniques every profile uses (issue 8's measurements, README "Stronger transfer").
 _TRANSFER: dict[str, Any] = {"momentum": 1.0, "diversity": 0.7, "ti_kernel": 5, "eot": 0.5}
 PROFILES: dict[str, dict[str, Any]] = {
-    "low": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 20, "alpha": 1.0, "search_steps": 2,
-            "epsilon": {"l2": 4.0, "linf": 5 / 255}, "surrogates": ("facenet",),
-            **_TRANSFER, "eot": 0.0},
-    "medium": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 60, "alpha": 1.0, "search_steps": 3,
-               "epsilon": {"l2": 7.0, "linf": 8 / 255}, "surrogates": ("facenet", "sface"), **_TRANSFER},
-    "high": {"attack": "pgd", "norm": "l2", "loss": "target", "iterations": 80, "alpha": 1.0, "search_steps": 5,
-             "epsilon": {"l2": 8.5, "linf": 10 / 255}, "surrogates": ("facenet", "facenet512", "sface"), **_TRANSFER},
+    "low": {
+        "attack": "pgd",
+        "norm": "l2",
+        "loss": "target",
+        "iterations": 20,
+        "alpha": 1.0,
+        "search_steps": 2,
+        "epsilon": {"l2": 4.0, "linf": 5 / 255},
+        "surrogates": ("facenet",),
+        **_TRANSFER,
+        "eot": 0.0,
+    },
+    "medium": {
+        "attack": "pgd",
+        "norm": "l2",
+        "loss": "target",
+        "iterations": 60,
+        "alpha": 1.0,
+        "search_steps": 3,
+        "epsilon": {"l2": 7.0, "linf": 8 / 255},
+        "surrogates": ("facenet", "sface"),
+        **_TRANSFER,
+    },
+    "high": {
+        "attack": "pgd",
+        "norm": "l2",
+        "loss": "target",
+        "iterations": 80,
+        "alpha": 1.0,
+        "search_steps": 5,
+        "epsilon": {"l2": 8.5, "linf": 10 / 255},
+        "surrogates": ("facenet", "facenet512", "sface"),
+        **_TRANSFER,
+    },
 }
 CW_LEARNING_RATE = 0.01
 DEFAULT_PROFILE = "medium"
@@ -171,7 +224,9 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     known = {f.name for f in dataclasses.fields(ProtectionOptions)} - {"profile"}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise InvalidOption(f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+        raise InvalidOption(
+            f"unknown option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
+        )
     explicit = {k: v for k, v in overrides.items() if v is not None}
     values: dict[str, Any] = {**PROFILES[name], **explicit}
     norm = values.get("norm")
@@ -182,7 +237,11 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     if "learning_rate" not in explicit:
         if values.get("attack") == "cw":
             values["learning_rate"] = CW_LEARNING_RATE
-        elif isinstance(values.get("epsilon"), (int, float)) and isinstance(values.get("iterations"), int) and values["iterations"] > 0:
+        elif (
+            isinstance(values.get("epsilon"), (int, float))
+            and isinstance(values.get("iterations"), int)
+            and values["iterations"] > 0
+        ):
             values["learning_rate"] = 2.5 * float(values["epsilon"]) / values["iterations"]
     if values.get("attack") == "cw":  # a profile's PGD transfer techniques do not carry over to CW
         for key in ("momentum", "diversity", "ti_kernel", "eot"):
@@ -195,7 +254,9 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
         elif isinstance(value, (list, tuple)):
             values[key] = tuple(value)
         elif value is not None:
-            raise InvalidOption(f"{key} must be a list (or a comma-separated string), got {value!r}")
+            raise InvalidOption(
+                f"{key} must be a list (or a comma-separated string), got {value!r}"
+            )
     for key in ("surrogates", "loop_recognizers"):
         if not all(isinstance(v, str) for v in values.get(key, ())):
             raise InvalidOption(f"{key} must be model names, got {list(values[key])!r}")
@@ -210,7 +271,9 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
     _choice("loss", o.loss, LOSS_NAMES)
     eps = _finite("epsilon", o.epsilon)
     if not 0 < eps <= MAX_EPSILON[o.norm]:
-        raise InvalidOption(f"epsilon must be in (0, {MAX_EPSILON[o.norm]:g}] for the {o.norm} norm, got {o.epsilon!r}")
+        raise InvalidOption(
+            f"epsilon must be in (0, {MAX_EPSILON[o.norm]:g}] for the {o.norm} norm, got {o.epsilon!r}"
+        )
     _count("iterations", o.iterations, MAX_ITERATIONS)
     if not _finite("learning_rate", o.learning_rate) > 0:
         raise InvalidOption(f"learning_rate must be > 0, got {o.learning_rate!r}")
@@ -235,13 +298,21 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         if not 0 <= _finite(name, getattr(o, name)) <= 1:
             raise InvalidOption(f"{name} must be in [0, 1] (0: off), got {getattr(o, name)!r}")
     k = o.ti_kernel
-    if isinstance(k, bool) or not isinstance(k, int) or not (k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2)):
-        raise InvalidOption(f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}")
+    if (
+        isinstance(k, bool)
+        or not isinstance(k, int)
+        or not (k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2))
+    ):
+        raise InvalidOption(
+            f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}"
+        )
     if o.attack != "pgd" and (o.momentum or o.diversity or o.ti_kernel or o.eot):
         raise InvalidOption(
             f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} takes none of them (set them to 0)"
         )
-    if len(set(o.surrogates)) != len(o.surrogates) or any(s not in SURROGATE_NAMES for s in o.surrogates):
+    if len(set(o.surrogates)) != len(o.surrogates) or any(
+        s not in SURROGATE_NAMES for s in o.surrogates
+    ):
         raise InvalidOption(
             f"surrogates must be distinct names from {', '.join(SURROGATE_NAMES)}, got {list(o.surrogates)}"
         )
@@ -251,18 +322,28 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
                 f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), got {len(o.surrogate_weights)}"
             )
         if not all(_finite("surrogate_weights", w) > 0 for w in o.surrogate_weights):
-            raise InvalidOption(f"surrogate_weights must all be > 0, got {list(o.surrogate_weights)}")
+            raise InvalidOption(
+                f"surrogate_weights must all be > 0, got {list(o.surrogate_weights)}"
+            )
     low, high = PSNR_FLOOR_RANGE
     if not low <= _finite("psnr_floor", o.psnr_floor) <= high:
         raise InvalidOption(f"psnr_floor must be in [{low:g}, {high:g}] dB, got {o.psnr_floor!r}")
-    if any(r not in LOOP_RECOGNIZER_NAMES for r in o.loop_recognizers) or len(set(o.loop_recognizers)) != len(o.loop_recognizers):
+    if any(r not in LOOP_RECOGNIZER_NAMES for r in o.loop_recognizers) or len(
+        set(o.loop_recognizers)
+    ) != len(o.loop_recognizers):
         raise InvalidOption(
             f"loop_recognizers must be distinct names from {', '.join(LOOP_RECOGNIZER_NAMES)}, got {list(o.loop_recognizers)}"
         )
     if o.adaptive_alpha and not o.loop_recognizers:
-        raise InvalidOption("adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)")
+        raise InvalidOption(
+            "adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)"
+        )
     if o.adaptive_alpha and o.alpha < 1:
-        raise InvalidOption(f"with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, got {o.alpha!r}")
+        raise InvalidOption(
+            f"with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, got {o.alpha!r}"
+        )
     if o.target is not None and not o.targeted:
-        raise InvalidOption("target names a decoy, which only targeted mode uses; set mode to targeted")
+        raise InvalidOption(
+            "target names a decoy, which only targeted mode uses; set mode to targeted"
+        )
     return o

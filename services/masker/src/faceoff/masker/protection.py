@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from faceoff.common.crops import CropRegion, crop_region, extract_crop, paste_delta
 from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode, encode, output_format
-from faceoff.common.crops import CropRegion, crop_region, extract_crop, paste_delta
 from faceoff.detector.detection import DetectionResult
+from faceoff.faces.models import EmbeddingModel, load_surrogate
+from faceoff.faces.models.ensemble import Ensemble
 from faceoff.masker.adaptive import Choice, Verdict, choose_alphas
 from faceoff.masker.attacks import make_attack, make_loss
 from faceoff.masker.decoys import SAME_PERSON_DISTANCE, DecoyGallery
-from faceoff.faces.models import EmbeddingModel, load_surrogate
-from faceoff.faces.models.ensemble import Ensemble
 from faceoff.masker.options import ProtectionOptions
 from faceoff.masker.quality import psnr, ssim
 from faceoff.masker.references import augment_probe
@@ -66,10 +66,15 @@ class FaceReceipt:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (PSNR of an unchanged region is reported as null)."""
         out = {
-            "index": self.index, "box": [round(v, 1) for v in self.box], "target": self.target,
-            "l2": round(self.l2, 4), "linf": round(self.linf, 4),
-            "psnr": None if not np.isfinite(self.psnr) else round(self.psnr, 2), "ssim": round(self.ssim, 4),
-            "distance_before": round(self.distance_before, 4), "distance_after": round(self.distance_after, 4),
+            "index": self.index,
+            "box": [round(v, 1) for v in self.box],
+            "target": self.target,
+            "l2": round(self.l2, 4),
+            "linf": round(self.linf, 4),
+            "psnr": None if not np.isfinite(self.psnr) else round(self.psnr, 2),
+            "ssim": round(self.ssim, 4),
+            "distance_before": round(self.distance_before, 4),
+            "distance_after": round(self.distance_after, 4),
             "alpha": round(self.alpha, 4),
         }
         if self.verdicts:
@@ -94,16 +99,36 @@ class ProtectionResult:
         """The receipt as JSON-ready data."""
         o = self.options
         return {
-            "format": self.format, "width": self.width, "height": self.height, "bytes": len(self.data),
-            "faces_found": self.faces_found, "faces_protected": len(self.faces), "seconds": round(self.seconds, 3),
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "bytes": len(self.data),
+            "faces_found": self.faces_found,
+            "faces_protected": len(self.faces),
+            "seconds": round(self.seconds, 3),
             "profile": o.profile,
-            "options": {"attack": o.attack, "norm": o.norm, "loss": o.loss, "targeted": o.targeted,
-                        "epsilon": o.epsilon, "iterations": o.iterations, "alpha": o.alpha, "kappa": o.kappa,
-                        "seed": o.seed, "surrogates": list(o.surrogates), "momentum": o.momentum,
-                        "diversity": o.diversity, "ti_kernel": o.ti_kernel, "eot": o.eot,
-                        "adaptive_alpha": o.adaptive_alpha,
-                        **({"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
-                           if o.adaptive_alpha else {})},
+            "options": {
+                "attack": o.attack,
+                "norm": o.norm,
+                "loss": o.loss,
+                "targeted": o.targeted,
+                "epsilon": o.epsilon,
+                "iterations": o.iterations,
+                "alpha": o.alpha,
+                "kappa": o.kappa,
+                "seed": o.seed,
+                "surrogates": list(o.surrogates),
+                "momentum": o.momentum,
+                "diversity": o.diversity,
+                "ti_kernel": o.ti_kernel,
+                "eot": o.eot,
+                "adaptive_alpha": o.adaptive_alpha,
+                **(
+                    {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
+                    if o.adaptive_alpha
+                    else {}
+                ),
+            },
             "faces": [f.to_json() for f in self.faces],
         }
 
@@ -125,7 +150,9 @@ class Job:
     others: list[list[np.ndarray]]  # per face: the other identities the hinge loss compares with
     targets: list[str | None]
     model: EmbeddingModel | None = None  # the surrogate (or ensemble) the embeddings come from
-    references: list[Photo] = field(default_factory=list)  # decoded reference photos (adaptive alpha)
+    references: list[Photo] = field(
+        default_factory=list
+    )  # decoded reference photos (adaptive alpha)
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -154,7 +181,9 @@ class Protector:
     """
 
     def __init__(
-        self, model: EmbeddingModel | None = None, decoys: DecoyGallery | None = None,
+        self,
+        model: EmbeddingModel | None = None,
+        decoys: DecoyGallery | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.model = model or load_surrogate("facenet")
@@ -223,7 +252,9 @@ class Protector:
         self._generalise(self.model_for(o), o)
         if o.adaptive_alpha:
             self.recognizers_for(o)
-        if options is None:  # also every other profile whose surrogates are loaded by now (low: FaceNet)
+        if (
+            options is None
+        ):  # also every other profile whose surrogates are loaded by now (low: FaceNet)
             for name in PROFILES:
                 p = self.resolved(resolve(name))
                 if all(s in self._members for s in p.surrogates):
@@ -242,7 +273,9 @@ class Protector:
         key = (id(model), o.attack, o.norm, o.loss)
         if key in self._generalised:
             return
-        with self._trace_lock:  # a concurrent first attack of the same kind waits for the general trace
+        with (
+            self._trace_lock
+        ):  # a concurrent first attack of the same kind waits for the general trace
             if key not in self._generalised:
                 self._trace_general(model, o)
                 self._generalised.add(key)
@@ -255,7 +288,9 @@ class Protector:
         gallery = self.gallery_for(model)
         for faces, extra in ((1, 0), (2, 3)):  # faces, reference-set size and identities all vary
             crops = np.full((faces, self.size, self.size, 3), 0.5, np.float32)
-            refs = model.embed_numpy(np.concatenate([crops[:1], augment_probe(crops[0])[: 4 + extra]]))
+            refs = model.embed_numpy(
+                np.concatenate([crops[:1], augment_probe(crops[0])[: 4 + extra]])
+            )
             others = gallery.others(None, refs)[: len(gallery.names) - 3 + extra // 3]
             loss = make_loss(o.loss, model, [refs] * faces, [others] * faces, **loss_params)
             make_attack(o.attack, o.norm, **params).attack(crops, loss, seed=0)
@@ -273,7 +308,10 @@ class Protector:
         return photos
 
     def reference_embeddings(
-        self, photos: Sequence[Photo], detections: Sequence[DetectionResult], model: EmbeddingModel | None = None
+        self,
+        photos: Sequence[Photo],
+        detections: Sequence[DetectionResult],
+        model: EmbeddingModel | None = None,
     ) -> np.ndarray | None:
         """Embeddings ``(M, D)`` of the largest face of each decoded reference photo (None if none given)."""
         if not photos:
@@ -293,8 +331,12 @@ class Protector:
         return (model or self.model).embed_numpy(np.stack(crops))
 
     def prepare(
-        self, data: bytes, options: ProtectionOptions, detection: DetectionResult,
-        references: Sequence[tuple[bytes, DetectionResult]] = (), started: float | None = None,
+        self,
+        data: bytes,
+        options: ProtectionOptions,
+        detection: DetectionResult,
+        references: Sequence[tuple[bytes, DetectionResult]] = (),
+        started: float | None = None,
     ) -> Job:
         """Decode, crop, and build each face's reference set and target.
 
@@ -312,24 +354,46 @@ class Protector:
         indices = list(options.face_indices) if options.face_indices else list(range(found))
         bad = [i for i in indices if i >= found]
         if bad:
-            raise InvalidOption(f"face_indices {bad} out of range: the photo has {found} face(s) (indices 0..{found - 1})")
+            raise InvalidOption(
+                f"face_indices {bad} out of range: the photo has {found} face(s) (indices 0..{found - 1})"
+            )
         indices = sorted(set(indices))
         boxes = [detection.faces[i].box for i in indices]
         regions = [crop_region(b, photo.width, photo.height, options.margin) for b in boxes]
-        crops = (np.stack([extract_crop(photo.pixels, r, self.size) for r in regions]) if regions
-                 else np.zeros((0, self.size, self.size, 3), np.float32))
+        crops = (
+            np.stack([extract_crop(photo.pixels, r, self.size) for r in regions])
+            if regions
+            else np.zeros((0, self.size, self.size, 3), np.float32)
+        )
         model = self.model_for(options)
         reference_photos = self.decode_references(references)
         embeddings = self.reference_embeddings(reference_photos, [d for _, d in references], model)
         user_refs = self.user_sets(crops, embeddings, model)
         anchors, others, targets = self.goals(user_refs, options, model)
         kept = reference_photos if options.adaptive_alpha else []
-        return Job(data=data, photo=photo, options=options, faces_found=found, indices=indices, boxes=boxes,
-                   regions=regions, crops=crops, user_refs=user_refs, anchors=anchors, others=others,
-                   targets=targets, model=model, references=kept, started=started)
+        return Job(
+            data=data,
+            photo=photo,
+            options=options,
+            faces_found=found,
+            indices=indices,
+            boxes=boxes,
+            regions=regions,
+            crops=crops,
+            user_refs=user_refs,
+            anchors=anchors,
+            others=others,
+            targets=targets,
+            model=model,
+            references=kept,
+            started=started,
+        )
 
     def crop_job(
-        self, crops: np.ndarray, options: ProtectionOptions, references: Sequence[np.ndarray] | None = None
+        self,
+        crops: np.ndarray,
+        options: ProtectionOptions,
+        references: Sequence[np.ndarray] | None = None,
     ) -> Job:
         """A job of bare ``(n, S, S, 3)`` face crops in [0, 1], for :meth:`attack` (no photo to finish).
 
@@ -338,12 +402,26 @@ class Protector:
         crops = np.asarray(crops, np.float32)
         options = self.resolved(options)
         model = self.model_for(options)
-        user_refs = list(references) if references is not None else self.user_sets(crops, None, model)
+        user_refs = (
+            list(references) if references is not None else self.user_sets(crops, None, model)
+        )
         anchors, others, targets = self.goals(user_refs, options, model)
         n = len(crops)
-        return Job(data=b"", photo=None, options=options, faces_found=n, indices=list(range(n)), boxes=[],
-                   regions=[], crops=crops, user_refs=user_refs, anchors=anchors, others=others, targets=targets,
-                   model=model)
+        return Job(
+            data=b"",
+            photo=None,
+            options=options,
+            faces_found=n,
+            indices=list(range(n)),
+            boxes=[],
+            regions=[],
+            crops=crops,
+            user_refs=user_refs,
+            anchors=anchors,
+            others=others,
+            targets=targets,
+            model=model,
+        )
 
     def user_sets(
         self, crops: np.ndarray, user: np.ndarray | None, model: EmbeddingModel | None = None
@@ -358,14 +436,20 @@ class Protector:
         probe = model.embed_numpy(crops) if user is not None and len(crops) > 1 else None
         sets: list[np.ndarray] = []
         for k in range(len(crops)):
-            if user is not None and (probe is None or model.distance_numpy(probe[k] - user.mean(0)) < SAME_PERSON_DISTANCE + 0.2):
+            if user is not None and (
+                probe is None
+                or model.distance_numpy(probe[k] - user.mean(0)) < SAME_PERSON_DISTANCE + 0.2
+            ):
                 sets.append(user)
             else:
                 sets.append(model.embed_numpy(augment_probe(crops[k])))
         return sets
 
     def goals(
-        self, user_refs: Sequence[np.ndarray], options: ProtectionOptions, model: EmbeddingModel | None = None
+        self,
+        user_refs: Sequence[np.ndarray],
+        options: ProtectionOptions,
+        model: EmbeddingModel | None = None,
     ) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[str | None]]:
         """Each face's loss anchor, other identities and decoy name (targeted mode)."""
         decoys = self.gallery_for(model or self.model)
@@ -386,7 +470,9 @@ class Protector:
 
     # -- the attack ----------------------------------------------------------------------------
 
-    def attack(self, jobs: Sequence[Job], progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    def attack(
+        self, jobs: Sequence[Job], progress: Callable[[int, int], None] | None = None
+    ) -> list[np.ndarray]:
         """Run one attack over every face of ``jobs`` (which must share ``options.batch_key()``).
 
         Returns each job's ``(n, S, S, 3)`` perturbation before amplification.
@@ -417,7 +503,10 @@ class Protector:
     # -- amplification, paste-back and receipts ----------------------------------------------
 
     def finish(
-        self, job: Job, delta: np.ndarray, progress: Progress | None = None,
+        self,
+        job: Job,
+        delta: np.ndarray,
+        progress: Progress | None = None,
         should_stop: Callable[[], None] = lambda: None,
     ) -> ProtectionResult:
         """Amplify (by the options' alpha, or adaptively), paste back into the full photo, encode, and measure.
@@ -432,8 +521,18 @@ class Protector:
         if o.adaptive_alpha and job.size:
             if progress:
                 progress("adapt", 0, 0)
-            choices = choose_alphas(job.photo.pixels, job.boxes, job.regions, job.crops, delta,
-                                    self.recognizers_for(o), o.alpha, o.psnr_floor, job.references, should_stop)
+            choices = choose_alphas(
+                job.photo.pixels,
+                job.boxes,
+                job.regions,
+                job.crops,
+                delta,
+                self.recognizers_for(o),
+                o.alpha,
+                o.psnr_floor,
+                job.references,
+                should_stop,
+            )
         else:
             choices = [Choice(o.alpha, ()) for _ in range(job.size)]
         if progress:
@@ -456,22 +555,39 @@ class Protector:
             for k, region in enumerate(job.regions):
                 original = job.photo.pixels[region.slices]
                 protected = shown[region.slices]
-                receipts.append(FaceReceipt(
-                    index=job.indices[k], box=job.boxes[k], target=job.targets[k],
-                    l2=float(np.linalg.norm(applied[k])), linf=float(np.abs(applied[k]).max()),
-                    psnr=psnr(original, protected), ssim=ssim(original, protected),
-                    distance_before=_mean_distance(model, before[k], job.user_refs[k]),
-                    distance_after=_mean_distance(model, after[k], job.user_refs[k]),
-                    alpha=choices[k].alpha, verdicts=choices[k].verdicts,
-                ))
+                receipts.append(
+                    FaceReceipt(
+                        index=job.indices[k],
+                        box=job.boxes[k],
+                        target=job.targets[k],
+                        l2=float(np.linalg.norm(applied[k])),
+                        linf=float(np.abs(applied[k]).max()),
+                        psnr=psnr(original, protected),
+                        ssim=ssim(original, protected),
+                        distance_before=_mean_distance(model, before[k], job.user_refs[k]),
+                        distance_after=_mean_distance(model, after[k], job.user_refs[k]),
+                        alpha=choices[k].alpha,
+                        verdicts=choices[k].verdicts,
+                    )
+                )
         return ProtectionResult(
-            data=out, format=output_format(job.photo.format), width=job.photo.width, height=job.photo.height,
-            faces=receipts, faces_found=job.faces_found, options=o, seconds=time.perf_counter() - job.started,
+            data=out,
+            format=output_format(job.photo.format),
+            width=job.photo.width,
+            height=job.photo.height,
+            faces=receipts,
+            faces_found=job.faces_found,
+            options=o,
+            seconds=time.perf_counter() - job.started,
         )
 
     def protect(
-        self, data: bytes, options: ProtectionOptions, detect: Detect,
-        reference_images: Sequence[bytes] = (), progress: Progress | None = None,
+        self,
+        data: bytes,
+        options: ProtectionOptions,
+        detect: Detect,
+        reference_images: Sequence[bytes] = (),
+        progress: Progress | None = None,
     ) -> ProtectionResult:
         """Protect every selected face of one photo (see the module docstring)."""
         started = time.perf_counter()

@@ -41,6 +41,8 @@ def ssim(original: np.ndarray, protected: np.ndarray) -> float:
         sxx = blur(x * x) - mx * mx
         syy = blur(y * y) - my * my
         sxy = blur(x * y) - mx * my
-        ssim_map = ((2 * mx * my + _C1) * (2 * sxy + _C2)) / ((mx * mx + my * my + _C1) * (sxx + syy + _C2))
+        ssim_map = ((2 * mx * my + _C1) * (2 * sxy + _C2)) / (
+            (mx * mx + my * my + _C1) * (sxx + syy + _C2)
+        )
         values.append(float(ssim_map.mean()))
     return float(np.mean(values))

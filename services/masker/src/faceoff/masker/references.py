@@ -21,7 +21,9 @@ def _affine(crop: np.ndarray, dx: float, dy: float, zoom: float) -> np.ndarray:
     centre = (size / 2.0, size / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, 0.0, zoom)
     matrix[:, 2] += (dx, dy)
-    return cv2.warpAffine(crop, matrix, (crop.shape[1], size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(
+        crop, matrix, (crop.shape[1], size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
 
 
 def augment_probe(crop01: np.ndarray) -> np.ndarray:

@@ -60,10 +60,14 @@ class MaskerSettings:
 
     def __post_init__(self) -> None:
         if ":" not in self.detector_address:
-            raise SettingsError(f"FACEOFF_DETECTOR_ADDRESS must be host:port, got {self.detector_address!r}")
+            raise SettingsError(
+                f"FACEOFF_DETECTOR_ADDRESS must be host:port, got {self.detector_address!r}"
+            )
         for name in ("max_pixels", "max_batch_faces", "max_queue_faces", "max_reference_photos"):
             if getattr(self, name) < 1:
-                raise SettingsError(f"FACEOFF_{name.upper()} must be >= 1, got {getattr(self, name)}")
+                raise SettingsError(
+                    f"FACEOFF_{name.upper()} must be >= 1, got {getattr(self, name)}"
+                )
         if self.max_wait_ms < 0:
             raise SettingsError(f"FACEOFF_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
         detector_credentials(self)  # the files exist and parse
@@ -80,7 +84,9 @@ def detector_credentials(settings: MaskerSettings) -> grpc.ChannelCredentials | 
     if not settings.detector_tls and settings.detector_tls_key is None:
         return None
     return security.channel_credentials(
-        settings.detector_tls_ca, settings.detector_tls_cert, settings.detector_tls_key,
+        settings.detector_tls_ca,
+        settings.detector_tls_cert,
+        settings.detector_tls_key,
         names=("FACEOFF_DETECTOR_TLS_CA", "FACEOFF_DETECTOR_TLS_CERT", "FACEOFF_DETECTOR_TLS_KEY"),
     )
 
@@ -92,14 +98,20 @@ def detector_token(settings: MaskerSettings) -> str | None:
     return security.read_token("FACEOFF_DETECTOR_TOKEN_FILE", settings.detector_token_file)
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> tuple[ServerSettings, MaskerSettings]:
+def load_settings(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> tuple[ServerSettings, MaskerSettings]:
     """Server and masker settings: command-line overrides, then the environment, then defaults."""
     server, rest = split_overrides(overrides)
     defaults = {"port": DEFAULT_PORT, "metrics_port": DEFAULT_METRICS_PORT}
-    return from_env(ServerSettings, env, defaults=defaults, **server), from_env(MaskerSettings, env, **rest)
+    return from_env(ServerSettings, env, defaults=defaults, **server), from_env(
+        MaskerSettings, env, **rest
+    )
 
 
-def build_spec(server_settings: ServerSettings, settings: MaskerSettings, registry: CollectorRegistry) -> ServiceSpec:
+def build_spec(
+    server_settings: ServerSettings, settings: MaskerSettings, registry: CollectorRegistry
+) -> ServiceSpec:
     """The masker's plug-in for the shared server (call inside the server's event loop)."""
     metrics = MaskerMetrics(registry, settings.max_queue_faces)
 
@@ -112,11 +124,19 @@ def build_spec(server_settings: ServerSettings, settings: MaskerSettings, regist
 
     servicer = MaskerServicer(
         factory,
-        DetectorClient(settings.detector_address, server_settings.max_message_bytes,
-                       credentials=detector_credentials(settings), token=detector_token(settings),
-                       server_name=settings.detector_tls_server_name),
+        DetectorClient(
+            settings.detector_address,
+            server_settings.max_message_bytes,
+            credentials=detector_credentials(settings),
+            token=detector_token(settings),
+            server_name=settings.detector_tls_server_name,
+        ),
         lambda protector: AttackBatcher(
-            protector.attack, settings.max_batch_faces, settings.max_wait_ms / 1000.0, settings.max_queue_faces, metrics
+            protector.attack,
+            settings.max_batch_faces,
+            settings.max_wait_ms / 1000.0,
+            settings.max_queue_faces,
+            metrics,
         ),
         settings.max_reference_photos,
         metrics.result,
@@ -131,11 +151,16 @@ def build_spec(server_settings: ServerSettings, settings: MaskerSettings, regist
 
 
 async def serve(
-    server_settings: ServerSettings, settings: MaskerSettings, *, registry: CollectorRegistry | None = None
+    server_settings: ServerSettings,
+    settings: MaskerSettings,
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Start the masker (tests pass ``port=0``); returns before the surrogate has loaded."""
     registry = registry if registry is not None else CollectorRegistry()
-    return await start_server(server_settings, build_spec(server_settings, settings, registry), registry=registry)
+    return await start_server(
+        server_settings, build_spec(server_settings, settings, registry), registry=registry
+    )
 
 
 async def serve_forever(server_settings: ServerSettings, settings: MaskerSettings) -> None:

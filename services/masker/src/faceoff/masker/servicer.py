@@ -31,8 +31,11 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
     """
 
     def __init__(
-        self, factory: Callable[[], Protector], detector: DetectorClient,
-        batcher_factory: Callable[[Protector], AttackBatcher], max_reference_photos: int = 16,
+        self,
+        factory: Callable[[], Protector],
+        detector: DetectorClient,
+        batcher_factory: Callable[[Protector], AttackBatcher],
+        max_reference_photos: int = 16,
         on_result: Callable[[ProtectionResult], None] | None = None,
     ) -> None:
         self._factory = factory
@@ -51,10 +54,14 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
 
     def _ready(self) -> tuple[Protector, AttackBatcher]:
         if self._protector is None or self._batcher is None:
-            raise ModelNotReady("the masker is still loading its surrogate model; retry in a few seconds")
+            raise ModelNotReady(
+                "the masker is still loading its surrogate model; retry in a few seconds"
+            )
         return self._protector, self._batcher
 
-    async def _detect(self, data: bytes, index: int, options: DetectOptions, timeout: float | None) -> DetectionResult:
+    async def _detect(
+        self, data: bytes, index: int, options: DetectOptions, timeout: float | None
+    ) -> DetectionResult:
         """Faces of the photo (``index`` 0) or of reference photo ``index - 1``, which a refusal names."""
         try:
             return await self._detector.detect(data, options, timeout)
@@ -64,7 +71,10 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             raise InvalidArgument(f"reference photo {index - 1}: {exc.message}") from None
 
     async def _protect(
-        self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext, sink: ProgressSink | None
+        self,
+        request: masker_pb2.ProtectRequest,
+        context: grpc.aio.ServicerContext,
+        sink: ProgressSink | None,
     ) -> ProtectionResult:
         protector, batcher = self._ready()
         batcher.refuse_if_full()  # before detection: a full queue would refuse the attack anyway
@@ -78,32 +88,48 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         if sink:
             sink(masker_pb2.ProtectProgress(stage="detect"))
         photos = [request.image.data, *(r.data for r in request.reference_images)]
-        detections = await asyncio.gather(*(self._detect(p, i, detect_options, timeout) for i, p in enumerate(photos)))
+        detections = await asyncio.gather(
+            *(self._detect(p, i, detect_options, timeout) for i, p in enumerate(photos))
+        )
         references = list(zip(photos[1:], detections[1:]))
-        job = await asyncio.to_thread(protector.prepare, photos[0], options, detections[0], references)
+        job = await asyncio.to_thread(
+            protector.prepare, photos[0], options, detections[0], references
+        )
         total = options.total_iterations
 
         def on_attack(i: int, n: int) -> None:
             if sink:
-                sink(masker_pb2.ProtectProgress(stage="attack", faces=job.size, iteration=i, iterations=n))
+                sink(
+                    masker_pb2.ProtectProgress(
+                        stage="attack", faces=job.size, iteration=i, iterations=n
+                    )
+                )
 
         if sink:
-            sink(masker_pb2.ProtectProgress(stage="attack", faces=job.size, iteration=0, iterations=total))
+            sink(
+                masker_pb2.ProtectProgress(
+                    stage="attack", faces=job.size, iteration=0, iterations=total
+                )
+            )
         delta = await batcher.submit(job, on_attack)
         if sink:
             stage = "adapt" if job.options.adaptive_alpha else "paste"
-            sink(masker_pb2.ProtectProgress(stage=stage, faces=job.size, iteration=total, iterations=total))
+            sink(
+                masker_pb2.ProtectProgress(
+                    stage=stage, faces=job.size, iteration=total, iterations=total
+                )
+            )
         result = await asyncio.to_thread(protector.finish, job, delta)
         if self._on_result is not None:
             self._on_result(result)
         return result
 
-    async def Protect(  # noqa: N802 - gRPC method name
+    async def Protect(
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
     ) -> masker_pb2.ProtectResponse:
         return result_to_proto(await self._protect(request, context, None))
 
-    async def ProtectStream(  # noqa: N802 - gRPC method name
+    async def ProtectStream(
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[masker_pb2.ProtectEvent]:
         events: asyncio.Queue[masker_pb2.ProtectProgress] = asyncio.Queue()

@@ -7,6 +7,11 @@ from faceoff.common.interceptors.metrics import MetricsInterceptor, ServerMetric
 from faceoff.common.interceptors.rate_limit import RateLimitInterceptor, TokenBuckets
 
 __all__ = [
-    "AccessLogInterceptor", "AuthInterceptor", "ErrorInterceptor", "MetricsInterceptor", "RateLimitInterceptor",
-    "ServerMetrics", "TokenBuckets",
+    "AccessLogInterceptor",
+    "AuthInterceptor",
+    "ErrorInterceptor",
+    "MetricsInterceptor",
+    "RateLimitInterceptor",
+    "ServerMetrics",
+    "TokenBuckets",
 ]

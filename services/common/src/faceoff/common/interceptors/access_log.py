@@ -27,10 +27,19 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         level = logging.DEBUG if method.startswith("/grpc.") else logging.INFO
 
-        def on_finish(request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, peer: str) -> None:
+        def on_finish(
+            request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, peer: str
+        ) -> None:
             size = request.ByteSize() if hasattr(request, "ByteSize") else -1
-            log.log(level, "rpc %s peer=%s code=%s seconds=%.3f request_bytes=%d",
-                    method, peer, code_name(context, failed), seconds, size)
+            log.log(
+                level,
+                "rpc %s peer=%s code=%s seconds=%.3f request_bytes=%d",
+                method,
+                peer,
+                code_name(context, failed),
+                seconds,
+                size,
+            )
 
         # The peer is read while the call is alive: a cancelled stream ends after its call is gone.
         return observe(handler, lambda context: context.peer(), on_finish)

@@ -29,9 +29,13 @@ log = logging.getLogger(__name__)
 EXEMPT_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
 _BEARER = "bearer "
-_name: contextvars.ContextVar[str | None] = contextvars.ContextVar("faceoff_auth_name", default=None)
+_name: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "faceoff_auth_name", default=None
+)
 
-MISSING_MESSAGE = "missing bearer token: send the metadata 'authorization: Bearer <token>' with every call"
+MISSING_MESSAGE = (
+    "missing bearer token: send the metadata 'authorization: Bearer <token>' with every call"
+)
 MALFORMED_MESSAGE = "malformed authorization metadata: expected 'authorization: Bearer <token>'"
 INVALID_MESSAGE = "invalid bearer token: the token sent is not one this server accepts"
 
@@ -59,8 +63,11 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcM
     }
     for kind, (make, behaviour) in kinds.items():
         if getattr(handler, kind) is not None:
-            return make(behaviour, request_deserializer=handler.request_deserializer,
-                        response_serializer=handler.response_serializer)
+            return make(
+                behaviour,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
     raise ValueError(f"unknown handler kind: {handler!r}")
 
 
@@ -76,8 +83,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tokens: TokenTable, namespace: str, registry: CollectorRegistry) -> None:
         self.tokens = tokens
         self.refusals = Counter(
-            "auth_refusals", "RPCs refused for a missing, malformed or invalid bearer token.", ["reason"],
-            namespace=namespace, registry=registry,
+            "auth_refusals",
+            "RPCs refused for a missing, malformed or invalid bearer token.",
+            ["reason"],
+            namespace=namespace,
+            registry=registry,
         )
 
     def _check(self, metadata: tuple[Any, ...] | None) -> tuple[str | None, str]:
@@ -86,9 +96,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if not values:
             return None, "missing"
         value = values[0].decode("latin-1") if isinstance(values[0], bytes) else str(values[0])
-        if len(values) != 1 or not value[: len(_BEARER)].lower() == _BEARER or not value[len(_BEARER):].strip():
+        if (
+            len(values) != 1
+            or not value[: len(_BEARER)].lower() == _BEARER
+            or not value[len(_BEARER) :].strip()
+        ):
             return None, "malformed"
-        name = self.tokens.match(value[len(_BEARER):].strip())
+        name = self.tokens.match(value[len(_BEARER) :].strip())
         return (name, "") if name is not None else (None, "invalid")
 
     async def intercept_service(
@@ -104,7 +118,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if name is None:
             self.refusals.labels(reason).inc()
             log.info("refused %s: %s bearer token", method, reason)
-            message = {"missing": MISSING_MESSAGE, "malformed": MALFORMED_MESSAGE}.get(reason, INVALID_MESSAGE)
+            message = {"missing": MISSING_MESSAGE, "malformed": MALFORMED_MESSAGE}.get(
+                reason, INVALID_MESSAGE
+            )
             return _refusing_handler(handler, message)
         return _with_name(handler, name)
 

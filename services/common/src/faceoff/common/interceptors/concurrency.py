@@ -20,8 +20,8 @@ from typing import Any
 
 import grpc
 
-from faceoff.common.retry_hint import retry_metadata
 from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+from faceoff.common.retry_hint import retry_metadata
 
 #: Methods never limited: probes and load balancers must get an answer from a busy server.
 EXEMPT_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -87,7 +87,9 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def wrapped(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 if self.active >= self.limit:
                     await self._refuse(context)
                 self.active += 1

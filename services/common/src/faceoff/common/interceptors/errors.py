@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 
 from faceoff.common.errors import FaceOffError
-from faceoff.common.retry_hint import retry_metadata
 from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+from faceoff.common.retry_hint import retry_metadata
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,9 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
     if isinstance(exc, FaceOffError):
-        retry_after = getattr(exc, "retry_after", None)  # Overloaded: when to retry, as trailing metadata
+        retry_after = getattr(
+            exc, "retry_after", None
+        )  # Overloaded: when to retry, as trailing metadata
         trailing = retry_metadata(retry_after) if retry_after is not None else ()
         await context.abort(grpc.StatusCode[exc.status], exc.message, trailing_metadata=trailing)
     log.error("unhandled error in %s", method, exc_info=exc)
@@ -57,7 +59,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def wrapped(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 try:
                     async for item in behaviour(request, context):
                         yield item

@@ -26,16 +26,26 @@ class ServerMetrics:
         self.namespace = namespace
         self.registry = registry
         self.requests = Counter(
-            "requests", "RPCs finished, by method and status code.", ["method", "code"],
-            namespace=namespace, registry=registry,
+            "requests",
+            "RPCs finished, by method and status code.",
+            ["method", "code"],
+            namespace=namespace,
+            registry=registry,
         )
         self.latency = Histogram(
-            "request_seconds", "RPC latency from receipt to the last response message.", ["method"],
-            namespace=namespace, registry=registry, buckets=LATENCY_BUCKETS,
+            "request_seconds",
+            "RPC latency from receipt to the last response message.",
+            ["method"],
+            namespace=namespace,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
         )
         self.in_progress = Gauge(
-            "requests_in_progress", "RPCs being handled now.", ["method"],
-            namespace=namespace, registry=registry,
+            "requests_in_progress",
+            "RPCs being handled now.",
+            ["method"],
+            namespace=namespace,
+            registry=registry,
         )
 
 
@@ -56,7 +66,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def on_finish(request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, _: Any) -> None:
+        def on_finish(
+            request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, _: Any
+        ) -> None:
             m.requests.labels(method, code_name(context, failed)).inc()
             m.latency.labels(method).observe(seconds)
             m.in_progress.labels(method).dec()

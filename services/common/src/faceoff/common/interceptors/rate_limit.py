@@ -44,15 +44,21 @@ class TokenBuckets:
         clock: Monotonic seconds (injectable for tests).
     """
 
-    def __init__(self, rate: float, burst: int, max_clients: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, max_clients: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if rate <= 0 or burst < 1 or max_clients < 1:
-            raise ValueError(f"need rate > 0, burst >= 1 and max_clients >= 1, got {rate}, {burst}, {max_clients}")
+            raise ValueError(
+                f"need rate > 0, burst >= 1 and max_clients >= 1, got {rate}, {burst}, {max_clients}"
+            )
         self.rate = rate
         self.burst = burst
         self.max_clients = max_clients
         self._clock = clock
         self._refill_seconds = burst / rate
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, when)
+        self._buckets: OrderedDict[str, tuple[float, float]] = (
+            OrderedDict()
+        )  # client -> (tokens, when)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -106,8 +112,11 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, buckets: TokenBuckets, namespace: str, registry: CollectorRegistry) -> None:
         self.buckets = buckets
         self.refusals = Counter(
-            "rate_limited", "RPCs refused because their client exceeded its rate limit.", ["method"],
-            namespace=namespace, registry=registry,
+            "rate_limited",
+            "RPCs refused because their client exceeded its rate limit.",
+            ["method"],
+            namespace=namespace,
+            registry=registry,
         )
 
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
@@ -141,7 +150,9 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def wrapped(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 await self._admit(context, method)
                 async for item in behaviour(request, context):
                     yield item

@@ -18,7 +18,9 @@ __all__ = ["CLOUD_BACKENDS", "CloudConfig", "CloudRecognizer", "RetryPolicy", "b
 CLOUD_BACKENDS: tuple[str, ...] = ("rekognition", "azure", "facepp")
 
 
-def build_cloud(name: str, config: CloudConfig, policy: RetryPolicy | None = None) -> CloudRecognizer:
+def build_cloud(
+    name: str, config: CloudConfig, policy: RetryPolicy | None = None
+) -> CloudRecognizer:
     """The adapter ``name`` with its credentials from ``config``.
 
     Raises:

@@ -19,7 +19,14 @@ from typing import Any
 import requests
 
 from faceoff.common.errors import NoFaceFound
-from faceoff.evaluator.cloud.base import CloudRecognizer, Comparison, UploadLimits, clamp01, number, upload_bytes
+from faceoff.evaluator.cloud.base import (
+    CloudRecognizer,
+    Comparison,
+    UploadLimits,
+    clamp01,
+    number,
+    upload_bytes,
+)
 from faceoff.evaluator.cloud.credentials import AzureConfig
 from faceoff.evaluator.cloud.errors import (
     CloudAuthError,
@@ -60,7 +67,9 @@ class AzureFaceRecognizer(CloudRecognizer):
 
     name = "azure"
     api_threshold = 0.5
-    limits = UploadLimits(formats=("JPEG", "PNG", "GIF", "BMP"), max_bytes=6 * 1024 * 1024, max_side=4096)
+    limits = UploadLimits(
+        formats=("JPEG", "PNG", "GIF", "BMP"), max_bytes=6 * 1024 * 1024, max_side=4096
+    )
 
     def __init__(self, config: AzureConfig, policy: RetryPolicy | None = None) -> None:
         super().__init__(policy)
@@ -79,13 +88,17 @@ class AzureFaceRecognizer(CloudRecognizer):
         except requests.Timeout:
             raise CloudTransient(f"{self.name}: {path} timed out after {timeout:.1f} s") from None
         except requests.RequestException as exc:
-            raise CloudTransient(f"{self.name}: cannot reach {self.config.endpoint} ({type(exc).__name__})") from None
+            raise CloudTransient(
+                f"{self.name}: cannot reach {self.config.endpoint} ({type(exc).__name__})"
+            ) from None
         if response.status_code != 200:
             raise self._error(response, path)
         try:
             return response.json()
         except ValueError:
-            raise CloudBadResponse(f"{self.name}: {path} answered HTTP 200 with a body that is not JSON") from None
+            raise CloudBadResponse(
+                f"{self.name}: {path} answered HTTP 200 with a body that is not JSON"
+            ) from None
 
     def _error(self, response: requests.Response, path: str) -> Exception:
         status = response.status_code
@@ -98,7 +111,10 @@ class AzureFaceRecognizer(CloudRecognizer):
             pass
         detail = f"HTTP {status} {code}" + (f": {message}" if message else "")
         if status == 429:
-            return CloudThrottled(f"{self.name}: throttled ({detail})", retry_after_seconds(response.headers.get("Retry-After")))
+            return CloudThrottled(
+                f"{self.name}: throttled ({detail})",
+                retry_after_seconds(response.headers.get("Retry-After")),
+            )
         if status in (401, 403):
             return CloudAuthError(
                 f"{self.name}: Azure refused the request ({detail}); check FACEOFF_AZURE_FACE_KEY and "
@@ -115,20 +131,32 @@ class AzureFaceRecognizer(CloudRecognizer):
         body = upload_bytes(photo, self.limits)
         faces = self._call(
             lambda timeout: self._post(
-                "/face/v1.0/detect", timeout, params=DETECT_PARAMS, data=body,
+                "/face/v1.0/detect",
+                timeout,
+                params=DETECT_PARAMS,
+                data=body,
                 headers={"Content-Type": "application/octet-stream"},
             ),
             deadline,
         )
         if not isinstance(faces, list):
-            raise CloudBadResponse(f"{self.name}: detect answered {type(faces).__name__}, not a list of faces")
+            raise CloudBadResponse(
+                f"{self.name}: detect answered {type(faces).__name__}, not a list of faces"
+            )
         if not faces:
             raise NoFaceFound(f"{self.name}: no face found in {photo.label} by Azure Face detect")
         try:
-            largest = max(faces, key=lambda f: float(f["faceRectangle"]["width"]) * float(f["faceRectangle"]["height"]))
+            largest = max(
+                faces,
+                key=lambda f: (
+                    float(f["faceRectangle"]["width"]) * float(f["faceRectangle"]["height"])
+                ),
+            )
             face_id = largest["faceId"]
         except (KeyError, TypeError, ValueError):
-            raise CloudBadResponse(f"{self.name}: detect answered faces without faceId/faceRectangle") from None
+            raise CloudBadResponse(
+                f"{self.name}: detect answered faces without faceId/faceRectangle"
+            ) from None
         if not isinstance(face_id, str) or not face_id:
             raise CloudBadResponse(f"{self.name}: detect answered an empty faceId")
         return face_id
@@ -136,10 +164,14 @@ class AzureFaceRecognizer(CloudRecognizer):
     def _prepare(self, probe: FacePhoto, deadline: float | None) -> str:
         return self._detect(probe, deadline)
 
-    def _compare(self, prepared: str, probe: FacePhoto, other: FacePhoto, deadline: float | None) -> Comparison:
+    def _compare(
+        self, prepared: str, probe: FacePhoto, other: FacePhoto, deadline: float | None
+    ) -> Comparison:
         other_id = self._detect(other, deadline)
         answer = self._call(
-            lambda timeout: self._post("/face/v1.0/verify", timeout, json={"faceId1": prepared, "faceId2": other_id}),
+            lambda timeout: self._post(
+                "/face/v1.0/verify", timeout, json={"faceId1": prepared, "faceId2": other_id}
+            ),
             deadline,
         )
         if not isinstance(answer, dict) or not isinstance(answer.get("isIdentical"), bool):

@@ -98,7 +98,10 @@ def upload_bytes(photo: FacePhoto, limits: UploadLimits) -> bytes:
     img = Image.fromarray(p.pixels, "RGB")
     if max(img.size) > limits.max_side:
         scale = limits.max_side / max(img.size)
-        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.LANCZOS)
+        img = img.resize(
+            (max(1, int(img.width * scale)), max(1, int(img.height * scale))),
+            Image.Resampling.LANCZOS,
+        )
     if "PNG" in limits.formats:
         buf = io.BytesIO()
         img.save(buf, "PNG")
@@ -109,7 +112,9 @@ def upload_bytes(photo: FacePhoto, limits: UploadLimits) -> bytes:
         img.save(buf, "JPEG", quality=95)
         if buf.tell() <= limits.max_bytes or max(img.size) <= 64:
             return buf.getvalue()
-        img = img.resize((max(1, img.width // 2), max(1, img.height // 2)), Image.Resampling.LANCZOS)
+        img = img.resize(
+            (max(1, img.width // 2), max(1, img.height // 2)), Image.Resampling.LANCZOS
+        )
 
 
 class CloudRecognizer(Recognizer):
@@ -145,19 +150,32 @@ class CloudRecognizer(Recognizer):
         """Whatever :meth:`_compare` needs of the probe, made once per verification."""
 
     @abc.abstractmethod
-    def _compare(self, prepared: Any, probe: FacePhoto, other: FacePhoto, deadline: float | None) -> Comparison:
+    def _compare(
+        self, prepared: Any, probe: FacePhoto, other: FacePhoto, deadline: float | None
+    ) -> Comparison:
         """Compare the probe's largest face with ``other``'s."""
 
     def verify(
-        self, probe: FacePhoto, references: Sequence[FacePhoto], *, use_api_threshold: bool = False,
+        self,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        *,
+        use_api_threshold: bool = False,
         deadline: float | None = None,
     ) -> Verification:
         """See the module docstring: the best comparison over the references."""
         check_references(references)
-        return self._verify(self._prepare(probe, deadline), probe, references, use_api_threshold, deadline)
+        return self._verify(
+            self._prepare(probe, deadline), probe, references, use_api_threshold, deadline
+        )
 
     def identify(
-        self, probe: FacePhoto, gallery: Gallery, top_k: int = DEFAULT_TOP_K, *, deadline: float | None = None
+        self,
+        probe: FacePhoto,
+        gallery: Gallery,
+        top_k: int = DEFAULT_TOP_K,
+        *,
+        deadline: float | None = None,
     ) -> list[IdentityScore]:
         """See the module docstring: each identity scored by its best photo."""
         top_k = check_top_k(top_k)
@@ -165,8 +183,14 @@ class CloudRecognizer(Recognizer):
         return self._identify(self._prepare(probe, deadline), probe, gallery, top_k, deadline)
 
     def assess(
-        self, probe: FacePhoto, references: Sequence[FacePhoto], gallery: Gallery, top_k: int = DEFAULT_TOP_K, *,
-        use_api_threshold: bool = False, deadline: float | None = None,
+        self,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        gallery: Gallery,
+        top_k: int = DEFAULT_TOP_K,
+        *,
+        use_api_threshold: bool = False,
+        deadline: float | None = None,
     ) -> Assessment:
         """As :meth:`Recognizer.assess`, preparing the probe (e.g. detecting it) once."""
         top_k = check_top_k(top_k)
@@ -174,7 +198,9 @@ class CloudRecognizer(Recognizer):
             self._check_gallery(gallery)
         prepared = self._prepare(probe, deadline)
         verification = (
-            self._verify(prepared, probe, references, use_api_threshold, deadline) if references else None
+            self._verify(prepared, probe, references, use_api_threshold, deadline)
+            if references
+            else None
         )
         ranking = self._identify(prepared, probe, gallery, top_k, deadline) if gallery else []
         return Assessment(verification=verification, ranking=ranking)
@@ -189,18 +215,32 @@ class CloudRecognizer(Recognizer):
             )
 
     def _verify(
-        self, prepared: Any, probe: FacePhoto, references: Sequence[FacePhoto], use_api_threshold: bool,
+        self,
+        prepared: Any,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        use_api_threshold: bool,
         deadline: float | None,
     ) -> Verification:
-        best = max((self._compare(prepared, probe, r, deadline) for r in references), key=lambda c: c.confidence)
+        best = max(
+            (self._compare(prepared, probe, r, deadline) for r in references),
+            key=lambda c: c.confidence,
+        )
         threshold = best.api_threshold if use_api_threshold else PAPER_TAU
-        return Verification(confidence=best.confidence, threshold=threshold, match=best.confidence >= threshold)
+        return Verification(
+            confidence=best.confidence, threshold=threshold, match=best.confidence >= threshold
+        )
 
     def _identify(
         self, prepared: Any, probe: FacePhoto, gallery: Gallery, top_k: int, deadline: float | None
     ) -> list[IdentityScore]:
         scores = [
-            IdentityScore(name=name, confidence=max(self._compare(prepared, probe, p, deadline).confidence for p in photos))
+            IdentityScore(
+                name=name,
+                confidence=max(
+                    self._compare(prepared, probe, p, deadline).confidence for p in photos
+                ),
+            )
             for name, photos in gallery.items()
         ]
         scores.sort(key=lambda s: (-s.confidence, s.name))
@@ -215,5 +255,7 @@ def clamp01(value: float) -> float:
 def number(value: Any, what: str, backend: str) -> float:
     """A JSON number from a response, or :class:`CloudBadResponse` naming the field."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CloudBadResponse(f"{backend}: the response's {what} is {type(value).__name__}, not a number")
+        raise CloudBadResponse(
+            f"{backend}: the response's {what} is {type(value).__name__}, not a number"
+        )
     return float(value)

@@ -120,23 +120,37 @@ class CloudConfig:
             access_key_id=pick("AWS_ACCESS_KEY_ID", "aws", "access_key_id"),
             secret_access_key=pick("AWS_SECRET_ACCESS_KEY", "aws", "secret_access_key"),
             session_token=pick("AWS_SESSION_TOKEN", "aws", "session_token"),
-            region=pick("AWS_REGION", "aws", "region") or pick("AWS_DEFAULT_REGION", "aws", "region") or DEFAULT_AWS_REGION,
-            endpoint_url=_url(pick("FACEOFF_REKOGNITION_ENDPOINT", "aws", "endpoint_url"), "FACEOFF_REKOGNITION_ENDPOINT"),
+            region=pick("AWS_REGION", "aws", "region")
+            or pick("AWS_DEFAULT_REGION", "aws", "region")
+            or DEFAULT_AWS_REGION,
+            endpoint_url=_url(
+                pick("FACEOFF_REKOGNITION_ENDPOINT", "aws", "endpoint_url"),
+                "FACEOFF_REKOGNITION_ENDPOINT",
+            ),
             use_default_chain=any(env.get(v, "").strip() for v in _AWS_CHAIN_VARS),
         )
-        _pair(aws.access_key_id, aws.secret_access_key, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        _pair(
+            aws.access_key_id, aws.secret_access_key, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+        )
         azure = AzureConfig(
-            endpoint=_url(pick("FACEOFF_AZURE_FACE_ENDPOINT", "azure", "endpoint"), "FACEOFF_AZURE_FACE_ENDPOINT"),
+            endpoint=_url(
+                pick("FACEOFF_AZURE_FACE_ENDPOINT", "azure", "endpoint"),
+                "FACEOFF_AZURE_FACE_ENDPOINT",
+            ),
             key=pick("FACEOFF_AZURE_FACE_KEY", "azure", "key"),
         )
         _pair(azure.endpoint, azure.key, "FACEOFF_AZURE_FACE_ENDPOINT", "FACEOFF_AZURE_FACE_KEY")
         far = pick("FACEOFF_FACEPP_FAR", "facepp", "far") or "1e-3"
         if far not in FACEPP_FARS:
-            raise SettingsError(f"FACEOFF_FACEPP_FAR must be one of {', '.join(FACEPP_FARS)}, got {far!r}")
+            raise SettingsError(
+                f"FACEOFF_FACEPP_FAR must be one of {', '.join(FACEPP_FARS)}, got {far!r}"
+            )
         facepp = FaceppConfig(
             key=pick("FACEOFF_FACEPP_KEY", "facepp", "key"),
             secret=pick("FACEOFF_FACEPP_SECRET", "facepp", "secret"),
-            endpoint=_url(pick("FACEOFF_FACEPP_ENDPOINT", "facepp", "endpoint"), "FACEOFF_FACEPP_ENDPOINT")
+            endpoint=_url(
+                pick("FACEOFF_FACEPP_ENDPOINT", "facepp", "endpoint"), "FACEOFF_FACEPP_ENDPOINT"
+            )
             or DEFAULT_FACEPP_ENDPOINT,
             far=far,
         )
@@ -174,9 +188,13 @@ def _read_secrets(path: str) -> dict[str, dict[str, str]]:
         try:
             doc = json.loads(text)
         except ValueError as exc:
-            raise SettingsError(f"{SECRETS_FILE_VAR}={path!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+            raise SettingsError(
+                f"{SECRETS_FILE_VAR}={path!r} is not valid JSON: {exc.msg} at line {exc.lineno}"
+            ) from None
         if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
-            raise SettingsError(f"{SECRETS_FILE_VAR}={path!r} must be a JSON object of sections (aws, azure, facepp)")
+            raise SettingsError(
+                f"{SECRETS_FILE_VAR}={path!r} must be a JSON object of sections (aws, azure, facepp)"
+            )
         return {str(k): {str(kk): vv for kk, vv in v.items()} for k, v in doc.items()}
     parser = configparser.ConfigParser(interpolation=None)
     try:

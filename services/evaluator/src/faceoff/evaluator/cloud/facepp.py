@@ -23,7 +23,14 @@ from typing import Any
 import requests
 
 from faceoff.common.errors import NoFaceFound
-from faceoff.evaluator.cloud.base import CloudRecognizer, Comparison, UploadLimits, clamp01, number, upload_bytes
+from faceoff.evaluator.cloud.base import (
+    CloudRecognizer,
+    Comparison,
+    UploadLimits,
+    clamp01,
+    number,
+    upload_bytes,
+)
 from faceoff.evaluator.cloud.credentials import FaceppConfig
 from faceoff.evaluator.cloud.errors import (
     CloudAuthError,
@@ -76,13 +83,17 @@ class FaceppRecognizer(CloudRecognizer):
         except requests.Timeout:
             raise CloudTransient(f"{self.name}: compare timed out after {timeout:.1f} s") from None
         except requests.RequestException as exc:
-            raise CloudTransient(f"{self.name}: cannot reach {self.config.endpoint} ({type(exc).__name__})") from None
+            raise CloudTransient(
+                f"{self.name}: cannot reach {self.config.endpoint} ({type(exc).__name__})"
+            ) from None
         if response.status_code != 200:
             raise self._error(response)
         try:
             return response.json()
         except ValueError:
-            raise CloudBadResponse(f"{self.name}: compare answered HTTP 200 with a body that is not JSON") from None
+            raise CloudBadResponse(
+                f"{self.name}: compare answered HTTP 200 with a body that is not JSON"
+            ) from None
 
     def _error(self, response: requests.Response) -> Exception:
         status = response.status_code
@@ -105,21 +116,33 @@ class FaceppRecognizer(CloudRecognizer):
             return CloudRejected(f"{self.name}: compare refused the request ({detail})")
         return CloudError(f"{self.name}: compare failed ({detail})")
 
-    def _compare(self, prepared: bytes, probe: FacePhoto, other: FacePhoto, deadline: float | None) -> Comparison:
+    def _compare(
+        self, prepared: bytes, probe: FacePhoto, other: FacePhoto, deadline: float | None
+    ) -> Comparison:
         image2 = upload_bytes(other, self.limits)
         answer = self._call(lambda timeout: self._post(prepared, image2, timeout), deadline)
         if not isinstance(answer, dict):
-            raise CloudBadResponse(f"{self.name}: compare answered {type(answer).__name__}, not an object")
+            raise CloudBadResponse(
+                f"{self.name}: compare answered {type(answer).__name__}, not an object"
+            )
         if "confidence" not in answer:
             for key, photo in (("faces1", probe), ("faces2", other)):
                 if answer.get(key) == []:
                     raise NoFaceFound(f"{self.name}: no face found in {photo.label} by Face++")
-            raise CloudBadResponse(f"{self.name}: compare answered without confidence or faces1/faces2")
+            raise CloudBadResponse(
+                f"{self.name}: compare answered without confidence or faces1/faces2"
+            )
         confidence = number(answer["confidence"], "confidence", self.name)
         thresholds = answer.get("thresholds")
         if not isinstance(thresholds, dict) or self.config.far not in thresholds:
-            raise CloudBadResponse(f"{self.name}: compare answered without thresholds[{self.config.far!r}]")
-        threshold = number(thresholds[self.config.far], f"thresholds[{self.config.far!r}]", self.name)
+            raise CloudBadResponse(
+                f"{self.name}: compare answered without thresholds[{self.config.far!r}]"
+            )
+        threshold = number(
+            thresholds[self.config.far], f"thresholds[{self.config.far!r}]", self.name
+        )
         if not (0.0 <= confidence <= 100.0 and 0.0 <= threshold <= 100.0):
-            raise CloudBadResponse(f"{self.name}: confidence {confidence} or threshold {threshold} is outside 0..100")
+            raise CloudBadResponse(
+                f"{self.name}: confidence {confidence} or threshold {threshold} is outside 0..100"
+            )
         return Comparison(confidence=clamp01(confidence / 100.0), api_threshold=threshold / 100.0)

@@ -46,16 +46,33 @@ from faceoff.faces.recognizers.base import FacePhoto
 
 log = logging.getLogger(__name__)
 
-THROTTLING_CODES = frozenset({
-    "ThrottlingException", "ProvisionedThroughputExceededException", "Throttling", "TooManyRequestsException",
-    "RequestLimitExceeded", "LimitExceededException",
-})
-AUTH_CODES = frozenset({
-    "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch",
-    "ExpiredTokenException", "InvalidClientTokenId", "MissingAuthenticationToken", "IncompleteSignature",
-    "AccessDenied", "ExpiredToken",
-})
-REJECTED_CODES = frozenset({"ImageTooLargeException", "InvalidImageFormatException", "ValidationException"})
+THROTTLING_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+    }
+)
+AUTH_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "MissingAuthenticationToken",
+        "IncompleteSignature",
+        "AccessDenied",
+        "ExpiredToken",
+    }
+)
+REJECTED_CODES = frozenset(
+    {"ImageTooLargeException", "InvalidImageFormatException", "ValidationException"}
+)
 
 
 class RekognitionRecognizer(CloudRecognizer):
@@ -88,8 +105,10 @@ class RekognitionRecognizer(CloudRecognizer):
         c = self.config
         if c.access_key_id:
             return boto3.session.Session(
-                aws_access_key_id=c.access_key_id, aws_secret_access_key=c.secret_access_key,
-                aws_session_token=c.session_token, region_name=c.region,
+                aws_access_key_id=c.access_key_id,
+                aws_secret_access_key=c.secret_access_key,
+                aws_session_token=c.session_token,
+                region_name=c.region,
             )
         core = botocore.session.get_session()
         core.get_component("credential_provider").remove("iam-role")
@@ -108,31 +127,46 @@ class RekognitionRecognizer(CloudRecognizer):
                     user_agent_extra="faceoff-evaluator",
                 )
                 self._client = self._session().client(
-                    "rekognition", region_name=self.config.region, endpoint_url=self.config.endpoint_url, config=config
+                    "rekognition",
+                    region_name=self.config.region,
+                    endpoint_url=self.config.endpoint_url,
+                    config=config,
                 )
             return self._client
 
     def _prepare(self, probe: FacePhoto, deadline: float | None) -> bytes:
         return upload_bytes(probe, self.limits)
 
-    def _compare(self, prepared: bytes, probe: FacePhoto, other: FacePhoto, deadline: float | None) -> Comparison:
+    def _compare(
+        self, prepared: bytes, probe: FacePhoto, other: FacePhoto, deadline: float | None
+    ) -> Comparison:
         target = upload_bytes(other, self.limits)
-        response = self._call(lambda timeout: self._compare_faces(prepared, target, probe, other), deadline)
+        response = self._call(
+            lambda timeout: self._compare_faces(prepared, target, probe, other), deadline
+        )
         matches = response.get("FaceMatches") if isinstance(response, dict) else None
         unmatched = response.get("UnmatchedFaces", []) if isinstance(response, dict) else None
         if not isinstance(matches, list) or not isinstance(unmatched, list):
-            raise CloudBadResponse(f"{self.name}: CompareFaces answered without the FaceMatches/UnmatchedFaces lists")
+            raise CloudBadResponse(
+                f"{self.name}: CompareFaces answered without the FaceMatches/UnmatchedFaces lists"
+            )
         if not matches and not unmatched:
             raise NoFaceFound(f"{self.name}: no face found in {other.label} by Rekognition")
         best = 0.0
         for match in matches:
-            similarity = number(match.get("Similarity") if isinstance(match, dict) else None, "FaceMatches[].Similarity", self.name)
+            similarity = number(
+                match.get("Similarity") if isinstance(match, dict) else None,
+                "FaceMatches[].Similarity",
+                self.name,
+            )
             if not 0.0 <= similarity <= 100.0:
                 raise CloudBadResponse(f"{self.name}: Similarity {similarity} is outside 0..100")
             best = max(best, similarity)
         return Comparison(confidence=clamp01(best / 100.0), api_threshold=self.api_threshold)
 
-    def _compare_faces(self, source: bytes, target: bytes, probe: FacePhoto, other: FacePhoto) -> Any:
+    def _compare_faces(
+        self, source: bytes, target: bytes, probe: FacePhoto, other: FacePhoto
+    ) -> Any:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
@@ -145,8 +179,10 @@ class RekognitionRecognizer(CloudRecognizer):
 
         try:
             return self.client().compare_faces(
-                SourceImage={"Bytes": source}, TargetImage={"Bytes": target},
-                SimilarityThreshold=0.0, QualityFilter="NONE",
+                SourceImage={"Bytes": source},
+                TargetImage={"Bytes": target},
+                SimilarityThreshold=0.0,
+                QualityFilter="NONE",
             )
         except ClientError as exc:
             raise self._error(exc, probe, other) from None
@@ -155,8 +191,15 @@ class RekognitionRecognizer(CloudRecognizer):
                 f"{self.name}: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "or a profile or role)"
             ) from None
-        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
-            raise CloudTransient(f"{self.name}: cannot reach Rekognition ({type(exc).__name__})") from None
+        except (
+            EndpointConnectionError,
+            ConnectTimeoutError,
+            ReadTimeoutError,
+            ConnectionClosedError,
+        ) as exc:
+            raise CloudTransient(
+                f"{self.name}: cannot reach Rekognition ({type(exc).__name__})"
+            ) from None
         except BotoCoreError as exc:
             raise CloudBadResponse(f"{self.name}: {type(exc).__name__}: {exc}") from None
 
@@ -169,7 +212,9 @@ class RekognitionRecognizer(CloudRecognizer):
         if code in THROTTLING_CODES or status == 429:
             return CloudThrottled(f"{self.name}: throttled ({detail})")
         if code in AUTH_CODES or status in (401, 403):
-            return CloudAuthError(f"{self.name}: AWS refused the credentials ({detail}); check the AWS keys and region")
+            return CloudAuthError(
+                f"{self.name}: AWS refused the credentials ({detail}); check the AWS keys and region"
+            )
         if code == "InvalidParameterException":
             return NoFaceFound(
                 f"{self.name}: no face found in {probe.label} or {other.label} by Rekognition ({detail}; "

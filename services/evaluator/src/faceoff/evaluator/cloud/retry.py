@@ -47,7 +47,9 @@ class RetryPolicy:
         if self.base_delay <= 0:
             raise ValueError(f"base_delay must be > 0 seconds, got {self.base_delay}")
         if self.max_delay < self.base_delay:
-            raise ValueError(f"max_delay ({self.max_delay}) must be >= base_delay ({self.base_delay})")
+            raise ValueError(
+                f"max_delay ({self.max_delay}) must be >= base_delay ({self.base_delay})"
+            )
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0 seconds, got {self.request_timeout}")
 
@@ -99,5 +101,7 @@ def call_with_retries(
             if retry_after is not None:
                 delay = max(delay, float(retry_after))
             if deadline is not None and clock() + delay >= deadline:
-                raise type(exc)(f"{exc.message} (no time left to retry before the deadline)") from None
+                raise type(exc)(
+                    f"{exc.message} (no time left to retry before the deadline)"
+                ) from None
             sleep(delay)

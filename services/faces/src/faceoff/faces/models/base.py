@@ -68,7 +68,9 @@ class EmbeddingModel(abc.ABC):
         v = np.asarray(v, np.float64)
         return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
-    def embed_numpy(self, images01: np.ndarray | Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def embed_numpy(
+        self, images01: np.ndarray | Sequence[np.ndarray], batch_size: int = 32
+    ) -> np.ndarray:
         """Embed ``(N, S, S, 3)`` images in [0, 1] in compiled chunks; returns float32 ``(N, D)``.
 
         For evaluation and enrolment, where no gradient is needed. Calling :meth:`embed` eagerly

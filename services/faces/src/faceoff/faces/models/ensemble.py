@@ -36,16 +36,22 @@ class Ensemble(EmbeddingModel):
         ValueError: Fewer than two members, mismatched input sizes, or bad weights.
     """
 
-    def __init__(self, members: Sequence[EmbeddingModel], weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, members: Sequence[EmbeddingModel], weights: Sequence[float] | None = None
+    ) -> None:
         members = tuple(members)
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
         sizes = {m.input_size for m in members}
         if len(sizes) != 1:
             raise ValueError(f"ensemble members must share the input size; got {sorted(sizes)}")
-        weights = tuple(float(w) for w in (weights if weights is not None else [1.0] * len(members)))
+        weights = tuple(
+            float(w) for w in (weights if weights is not None else [1.0] * len(members))
+        )
         if len(weights) != len(members) or not all(np.isfinite(w) and w > 0 for w in weights):
-            raise ValueError(f"weights must be one finite number > 0 per member ({len(members)}), got {list(weights)}")
+            raise ValueError(
+                f"weights must be one finite number > 0 per member ({len(members)}), got {list(weights)}"
+            )
         self.members = members
         self.weights = weights
         self.name = "+".join(m.name for m in members)
@@ -71,12 +77,17 @@ class Ensemble(EmbeddingModel):
 
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Weighted mean of the members' smoothed L2 norms of their parts of ``u``."""
-        parts = [share * smooth_l2(u[..., a:b]) for share, (a, b) in zip(self._share, self.segments)]
+        parts = [
+            share * smooth_l2(u[..., a:b]) for share, (a, b) in zip(self._share, self.segments)
+        ]
         return tf.add_n(parts)
 
     def distance_numpy(self, u: np.ndarray) -> np.ndarray:
         u = np.asarray(u, np.float64)
-        return sum(share * np.linalg.norm(u[..., a:b], axis=-1) for share, (a, b) in zip(self._share, self.segments))
+        return sum(
+            share * np.linalg.norm(u[..., a:b], axis=-1)
+            for share, (a, b) in zip(self._share, self.segments)
+        )
 
     def normalise_numpy(self, v: np.ndarray) -> np.ndarray:
         """Each member's part of ``v`` scaled to unit length."""

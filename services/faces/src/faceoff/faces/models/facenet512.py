@@ -31,7 +31,13 @@ import tensorflow as tf
 from faceoff.faces.models.base import EmbeddingModel
 from faceoff.faces.models.facenet import per_image_standardization
 
-__all__ = ["FaceNet512", "check_ops", "import_embedding_function", "parse_graph", "patch_batch_constants"]
+__all__ = [
+    "FaceNet512",
+    "check_ops",
+    "import_embedding_function",
+    "parse_graph",
+    "patch_batch_constants",
+]
 
 INPUT_SIZE = 160
 EMBEDDING_DIM = 512
@@ -47,11 +53,30 @@ BATCH_CONSTANTS: dict[str, tuple[list[int], list[int]]] = {
 }
 
 #: Every op an Inception-ResNet-v1 inference graph may use; anything else refuses the file.
-ALLOWED_OPS = frozenset({
-    "Add", "AddV2", "AvgPool", "BiasAdd", "ConcatV2", "Const", "Conv2D", "FusedBatchNorm",
-    "FusedBatchNormV3", "Identity", "MatMul", "MaxPool", "Maximum", "Mul", "Placeholder", "Relu",
-    "Reshape", "Rsqrt", "Square", "Sum",
-})
+ALLOWED_OPS = frozenset(
+    {
+        "Add",
+        "AddV2",
+        "AvgPool",
+        "BiasAdd",
+        "ConcatV2",
+        "Const",
+        "Conv2D",
+        "FusedBatchNorm",
+        "FusedBatchNormV3",
+        "Identity",
+        "MatMul",
+        "MaxPool",
+        "Maximum",
+        "Mul",
+        "Placeholder",
+        "Relu",
+        "Reshape",
+        "Rsqrt",
+        "Square",
+        "Sum",
+    }
+)
 
 
 def parse_graph(data: bytes) -> tf.compat.v1.GraphDef:
@@ -63,7 +88,7 @@ def parse_graph(data: bytes) -> tf.compat.v1.GraphDef:
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(data)
-    except Exception as exc:  # protobuf's DecodeError, whose class depends on the protobuf backend
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, whose class depends on the backend
         raise ValueError(f"not a TensorFlow GraphDef: {exc}") from None
     return graph_def
 
@@ -82,7 +107,9 @@ def check_ops(graph_def: tf.compat.v1.GraphDef) -> None:
     names = {n.name for n in graph_def.node}
     for tensor in (INPUT_TENSOR, OUTPUT_TENSOR):
         if tensor.split(":")[0] not in names:
-            raise ValueError(f"the graph has no {tensor!r} tensor; expected FaceNet's input:0 -> embeddings:0")
+            raise ValueError(
+                f"the graph has no {tensor!r} tensor; expected FaceNet's input:0 -> embeddings:0"
+            )
 
 
 def patch_batch_constants(graph_def: tf.compat.v1.GraphDef) -> None:
@@ -92,7 +119,11 @@ def patch_batch_constants(graph_def: tf.compat.v1.GraphDef) -> None:
         ValueError: a constant is missing, repeated or holds another value (not ``graph_final.pb``).
     """
     for suffix, (stored, patched) in BATCH_CONSTANTS.items():
-        nodes = [n for n in graph_def.node if n.op == "Const" and (n.name == suffix or n.name.endswith("/" + suffix))]
+        nodes = [
+            n
+            for n in graph_def.node
+            if n.op == "Const" and (n.name == suffix or n.name.endswith("/" + suffix))
+        ]
         if len(nodes) != 1:
             raise ValueError(
                 f"the graph has {len(nodes)} constants named '*{suffix}', expected exactly 1; "
@@ -102,7 +133,9 @@ def patch_batch_constants(graph_def: tf.compat.v1.GraphDef) -> None:
         value = tf.make_ndarray(node.attr["value"].tensor)
         if value.tolist() not in (stored, patched):
             raise ValueError(f"constant {node.name} is {value.tolist()}; expected {stored}")
-        node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(patched, dtype=value.dtype)))
+        node.attr["value"].tensor.CopyFrom(
+            tf.make_tensor_proto(np.asarray(patched, dtype=value.dtype))
+        )
 
 
 def import_embedding_function(
@@ -125,7 +158,9 @@ def import_embedding_function(
         tensor = node.attr["value"].tensor if node.op == "Const" else None
         if tensor is None or tensor.dtype != tf.float32.as_datatype_enum:
             continue
-        weights[node.name] = tf.Variable(tf.make_ndarray(tensor), trainable=False, name=node.name.replace("/", "_"))
+        weights[node.name] = tf.Variable(
+            tf.make_ndarray(tensor), trainable=False, name=node.name.replace("/", "_")
+        )
         # The node stays as a stand-in that input_map replaces; only its value is dropped.
         node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(np.zeros((), np.float32)))
 

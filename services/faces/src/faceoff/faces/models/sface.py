@@ -50,7 +50,9 @@ INPUT_NAME = "data"
 OUTPUT_NAME = "fc1"
 
 #: Every op the SFace graph uses; anything else refuses the file.
-ALLOWED_OPS = frozenset({"Sub", "Mul", "Conv", "BatchNormalization", "PRelu", "Dropout", "Flatten", "Gemm"})
+ALLOWED_OPS = frozenset(
+    {"Sub", "Mul", "Conv", "BatchNormalization", "PRelu", "Dropout", "Flatten", "Gemm"}
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def parse_model(data: bytes) -> onnx.ModelProto:
     """
     try:
         return onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf's DecodeError, whose class depends on the protobuf backend
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, whose class depends on the backend
         raise ValueError(f"not an ONNX model: {exc}") from None
 
 
@@ -117,12 +119,16 @@ def _where(node: onnx.NodeProto) -> str:
     return f"node {node.name or '(unnamed)'!r} ({node.op_type})"
 
 
-def _check_attrs(node: onnx.NodeProto, attrs: dict[str, object], allowed: dict[str, Callable[[object], bool]]) -> None:
+def _check_attrs(
+    node: onnx.NodeProto, attrs: dict[str, object], allowed: dict[str, Callable[[object], bool]]
+) -> None:
     """Refuse attributes not in ``allowed`` or whose value fails its check."""
     for key, value in attrs.items():
         check = allowed.get(key)
         if check is None:
-            raise ValueError(f"{_where(node)} has attribute {key}={value!r}, which this network does not use")
+            raise ValueError(
+                f"{_where(node)} has attribute {key}={value!r}, which this network does not use"
+            )
         if not check(value):
             raise ValueError(f"{_where(node)} has unsupported {key}={value!r}")
 
@@ -149,11 +155,15 @@ class OnnxNetwork:
     def __init__(self, model: onnx.ModelProto) -> None:
         graph = model.graph
         if len(model.functions) or len(graph.sparse_initializer):
-            raise ValueError("the ONNX model carries local functions or sparse initializers; SFace has none")
+            raise ValueError(
+                "the ONNX model carries local functions or sparse initializers; SFace has none"
+            )
         consts: dict[str, np.ndarray] = {}
         for init in graph.initializer:
             if init.data_location == onnx.TensorProto.EXTERNAL:
-                raise ValueError(f"initializer {init.name!r} is stored outside the file; refusing external data")
+                raise ValueError(
+                    f"initializer {init.name!r} is stored outside the file; refusing external data"
+                )
             consts[init.name] = numpy_helper.to_array(init)
         inputs = [i.name for i in graph.input if i.name not in consts]
         if len(inputs) != 1 or len(graph.output) != 1:
@@ -173,7 +183,9 @@ class OnnxNetwork:
                     f"{_where(node)}: op {node.op_type!r} is not one of {sorted(ALLOWED_OPS)}; refusing the model"
                 )
             if node.domain not in ("", "ai.onnx"):
-                raise ValueError(f"{_where(node)} is in op domain {node.domain!r}; only the default domain is accepted")
+                raise ValueError(
+                    f"{_where(node)} is in op domain {node.domain!r}; only the default domain is accepted"
+                )
             build = getattr(self, f"_op_{node.op_type}")
             fn, reads = build(node, _attrs(node), consts)
             missing = [name for name in reads if name not in produced]
@@ -187,7 +199,9 @@ class OnnxNetwork:
     # ---- helpers -------------------------------------------------------------------------------
 
     def _frozen(self, value: np.ndarray, name: str) -> tf.Variable:
-        var = tf.Variable(np.asarray(value, np.float32), trainable=False, name=name.replace("/", "_"))
+        var = tf.Variable(
+            np.asarray(value, np.float32), trainable=False, name=name.replace("/", "_")
+        )
         self.variables.append(var)
         return var
 
@@ -201,18 +215,28 @@ class OnnxNetwork:
     def _channel_vector(node: onnx.NodeProto, value: np.ndarray, what: str) -> np.ndarray:
         """A per-channel parameter stored ``(C,)`` or ``(C, 1, 1)`` (NCHW), as ``(C,)`` for NHWC."""
         if value.ndim == 0 or value.size != value.shape[0]:
-            raise ValueError(f"{_where(node)}: {what} has shape {value.shape}; expected (C,) or (C, 1, 1)")
+            raise ValueError(
+                f"{_where(node)}: {what} has shape {value.shape}; expected (C,) or (C, 1, 1)"
+            )
         return value.reshape(-1)
 
     # ---- ops -----------------------------------------------------------------------------------
 
-    def _elementwise(self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray], op: Callable[[tf.Tensor, float], tf.Tensor]):  # noqa: E501
+    def _elementwise(
+        self,
+        node: onnx.NodeProto,
+        attrs: dict[str, object],
+        consts: dict[str, np.ndarray],
+        op: Callable[[tf.Tensor, float], tf.Tensor],
+    ):
         _check_attrs(node, attrs, {})
         if len(node.input) != 2:
             raise ValueError(f"{_where(node)} has {len(node.input)} inputs; expected 2")
         value = self._const(node, consts, 1)
         if value.size != 1:
-            raise ValueError(f"{_where(node)}: second input has shape {value.shape}; only a scalar is accepted")
+            raise ValueError(
+                f"{_where(node)}: second input has shape {value.shape}; only a scalar is accepted"
+            )
         scalar = float(value.reshape(()))
         return (lambda x: op(x, scalar)), [node.input[0]]
 
@@ -236,12 +260,18 @@ class OnnxNetwork:
             raise ValueError(f"{_where(node)}: weight has shape {weight.shape}; expected 4-D")
         out_ch, in_per_group, kh, kw = weight.shape
         if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
-            raise ValueError(f"{_where(node)}: kernel_shape {attrs['kernel_shape']} disagrees with weight {weight.shape}")
+            raise ValueError(
+                f"{_where(node)}: kernel_shape {attrs['kernel_shape']} disagrees with weight {weight.shape}"
+            )
         group = int(attrs.get("group", 1))  # type: ignore[arg-type]
         strides = [1, *attrs.get("strides", [1, 1]), 1]  # type: ignore[misc]
         pad_h, pad_w = list(attrs.get("pads", [0, 0, 0, 0]))[:2]  # type: ignore[call-overload]
         padding = [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]]
-        bias = self._frozen(self._const(node, consts, 2), node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = (
+            self._frozen(self._const(node, consts, 2), node.input[2])
+            if len(node.input) > 2 and node.input[2]
+            else None
+        )
         if group == 1:
             kernel = self._frozen(weight.transpose(2, 3, 1, 0), node.input[1])  # (kh, kw, in, out)
 
@@ -282,14 +312,18 @@ class OnnxNetwork:
 
     def _op_PRelu(self, node, attrs, consts):  # noqa: N802
         _check_attrs(node, attrs, {})
-        slope = self._frozen(self._channel_vector(node, self._const(node, consts, 1), "slope"), node.input[1])
+        slope = self._frozen(
+            self._channel_vector(node, self._const(node, consts, 1), "slope"), node.input[1]
+        )
         return (lambda x: tf.maximum(x, 0.0) + slope * tf.minimum(x, 0.0)), [node.input[0]]
 
     def _op_Dropout(self, node, attrs, consts):  # noqa: N802
         _check_attrs(node, attrs, {"ratio": lambda v: isinstance(v, float), "seed": lambda v: True,
                                    "is_test": lambda v: v == 1})  # fmt: skip
         if len(node.input) > 1 and any(node.input[1:]):
-            raise ValueError(f"{_where(node)} has ratio/training_mode inputs; only the plain inference form is accepted")
+            raise ValueError(
+                f"{_where(node)} has ratio/training_mode inputs; only the plain inference form is accepted"
+            )
         return tf.identity, [node.input[0]]
 
     def _op_Flatten(self, node, attrs, consts):  # noqa: N802
@@ -311,7 +345,11 @@ class OnnxNetwork:
         if attrs.get("transB", 0) == 1:
             weight = weight.T
         matrix = self._frozen(weight, node.input[1])  # (in, out)
-        bias = self._frozen(self._const(node, consts, 2), node.input[2]) if len(node.input) > 2 else None
+        bias = (
+            self._frozen(self._const(node, consts, 2), node.input[2])
+            if len(node.input) > 2
+            else None
+        )
         if bias is None:
             return (lambda x: tf.matmul(x, matrix)), [node.input[0]]
         return (lambda x: tf.matmul(x, matrix) + bias), [node.input[0]]
@@ -364,9 +402,13 @@ class SFaceModel(EmbeddingModel):
         overhang = max(half - window.center_x, half - window.center_y,
                        window.center_x + half - INPUT_SIZE, window.center_y + half - INPUT_SIZE)  # fmt: skip
         self._pad = math.ceil(overhang) + 1 if overhang > 0 else 0
-        self._edge_index = tf.constant(np.clip(np.arange(-self._pad, INPUT_SIZE + self._pad), 0, INPUT_SIZE - 1), tf.int32)
+        self._edge_index = tf.constant(
+            np.clip(np.arange(-self._pad, INPUT_SIZE + self._pad), 0, INPUT_SIZE - 1), tf.int32
+        )
         padded = Window(window.center_x + self._pad, window.center_y + self._pad, window.side)
-        self._boxes = tf.constant([padded.box(INPUT_SIZE + 2 * self._pad, NETWORK_SIZE)], tf.float32)
+        self._boxes = tf.constant(
+            [padded.box(INPUT_SIZE + 2 * self._pad, NETWORK_SIZE)], tf.float32
+        )
         self._embed_compiled: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     @property
@@ -388,10 +430,14 @@ class SFaceModel(EmbeddingModel):
         """
         images01 = tf.cast(images01, tf.float32)
         if self._pad:
-            images01 = tf.gather(tf.gather(images01, self._edge_index, axis=1), self._edge_index, axis=2)
+            images01 = tf.gather(
+                tf.gather(images01, self._edge_index, axis=1), self._edge_index, axis=2
+            )
         n = tf.shape(images01)[0]
         boxes = tf.tile(self._boxes, [n, 1])
-        crops = tf.image.crop_and_resize(images01, boxes, tf.range(n), [NETWORK_SIZE, NETWORK_SIZE], "bilinear")
+        crops = tf.image.crop_and_resize(
+            images01, boxes, tf.range(n), [NETWORK_SIZE, NETWORK_SIZE], "bilinear"
+        )
         return crops * 255.0
 
     def features(self, images112: tf.Tensor) -> tf.Tensor:
@@ -408,4 +454,6 @@ class SFaceModel(EmbeddingModel):
         ``tf.function``. ``training`` is accepted for the interface and ignored (batch norms run
         in inference mode and dropout is the identity).
         """
-        return tf.math.l2_normalize(self.features(self.preprocess(images01)), axis=-1, epsilon=1e-12)
+        return tf.math.l2_normalize(
+            self.features(self.preprocess(images01)), axis=-1, epsilon=1e-12
+        )

@@ -57,7 +57,10 @@ def _facenet512() -> EmbeddingRecognizer:
 
 # Factories import their module lazily: importing this package loads no model library.
 _LOCAL: dict[str, Callable[[], EmbeddingRecognizer]] = {
-    "dlib": _dlib, "sface": _sface, "facenet": _facenet, "facenet512": _facenet512,
+    "dlib": _dlib,
+    "sface": _sface,
+    "facenet": _facenet,
+    "facenet512": _facenet512,
 }
 
 #: Names of the local recognisers, in the order they are reported.
@@ -77,7 +80,9 @@ def get_local(name: str) -> EmbeddingRecognizer:
         InvalidOption: ``name`` is not a local recogniser (the message lists those that are).
     """
     if name not in _LOCAL:
-        raise InvalidOption(f"unknown local recogniser {name!r}; accepted: {', '.join(LOCAL_RECOGNIZERS)}")
+        raise InvalidOption(
+            f"unknown local recogniser {name!r}; accepted: {', '.join(LOCAL_RECOGNIZERS)}"
+        )
     with _instances_lock:
         if name not in _instances:
             _instances[name] = _LOCAL[name]()

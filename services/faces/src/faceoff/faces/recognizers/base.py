@@ -53,7 +53,9 @@ class FacePhoto:
     label: str = "the photo"
 
     @classmethod
-    def from_bytes(cls, data: bytes, label: str = "the photo", max_pixels: int = DEFAULT_MAX_PIXELS) -> FacePhoto:
+    def from_bytes(
+        cls, data: bytes, label: str = "the photo", max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> FacePhoto:
         """Decode ``data`` (raises :class:`~faceoff.common.errors.InvalidImage` naming ``label``)."""
         from faceoff.common.errors import InvalidImage
 
@@ -133,7 +135,9 @@ def distance_confidence(distance: float, threshold: float, scale: float) -> floa
 def check_top_k(top_k: int) -> int:
     """Validate ``top_k`` (0 means :data:`DEFAULT_TOP_K`)."""
     if not isinstance(top_k, int) or top_k < 0:
-        raise InvalidOption(f"top_k must be an integer >= 0 (0 means {DEFAULT_TOP_K}), got {top_k!r}")
+        raise InvalidOption(
+            f"top_k must be an integer >= 0 (0 means {DEFAULT_TOP_K}), got {top_k!r}"
+        )
     return top_k or DEFAULT_TOP_K
 
 
@@ -161,7 +165,11 @@ class Recognizer(abc.ABC):
 
     @abc.abstractmethod
     def verify(
-        self, probe: FacePhoto, references: Sequence[FacePhoto], *, use_api_threshold: bool = False,
+        self,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        *,
+        use_api_threshold: bool = False,
         deadline: float | None = None,
     ) -> Verification:
         """Is the largest face of ``probe`` the person of ``references``?
@@ -179,7 +187,12 @@ class Recognizer(abc.ABC):
 
     @abc.abstractmethod
     def identify(
-        self, probe: FacePhoto, gallery: Gallery, top_k: int = DEFAULT_TOP_K, *, deadline: float | None = None
+        self,
+        probe: FacePhoto,
+        gallery: Gallery,
+        top_k: int = DEFAULT_TOP_K,
+        *,
+        deadline: float | None = None,
     ) -> list[IdentityScore]:
         """Rank the gallery's identities for the largest face of ``probe``, best first (at most ``top_k``).
 
@@ -189,12 +202,20 @@ class Recognizer(abc.ABC):
         """
 
     def assess(
-        self, probe: FacePhoto, references: Sequence[FacePhoto], gallery: Gallery, top_k: int = DEFAULT_TOP_K, *,
-        use_api_threshold: bool = False, deadline: float | None = None,
+        self,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        gallery: Gallery,
+        top_k: int = DEFAULT_TOP_K,
+        *,
+        use_api_threshold: bool = False,
+        deadline: float | None = None,
     ) -> Assessment:
         """Verify against ``references`` when there are any and identify in ``gallery`` when there is one."""
         verification = (
-            self.verify(probe, references, use_api_threshold=use_api_threshold, deadline=deadline) if references else None
+            self.verify(probe, references, use_api_threshold=use_api_threshold, deadline=deadline)
+            if references
+            else None
         )
         ranking = self.identify(probe, gallery, top_k, deadline=deadline) if gallery else []
         return Assessment(verification=verification, ranking=ranking)
@@ -294,7 +315,9 @@ class EmbeddingRecognizer(Recognizer):
 
     def centroid(self, embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """The mean of ``(n, D)`` embeddings (re-normalised for unit-length models)."""
-        arr = np.asarray(embeddings, dtype=np.float64).reshape(-1, np.asarray(embeddings[0]).shape[-1])
+        arr = np.asarray(embeddings, dtype=np.float64).reshape(
+            -1, np.asarray(embeddings[0]).shape[-1]
+        )
         if self.metric == "cosine":  # cosine compares directions: average the directions
             arr = arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
         c = arr.mean(axis=0)
@@ -306,14 +329,21 @@ class EmbeddingRecognizer(Recognizer):
         """:func:`distance_confidence` with this model's threshold and scale."""
         return distance_confidence(distance, self.distance_threshold, self.confidence_scale)
 
-    def verify_embeddings(self, probe: np.ndarray, references: np.ndarray | Sequence[np.ndarray]) -> Verification:
+    def verify_embeddings(
+        self, probe: np.ndarray, references: np.ndarray | Sequence[np.ndarray]
+    ) -> Verification:
         """Verification from embeddings: distance to the references' centroid, mapped to confidence."""
         d = self.distance(probe, self.centroid(references))
         confidence = self.confidence(d)
-        return Verification(confidence=confidence, threshold=PAPER_TAU, match=confidence >= PAPER_TAU, distance=d)
+        return Verification(
+            confidence=confidence, threshold=PAPER_TAU, match=confidence >= PAPER_TAU, distance=d
+        )
 
     def identify_embeddings(
-        self, probe: np.ndarray, gallery: Mapping[str, np.ndarray | Sequence[np.ndarray]], top_k: int = DEFAULT_TOP_K
+        self,
+        probe: np.ndarray,
+        gallery: Mapping[str, np.ndarray | Sequence[np.ndarray]],
+        top_k: int = DEFAULT_TOP_K,
     ) -> list[IdentityScore]:
         """Nearest-centroid ranking from embeddings, best first, at most ``top_k``."""
         top_k = check_top_k(top_k)
@@ -327,7 +357,11 @@ class EmbeddingRecognizer(Recognizer):
     # -- the Recognizer interface ----------------------------------------------------------
 
     def verify(
-        self, probe: FacePhoto, references: Sequence[FacePhoto], *, use_api_threshold: bool = False,
+        self,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        *,
+        use_api_threshold: bool = False,
         deadline: float | None = None,
     ) -> Verification:
         """See :meth:`Recognizer.verify`; the threshold is 0.5 either way (see module docstring)."""
@@ -335,7 +369,12 @@ class EmbeddingRecognizer(Recognizer):
         return self.verify_embeddings(self.embed(probe), [self.embed(r) for r in references])
 
     def identify(
-        self, probe: FacePhoto, gallery: Gallery, top_k: int = DEFAULT_TOP_K, *, deadline: float | None = None
+        self,
+        probe: FacePhoto,
+        gallery: Gallery,
+        top_k: int = DEFAULT_TOP_K,
+        *,
+        deadline: float | None = None,
     ) -> list[IdentityScore]:
         """See :meth:`Recognizer.identify`."""
         check_gallery(gallery)
@@ -343,8 +382,14 @@ class EmbeddingRecognizer(Recognizer):
         return self.identify_embeddings(self.embed(probe), embedded, top_k)
 
     def assess(
-        self, probe: FacePhoto, references: Sequence[FacePhoto], gallery: Gallery, top_k: int = DEFAULT_TOP_K, *,
-        use_api_threshold: bool = False, deadline: float | None = None,
+        self,
+        probe: FacePhoto,
+        references: Sequence[FacePhoto],
+        gallery: Gallery,
+        top_k: int = DEFAULT_TOP_K,
+        *,
+        use_api_threshold: bool = False,
+        deadline: float | None = None,
     ) -> Assessment:
         """As :meth:`Recognizer.assess`, embedding the probe once."""
         top_k = check_top_k(top_k)
@@ -353,7 +398,9 @@ class EmbeddingRecognizer(Recognizer):
         probe_embedding = self.embed(probe)
         verification = None
         if references:
-            verification = self.verify_embeddings(probe_embedding, [self.embed(r) for r in references])
+            verification = self.verify_embeddings(
+                probe_embedding, [self.embed(r) for r in references]
+            )
         ranking: list[IdentityScore] = []
         if gallery:
             embedded = {name: [self.embed(p) for p in photos] for name, photos in gallery.items()}

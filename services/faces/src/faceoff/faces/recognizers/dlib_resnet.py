@@ -78,18 +78,26 @@ class DlibRecognizer(EmbeddingRecognizer):
         scale = min(1.0, self.detect_max_side / max(h, w))
         small = pixels
         if scale < 1.0:
-            small = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                pixels,
+                (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
         rects, _scores, _ = self._detector.run(small, UPSAMPLE, 0.0)
         pad = 0
         if not rects:
             pad = round(RETRY_PAD * max(small.shape[:2]))
-            padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            padded = cv2.copyMakeBorder(
+                small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+            )
             found, scores, _ = self._detector.run(padded, UPSAMPLE, RETRY_THRESHOLD)
             if not found:
                 return None
             rects = [found[int(np.argmax(scores))]]
         best = max(rects, key=lambda r: r.width() * r.height())
-        return tuple((v - pad) / scale for v in (best.left(), best.top(), best.right(), best.bottom()))  # type: ignore[return-value]
+        return tuple(
+            (v - pad) / scale for v in (best.left(), best.top(), best.right(), best.bottom())
+        )  # type: ignore[return-value]
 
     def _embed(self, photo: Photo) -> np.ndarray | None:
         pixels = np.ascontiguousarray(photo.pixels)

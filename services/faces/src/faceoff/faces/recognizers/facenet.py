@@ -51,7 +51,9 @@ class _FaceBoxes:
     def __init__(self, size: int = 128) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._boxes: OrderedDict[tuple[int, int], tuple[weakref.ref[Photo], Box | None]] = OrderedDict()
+        self._boxes: OrderedDict[tuple[int, int], tuple[weakref.ref[Photo], Box | None]] = (
+            OrderedDict()
+        )
 
     def get(self, photo: Photo, detect_max_side: int) -> tuple[bool, Box | None]:
         """``(True, box or None when there is no face)`` for a known photo, else ``(False, None)``."""
@@ -116,7 +118,9 @@ class FaceNetRecognizer(EmbeddingRecognizer):
         self.load()
         arr = np.asarray(crops01, dtype=np.float32)
         if arr.ndim != 4 or arr.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
-            raise ValueError(f"crops01 has shape {arr.shape}; expected (N, {CROP_SIZE}, {CROP_SIZE}, 3)")
+            raise ValueError(
+                f"crops01 has shape {arr.shape}; expected (N, {CROP_SIZE}, {CROP_SIZE}, 3)"
+            )
         with self._lock:
             return self._embed_crops(arr)
 

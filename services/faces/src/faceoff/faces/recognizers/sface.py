@@ -64,7 +64,11 @@ class SFaceRecognizer(EmbeddingRecognizer):
             scale = min(1.0, max_side / max(h, w))
             small = bgr
             if scale < 1.0:
-                small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+                small = cv2.resize(
+                    bgr,
+                    (max(1, round(w * scale)), max(1, round(h * scale))),
+                    interpolation=cv2.INTER_AREA,
+                )
             self._yunet.setInputSize((small.shape[1], small.shape[0]))
             self._yunet.setScoreThreshold(score)
             _, faces = self._yunet.detect(small)

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from faceoff.masker.attacks.base import AttackResult, Attack, ProgressCallback
+from faceoff.faces.models.base import EmbeddingModel
+from faceoff.masker.attacks.base import Attack, AttackResult, ProgressCallback
 from faceoff.masker.attacks.cw import CW, CWL2, CWLinf
 from faceoff.masker.attacks.losses import (
     DEFAULT_KAPPA,
@@ -28,7 +29,6 @@ from faceoff.masker.attacks.losses import (
 )
 from faceoff.masker.attacks.pgd import PGD, PGDL2, PGDLinf
 from faceoff.masker.attacks.transfer import Transfer
-from faceoff.faces.models.base import EmbeddingModel
 
 #: Optimisers by name, then by norm (``"l2"`` or ``"linf"``).
 ATTACKS: dict[str, dict[str, type[Attack]]] = {

@@ -34,10 +34,9 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from faceoff.faces.models.base import DISTANCE_SMOOTHING, EmbeddingModel, smooth_l2  # noqa: F401 (re-exported)
 from faceoff.masker.attacks._checks import check_bool, check_non_negative, check_positive
 from faceoff.masker.attacks._compile import compiled
-from faceoff.faces.models.base import DISTANCE_SMOOTHING, EmbeddingModel, smooth_l2  # noqa: F401 (re-exported)
-
 
 #: Default hinge margin kappa, in normalised-embedding units (distances lie in [0, 2]).
 #: On FaceNet the mean distance of a face to its own identity's other photos is about 0.6-0.9
@@ -176,7 +175,9 @@ class Loss(abc.ABC):
         batch serves every later batch.
         """
         embeddings = model.embed(images01, training=False)
-        mean, centroid, present = set_distances(embeddings, inputs.references, inputs.mask, model.distance)
+        mean, centroid, present = set_distances(
+            embeddings, inputs.references, inputs.mask, model.distance
+        )
         has_others = tf.reduce_any(present[:, 1:], axis=1)
         own_centroid = centroid[:, 0]
         nearest_other = _nearest_other(centroid, present)
@@ -221,7 +222,9 @@ class Loss(abc.ABC):
             def distance(images01: tf.Tensor, inputs: LossInputs) -> tf.Tensor:
                 model = model_ref()
                 embeddings = model.embed(images01, training=False)
-                return set_distances(embeddings, inputs.references, inputs.mask, model.distance)[0][:, 0]
+                return set_distances(embeddings, inputs.references, inputs.mask, model.distance)[0][
+                    :, 0
+                ]
 
             return distance
 

@@ -32,16 +32,21 @@ from faceoff.masker.attacks._checks import check_bool, check_count, check_positi
 from faceoff.masker.attacks.base import (
     MAX_ITERATIONS,
     Attack,
-    evaluate_perturbed,
     Progress,
     as_rows,
     better,
+    evaluate_perturbed,
     finite_or_zero,
     per_example_l2,
     run_chunked,
 )
 from faceoff.masker.attacks.losses import Loss, LossInputs
-from faceoff.masker.attacks.transfer import Transfer, TransferInputs, process_gradient, transform_input
+from faceoff.masker.attacks.transfer import (
+    Transfer,
+    TransferInputs,
+    process_gradient,
+    transform_input,
+)
 
 #: Scale of the starting perturbation without a random start, as a fraction of epsilon.
 TINY_START = 1e-2
@@ -129,8 +134,14 @@ class PGD(Attack):
         images = tf.constant(x)
         delta = tf.constant(self._start(x, rng, radius))
         n = x.shape[0]
-        state = (delta, delta, tf.fill([n], np.float32(np.inf)), tf.zeros([n], tf.bool),
-                 tf.zeros_like(delta), tf.constant(0, tf.int32))
+        state = (
+            delta,
+            delta,
+            tf.fill([n], np.float32(np.inf)),
+            tf.zeros([n], tf.bool),
+            tf.zeros_like(delta),
+            tf.constant(0, tf.int32),
+        )
         run = self._compiled(loss, "run", self._builder(type(loss)))
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)

@@ -75,10 +75,14 @@ class Transfer:
         for name in ("momentum", "diversity", "eot"):
             check_fraction(name, getattr(self, name))
         k = self.ti_kernel
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
-            k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2 == 1)
+        if (
+            isinstance(k, bool)
+            or not isinstance(k, (int, np.integer))
+            or not (k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2 == 1))
         ):
-            raise ValueError(f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}")
+            raise ValueError(
+                f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}"
+            )
 
     @property
     def transforms_input(self) -> bool:
@@ -125,7 +129,9 @@ def transform_input(images01: tf.Tensor, t: TransferInputs, step: tf.Tensor) -> 
     out = images01
     draw = tf.random.stateless_uniform([2], _seed(t, step, 0))
     out = tf.cond(draw[0] < t.eot, lambda: _platform(out, size, _seed(t, step, 1)), lambda: out)
-    out = tf.cond(draw[1] < t.diversity, lambda: _diversity(out, size, _seed(t, step, 2)), lambda: out)
+    out = tf.cond(
+        draw[1] < t.diversity, lambda: _diversity(out, size, _seed(t, step, 2)), lambda: out
+    )
     out.set_shape(images01.shape)
     return out
 
@@ -140,7 +146,9 @@ def _diversity(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     top = tf.cast(r[1] * tf.cast(room + 1, tf.float32), tf.int32)
     left = tf.cast(r[2] * tf.cast(room + 1, tf.float32), tf.int32)
     top, left = tf.minimum(top, room), tf.minimum(left, room)
-    padded = tf.pad(small, [[0, 0], [top, room - top], [left, room - left], [0, 0]], constant_values=0.5)
+    padded = tf.pad(
+        small, [[0, 0], [top, room - top], [left, room - left], [0, 0]], constant_values=0.5
+    )
     return tf.reshape(padded, tf.shape(images))
 
 
@@ -153,13 +161,17 @@ def _platform(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     quality = low + tf.cast(r[1] * (high - low + 1), tf.int32)
     quality = tf.minimum(quality, high)
     jpeg = tf.map_fn(
-        lambda im: tf.image.adjust_jpeg_quality(im, quality), resized, fn_output_signature=tf.float32
+        lambda im: tf.image.adjust_jpeg_quality(im, quality),
+        resized,
+        fn_output_signature=tf.float32,
     )
     # Straight-through: forward through the real JPEG, backward as if it were the identity.
     return resized + tf.stop_gradient(jpeg - resized)
 
 
-def process_gradient(grad: tf.Tensor, velocity: tf.Tensor, t: TransferInputs) -> tuple[tf.Tensor, tf.Tensor]:
+def process_gradient(
+    grad: tf.Tensor, velocity: tf.Tensor, t: TransferInputs
+) -> tuple[tf.Tensor, tf.Tensor]:
     """TI smoothing, then momentum; returns ``(direction source, new velocity)``.
 
     With momentum 0 and a 1x1 kernel this returns the gradient unchanged.
@@ -168,4 +180,6 @@ def process_gradient(grad: tf.Tensor, velocity: tf.Tensor, t: TransferInputs) ->
     scale = tf.reduce_mean(tf.abs(smoothed), axis=[1, 2, 3], keepdims=True) + 1e-12
     velocity = t.momentum * velocity + smoothed / scale
     use_momentum = t.momentum > 0
-    return tf.where(use_momentum, velocity, smoothed), tf.where(use_momentum, velocity, tf.zeros_like(velocity))
+    return tf.where(use_momentum, velocity, smoothed), tf.where(
+        use_momentum, velocity, tf.zeros_like(velocity)
+    )
