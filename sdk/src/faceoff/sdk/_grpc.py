@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar, cast
 
 import grpc
 
@@ -101,7 +101,9 @@ def server_pushback(exc: grpc.RpcError) -> float | None:
     """
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     values: dict[str, str] = {}
-    for key, value in trailing or ():
+    # (key, value) pairs at run time, from the sync and the asyncio stack alike.
+    pairs = cast("Iterable[tuple[str, str | bytes]]", trailing or ())
+    for key, value in pairs:
         values[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     if PUSHBACK_KEY in values:
         try:

@@ -159,9 +159,8 @@ def _to_rgb_and_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"))
         alpha = np.ascontiguousarray(rgba[:, :, 3])
-        if alpha.min() == 255:
-            alpha = None  # fully opaque: nothing to keep
-        return np.ascontiguousarray(rgba[:, :, :3]), alpha
+        # Fully opaque: nothing to keep.
+        return np.ascontiguousarray(rgba[:, :, :3]), None if alpha.min() == 255 else alpha
     return np.asarray(img.convert("RGB")), None
 
 

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
-UnaryBehaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamBehaviour = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+#: A grpc.aio call's context and a method handler (generic in grpc's type stubs only).
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+UnaryBehaviour = Callable[[Any, Context], Awaitable[Any]]
+StreamBehaviour = Callable[[Any, Context], AsyncIterator[Any]]
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler,
+    handler: Handler,
     unary: Callable[[UnaryBehaviour], UnaryBehaviour],
     stream: Callable[[StreamBehaviour], StreamBehaviour],
-) -> grpc.RpcMethodHandler:
+) -> Handler:
     """Return ``handler`` with its behaviour wrapped by ``unary`` or ``stream``.
 
     Every Face-Off RPC takes a single request; client-streaming handlers (only the reflection
@@ -24,13 +27,14 @@ def wrap_handler(
     """
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            unary(handler.unary_unary),
+            # grpc's stubs type these factories for the sync server; grpc.aio takes coroutines.
+            unary(handler.unary_unary),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream),
+            stream(handler.unary_stream),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -38,10 +42,10 @@ def wrap_handler(
 
 
 def observe(
-    handler: grpc.RpcMethodHandler,
-    on_start: Callable[[grpc.aio.ServicerContext], Any],
-    on_finish: Callable[[Any, grpc.aio.ServicerContext, float, bool, Any], None],
-) -> grpc.RpcMethodHandler:
+    handler: Handler,
+    on_start: Callable[[Context], Any],
+    on_finish: Callable[[Any, Context, float, bool, Any], None],
+) -> Handler:
     """Wrap ``handler`` so that ``on_start(context)`` runs before it and ``on_finish`` after it.
 
     ``on_finish(request, context, seconds, failed, started)`` gets the elapsed time, whether the
@@ -57,7 +61,7 @@ def observe(
     """
 
     def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             start = time.perf_counter()
             started = on_start(context)
             failed = True
@@ -75,7 +79,7 @@ def observe(
         return wrapped
 
     def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             start = time.perf_counter()
             started = on_start(context)
             failed = True
@@ -103,7 +107,7 @@ def _forget_frames(exc: BaseException) -> None:
     exc.__cause__ = None
 
 
-def code_name(context: grpc.aio.ServicerContext, failed: bool) -> str:
+def code_name(context: Context, failed: bool) -> str:
     """The status the RPC ended with: the code set on ``context``, else OK or UNKNOWN."""
     code = context.code()
     if code is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from faceoff.common.interceptors._wrap import code_name, observe
+from faceoff.common.interceptors._wrap import Context, Handler, code_name, observe
 
 log = logging.getLogger("faceoff.access")
 
@@ -18,9 +18,9 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -28,7 +28,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         level = logging.DEBUG if method.startswith("/grpc.") else logging.INFO
 
         def on_finish(
-            request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, peer: str
+            request: Any, context: Context, seconds: float, failed: bool, peer: str
         ) -> None:
             size = request.ByteSize() if hasattr(request, "ByteSize") else -1
             log.log(

@@ -20,7 +20,13 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+from faceoff.common.interceptors._wrap import (
+    Context,
+    Handler,
+    StreamBehaviour,
+    UnaryBehaviour,
+    wrap_handler,
+)
 from faceoff.common.security import TokenTable
 
 log = logging.getLogger(__name__)
@@ -45,13 +51,13 @@ def authenticated_name() -> str | None:
     return _name.get()
 
 
-def _refusing_handler(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+def _refusing_handler(handler: Handler, message: str) -> Handler:
     """A handler of the same kind as ``handler`` that ends the call with UNAUTHENTICATED."""
 
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def refuse(_request: Any, context: Context) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def refuse_stream(_request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def refuse_stream(_request: Any, context: Context) -> AsyncIterator[Any]:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
         yield  # pragma: no cover - makes this an async generator; abort raises first
 
@@ -107,9 +113,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(EXEMPT_PREFIXES):
@@ -125,11 +131,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _with_name(handler, name)
 
 
-def _with_name(handler: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHandler:
+def _with_name(handler: Handler, name: str) -> Handler:
     """``handler`` with :func:`authenticated_name` returning ``name`` while it runs."""
 
     def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: Any, context: Context) -> Any:
             token = _name.set(name)
             try:
                 return await behaviour(request, context)
@@ -139,7 +145,7 @@ def _with_name(handler: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHandl
         return wrapped
 
     def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             # An async generator runs in the context of whoever iterates it: set the name around
             # each step of the inner stream rather than once.
             inner = behaviour(request, context).__aiter__()

@@ -20,7 +20,13 @@ from typing import Any
 
 import grpc
 
-from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+from faceoff.common.interceptors._wrap import (
+    Context,
+    Handler,
+    StreamBehaviour,
+    UnaryBehaviour,
+    wrap_handler,
+)
 from faceoff.common.retry_hint import retry_metadata
 
 #: Methods never limited: probes and load balancers must get an answer from a busy server.
@@ -53,7 +59,7 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
     def _finished(self, seconds: float) -> None:
         self._typical += _SMOOTHING * (seconds - self._typical)
 
-    async def _refuse(self, context: grpc.aio.ServicerContext) -> None:
+    async def _refuse(self, context: Context) -> None:
         hint = self.retry_after()
         await context.abort(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -64,15 +70,15 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
             return handler
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapped(request: Any, context: Context) -> Any:
                 if self.active >= self.limit:
                     await self._refuse(context)
                 self.active += 1
@@ -87,9 +93,7 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def wrapped(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
+            async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
                 if self.active >= self.limit:
                     await self._refuse(context)
                 self.active += 1

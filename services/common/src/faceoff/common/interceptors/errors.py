@@ -15,7 +15,13 @@ from typing import Any
 import grpc
 
 from faceoff.common.errors import FaceOffError
-from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+from faceoff.common.interceptors._wrap import (
+    Context,
+    Handler,
+    StreamBehaviour,
+    UnaryBehaviour,
+    wrap_handler,
+)
 from faceoff.common.retry_hint import retry_metadata
 
 log = logging.getLogger(__name__)
@@ -23,7 +29,7 @@ log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 
-async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
     if isinstance(exc, FaceOffError):
         retry_after = getattr(
             exc, "retry_after", None
@@ -39,16 +45,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapped(request: Any, context: Context) -> Any:
                 try:
                     return await behaviour(request, context)
                 except grpc.aio.AbortError:
@@ -59,9 +65,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def wrapped(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
+            async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     async for item in behaviour(request, context):
                         yield item

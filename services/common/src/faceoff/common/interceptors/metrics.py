@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from faceoff.common.interceptors._wrap import code_name, observe
+from faceoff.common.interceptors._wrap import Context, Handler, code_name, observe
 
 #: Latency buckets in seconds: detection is ~0.1-1 s, protection ~1-60 s.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0)
@@ -57,18 +57,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def on_finish(
-            request: Any, context: grpc.aio.ServicerContext, seconds: float, failed: bool, _: Any
-        ) -> None:
+        def on_finish(request: Any, context: Context, seconds: float, failed: bool, _: Any) -> None:
             m.requests.labels(method, code_name(context, failed)).inc()
             m.latency.labels(method).observe(seconds)
             m.in_progress.labels(method).dec()

@@ -26,7 +26,13 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
-from faceoff.common.interceptors._wrap import StreamBehaviour, UnaryBehaviour, wrap_handler
+from faceoff.common.interceptors._wrap import (
+    Context,
+    Handler,
+    StreamBehaviour,
+    UnaryBehaviour,
+    wrap_handler,
+)
 from faceoff.common.interceptors.auth import authenticated_name
 from faceoff.common.retry_hint import retry_metadata
 
@@ -90,13 +96,13 @@ class TokenBuckets:
             del self._buckets[client]
 
 
-def client_identity(context: grpc.aio.ServicerContext) -> str:
+def client_identity(context: Context) -> str:
     """Who is calling: ``token:<name>``, else ``cert:<common name>``, else ``ip:<address>``."""
     name = authenticated_name()
     if name is not None:
         return f"token:{name}"
     auth = context.auth_context() or {}
-    common_names = auth.get("x509_common_name") or []
+    common_names = list(auth.get("x509_common_name") or ())
     if common_names:
         cn = common_names[0]
         return "cert:" + (cn.decode("utf-8", "replace") if isinstance(cn, bytes) else str(cn))
@@ -119,7 +125,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             registry=registry,
         )
 
-    async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
+    async def _admit(self, context: Context, method: str) -> None:
         wait = self.buckets.take(client_identity(context))
         if wait <= 0:
             return
@@ -134,25 +140,23 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
-            async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def wrapped(request: Any, context: Context) -> Any:
                 await self._admit(context, method)
                 return await behaviour(request, context)
 
             return wrapped
 
         def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
-            async def wrapped(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
+            async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
                 await self._admit(context, method)
                 async for item in behaviour(request, context):
                     yield item
