@@ -16,6 +16,7 @@ from PIL import Image
 from faceoff.detector.detection import FaceDetector
 from faceoff.faces.models.ensemble import Ensemble
 from faceoff.masker.options import resolve
+from faceoff.masker.pipeline import ProtectCall, protect_in_process
 from faceoff.masker.protection import Protector
 from tests.conftest import ALIGNED, PHOTOS
 
@@ -90,7 +91,7 @@ def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
         loop_recognizers=("dlib",),
         **plain,
     )
-    result = protector.protect(data, options, detector.detect, references)
+    result = protect_in_process(ProtectCall(data, options, references), protector, detector)
     (face,) = result.faces
     assert 1.0 <= face.alpha <= 6.0
     assert [v.recognizer for v in face.verdicts] == ["dlib"]
@@ -99,8 +100,10 @@ def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
         assert face.alpha == 6.0 or face.psnr < 33.5, (
             "still matched although there was room to amplify further"
         )
-    fixed = protector.protect(
-        data, resolve("medium", alpha=face.alpha, **plain), detector.detect, references
+    fixed = protect_in_process(
+        ProtectCall(data, resolve("medium", alpha=face.alpha, **plain), references),
+        protector,
+        detector,
     )
     assert fixed.faces[0].l2 == pytest.approx(face.l2, rel=1e-4), (
         "the receipt's alpha is the one applied"

@@ -1,10 +1,10 @@
 """The embedded pipeline: the three services' cores in this process, behind the SDK's interface.
 
 :meth:`faceoff.sdk.Client.local` and :meth:`faceoff.sdk.AsyncClient.local` use it instead of the
-network. It takes and returns the same ``faceoff.v1`` messages as the services and runs the same
-steps in the same order as the masker's servicer (detect the photo and the references, prepare,
-attack the request's faces on their own, amplify and paste back), with the same code, so a
-request with a fixed seed gives the same bytes in-process as from a masker that ran it alone.
+network. It takes and returns the same ``faceoff.v1`` messages as the services and runs the
+masker's own pipeline (:func:`faceoff.masker.pipeline.protect`) with the detector in this
+process and each attack run alone, so a request with a fixed seed gives the same bytes
+in-process as from a masker that ran it alone.
 
 Models load on first use (MTCNN for the first call, FaceNet for the first protection, each
 recogniser for the first evaluation that asks for it) and stay loaded for the life of the
@@ -119,12 +119,12 @@ class LocalPipeline:
         self, request: masker_pb2.ProtectRequest, on_event: ProgressSink | None = None
     ) -> masker_pb2.ProtectResponse:
         """What ``Masker.ProtectStream`` does, in-process: progress to ``on_event``, then the result."""
-        from faceoff.common.errors import InvalidOption
         from faceoff.detector.convert import options_from_proto as detect_options_from_proto
         from faceoff.masker.convert import options_from_proto, result_to_proto
+        from faceoff.masker.pipeline import ProtectCall, protect_in_process
         from faceoff.masker.server import MaskerSettings
 
-        def emit(stage: str, faces: int = 0, iteration: int = 0, iterations: int = 0) -> None:
+        def progress(stage: str, faces: int, iteration: int, iterations: int) -> None:
             if on_event is not None:
                 on_event(
                     masker_pb2.ProtectProgress(
@@ -133,29 +133,21 @@ class LocalPipeline:
                 )
 
         with _as_sdk_errors():
-            options = options_from_proto(request.options)
-            detect_options = detect_options_from_proto(request.options.detect)
-            max_refs = MaskerSettings().max_reference_photos
-            if len(request.reference_images) > max_refs:
-                raise InvalidOption(
-                    f"reference_images has {len(request.reference_images)} photos; at most {max_refs} are accepted"
-                )
-            emit("detect")
-            detector = self.detector()
-            photos = [request.image.data, *(r.data for r in request.reference_images)]
-            detections = [detector.detect(p, detect_options) for p in photos]
-            protector = self.protector()
-            job = protector.prepare(
-                photos[0], options, detections[0], list(zip(photos[1:], detections[1:]))
+            call = ProtectCall(
+                photo=request.image.data,
+                options=options_from_proto(request.options),
+                references=[r.data for r in request.reference_images],
+                detect_options=detect_options_from_proto(request.options.detect),
             )
-            total = options.total_iterations
-            emit("attack", job.size, 0, total)
-            with _attack_lock:
-                # Always with a progress callback, as the masker's batcher calls it: the attack then
-                # runs in the same compiled chunks, so a fixed seed gives the same bytes.
-                (delta,) = protector.attack([job], lambda i, n: emit("attack", job.size, i, n))
-            emit("paste", job.size, total, total)
-            return result_to_proto(protector.finish(job, delta))
+            result = protect_in_process(
+                call,
+                self.protector(),
+                self.detector(),
+                lock=_attack_lock,
+                max_reference_photos=MaskerSettings().max_reference_photos,
+                progress=progress,
+            )
+            return result_to_proto(result)
 
     def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
         """What ``Detector.Detect`` does, in-process."""

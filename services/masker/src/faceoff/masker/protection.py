@@ -7,7 +7,7 @@
 
 It is split into :meth:`Protector.prepare`, :meth:`Protector.attack` and
 :meth:`Protector.finish` so that the masker service can run the attack of several requests
-in one batch; :meth:`Protector.protect` runs the three in a row.
+in one batch; :func:`faceoff.masker.pipeline.protect` runs them in order for every caller.
 """
 
 from __future__ import annotations
@@ -37,9 +37,7 @@ from faceoff.masker.references import augment_probe
 
 log = logging.getLogger(__name__)
 
-#: Detects faces in encoded photo bytes (in-process detector or a gRPC client of the service).
-Detect = Callable[[bytes], DetectionResult]
-#: ``progress(stage, iteration, iterations)``; stages: "detect", "attack", "paste", "encode".
+#: ``progress(stage, iteration, iterations)``; stages: "adapt", "paste", "encode".
 Progress = Callable[[str, int, int], None]
 
 #: A reference photo without a detectable face is used whole when it is at most this large
@@ -580,25 +578,3 @@ class Protector:
             options=o,
             seconds=time.perf_counter() - job.started,
         )
-
-    def protect(
-        self,
-        data: bytes,
-        options: ProtectionOptions,
-        detect: Detect,
-        reference_images: Sequence[bytes] = (),
-        progress: Progress | None = None,
-    ) -> ProtectionResult:
-        """Protect every selected face of one photo (see the module docstring)."""
-        started = time.perf_counter()
-        if progress:
-            progress("detect", 0, 0)
-        detection = detect(data)
-        references = [(r, detect(r)) for r in reference_images]
-        job = self.prepare(data, options, detection, references, started)
-        total = options.total_iterations
-        attack_progress = (lambda i, n: progress("attack", i, n)) if progress else None
-        if progress:
-            progress("attack", 0, total)
-        (delta,) = self.attack([job], attack_progress)
-        return self.finish(job, delta, progress)

@@ -15,6 +15,7 @@ from faceoff.common.settings import ServerSettings, SettingsError, from_env, spl
 from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.detector_client import DetectorClient
 from faceoff.masker.metrics import MaskerMetrics
+from faceoff.masker.pipeline import DEFAULT_MAX_REFERENCE_PHOTOS
 from faceoff.masker.protection import Protector
 from faceoff.masker.servicer import MaskerServicer
 from faceoff.v1 import masker_pb2_grpc
@@ -50,7 +51,7 @@ class MaskerSettings:
     max_batch_faces: int = 8
     max_wait_ms: float = 20.0
     max_queue_faces: int = 64
-    max_reference_photos: int = 16
+    max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS
     surrogate: str = "facenet"
     detector_tls_ca: str | None = None
     detector_tls_cert: str | None = None

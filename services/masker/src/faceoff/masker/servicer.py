@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from faceoff.common.errors import InvalidArgument, InvalidOption, ModelNotReady
+from faceoff.common.errors import ModelNotReady
 from faceoff.detector.convert import options_from_proto as detect_options_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
+from faceoff.masker import pipeline
 from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.convert import options_from_proto, result_to_proto
 from faceoff.masker.detector_client import DetectorClient
+from faceoff.masker.pipeline import ProtectCall
 from faceoff.masker.protection import ProtectionResult, Protector
 from faceoff.v1 import masker_pb2, masker_pb2_grpc
 
@@ -59,17 +61,6 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             )
         return self._protector, self._batcher
 
-    async def _detect(
-        self, data: bytes, index: int, options: DetectOptions, timeout: float | None
-    ) -> DetectionResult:
-        """Faces of the photo (``index`` 0) or of reference photo ``index - 1``, which a refusal names."""
-        try:
-            return await self._detector.detect(data, options, timeout)
-        except InvalidArgument as exc:
-            if index == 0:
-                raise
-            raise InvalidArgument(f"reference photo {index - 1}: {exc.message}") from None
-
     async def _protect(
         self,
         request: masker_pb2.ProtectRequest,
@@ -77,49 +68,35 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         sink: ProgressSink | None,
     ) -> ProtectionResult:
         protector, batcher = self._ready()
-        batcher.refuse_if_full()  # before detection: a full queue would refuse the attack anyway
-        options = options_from_proto(request.options)
-        detect_options = detect_options_from_proto(request.options.detect)
-        if len(request.reference_images) > self._max_refs:
-            raise InvalidOption(
-                f"reference_images has {len(request.reference_images)} photos; at most {self._max_refs} are accepted"
-            )
         timeout = context.time_remaining()
-        if sink:
-            sink(masker_pb2.ProtectProgress(stage="detect"))
-        photos = [request.image.data, *(r.data for r in request.reference_images)]
-        detections = await asyncio.gather(
-            *(self._detect(p, i, detect_options, timeout) for i, p in enumerate(photos))
-        )
-        references = list(zip(photos[1:], detections[1:]))
-        job = await asyncio.to_thread(
-            protector.prepare, photos[0], options, detections[0], references
-        )
-        total = options.total_iterations
 
-        def on_attack(i: int, n: int) -> None:
-            if sink:
+        async def detect(data: bytes, options: DetectOptions) -> DetectionResult:
+            return await self._detector.detect(data, options, timeout)
+
+        def progress(stage: str, faces: int, iteration: int, iterations: int) -> None:
+            if sink is not None:
                 sink(
                     masker_pb2.ProtectProgress(
-                        stage="attack", faces=job.size, iteration=i, iterations=n
+                        stage=stage, faces=faces, iteration=iteration, iterations=iterations
                     )
                 )
 
-        if sink:
-            sink(
-                masker_pb2.ProtectProgress(
-                    stage="attack", faces=job.size, iteration=0, iterations=total
-                )
-            )
-        delta = await batcher.submit(job, on_attack)
-        if sink:
-            stage = "adapt" if job.options.adaptive_alpha else "paste"
-            sink(
-                masker_pb2.ProtectProgress(
-                    stage=stage, faces=job.size, iteration=total, iterations=total
-                )
-            )
-        result = await asyncio.to_thread(protector.finish, job, delta)
+        call = ProtectCall(
+            photo=request.image.data,
+            options=options_from_proto(request.options),
+            references=[r.data for r in request.reference_images],
+            detect_options=detect_options_from_proto(request.options.detect),
+        )
+        result = await pipeline.protect(
+            call,
+            protector,
+            detect,
+            batcher.submit,
+            max_reference_photos=self._max_refs,
+            progress=progress,
+            # before detection: a full queue would refuse the attack anyway
+            before_detect=batcher.refuse_if_full,
+        )
         if self._on_result is not None:
             self._on_result(result)
         return result

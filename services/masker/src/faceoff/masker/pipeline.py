@@ -1,0 +1,185 @@
+"""The one order of a protection, whoever runs it.
+
+    decode + detect the photo and each reference photo -> check and prepare (crops, reference
+    sets, targets) -> attack -> amplify and paste back -> encode -> receipts
+
+The masker's servicer (detector over gRPC, the attack through the cross-request batcher), the
+SDK's embedded pipeline (``Client.local()``) and the benchmarks all call :func:`protect`; what
+differs between them is only how a photo is detected and how an attack is scheduled, which they
+hand in. So the order, the limits and the progress events cannot drift apart, and a fixed seed
+gives the same pixels however the protection was reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from faceoff.common.errors import InvalidArgument, InvalidOption
+from faceoff.detector.detection import DetectionResult, DetectOptions, FaceDetector
+from faceoff.masker.options import ProtectionOptions
+from faceoff.masker.protection import Job, ProtectionResult, Protector
+
+#: Finds the faces of one encoded photo.
+Detect = Callable[[bytes, DetectOptions], Awaitable[DetectionResult]]
+#: Runs ``job``'s attack, reporting ``(iteration, iterations)``; returns its perturbation.
+Attack = Callable[[Job, Callable[[int, int], None]], Awaitable[np.ndarray]]
+#: ``progress(stage, faces, iteration, iterations)``; stages: detect, attack, adapt, paste.
+Progress = Callable[[str, int, int, int], None]
+
+#: Reference photos one request may carry unless the caller says otherwise.
+DEFAULT_MAX_REFERENCE_PHOTOS = 16
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ProtectCall:
+    """One protection to run: the photo, the user's reference photos and the settings."""
+
+    photo: bytes
+    options: ProtectionOptions
+    references: Sequence[bytes] = ()
+    detect_options: DetectOptions = field(default_factory=DetectOptions)
+
+
+async def protect(
+    call: ProtectCall,
+    protector: Protector,
+    detect: Detect,
+    attack: Attack,
+    *,
+    max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS,
+    progress: Progress | None = None,
+    before_detect: Callable[[], None] | None = None,
+) -> ProtectionResult:
+    """Protect every selected face of ``call.photo``.
+
+    Args:
+        call: The photo, references and options.
+        protector: Prepares the faces and finishes the photo (models, paste-back, receipts).
+        detect: How a photo is detected (a gRPC client, or the in-process detector).
+        attack: How the attack is scheduled (the batcher, or alone).
+        max_reference_photos: The limit on ``call.references``.
+        progress: Told of each stage.
+        before_detect: Called after the cheap checks and before any detection; it may raise to
+            refuse the call early (the masker's full-queue check).
+
+    Raises:
+        InvalidOption: too many reference photos, or a bad option for this photo.
+        InvalidArgument: a photo cannot be used (a reference photo's refusal names its index).
+    """
+
+    def tell(stage: str, faces: int = 0, iteration: int = 0, iterations: int = 0) -> None:
+        if progress is not None:
+            progress(stage, faces, iteration, iterations)
+
+    if len(call.references) > max_reference_photos:
+        raise InvalidOption(
+            f"reference_images has {len(call.references)} photos; "
+            f"at most {max_reference_photos} are accepted"
+        )
+    if before_detect is not None:
+        before_detect()
+    tell("detect")
+    photos = [call.photo, *call.references]
+    detections = await asyncio.gather(
+        *(_detect_named(detect, p, i, call.detect_options) for i, p in enumerate(photos))
+    )
+    job = await asyncio.to_thread(
+        protector.prepare,
+        photos[0],
+        call.options,
+        detections[0],
+        list(zip(photos[1:], detections[1:])),
+    )
+    total = call.options.total_iterations
+    tell("attack", job.size, 0, total)
+    delta = await attack(job, lambda i, n: tell("attack", job.size, i, n))
+    tell("adapt" if job.options.adaptive_alpha else "paste", job.size, total, total)
+    return await asyncio.to_thread(protector.finish, job, delta)
+
+
+async def _detect_named(
+    detect: Detect, data: bytes, index: int, options: DetectOptions
+) -> DetectionResult:
+    """Faces of the photo (``index`` 0) or of reference photo ``index - 1``, which a refusal names."""
+    try:
+        return await detect(data, options)
+    except InvalidArgument as exc:
+        if index == 0:
+            raise
+        raise type(exc)(f"reference photo {index - 1}: {exc.message}") from None
+
+
+# -- in-process stages (the SDK's embedded pipeline, benchmarks, tests) -------------------------
+
+
+def detect_in_process(detector: FaceDetector) -> Detect:
+    """``detect`` for :func:`protect` with an MTCNN detector in this process."""
+
+    async def detect(data: bytes, options: DetectOptions) -> DetectionResult:
+        return await asyncio.to_thread(detector.detect, data, options)
+
+    return detect
+
+
+def attack_alone(protector: Protector, lock: threading.Lock | None = None) -> Attack:
+    """``attack`` for :func:`protect` that runs each job's attack by itself (under ``lock``).
+
+    The attack always gets a progress callback, as the masker's batcher gives it, so it runs in
+    the same compiled chunks and a fixed seed gives the same bytes as a masker that ran the
+    request alone.
+    """
+
+    def run(job: Job, on_progress: Callable[[int, int], None]) -> np.ndarray:
+        if lock is None:
+            (delta,) = protector.attack([job], on_progress)
+        else:
+            with lock:
+                (delta,) = protector.attack([job], on_progress)
+        return delta
+
+    async def attack(job: Job, on_progress: Callable[[int, int], None]) -> np.ndarray:
+        return await asyncio.to_thread(run, job, on_progress)
+
+    return attack
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion from synchronous code, even inside a running event loop
+    (there, on a short-lived thread of its own, as a blocking call would)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceoff-pipeline") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def protect_in_process(
+    call: ProtectCall,
+    protector: Protector,
+    detector: FaceDetector,
+    *,
+    lock: threading.Lock | None = None,
+    max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS,
+    progress: Progress | None = None,
+) -> ProtectionResult:
+    """:func:`protect` with the detector in this process and the attack run alone, blocking."""
+    return run_blocking(
+        protect(
+            call,
+            protector,
+            detect_in_process(detector),
+            attack_alone(protector, lock),
+            max_reference_photos=max_reference_photos,
+            progress=progress,
+        )
+    )
