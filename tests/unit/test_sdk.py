@@ -555,29 +555,3 @@ def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> No
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     photo.save(target)  # over an existing file
     assert [p.name for p in target.parent.iterdir()] == ["p.png"]
-
-
-@pytest.mark.parametrize(
-    ("recognizer", "attacked", "expected"),
-    [
-        ("sface", ("facenet", "sface"), True),  # an ensemble member
-        ("facenet", ("facenet512",), False),  # a default surrogate, not used this time
-        ("dlib", ("facenet",), False),
-        ("dlib", ("facenet", "dlib"), True),  # consulted in the adaptive loop
-        ("facenet", (), True),  # not told: the default protection's surrogates
-        ("dlib", (), False),
-    ],
-)
-def test_white_box_is_membership_in_the_models_the_protection_used(
-    recognizer: str, attacked: tuple[str, ...], expected: bool
-) -> None:
-    from faceoff.faces.whitebox import is_white_box
-
-    assert is_white_box(recognizer, attacked) is expected
-
-
-def test_the_default_profile_attacks_the_models_an_evaluation_assumes() -> None:
-    from faceoff.faces.whitebox import DEFAULT_ATTACKED_MODELS
-    from faceoff.masker.options import DEFAULT_PROFILE, PROFILES
-
-    assert tuple(PROFILES[DEFAULT_PROFILE]["surrogates"]) == DEFAULT_ATTACKED_MODELS

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -105,6 +105,13 @@ class HostileCase:
     output_format: str | None = None
     cli: tuple[str, ...] | None = ()
     skip: str = ""
+
+
+class _PhotoFace(TypedDict):
+    """The :class:`HostileCase` fields of a case showing the face photo."""
+
+    size: tuple[int, int]
+    faces: tuple[int, int] | None
 
 
 # -- encoders (in memory) --------------------------------------------------------------------
@@ -232,15 +239,16 @@ def no_face_texture(width: int = 640, height: int = 480, seed: int = 0) -> np.nd
         np.float32,
     )
     stripes = 60 * np.sin(x / 23.0 + y / 71.0)[..., None] + 0.15 * x[..., None]
-    return np.clip(0.6 * blotches + stripes + 20, 0, 255).astype(np.uint8)
+    texture: np.ndarray = np.clip(0.6 * blotches + stripes + 20, 0, 255).astype(np.uint8)
+    return texture
 
 
 def _face_pixels(data_dir: Path) -> np.ndarray | None:
     path = data_dir / _FACE_PHOTO
     if not path.is_file():
         return None
-    with Image.open(path) as img:
-        img = img.convert("RGB")
+    with Image.open(path) as src:
+        img = src.convert("RGB")
         img.thumbnail((320, 320), Image.Resampling.LANCZOS)
         return np.asarray(img)
 
@@ -250,8 +258,8 @@ def reference_photo(data_dir: Path = DEFAULT_DATA) -> bytes:
     path = data_dir / _REFERENCE_PHOTO
     if not path.is_file():
         return encode(no_face_texture(200, 200, seed=3), "JPEG", quality=90)
-    with Image.open(path) as img:
-        img = img.convert("RGB")
+    with Image.open(path) as src:
+        img = src.convert("RGB")
         img.thumbnail((320, 320), Image.Resampling.LANCZOS)
         return encode(img, "JPEG", quality=90)
 
@@ -311,8 +319,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
     sheet = forty_faces(data_dir)
     bomb_png = _zero_rows_png(7000, 7000)
-    ok = {"size": (w, h), "faces": some}
-    photo_face = dict(ok)
+    photo_face: _PhotoFace = {"size": (w, h), "faces": some}
 
     cases = [
         # -- not an image at all
@@ -865,18 +872,18 @@ def request(case: HostileCase, rpc: str, reference: bytes) -> Any:
         for r in (case.references if case.references is not None else (reference,))
     ]
     if rpc == "Detect":
-        msg = detector_pb2.DetectRequest(image=image)
-        _set_fields(msg.options, case.detect_options)
-        return msg
+        detect = detector_pb2.DetectRequest(image=image)
+        _set_fields(detect.options, case.detect_options)
+        return detect
     if rpc in ("Protect", "ProtectStream"):
-        msg = masker_pb2.ProtectRequest(image=image)
+        protect = masker_pb2.ProtectRequest(image=image)
         if case.references is not None:
-            msg.reference_images.extend(references)
-        _set_fields(msg.options, {**BASE_PROTECT_OPTIONS, **case.protect_options})
-        _set_fields(msg.options.detect, case.detect_options)
-        return msg
+            protect.reference_images.extend(references)
+        _set_fields(protect.options, {**BASE_PROTECT_OPTIONS, **case.protect_options})
+        _set_fields(protect.options.detect, case.detect_options)
+        return protect
     if rpc == "Evaluate":
-        msg = evaluator_pb2.EvaluateRequest(image=image, reference_images=references)
-        _set_fields(msg, {"recognizers": list(EVALUATE_RECOGNIZERS), **case.evaluate_fields})
-        return msg
+        evaluate = evaluator_pb2.EvaluateRequest(image=image, reference_images=references)
+        _set_fields(evaluate, {"recognizers": list(EVALUATE_RECOGNIZERS), **case.evaluate_fields})
+        return evaluate
     raise ValueError(f"unknown RPC {rpc!r}; known: {', '.join(RPCS)}")

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
@@ -62,7 +62,8 @@ def check_loopback(target: str) -> None:
         infos = socket.getaddrinfo(host, int(port), proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise LoadError(f"--target {target}: cannot resolve {host!r} ({exc.strerror})") from None
-    addresses = {info[4][0] for info in infos}
+    # An IPv4 or IPv6 socket address starts with the host as a string.
+    addresses = {cast(str, info[4][0]) for info in infos}
     outside = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback)
     if outside:
         raise LoadError(

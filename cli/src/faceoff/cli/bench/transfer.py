@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -38,6 +38,9 @@ from PIL import Image
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.faces.whitebox import is_white_box
+
+if TYPE_CHECKING:
+    from faceoff.faces.recognizers import EmbeddingRecognizer
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 #: Issue 8's goal: evasion on every independent recogniser, mean face PSNR, points lost on the platform copy.
@@ -76,7 +79,10 @@ class _Gallery:
     """One recogniser's clean embeddings of every photo, and nearest-centroid ranking."""
 
     def __init__(
-        self, recognizer: Any, identities: dict[str, list[Path]], photos: dict[Path, bytes]
+        self,
+        recognizer: EmbeddingRecognizer,
+        identities: dict[str, list[Path]],
+        photos: dict[Path, bytes],
     ) -> None:
         from faceoff.common.errors import NoFaceFound
         from faceoff.faces.recognizers import FacePhoto
@@ -101,9 +107,9 @@ class _Gallery:
         scored = []
         for name in self.names:
             embs = [
-                self.embeddings[p]
+                emb
                 for p in self.identities[name]
-                if p != leave_out and self.embeddings[p] is not None
+                if p != leave_out and (emb := self.embeddings[p]) is not None
             ]
             if embs:
                 centroid = self.recognizer.centroid(np.stack(embs))
@@ -223,20 +229,20 @@ def run(
             bar.close()
             per_rec = {}
             for rec_name, o in outcome.items():
-                clean = np.array(o["clean"], bool)
+                clean_ok = np.array(o["clean"], bool)
                 top1 = np.array(o["top1"], bool)
                 plat = np.array(o["platform"], bool)
-                n_clean = int(clean.sum())
+                n_clean = int(clean_ok.sum())
                 per_rec[rec_name] = {
                     "white_box": is_white_box(rec_name, surrogates),
                     "in_loop": rec_name in in_loop,
-                    "clean_top1": float(clean.mean()),
+                    "clean_top1": float(clean_ok.mean()),
                     "protected_top1": float(top1.mean()),
                     "protected_top3": float(np.mean(o["top3"])),
-                    "evasion_rate": float((clean & ~top1).sum() / n_clean)
+                    "evasion_rate": float((clean_ok & ~top1).sum() / n_clean)
                     if n_clean
                     else float("nan"),
-                    "evasion_rate_jpeg75_half": float((clean & ~plat).sum() / n_clean)
+                    "evasion_rate_jpeg75_half": float((clean_ok & ~plat).sum() / n_clean)
                     if n_clean
                     else float("nan"),
                     "probes_clean_correct": n_clean,
@@ -255,33 +261,33 @@ def run(
                     "recognizers": per_rec,
                 }
             )
-    o = protector.resolved(resolve(profile, seed=seed, **(overrides or {})))
+    resolved = protector.resolved(resolve(profile, seed=seed, **(overrides or {})))
     return {
         "dataset": str(data),
         "identities": len(identities),
         "probes": len(probes),
         "config": {
             "profile": profile,
-            "attack": o.attack,
-            "norm": o.norm,
-            "loss": o.loss,
-            "targeted": o.targeted,
-            "epsilon": o.epsilon,
-            "iterations": o.iterations,
+            "attack": resolved.attack,
+            "norm": resolved.norm,
+            "loss": resolved.loss,
+            "targeted": resolved.targeted,
+            "epsilon": resolved.epsilon,
+            "iterations": resolved.iterations,
             "alphas": [float(a) for a in alphas],
-            "surrogates": list(o.surrogates),
-            "surrogate_weights": list(o.surrogate_weights),
-            "momentum": o.momentum,
-            "diversity": o.diversity,
-            "ti_kernel": o.ti_kernel,
-            "eot": o.eot,
-            "adaptive_alpha": o.adaptive_alpha,
-            "psnr_floor": o.psnr_floor if o.adaptive_alpha else None,
-            "loop_recognizers": list(o.loop_recognizers) if o.adaptive_alpha else [],
+            "surrogates": list(resolved.surrogates),
+            "surrogate_weights": list(resolved.surrogate_weights),
+            "momentum": resolved.momentum,
+            "diversity": resolved.diversity,
+            "ti_kernel": resolved.ti_kernel,
+            "eot": resolved.eot,
+            "adaptive_alpha": resolved.adaptive_alpha,
+            "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
+            "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],
             "overrides": {
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()
             },
-            "kappas": [float(k) if k is not None else o.kappa for k in kappas],
+            "kappas": [float(k) if k is not None else resolved.kappa for k in kappas],
             "seed": seed,
             "probes_per_identity": probes_per_identity or "all",
             "recognizers": list(recognizers),

@@ -79,7 +79,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
     from kubernetes import config
 
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        client: ApiClient = config.new_client_from_config(config_file=kubeconfig, context=context)
+        return client
     except (config.ConfigException, FileNotFoundError) as exc:
         if kubeconfig is None and context is None and "KUBERNETES_SERVICE_HOST" in os.environ:
             from kubernetes.client import ApiClient, Configuration

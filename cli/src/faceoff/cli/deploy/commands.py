@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["add_deploy_parser", "run"]
 
 
-def add_deploy_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_deploy_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``deploy`` and its sub-commands to the ``faceoff`` parser."""
     p = sub.add_parser("deploy", help="render, apply and check the Kubernetes manifests (deploy/)")
     deploy_sub = p.add_subparsers(dest="deploy_action", required=True)

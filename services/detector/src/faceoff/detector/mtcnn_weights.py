@@ -50,7 +50,7 @@ def weights_dir() -> Path:
 def _unpickler(data: bytes, file: Path) -> Any:
     from joblib.numpy_pickle import NumpyUnpickler
 
-    class WeightsUnpickler(NumpyUnpickler):  # type: ignore[misc]
+    class WeightsUnpickler(NumpyUnpickler):
         """joblib's array reader with every global but the allowed three refused."""
 
         def find_class(self, module: str, name: str) -> Any:

@@ -29,7 +29,9 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
         return self._detector
 
     async def Detect(
-        self, request: detector_pb2.DetectRequest, context: grpc.aio.ServicerContext
+        self,
+        request: detector_pb2.DetectRequest,
+        context: grpc.aio.ServicerContext[detector_pb2.DetectRequest, detector_pb2.DetectResponse],
     ) -> detector_pb2.DetectResponse:
         detector = self._ready()
         options = options_from_proto(request.options)

@@ -37,7 +37,11 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         return self._evaluator
 
     async def Evaluate(
-        self, request: evaluator_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: evaluator_pb2.EvaluateRequest,
+        context: grpc.aio.ServicerContext[
+            evaluator_pb2.EvaluateRequest, evaluator_pb2.EvaluateResponse
+        ],
     ) -> evaluator_pb2.EvaluateResponse:
         evaluator = self._ready()
         domain = request_from_proto(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from faceoff.common.errors import InvalidOption
@@ -26,7 +27,7 @@ FORMATS = {
 }
 
 
-def _enum(field: str, value: int, table: dict[int, Any], enum: Any) -> Any:
+def _enum(field: str, value: int, table: Mapping[Any, Any], enum: Any) -> Any:
     if value == 0:
         return None  # unspecified: the profile's choice
     if value not in table:
@@ -48,7 +49,9 @@ def options_from_proto(msg: masker_pb2.ProtectOptions) -> ProtectionOptions:
         "seed",
     )
     overrides: dict[str, Any] = {
-        name: getattr(msg, name) for name in optional if msg.HasField(name)
+        name: getattr(msg, name)
+        for name in optional
+        if msg.HasField(name)  # type: ignore[arg-type]
     }
     overrides["attack"] = _enum("attack", msg.attack, _ATTACKS, masker_pb2.Attack)
     overrides["norm"] = _enum("norm", msg.norm, _NORMS, masker_pb2.Norm)

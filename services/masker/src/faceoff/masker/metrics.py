@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from faceoff.masker.protection import ProtectionResult
@@ -13,7 +15,7 @@ class MaskerMetrics:
     """Faces and photos protected, queue depth and capacity, batch sizes, attack iterations and time."""
 
     def __init__(self, registry: CollectorRegistry, queue_capacity: int) -> None:
-        kw = {"namespace": NAMESPACE, "registry": registry}
+        kw: dict[str, Any] = {"namespace": NAMESPACE, "registry": registry}
         self.faces = Counter("faces_protected", "Faces protected.", **kw)
         self.photos = Counter("photos_protected", "Photos protected.", **kw)
         self.queue_depth = Gauge("queue_depth", "Faces waiting for an attack batch.", **kw)

@@ -20,7 +20,7 @@ def _affine(crop: np.ndarray, dx: float, dy: float, zoom: float) -> np.ndarray:
     size = crop.shape[0]
     centre = (size / 2.0, size / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, 0.0, zoom)
-    matrix[:, 2] += (dx, dy)
+    matrix[:, 2] += np.array((dx, dy))
     return cv2.warpAffine(
         crop, matrix, (crop.shape[1], size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     )

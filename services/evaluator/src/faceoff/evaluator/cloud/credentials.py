@@ -187,7 +187,7 @@ def _read_secrets(path: str) -> dict[str, dict[str, str]]:
     if text.lstrip().startswith("{"):
         try:
             doc = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise SettingsError(
                 f"{SECRETS_FILE_VAR}={path!r} is not valid JSON: {exc.msg} at line {exc.lineno}"
             ) from None

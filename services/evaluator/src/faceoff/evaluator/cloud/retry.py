@@ -55,7 +55,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Full-jitter backoff after failed attempt number ``attempt`` (1-based)."""
-        return rng() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        cap: float = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return rng() * cap
 
 
 def call_with_retries(

@@ -61,7 +61,8 @@ class EmbeddingModel(abc.ABC):
 
     def distance_numpy(self, u: np.ndarray) -> np.ndarray:
         """:meth:`distance` of ``(..., D)`` difference vectors, in numpy (float64)."""
-        return np.linalg.norm(np.asarray(u, np.float64), axis=-1)
+        distances: np.ndarray = np.linalg.norm(np.asarray(u, np.float64), axis=-1)
+        return distances
 
     def normalise_numpy(self, v: np.ndarray) -> np.ndarray:
         """``v`` ``(D,)`` scaled to the model's embedding sphere (unit length), e.g. a centroid."""

@@ -84,10 +84,11 @@ class Ensemble(EmbeddingModel):
 
     def distance_numpy(self, u: np.ndarray) -> np.ndarray:
         u = np.asarray(u, np.float64)
-        return sum(
+        distances: np.ndarray = sum(
             share * np.linalg.norm(u[..., a:b], axis=-1)
             for share, (a, b) in zip(self._share, self.segments)
         )
+        return distances
 
     def normalise_numpy(self, v: np.ndarray) -> np.ndarray:
         """Each member's part of ``v`` scaled to unit length."""

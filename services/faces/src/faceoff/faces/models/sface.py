@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -137,6 +138,10 @@ def _ones(v: object) -> bool:
     return isinstance(v, list) and all(x == 1 for x in v)
 
 
+#: What an ``OnnxNetwork._op_*`` builder returns: the step's function and the tensors it reads.
+_Step = tuple[Callable[..., tf.Tensor], list[str]]
+
+
 class OnnxNetwork:
     """An ONNX graph of :data:`ALLOWED_OPS` rebuilt as TensorFlow ops on NHWC tensors.
 
@@ -228,7 +233,7 @@ class OnnxNetwork:
         attrs: dict[str, object],
         consts: dict[str, np.ndarray],
         op: Callable[[tf.Tensor, float], tf.Tensor],
-    ):
+    ) -> _Step:
         _check_attrs(node, attrs, {})
         if len(node.input) != 2:
             raise ValueError(f"{_where(node)} has {len(node.input)} inputs; expected 2")
@@ -240,13 +245,19 @@ class OnnxNetwork:
         scalar = float(value.reshape(()))
         return (lambda x: op(x, scalar)), [node.input[0]]
 
-    def _op_Sub(self, node, attrs, consts):  # noqa: N802 (ONNX op names)
+    def _op_Sub(  # noqa: N802 (ONNX op names)
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         return self._elementwise(node, attrs, consts, lambda x, s: x - s)
 
-    def _op_Mul(self, node, attrs, consts):  # noqa: N802
+    def _op_Mul(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         return self._elementwise(node, attrs, consts, lambda x, s: x * s)
 
-    def _op_Conv(self, node, attrs, consts):  # noqa: N802
+    def _op_Conv(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         _check_attrs(node, attrs, {
             "dilations": _ones,
             "strides": lambda v: isinstance(v, list) and len(v) == 2 and all(s >= 1 for s in v),
@@ -259,13 +270,13 @@ class OnnxNetwork:
         if weight.ndim != 4:
             raise ValueError(f"{_where(node)}: weight has shape {weight.shape}; expected 4-D")
         out_ch, in_per_group, kh, kw = weight.shape
-        if list(attrs.get("kernel_shape", [kh, kw])) != [kh, kw]:
+        if list(cast(list[int], attrs.get("kernel_shape", [kh, kw]))) != [kh, kw]:
             raise ValueError(
                 f"{_where(node)}: kernel_shape {attrs['kernel_shape']} disagrees with weight {weight.shape}"
             )
-        group = int(attrs.get("group", 1))  # type: ignore[arg-type]
-        strides = [1, *attrs.get("strides", [1, 1]), 1]  # type: ignore[misc]
-        pad_h, pad_w = list(attrs.get("pads", [0, 0, 0, 0]))[:2]  # type: ignore[call-overload]
+        group = int(cast(int, attrs.get("group", 1)))
+        strides = [1, *cast(list[int], attrs.get("strides", [1, 1])), 1]
+        pad_h, pad_w = list(cast(list[int], attrs.get("pads", [0, 0, 0, 0])))[:2]
         padding = [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]]
         bias = (
             self._frozen(self._const(node, consts, 2), node.input[2])
@@ -291,7 +302,9 @@ class OnnxNetwork:
             return conv, [node.input[0]]
         return (lambda x: conv(x) + bias), [node.input[0]]
 
-    def _op_BatchNormalization(self, node, attrs, consts):  # noqa: N802
+    def _op_BatchNormalization(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         _check_attrs(node, attrs, {
             "epsilon": lambda v: isinstance(v, float) and v >= 0,
             "momentum": lambda v: isinstance(v, float),  # a training parameter; unused at inference
@@ -303,21 +316,25 @@ class OnnxNetwork:
             raise ValueError(f"{_where(node)} has {len(node.output)} outputs; inference mode has 1")
         gamma, beta, mean, var = (self._channel_vector(node, self._const(node, consts, i), n)
                                   for i, n in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var")))  # fmt: skip
-        eps = float(attrs.get("epsilon", 1e-5))  # type: ignore[arg-type]
+        eps = float(cast(float, attrs.get("epsilon", 1e-5)))
         scale64 = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
         scale = self._frozen(scale64, node.name + "_scale")
         shift = self._frozen(beta - mean * scale64, node.name + "_shift")
         # NHWC and (N, C) both have the channels last.
         return (lambda x: x * scale + shift), [node.input[0]]
 
-    def _op_PRelu(self, node, attrs, consts):  # noqa: N802
+    def _op_PRelu(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         _check_attrs(node, attrs, {})
         slope = self._frozen(
             self._channel_vector(node, self._const(node, consts, 1), "slope"), node.input[1]
         )
         return (lambda x: tf.maximum(x, 0.0) + slope * tf.minimum(x, 0.0)), [node.input[0]]
 
-    def _op_Dropout(self, node, attrs, consts):  # noqa: N802
+    def _op_Dropout(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         _check_attrs(node, attrs, {"ratio": lambda v: isinstance(v, float), "seed": lambda v: True,
                                    "is_test": lambda v: v == 1})  # fmt: skip
         if len(node.input) > 1 and any(node.input[1:]):
@@ -326,7 +343,9 @@ class OnnxNetwork:
             )
         return tf.identity, [node.input[0]]
 
-    def _op_Flatten(self, node, attrs, consts):  # noqa: N802
+    def _op_Flatten(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         _check_attrs(node, attrs, {"axis": lambda v: v == 1})
 
         def flatten(x: tf.Tensor) -> tf.Tensor:
@@ -336,7 +355,9 @@ class OnnxNetwork:
 
         return flatten, [node.input[0]]
 
-    def _op_Gemm(self, node, attrs, consts):  # noqa: N802
+    def _op_Gemm(  # noqa: N802
+        self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]
+    ) -> _Step:
         _check_attrs(node, attrs, {"alpha": lambda v: v == 1.0, "beta": lambda v: v == 1.0,
                                    "transA": lambda v: v == 0, "transB": lambda v: v in (0, 1)})  # fmt: skip
         weight = self._const(node, consts, 1)

@@ -320,7 +320,7 @@ class EmbeddingRecognizer(Recognizer):
         )
         if self.metric == "cosine":  # cosine compares directions: average the directions
             arr = arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12)
-        c = arr.mean(axis=0)
+        c: np.ndarray = arr.mean(axis=0)
         if self.unit_centroids:
             c = c / max(float(np.linalg.norm(c)), 1e-12)
         return c

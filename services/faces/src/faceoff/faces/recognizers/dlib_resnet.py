@@ -97,7 +97,7 @@ class DlibRecognizer(EmbeddingRecognizer):
         best = max(rects, key=lambda r: r.width() * r.height())
         return tuple(
             (v - pad) / scale for v in (best.left(), best.top(), best.right(), best.bottom())
-        )  # type: ignore[return-value]
+        )
 
     def _embed(self, photo: Photo) -> np.ndarray | None:
         pixels = np.ascontiguousarray(photo.pixels)

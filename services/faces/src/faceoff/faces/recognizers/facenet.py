@@ -140,4 +140,5 @@ class FaceNetRecognizer(EmbeddingRecognizer):
             return None
         region = crop_region(box, photo.width, photo.height)
         crop = extract_crop(photo.pixels, region, CROP_SIZE)
-        return self._embed_crops(crop[None])[0]
+        embedding: np.ndarray = self._embed_crops(crop[None])[0]
+        return embedding

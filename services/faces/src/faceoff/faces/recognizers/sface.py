@@ -73,7 +73,9 @@ class SFaceRecognizer(EmbeddingRecognizer):
             self._yunet.setScoreThreshold(score)
             _, faces = self._yunet.detect(small)
             if faces is not None and len(faces):
-                face = faces[int(np.argmax(faces[:, 2] * faces[:, 3]))].astype(np.float32).copy()
+                face: np.ndarray = (
+                    faces[int(np.argmax(faces[:, 2] * faces[:, 3]))].astype(np.float32).copy()
+                )
                 face[:14] /= scale  # box (4) and five landmarks (10); the score stays
                 return face
         return None
