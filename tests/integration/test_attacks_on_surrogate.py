@@ -23,7 +23,7 @@ from tests.conftest import ALIGNED
 pytestmark = pytest.mark.slow
 
 #: The paper's attacks alone, on FaceNet: no transfer techniques, the perturbation amplified by alpha
-#: (the settings of the medium profile before issue 8 re-tuned it for transfer).
+#: (the paper's settings, without the transfer techniques the profiles add).
 _PLAIN = {
     "surrogates": ("facenet",),
     "momentum": 0.0,

@@ -570,7 +570,7 @@ def one_surrogate() -> Iterator[None]:
     """The two maskers of this module share one loaded FaceNet (the detector channel is the subject)."""
     import functools
 
-    from faceoff.masker import models
+    from faceoff.faces import models
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(models, "load_surrogate", functools.cache(models.load_surrogate))

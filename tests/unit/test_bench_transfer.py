@@ -1,4 +1,4 @@
-"""``faceoff bench transfer``'s option parsing and its verdict on issue 8's goal."""
+"""``faceoff bench transfer``'s option parsing and its verdict on the transfer goal."""
 
 from __future__ import annotations
 

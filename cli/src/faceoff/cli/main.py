@@ -152,118 +152,53 @@ def client_security(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def _add_protect_flags(p: argparse.ArgumentParser) -> None:
-    """Explicit attack settings; each overrides the profile's value."""
-    p.add_argument("--attack", choices=("pgd", "cw"), help="optimiser")
-    p.add_argument("--norm", choices=("l2", "linf"), help="norm of the perturbation")
-    p.add_argument("--loss", choices=("target", "hinge"), help="adversarial loss")
-    p.add_argument(
-        "--targeted",
-        action="store_true",
-        default=None,
-        help="pull the face towards a decoy identity",
-    )
-    p.add_argument("--target", help="the decoy to look like (targeted; default: the nearest)")
-    p.add_argument("--epsilon", type=float, help="perturbation bound before amplification")
-    p.add_argument("--iterations", type=int, help="optimiser iterations")
-    p.add_argument("--learning-rate", type=float, help="PGD step size / CW learning rate")
-    p.add_argument("--kappa", type=float, help="hinge margin (normalised-embedding units)")
-    p.add_argument("--alpha", type=float, help="amplification factor")
-    p.add_argument("--search-steps", type=int, help="CW binary-search steps")
-    p.add_argument("--faces", help="comma-separated face indices to protect (default: all)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument(
-        "--strip-gps", action="store_true", default=None, help="remove GPS tags from the output"
-    )
-    p.add_argument(
-        "--surrogates",
-        help="comma-separated surrogates the attack runs on: facenet, facenet512, sface (two: an ensemble)",
-    )
-    p.add_argument(
-        "--surrogate-weights", help="comma-separated weight per surrogate (default equal)"
-    )
-    p.add_argument(
-        "--momentum", type=float, help="PGD transfer technique: momentum decay in [0, 1] (0: off)"
-    )
-    p.add_argument(
-        "--diversity",
-        type=float,
-        help="PGD transfer technique: input-diversity probability (0: off)",
-    )
-    p.add_argument(
-        "--ti-kernel",
-        type=int,
-        help="PGD transfer technique: translation-invariance kernel, 0 or odd 3..15",
-    )
-    p.add_argument(
-        "--eot",
-        type=float,
-        help="PGD transfer technique: platform-transform (resize+JPEG) probability (0: off)",
-    )
-    p.add_argument(
-        "--adaptive-alpha",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="per face, the smallest alpha up to --alpha at which --loop-recognizers stop matching",
-    )
-    p.add_argument(
-        "--psnr-floor",
-        type=float,
-        help="lowest face PSNR in dB adaptive alpha may reach (default 32)",
-    )
-    p.add_argument(
-        "--loop-recognizers",
-        help="comma-separated local recognisers adaptive alpha consults (default dlib)",
-    )
+    """Explicit attack settings, one flag per option the contract declares (its help and
+    choices too); each overrides the profile's value."""
+    from faceoff.masker.schema import OPTIONS
+
+    for name, spec in OPTIONS.items():
+        flag = "--" + spec.keyword.replace("_", "-")
+        if name == "mode":
+            p.add_argument(flag, action="store_true", default=None, help=spec.help)
+        elif spec.kind == "enum":
+            p.add_argument(flag, choices=spec.names, help=spec.help)
+        elif spec.kind == "bool":
+            action = argparse.BooleanOptionalAction if spec.optional else "store_true"
+            p.add_argument(flag, action=action, default=None, help=spec.help)
+        elif spec.repeated:
+            p.add_argument(flag, help=f"{spec.help}; comma-separated")
+        else:
+            kind = {"int": int, "float": float, "str": str}[spec.kind]
+            p.add_argument(flag, type=kind, help=spec.help)
 
 
 def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The explicit option overrides given on the command line (None where unset)."""
-    faces = None
-    if args.faces:
-        try:
-            faces = tuple(int(v) for v in args.faces.split(","))
-        except ValueError:
-            raise SystemExit(
-                f"faceoff: --faces takes comma-separated integers, got {args.faces!r}"
-            ) from None
-    return {
-        "attack": args.attack,
-        "norm": args.norm,
-        "loss": args.loss,
-        "targeted": args.targeted or (True if args.target else None),
-        "target": args.target,
-        "epsilon": args.epsilon,
-        "iterations": args.iterations,
-        "learning_rate": args.learning_rate,
-        "kappa": args.kappa,
-        "alpha": args.alpha,
-        "search_steps": args.search_steps,
-        "face_indices": faces,
-        "seed": args.seed,
-        "strip_gps": args.strip_gps,
-        "surrogates": _names(args.surrogates),
-        "surrogate_weights": _floats_flag("--surrogate-weights", args.surrogate_weights),
-        "momentum": args.momentum,
-        "diversity": args.diversity,
-        "ti_kernel": args.ti_kernel,
-        "eot": args.eot,
-        "adaptive_alpha": args.adaptive_alpha,
-        "psnr_floor": args.psnr_floor,
-        "loop_recognizers": _names(args.loop_recognizers),
-    }
+    """The explicit option overrides given on the command line (None where unset), by
+    :class:`~faceoff.masker.options.ProtectionOptions` attribute."""
+    from faceoff.masker.options import ATTRIBUTES
+    from faceoff.masker.schema import OPTIONS
+
+    out: dict[str, Any] = {}
+    for name, spec in OPTIONS.items():
+        value = getattr(args, spec.keyword)
+        if spec.repeated and value is not None:
+            value = _list_flag("--" + spec.keyword.replace("_", "-"), spec.kind, value)
+        out[ATTRIBUTES.get(name, name)] = value
+    if out["targeted"] is None and args.target:
+        out["targeted"] = True
+    return out
 
 
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def _floats_flag(flag: str, text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
+def _list_flag(flag: str, kind: str, text: str) -> tuple[Any, ...]:
+    """A comma-separated flag value as a tuple of ``kind`` ("int", "float" or "str")."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if kind == "str":
+        return tuple(items)
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(int(v) if kind == "int" else float(v) for v in items)
     except ValueError:
-        raise SystemExit(f"faceoff: {flag} takes comma-separated numbers, got {text!r}") from None
+        what = "integers" if kind == "int" else "numbers"
+        raise SystemExit(f"faceoff: {flag} takes comma-separated {what}, got {text!r}") from None
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")

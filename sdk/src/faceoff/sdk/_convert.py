@@ -86,29 +86,35 @@ class ProtectOptions(TypedDict, total=False):
     max_faces: int
 
 
-_ENUMS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
-    "attack": (masker_pb2.Attack, "ATTACK_", ("pgd", "cw")),
-    "norm": (masker_pb2.Norm, "NORM_", ("l2", "linf")),
-    "loss": (masker_pb2.Loss, "LOSS_", ("target", "hinge")),
-}
-_SCALARS = (
-    "epsilon",
-    "iterations",
-    "learning_rate",
-    "kappa",
-    "alpha",
-    "initial_const",
-    "search_steps",
-    "strip_gps",
-    "momentum",
-    "diversity",
-    "ti_kernel",
-    "eot",
-    "adaptive_alpha",
-    "psnr_floor",
-)
-_LISTS = ("surrogates", "surrogate_weights", "loop_recognizers")
-_DETECT = ("min_face_size", "min_confidence", "max_faces")
+def _declared_options() -> tuple[
+    dict[str, tuple[Any, str, tuple[str, ...]]], tuple[str, ...], tuple[str, ...]
+]:
+    """The enum, scalar and list options of ``ProtectOptions``, read from the contract.
+
+    Each field declares what it accepts (``[(faceoff.v1.accepts)]``); ``protect()`` takes the
+    same names as keywords. ``mode`` (keyword ``targeted``), ``target``, ``seed`` and
+    ``face_indices`` (keyword ``faces``) have keywords of their own.
+    """
+    enums: dict[str, tuple[Any, str, tuple[str, ...]]] = {}
+    scalars: list[str] = []
+    lists: list[str] = []
+    for field in masker_pb2.ProtectOptions.DESCRIPTOR.fields:
+        if field.name in ("profile", "detect", "mode", "target", "seed", "face_indices"):
+            continue
+        if field.enum_type is not None:
+            enum = masker_pb2.DESCRIPTOR.enum_types_by_name[field.enum_type.name]
+            prefix = f"{field.enum_type.name.upper()}_"
+            names = tuple(v.name.removeprefix(prefix).lower() for v in enum.values if v.number)
+            enums[field.name] = (getattr(masker_pb2, field.enum_type.name), prefix, names)
+        elif field.is_repeated:
+            lists.append(field.name)
+        else:
+            scalars.append(field.name)
+    return enums, tuple(scalars), tuple(lists)
+
+
+_ENUMS, _SCALARS, _LISTS = _declared_options()
+_DETECT = tuple(f.name for f in detector_pb2.DetectOptions.DESCRIPTOR.fields)
 #: Every keyword :func:`protect_request` accepts beyond the named ones.
 OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, *_LISTS, "faces", *_DETECT)
 

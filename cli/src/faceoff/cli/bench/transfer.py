@@ -13,7 +13,7 @@ might. A recogniser that finds no face in a protected photo did not identify it.
 it no longer identifies top-1 after protection. Recognisers whose model the attack ran on (a
 surrogate, alone or in an ensemble) are marked ``"white_box": true``, and those consulted by
 adaptive amplification ``"in_loop": true``: neither says anything about transfer. Each result row
-says whether it meets issue 8's goal on the remaining, independent recognisers (``goal``):
+says whether it meets the transfer goal on the remaining, independent recognisers (``goal``):
 evasion >= 95% on each, mean face PSNR >= 32 dB, at most 5 points lost after the platform copy.
 
 Any protection option can be set with ``--set NAME=VALUE`` (repeatable), e.g.
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from faceoff.faces.recognizers import EmbeddingRecognizer
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-#: Issue 8's goal: evasion on every independent recogniser, mean face PSNR, points lost on the platform copy.
+#: The transfer goal: evasion on every independent recogniser, mean face PSNR, points lost on the platform copy.
 GOAL_EVASION, GOAL_PSNR, GOAL_PLATFORM_LOSS = 0.95, 32.0, 0.05
 DEFAULT_DATA = CELEBS / "photos"
 #: Attacks are run for this many probes at once (one compiled batch).
@@ -299,7 +299,7 @@ def run(
 
 
 def goal(per_rec: dict[str, dict[str, Any]], psnr_mean: float) -> dict[str, Any]:
-    """Whether a result row meets issue 8's goal on its independent recognisers."""
+    """Whether a result row meets the transfer goal on its independent recognisers."""
     judged = {n: v for n, v in per_rec.items() if not v["white_box"] and not v["in_loop"]}
     evasion = {n: v["evasion_rate"] for n, v in judged.items()}
     lost = {n: v["evasion_rate"] - v["evasion_rate_jpeg75_half"] for n, v in judged.items()}

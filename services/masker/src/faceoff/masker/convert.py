@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from faceoff.common.errors import InvalidOption
-from faceoff.masker.options import ProtectionOptions, resolve
+from faceoff.masker.options import ATTRIBUTES, ProtectionOptions, resolve
 from faceoff.masker.protection import FaceReceipt, ProtectionResult
+from faceoff.masker.schema import OPTIONS, OptionSpec
 from faceoff.v1 import common_pb2, masker_pb2
 
-_ATTACKS = {masker_pb2.ATTACK_PGD: "pgd", masker_pb2.ATTACK_CW: "cw"}
-_NORMS = {masker_pb2.NORM_L2: "l2", masker_pb2.NORM_LINF: "linf"}
-_LOSSES = {masker_pb2.LOSS_TARGET: "target", masker_pb2.LOSS_HINGE: "hinge"}
-_MODES = {masker_pb2.MODE_UNTARGETED: False, masker_pb2.MODE_TARGETED: True}
-_ATTACK_ENUMS = {name: value for value, name in _ATTACKS.items()}
-_NORM_ENUMS = {name: value for value, name in _NORMS.items()}
-_LOSS_ENUMS = {name: value for value, name in _LOSSES.items()}
 FORMATS = {
     "JPEG": common_pb2.IMAGE_FORMAT_JPEG,
     "PNG": common_pb2.IMAGE_FORMAT_PNG,
@@ -27,80 +20,46 @@ FORMATS = {
 }
 
 
-def _enum(field: str, value: int, table: Mapping[Any, Any], enum: Any) -> Any:
-    if value == 0:
-        return None  # unspecified: the profile's choice
-    if value not in table:
-        accepted = ", ".join(enum.Name(k) for k in table)
-        raise InvalidOption(f"{field} has unknown value {value}; accepted: {accepted}")
-    return table[value]
+def _from_field(msg: masker_pb2.ProtectOptions, spec: OptionSpec) -> Any:
+    """The override a request's field asks for, or None when it leaves the profile's value."""
+    value = getattr(msg, spec.name)
+    if spec.kind == "enum":
+        if value == 0:
+            return None  # unspecified: the profile's choice
+        names = {number: name for name, number in spec.enum_values.items()}
+        if value not in names:
+            raise InvalidOption(
+                f"{spec.name} has unknown value {value}; accepted: {', '.join(spec.enum_values)}"
+            )
+        return names[value] == "targeted" if spec.name == "mode" else names[value]
+    if spec.repeated:
+        return tuple(value) if value else None
+    if spec.optional:
+        return value if msg.HasField(spec.name) else None  # type: ignore[arg-type]
+    return value or None  # proto3 scalars without presence: the zero value means unset
 
 
 def options_from_proto(msg: masker_pb2.ProtectOptions) -> ProtectionOptions:
     """Resolve the request's options against its profile (raises InvalidOption naming the field)."""
-    optional = (
-        "epsilon",
-        "iterations",
-        "learning_rate",
-        "kappa",
-        "alpha",
-        "initial_const",
-        "search_steps",
-        "seed",
-    )
-    overrides: dict[str, Any] = {
-        name: getattr(msg, name)
-        for name in optional
-        if msg.HasField(name)  # type: ignore[arg-type]
+    overrides = {
+        ATTRIBUTES.get(name, name): _from_field(msg, spec) for name, spec in OPTIONS.items()
     }
-    overrides["attack"] = _enum("attack", msg.attack, _ATTACKS, masker_pb2.Attack)
-    overrides["norm"] = _enum("norm", msg.norm, _NORMS, masker_pb2.Norm)
-    overrides["loss"] = _enum("loss", msg.loss, _LOSSES, masker_pb2.Loss)
-    overrides["targeted"] = _enum("mode", msg.mode, _MODES, masker_pb2.Mode)
-    if msg.target:
-        overrides["target"] = msg.target
-    if msg.face_indices:
-        overrides["face_indices"] = tuple(msg.face_indices)
-    if msg.strip_gps:
-        overrides["strip_gps"] = True
-    for name in ("momentum", "diversity", "ti_kernel", "eot", "adaptive_alpha", "psnr_floor"):
-        if msg.HasField(name):
-            overrides[name] = getattr(msg, name)
-    for name in ("surrogates", "surrogate_weights", "loop_recognizers"):
-        if getattr(msg, name):
-            overrides[name] = tuple(getattr(msg, name))
     return resolve(msg.profile or None, **overrides)
 
 
 def options_to_proto(options: ProtectionOptions) -> masker_pb2.ProtectOptions:
     """Resolved options as a message, every field set (the inverse of :func:`options_from_proto`)."""
-    return masker_pb2.ProtectOptions(
-        profile=options.profile,
-        attack=_ATTACK_ENUMS[options.attack],
-        norm=_NORM_ENUMS[options.norm],
-        loss=_LOSS_ENUMS[options.loss],
-        mode=masker_pb2.MODE_TARGETED if options.targeted else masker_pb2.MODE_UNTARGETED,
-        epsilon=options.epsilon,
-        iterations=options.iterations,
-        learning_rate=options.learning_rate,
-        kappa=options.kappa,
-        alpha=options.alpha,
-        initial_const=options.initial_const,
-        search_steps=options.search_steps,
-        target=options.target or "",
-        face_indices=list(options.face_indices),
-        seed=options.seed,
-        strip_gps=options.strip_gps,
-        momentum=options.momentum,
-        diversity=options.diversity,
-        ti_kernel=options.ti_kernel,
-        eot=options.eot,
-        surrogates=list(options.surrogates),
-        surrogate_weights=list(options.surrogate_weights),
-        adaptive_alpha=options.adaptive_alpha,
-        psnr_floor=options.psnr_floor,
-        loop_recognizers=list(options.loop_recognizers),
-    )
+    msg = masker_pb2.ProtectOptions(profile=options.profile)
+    for name, spec in OPTIONS.items():
+        value = getattr(options, ATTRIBUTES.get(name, name))
+        if spec.kind == "enum":
+            key = ("targeted" if value else "untargeted") if name == "mode" else value
+            setattr(msg, name, spec.enum_values[key])
+        elif spec.repeated:
+            getattr(msg, name).extend(value)
+        elif value is not None:
+            setattr(msg, name, value)
+    return msg
 
 
 def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:

@@ -9,27 +9,26 @@ raising :class:`~faceoff.common.errors.InvalidOption` naming the field and the a
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from faceoff.common.errors import InvalidOption
+from faceoff.masker.schema import OPTIONS, bound
 
-ATTACK_NAMES = ("pgd", "cw")
-NORM_NAMES = ("l2", "linf")
-LOSS_NAMES = ("target", "hinge")
-MAX_ITERATIONS = 10_000
-MAX_SEARCH_STEPS = 50
-MAX_ALPHA = 20.0
-MAX_TI_KERNEL = 15
+#: What each option accepts comes from the contract (:mod:`faceoff.masker.schema`); these names
+#: are kept for readers and callers that need one bound or list.
+ATTACK_NAMES = OPTIONS["attack"].names
+NORM_NAMES = OPTIONS["norm"].names
+LOSS_NAMES = OPTIONS["loss"].names
+MAX_ITERATIONS = int(bound("iterations"))
 #: Surrogates the masker can run the attack on (see :mod:`faceoff.faces.models`).
-SURROGATE_NAMES = ("facenet", "facenet512", "sface")
+SURROGATE_NAMES = OPTIONS["surrogates"].names
 #: Local recognisers the adaptive-alpha search can consult (see :mod:`faceoff.faces.recognizers`).
-LOOP_RECOGNIZER_NAMES = ("dlib", "sface", "facenet", "facenet512")
-#: Accepted range of ``psnr_floor``, in dB.
-PSNR_FLOOR_RANGE = (20.0, 60.0)
-#: Largest perturbation bound accepted, per norm, in [0, 1] pixel units of the 160 px crop.
-MAX_EPSILON = {"l2": 100.0, "linf": 1.0}
+LOOP_RECOGNIZER_NAMES = OPTIONS["loop_recognizers"].names
+#: The linf norm's bound on epsilon (the contract declares the l2 norm's), in [0, 1] pixel units.
+MAX_EPSILON_LINF = 1.0
+#: Attributes of :class:`ProtectionOptions` that are not contract fields of the same name.
+ATTRIBUTES = {"mode": "targeted"}
 
 
 @dataclass(frozen=True)
@@ -120,25 +119,9 @@ class ProtectionOptions:
         }
 
     def batch_key(self) -> tuple[Any, ...]:
-        """Requests with equal keys can share one attack batch."""
-        return (
-            self.attack,
-            self.norm,
-            self.loss,
-            self.targeted,
-            self.epsilon,
-            self.iterations,
-            self.learning_rate,
-            self.kappa,
-            self.initial_const,
-            self.search_steps,
-            self.momentum,
-            self.diversity,
-            self.ti_kernel,
-            self.eot,
-            self.surrogates,
-            self.surrogate_weights,
-        )
+        """Requests with equal keys can share one attack batch (the options the contract marks
+        as part of the attack)."""
+        return tuple(getattr(self, ATTRIBUTES.get(name, name)) for name in _ATTACK_FIELDS)
 
     @property
     def total_iterations(self) -> int:
@@ -146,11 +129,13 @@ class ProtectionOptions:
         return self.iterations * (self.search_steps if self.attack == "cw" else 1)
 
 
+_ATTACK_FIELDS = tuple(name for name, spec in OPTIONS.items() if spec.attack)
+
 #: The named profiles. Epsilon is given per norm (the profile's attack runs in its own norm, but
 #: a caller who switches the norm gets that norm's bound). Unless set explicitly, PGD's step size
 #: follows Madry et al. (2.5 * epsilon / iterations) and CW's Adam learning rate is
 #: :data:`CW_LEARNING_RATE`.
-#: The transfer techniques every profile uses (issue 8's measurements, README "Stronger transfer").
+#: The transfer techniques every profile uses (docs/results.md measures what each buys).
 _TRANSFER: dict[str, Any] = {"momentum": 1.0, "diversity": 0.7, "ti_kernel": 5, "eot": 0.5}
 PROFILES: dict[str, dict[str, Any]] = {
     "low": {
@@ -192,24 +177,6 @@ CW_LEARNING_RATE = 0.01
 DEFAULT_PROFILE = "medium"
 
 
-def _finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidOption(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: Any, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise InvalidOption(f"{name} must be an integer in 1..{high}, got {value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InvalidOption(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return str(value)
-
-
 def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     """The options of ``profile`` (default ``medium``) with ``overrides`` applied and checked.
 
@@ -231,7 +198,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     values: dict[str, Any] = {**PROFILES[name], **explicit}
     norm = values.get("norm")
     if "epsilon" not in explicit and isinstance(values["epsilon"], dict):
-        if not isinstance(norm, str) or norm not in values["epsilon"]:
+        if not isinstance(norm, str) or norm not in values["epsilon"]:  # before validation
             raise InvalidOption(f"norm must be one of {', '.join(NORM_NAMES)}, got {norm!r}")
         values["epsilon"] = values["epsilon"][norm]
     if "learning_rate" not in explicit:
@@ -265,74 +232,44 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
 
 
 def validate(o: ProtectionOptions) -> ProtectionOptions:
-    """Check every field of ``o``; returns it unchanged or raises InvalidOption."""
-    _choice("attack", o.attack, ATTACK_NAMES)
-    _choice("norm", o.norm, NORM_NAMES)
-    _choice("loss", o.loss, LOSS_NAMES)
-    eps = _finite("epsilon", o.epsilon)
-    if not 0 < eps <= MAX_EPSILON[o.norm]:
+    """Check every field of ``o``; returns it unchanged or raises InvalidOption.
+
+    Each field is checked against what the contract declares it accepts, then the rules that
+    tie fields together.
+    """
+    for name, spec in OPTIONS.items():
+        if name in ATTRIBUTES:  # mode: the enum arrives here as the bool ``targeted``
+            continue
+        value = getattr(o, name)
+        if name == "target" and value is None:
+            continue
+        shown = list(value) if spec.repeated else value
+        for element in value if spec.repeated else (value,):
+            problem = spec.problem(element)
+            if problem is not None:
+                raise InvalidOption(f"{problem}, got {shown!r}")
+        if spec.repeated and spec.accepts.distinct and len(set(value)) != len(value):
+            raise InvalidOption(f"{name} must be {spec.accepted()}, got {shown!r}")
+    if not 0 <= o.margin <= 1:
+        raise InvalidOption(f"margin must be in [0, 1], got {o.margin!r}")
+    if o.norm == "linf" and o.epsilon > MAX_EPSILON_LINF:
         raise InvalidOption(
-            f"epsilon must be in (0, {MAX_EPSILON[o.norm]:g}] for the {o.norm} norm, got {o.epsilon!r}"
+            f"epsilon must be in (0, {MAX_EPSILON_LINF:g}] for the linf norm, got {o.epsilon!r}"
         )
-    _count("iterations", o.iterations, MAX_ITERATIONS)
-    if not _finite("learning_rate", o.learning_rate) > 0:
-        raise InvalidOption(f"learning_rate must be > 0, got {o.learning_rate!r}")
-    if not _finite("kappa", o.kappa) >= 0:
-        raise InvalidOption(f"kappa must be >= 0, got {o.kappa!r}")
-    if not 0 < _finite("alpha", o.alpha) <= MAX_ALPHA:
-        raise InvalidOption(f"alpha must be in (0, {MAX_ALPHA:g}], got {o.alpha!r}")
-    if not _finite("initial_const", o.initial_const) > 0:
-        raise InvalidOption(f"initial_const must be > 0, got {o.initial_const!r}")
-    _count("search_steps", o.search_steps, MAX_SEARCH_STEPS)
     if o.iterations * (o.search_steps if o.attack == "cw" else 1) > MAX_ITERATIONS:
         raise InvalidOption(
-            f"iterations x search_steps must be at most {MAX_ITERATIONS}, got {o.iterations} x {o.search_steps}"
-        )
-    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in o.face_indices):
-        raise InvalidOption(f"face_indices must be integers >= 0, got {list(o.face_indices)}")
-    if isinstance(o.seed, bool) or not isinstance(o.seed, int) or not 0 <= o.seed < 2**63:
-        raise InvalidOption(f"seed must be an integer in 0..2^63-1, got {o.seed!r}")
-    if not 0 <= _finite("margin", o.margin) <= 1:
-        raise InvalidOption(f"margin must be in [0, 1], got {o.margin!r}")
-    for name in ("momentum", "diversity", "eot"):
-        if not 0 <= _finite(name, getattr(o, name)) <= 1:
-            raise InvalidOption(f"{name} must be in [0, 1] (0: off), got {getattr(o, name)!r}")
-    k = o.ti_kernel
-    if (
-        isinstance(k, bool)
-        or not isinstance(k, int)
-        or not (k == 0 or (3 <= k <= MAX_TI_KERNEL and k % 2))
-    ):
-        raise InvalidOption(
-            f"ti_kernel must be 0 (off) or an odd integer in 3..{MAX_TI_KERNEL}, got {k!r}"
+            f"iterations x search_steps must be at most {MAX_ITERATIONS}, "
+            f"got {o.iterations} x {o.search_steps}"
         )
     if o.attack != "pgd" and (o.momentum or o.diversity or o.ti_kernel or o.eot):
         raise InvalidOption(
-            f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} takes none of them (set them to 0)"
+            f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} "
+            "takes none of them (set them to 0)"
         )
-    if len(set(o.surrogates)) != len(o.surrogates) or any(
-        s not in SURROGATE_NAMES for s in o.surrogates
-    ):
+    if o.surrogate_weights and len(o.surrogate_weights) != len(o.surrogates):
         raise InvalidOption(
-            f"surrogates must be distinct names from {', '.join(SURROGATE_NAMES)}, got {list(o.surrogates)}"
-        )
-    if o.surrogate_weights:
-        if len(o.surrogate_weights) != len(o.surrogates):
-            raise InvalidOption(
-                f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), got {len(o.surrogate_weights)}"
-            )
-        if not all(_finite("surrogate_weights", w) > 0 for w in o.surrogate_weights):
-            raise InvalidOption(
-                f"surrogate_weights must all be > 0, got {list(o.surrogate_weights)}"
-            )
-    low, high = PSNR_FLOOR_RANGE
-    if not low <= _finite("psnr_floor", o.psnr_floor) <= high:
-        raise InvalidOption(f"psnr_floor must be in [{low:g}, {high:g}] dB, got {o.psnr_floor!r}")
-    if any(r not in LOOP_RECOGNIZER_NAMES for r in o.loop_recognizers) or len(
-        set(o.loop_recognizers)
-    ) != len(o.loop_recognizers):
-        raise InvalidOption(
-            f"loop_recognizers must be distinct names from {', '.join(LOOP_RECOGNIZER_NAMES)}, got {list(o.loop_recognizers)}"
+            f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), "
+            f"got {len(o.surrogate_weights)}"
         )
     if o.adaptive_alpha and not o.loop_recognizers:
         raise InvalidOption(
@@ -340,7 +277,8 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         )
     if o.adaptive_alpha and o.alpha < 1:
         raise InvalidOption(
-            f"with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, got {o.alpha!r}"
+            "with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, "
+            f"got {o.alpha!r}"
         )
     if o.target is not None and not o.targeted:
         raise InvalidOption(

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from faceoff.masker.attacks._compile import compiled
 from faceoff.masker.attacks.losses import Loss, LossInputs
+from faceoff.masker.schema import bound
 
 #: ``progress(iteration, total)``, called between compiled chunks; it may raise to abort.
 ProgressCallback = Callable[[int, int], None]
@@ -26,8 +27,8 @@ ProgressCallback = Callable[[int, int], None]
 #: Iterations per compiled chunk when a progress callback is given.
 PROGRESS_EVERY = 10
 
-#: Largest accepted iteration count (per search step for CW), as in the service contract.
-MAX_ITERATIONS = 10_000
+#: Largest accepted iteration count (per search step for CW): the contract's bound.
+MAX_ITERATIONS = int(bound("iterations"))
 
 
 @dataclass(frozen=True)

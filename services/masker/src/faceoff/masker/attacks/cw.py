@@ -44,12 +44,13 @@ from faceoff.masker.attacks.base import (
     run_chunked,
 )
 from faceoff.masker.attacks.losses import Loss, LossInputs
+from faceoff.masker.schema import bound
 
 #: Per-pixel-channel size of the random starting perturbation.
 START_JITTER = 1e-3
 
-#: Largest accepted number of CW search steps (trials for Linf), as in the service contract.
-MAX_SEARCH_STEPS = 50
+#: Largest accepted number of CW search steps (trials for Linf): the contract's bound.
+MAX_SEARCH_STEPS = int(bound("search_steps"))
 
 #: CW-Linf: how far above tau an iterate may reach and still count as within tau (half a grey
 #: level at 8 bits, which quantisation cannot show).

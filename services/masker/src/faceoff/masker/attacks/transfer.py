@@ -33,9 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from faceoff.masker.attacks._checks import check_fraction
+from faceoff.masker.schema import bound
 
-#: Largest TI kernel side accepted.
-MAX_TI_KERNEL = 15
+#: Largest TI kernel side accepted: the contract's bound.
+MAX_TI_KERNEL = int(bound("ti_kernel"))
 #: Diversity: the crop is shrunk to between this fraction of its side and all of it.
 DIVERSITY_MIN_SCALE = 0.875
 #: EOT: the resize goes down to between this fraction of the side and all of it.
