@@ -135,8 +135,8 @@ def test_concurrency_limit_refuses_with_a_retry_hint_and_health_still_answers(
 
 
 def _job(seed: int = 0) -> Any:
+    from faceoff.masker.jobs import Job
     from faceoff.masker.options import resolve
-    from faceoff.masker.protection import Job
 
     crops = np.full((1, 160, 160, 3), 0.5, np.float32)
     return Job(

@@ -197,7 +197,7 @@ def _leftovers(keep: list[Any], datas: list[bytes], shapes: set[tuple[int, int]]
     """Objects of this process, other than ``keep`` (the test's own), that still hold one of
     ``datas`` (a copy of the bytes) or an array of one of the photos' sizes."""
     from faceoff.faces.recognizers.base import FacePhoto
-    from faceoff.masker.protection import Job
+    from faceoff.masker.jobs import Job
 
     keep_ids = {id(k) for k in keep}
 

@@ -316,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each API's own threshold instead of tau = 0.5",
     )
+    p.add_argument(
+        "--attacked",
+        help="models the photo's protection used (its surrogates and loop recognisers), "
+        "comma-separated; their verdicts are marked white-box (default: the default "
+        "profile's surrogates, facenet,sface)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("serve", help="run a gRPC service")
@@ -770,6 +776,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             recognizers=names,
             top_k=args.top_k,
             use_api_threshold=args.use_api_threshold,
+            attacked_models=[n.strip() for n in (args.attacked or "").split(",") if n.strip()],
         )
         verdicts = evaluator.evaluate(request)
     except FaceOffError as exc:

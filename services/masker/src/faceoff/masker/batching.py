@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from faceoff.common.errors import Overloaded
-from faceoff.masker.protection import Job
+from faceoff.masker.jobs import Job
 
 log = logging.getLogger(__name__)
 

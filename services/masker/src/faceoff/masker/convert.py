@@ -6,7 +6,7 @@ from typing import Any
 
 from faceoff.common.errors import InvalidOption
 from faceoff.masker.options import ATTRIBUTES, ProtectionOptions, resolve
-from faceoff.masker.protection import FaceReceipt, ProtectionResult
+from faceoff.masker.receipts import FaceReceipt, ProtectionResult
 from faceoff.masker.schema import OPTIONS, OptionSpec
 from faceoff.v1 import common_pb2, masker_pb2
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from faceoff.masker.protection import ProtectionResult
+from faceoff.masker.receipts import ProtectionResult
 
 NAMESPACE = "faceoff_masker"
 

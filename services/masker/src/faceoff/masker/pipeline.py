@@ -23,8 +23,10 @@ import numpy as np
 
 from faceoff.common.errors import InvalidArgument, InvalidOption
 from faceoff.detector.detection import DetectionResult, DetectOptions, FaceDetector
+from faceoff.masker.jobs import Job
 from faceoff.masker.options import ProtectionOptions
-from faceoff.masker.protection import Job, ProtectionResult, Protector
+from faceoff.masker.protection import Protector
+from faceoff.masker.receipts import ProtectionResult
 
 #: Finds the faces of one encoded photo.
 Detect = Callable[[bytes, DetectOptions], Awaitable[DetectionResult]]

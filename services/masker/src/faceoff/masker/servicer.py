@@ -15,7 +15,8 @@ from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.convert import options_from_proto, result_to_proto
 from faceoff.masker.detector_client import DetectorClient
 from faceoff.masker.pipeline import ProtectCall
-from faceoff.masker.protection import ProtectionResult, Protector
+from faceoff.masker.protection import Protector
+from faceoff.masker.receipts import ProtectionResult
 from faceoff.v1 import masker_pb2, masker_pb2_grpc
 
 ProgressSink = Callable[[masker_pb2.ProtectProgress], None]

@@ -1,0 +1,234 @@
+"""Preparing a protection: each face's crop, the user's reference set A_y and the loss goals.
+
+:class:`Preparer` turns a decoded photo, its detection and the reference photos into a
+:class:`Job`, the unit the attack runs on (several jobs can share one attack batch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from faceoff.common.crops import CropRegion, crop_region, extract_crop
+from faceoff.common.errors import InvalidImage, InvalidOption
+from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode
+from faceoff.detector.detection import DetectionResult
+from faceoff.faces.models import EmbeddingModel
+from faceoff.masker.decoys import SAME_PERSON_DISTANCE
+from faceoff.masker.options import ProtectionOptions
+from faceoff.masker.references import augment_probe
+from faceoff.masker.surrogates import Surrogates
+
+#: A reference photo without a detectable face is used whole when it is at most this large
+#: (it is then taken to be a face crop already, like the shared ``aligned160`` crops).
+MAX_CROP_SIDE = 400
+
+
+@dataclass
+class Job:
+    """One request, prepared for the attack: its faces' crops and loss inputs."""
+
+    data: bytes
+    photo: Photo | None  # None for a job made of face crops only (benchmarks, tests)
+    options: ProtectionOptions
+    faces_found: int
+    indices: list[int]
+    boxes: list[tuple[float, float, float, float]]
+    regions: list[CropRegion]
+    crops: np.ndarray  # (n, S, S, 3) float32 in [0, 1]
+    user_refs: list[np.ndarray]  # per face (k, D): the set A_y the distances are reported against
+    anchors: list[np.ndarray]  # per face: A_y (untargeted) or the decoy's A_t (targeted)
+    others: list[list[np.ndarray]]  # per face: the other identities the hinge loss compares with
+    targets: list[str | None]
+    model: EmbeddingModel | None = None  # the surrogate (or ensemble) the embeddings come from
+    references: list[Photo] = field(
+        default_factory=list
+    )  # decoded reference photos (adaptive alpha)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def size(self) -> int:
+        """Faces to protect."""
+        return len(self.indices)
+
+
+class Preparer:
+    """Builds :class:`Job` objects on ``surrogates``, decoding photos up to ``max_pixels``."""
+
+    def __init__(self, surrogates: Surrogates, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.surrogates = surrogates
+        self.max_pixels = max_pixels
+
+    def decode_references(self, references: Sequence[tuple[bytes, DetectionResult]]) -> list[Photo]:
+        """Each reference photo decoded (an undecodable one is refused naming its index)."""
+        photos = []
+        for i, (data, _) in enumerate(references):
+            try:
+                photos.append(decode(data, max_pixels=self.max_pixels))
+            except InvalidImage as exc:
+                raise InvalidImage(f"reference photo {i}: {exc.message}") from None
+        return photos
+
+    def reference_embeddings(
+        self,
+        photos: Sequence[Photo],
+        detections: Sequence[DetectionResult],
+        model: EmbeddingModel | None = None,
+    ) -> np.ndarray | None:
+        """Embeddings ``(M, D)`` of the largest face of each decoded reference photo (None if none given)."""
+        if not photos:
+            return None
+        crops = []
+        for i, (photo, detection) in enumerate(zip(photos, detections)):
+            if detection.faces:
+                region = crop_region(detection.faces[0].box, photo.width, photo.height)
+            elif max(photo.width, photo.height) <= MAX_CROP_SIDE:
+                region = CropRegion(0, 0, photo.width, photo.height)  # already a face crop
+            else:
+                raise InvalidImage(
+                    f"reference photo {i} ({photo.width}x{photo.height} px) has no detectable face; "
+                    f"send photos of the person's face, or face crops of at most {MAX_CROP_SIDE} px"
+                )
+            crops.append(extract_crop(photo.pixels, region, self.surrogates.size))
+        return (model or self.surrogates.model).embed_numpy(np.stack(crops))
+
+    def prepare(
+        self,
+        data: bytes,
+        options: ProtectionOptions,
+        detection: DetectionResult,
+        references: Sequence[tuple[bytes, DetectionResult]] = (),
+        started: float | None = None,
+    ) -> Job:
+        """Decode, crop, and build each face's reference set and target.
+
+        ``detection`` holds the faces of ``data``; ``references`` pairs each reference photo
+        with its detection.
+        """
+        started = time.perf_counter() if started is None else started
+        options = self.surrogates.resolved(options)
+        photo = decode(data, max_pixels=self.max_pixels)
+        if (detection.width, detection.height) != (photo.width, photo.height):
+            raise InvalidImage(
+                f"detector saw {detection.width}x{detection.height} px but the photo is {photo.width}x{photo.height}"
+            )
+        found = len(detection.faces)
+        indices = list(options.face_indices) if options.face_indices else list(range(found))
+        bad = [i for i in indices if i >= found]
+        if bad:
+            raise InvalidOption(
+                f"face_indices {bad} out of range: the photo has {found} face(s) (indices 0..{found - 1})"
+            )
+        indices = sorted(set(indices))
+        boxes = [detection.faces[i].box for i in indices]
+        regions = [crop_region(b, photo.width, photo.height, options.margin) for b in boxes]
+        crops = (
+            np.stack([extract_crop(photo.pixels, r, self.surrogates.size) for r in regions])
+            if regions
+            else np.zeros((0, self.surrogates.size, self.surrogates.size, 3), np.float32)
+        )
+        model = self.surrogates.model_for(options)
+        reference_photos = self.decode_references(references)
+        embeddings = self.reference_embeddings(reference_photos, [d for _, d in references], model)
+        user_refs = self.user_sets(crops, embeddings, model)
+        anchors, others, targets = self.goals(user_refs, options, model)
+        kept = reference_photos if options.adaptive_alpha else []
+        return Job(
+            data=data,
+            photo=photo,
+            options=options,
+            faces_found=found,
+            indices=indices,
+            boxes=boxes,
+            regions=regions,
+            crops=crops,
+            user_refs=user_refs,
+            anchors=anchors,
+            others=others,
+            targets=targets,
+            model=model,
+            references=kept,
+            started=started,
+        )
+
+    def crop_job(
+        self,
+        crops: np.ndarray,
+        options: ProtectionOptions,
+        references: Sequence[np.ndarray] | None = None,
+    ) -> Job:
+        """A job of bare ``(n, S, S, 3)`` face crops in [0, 1], for :meth:`attack` (no photo to finish).
+
+        ``references`` gives each face's A_y embeddings; by default each face's own augmentations.
+        """
+        crops = np.asarray(crops, np.float32)
+        options = self.surrogates.resolved(options)
+        model = self.surrogates.model_for(options)
+        user_refs = (
+            list(references) if references is not None else self.user_sets(crops, None, model)
+        )
+        anchors, others, targets = self.goals(user_refs, options, model)
+        n = len(crops)
+        return Job(
+            data=b"",
+            photo=None,
+            options=options,
+            faces_found=n,
+            indices=list(range(n)),
+            boxes=[],
+            regions=[],
+            crops=crops,
+            user_refs=user_refs,
+            anchors=anchors,
+            others=others,
+            targets=targets,
+            model=model,
+        )
+
+    def user_sets(
+        self, crops: np.ndarray, user: np.ndarray | None, model: EmbeddingModel | None = None
+    ) -> list[np.ndarray]:
+        """Each face's reference set A_y.
+
+        With the user's reference embeddings ``user``, a face that looks like the user (or the
+        only face) gets them; any other face, or every face without ``user``, gets its own crop
+        and light augmentations of it.
+        """
+        model = model or self.surrogates.model
+        probe = model.embed_numpy(crops) if user is not None and len(crops) > 1 else None
+        sets: list[np.ndarray] = []
+        for k in range(len(crops)):
+            if user is not None and (
+                probe is None
+                or model.distance_numpy(probe[k] - user.mean(0)) < SAME_PERSON_DISTANCE + 0.2
+            ):
+                sets.append(user)
+            else:
+                sets.append(model.embed_numpy(augment_probe(crops[k])))
+        return sets
+
+    def goals(
+        self,
+        user_refs: Sequence[np.ndarray],
+        options: ProtectionOptions,
+        model: EmbeddingModel | None = None,
+    ) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[str | None]]:
+        """Each face's loss anchor, other identities and decoy name (targeted mode)."""
+        decoys = self.surrogates.gallery_for(model or self.surrogates.model)
+        anchors: list[np.ndarray] = []
+        others: list[list[np.ndarray]] = []
+        targets: list[str | None] = []
+        for refs in user_refs:
+            if options.targeted:
+                name, centroid = decoys.pick(refs, options.target)
+                anchors.append(centroid)
+                others.append([refs, *decoys.others(name, refs)])
+                targets.append(name)
+            else:
+                anchors.append(refs)
+                others.append(decoys.others(None, refs))
+                targets.append(None)
+        return anchors, others, targets

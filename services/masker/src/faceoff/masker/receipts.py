@@ -1,0 +1,149 @@
+"""What a protection reports: one receipt per face, and the protected photo with its receipts.
+
+Receipts measure what the user actually gets: the encoded output, decoded and re-cropped.
+They never hold image bytes of the user's face beyond the protected photo itself, nor
+embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from faceoff.common.crops import CropRegion, extract_crop
+from faceoff.faces.models import EmbeddingModel
+from faceoff.masker.adaptive import Choice, Verdict
+from faceoff.masker.options import ProtectionOptions
+from faceoff.masker.quality import psnr, ssim
+
+
+@dataclass(frozen=True)
+class FaceReceipt:
+    """What was done to one face (see ``faceoff.v1.FaceReceipt``)."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    target: str | None
+    l2: float
+    linf: float
+    psnr: float
+    ssim: float
+    distance_before: float
+    distance_after: float
+    alpha: float = 0.0
+    verdicts: tuple[Verdict, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (PSNR of an unchanged region is reported as null)."""
+        out = {
+            "index": self.index,
+            "box": [round(v, 1) for v in self.box],
+            "target": self.target,
+            "l2": round(self.l2, 4),
+            "linf": round(self.linf, 4),
+            "psnr": None if not np.isfinite(self.psnr) else round(self.psnr, 2),
+            "ssim": round(self.ssim, 4),
+            "distance_before": round(self.distance_before, 4),
+            "distance_after": round(self.distance_after, 4),
+            "alpha": round(self.alpha, 4),
+        }
+        if self.verdicts:
+            out["verdicts"] = [v.to_json() for v in self.verdicts]
+        return out
+
+
+@dataclass(frozen=True)
+class ProtectionResult:
+    """A protected photo and its receipts."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    faces: list[FaceReceipt]
+    faces_found: int
+    options: ProtectionOptions
+    seconds: float
+
+    def receipt(self) -> dict[str, Any]:
+        """The receipt as JSON-ready data."""
+        o = self.options
+        return {
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "bytes": len(self.data),
+            "faces_found": self.faces_found,
+            "faces_protected": len(self.faces),
+            "seconds": round(self.seconds, 3),
+            "profile": o.profile,
+            "options": {
+                "attack": o.attack,
+                "norm": o.norm,
+                "loss": o.loss,
+                "targeted": o.targeted,
+                "epsilon": o.epsilon,
+                "iterations": o.iterations,
+                "alpha": o.alpha,
+                "kappa": o.kappa,
+                "seed": o.seed,
+                "surrogates": list(o.surrogates),
+                "momentum": o.momentum,
+                "diversity": o.diversity,
+                "ti_kernel": o.ti_kernel,
+                "eot": o.eot,
+                "adaptive_alpha": o.adaptive_alpha,
+                **(
+                    {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
+                    if o.adaptive_alpha
+                    else {}
+                ),
+            },
+            "faces": [f.to_json() for f in self.faces],
+        }
+
+
+def _mean_distance(model: EmbeddingModel, embedding: np.ndarray, refs: np.ndarray) -> float:
+    return float(np.mean(model.distance_numpy(refs - embedding[None, :])))
+
+
+def face_receipts(
+    *,
+    indices: list[int],
+    boxes: list[tuple[float, float, float, float]],
+    targets: list[str | None],
+    regions: list[CropRegion],
+    crops: np.ndarray,
+    user_refs: list[np.ndarray],
+    original: np.ndarray,
+    shown: np.ndarray,
+    applied: np.ndarray,
+    choices: list[Choice],
+    model: EmbeddingModel,
+    size: int,
+) -> list[FaceReceipt]:
+    """One receipt per face: the change applied, the face region's PSNR/SSIM in the encoded
+    output ``shown``, and the surrogate's distance to the user's references before and after."""
+    after_crops = np.stack([extract_crop(shown, r, size) for r in regions])
+    before = model.embed_numpy(crops)
+    after = model.embed_numpy(after_crops)
+    receipts = []
+    for k, region in enumerate(regions):
+        receipts.append(
+            FaceReceipt(
+                index=indices[k],
+                box=boxes[k],
+                target=targets[k],
+                l2=float(np.linalg.norm(applied[k])),
+                linf=float(np.abs(applied[k]).max()),
+                psnr=psnr(original[region.slices], shown[region.slices]),
+                ssim=ssim(original[region.slices], shown[region.slices]),
+                distance_before=_mean_distance(model, before[k], user_refs[k]),
+                distance_after=_mean_distance(model, after[k], user_refs[k]),
+                alpha=choices[k].alpha,
+                verdicts=choices[k].verdicts,
+            )
+        )
+    return receipts

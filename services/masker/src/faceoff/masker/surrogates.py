@@ -1,0 +1,147 @@
+"""The masker's surrogate models: loaded once, combined into ensembles, traced once.
+
+:class:`Surrogates` keeps every surrogate, ensemble, decoy gallery and loop recogniser a
+protection has asked for, and traces each attack step with general shapes before its first
+real use, so that the same seed gives the same pixels in every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import numpy as np
+
+from faceoff.faces.models import EmbeddingModel, load_surrogate
+from faceoff.faces.models.ensemble import Ensemble
+from faceoff.masker.attacks import make_attack, make_loss
+from faceoff.masker.decoys import DecoyGallery
+from faceoff.masker.options import ProtectionOptions
+from faceoff.masker.references import augment_probe
+
+
+class Surrogates:
+    """The surrogate models (and loop recognisers) protections run on.
+
+    Args:
+        model: The default surrogate, used when the options name none (default: FaceNet from
+            the verified model cache).
+        decoys: The decoy gallery of the default surrogate for targeted mode (default: its
+            committed one).
+
+    Other surrogates (``options.surrogates``) are loaded on first use and kept; two or more
+    form an :class:`~faceoff.faces.models.ensemble.Ensemble`, kept per (names, weights). Loop
+    recognisers for adaptive alpha are loaded on first use too.
+    """
+
+    def __init__(
+        self, model: EmbeddingModel | None = None, decoys: DecoyGallery | None = None
+    ) -> None:
+        self.model = model or load_surrogate("facenet")
+        self.decoys = decoys or DecoyGallery.for_model(self.model)
+        self.size = self.model.input_size
+        self._lock = threading.Lock()
+        self._members: dict[str, EmbeddingModel] = {self.model.name: self.model}
+        self._models: dict[tuple[Any, ...], EmbeddingModel] = {}
+        self._galleries: dict[int, DecoyGallery] = {id(self.model): self.decoys}
+        self._recognizers: dict[str, Any] = {}
+        self._generalised: set[tuple[Any, ...]] = set()
+        self._trace_lock = threading.Lock()
+
+    def resolved(self, options: ProtectionOptions) -> ProtectionOptions:
+        """``options`` naming the surrogates it will run on (empty means the default surrogate)."""
+        if options.surrogates:
+            return options
+        return dataclasses.replace(options, surrogates=(self.model.name,))
+
+    def model_for(self, options: ProtectionOptions) -> EmbeddingModel:
+        """The surrogate, or ensemble of surrogates, ``options`` asks for (loaded on first use)."""
+        names = tuple(options.surrogates) or (self.model.name,)
+        if len(names) == 1 and names[0] == self.model.name:
+            return self.model
+        key = (names, tuple(options.surrogate_weights))
+        with self._lock:
+            if key not in self._models:
+                members = []
+                for name in names:
+                    if name not in self._members:
+                        self._members[name] = load_surrogate(name)
+                    members.append(self._members[name])
+                weights = options.surrogate_weights or None
+                model = members[0] if len(members) == 1 else Ensemble(members, weights)
+                self._models[key] = model
+                self._galleries[id(model)] = DecoyGallery.for_model(model)
+            return self._models[key]
+
+    def gallery_for(self, model: EmbeddingModel) -> DecoyGallery:
+        """The decoy gallery in ``model``'s embedding space."""
+        with self._lock:
+            if id(model) not in self._galleries:
+                self._galleries[id(model)] = DecoyGallery.for_model(model)
+            return self._galleries[id(model)]
+
+    def recognizers_for(self, options: ProtectionOptions) -> dict[str, Any]:
+        """The loaded loop recognisers of ``options`` (adaptive alpha), by name."""
+        from faceoff.faces.recognizers import get_local
+
+        out = {}
+        for name in options.loop_recognizers:
+            with self._lock:
+                if name not in self._recognizers:
+                    rec = get_local(name)
+                    rec.load()
+                    self._recognizers[name] = rec
+                out[name] = self._recognizers[name]
+        return out
+
+    def warm_up(self, options: ProtectionOptions | None = None) -> None:
+        """Load the options' surrogates (and loop recognisers) and trace their attack, so the first request does not pay for it."""
+        from faceoff.masker.options import PROFILES, resolve
+
+        o = self.resolved(options or resolve())
+        self.generalise(self.model_for(o), o)
+        if o.adaptive_alpha:
+            self.recognizers_for(o)
+        if (
+            options is None
+        ):  # also every other profile whose surrogates are loaded by now (low: FaceNet)
+            for name in PROFILES:
+                p = self.resolved(resolve(name))
+                if all(s in self._members for s in p.surrogates):
+                    self.generalise(self.model_for(p), p)
+
+    def generalise(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
+        """Trace ``model``'s compiled attack steps for ``o``'s attack and loss with general shapes, once.
+
+        TensorFlow traces a step once per input shape and then once more with the shapes
+        generalised, after which every batch reuses that trace. The specific and the general trace
+        may round differently, so a process's results would depend on the shapes it happened to
+        see first; running two batches of different shapes (faces, reference-set sizes,
+        identities) before any real attack makes every attack use the general trace, and the same
+        seed give the same pixels in any process (the masker, ``Client.local()``).
+        """
+        key = (id(model), o.attack, o.norm, o.loss)
+        if key in self._generalised:
+            return
+        with (
+            self._trace_lock
+        ):  # a concurrent first attack of the same kind waits for the general trace
+            if key not in self._generalised:
+                self._trace_general(model, o)
+                self._generalised.add(key)
+
+    def _trace_general(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
+        loss_params: dict[str, Any] = {"targeted": o.targeted}
+        if o.loss == "hinge":
+            loss_params["kappa"] = o.kappa
+        params = {**o.attack_params(), "iterations": 2}
+        gallery = self.gallery_for(model)
+        for faces, extra in ((1, 0), (2, 3)):  # faces, reference-set size and identities all vary
+            crops = np.full((faces, self.size, self.size, 3), 0.5, np.float32)
+            refs = model.embed_numpy(
+                np.concatenate([crops[:1], augment_probe(crops[0])[: 4 + extra]])
+            )
+            others = gallery.others(None, refs)[: len(gallery.names) - 3 + extra // 3]
+            loss = make_loss(o.loss, model, [refs] * faces, [others] * faces, **loss_params)
+            make_attack(o.attack, o.norm, **params).attack(crops, loss, seed=0)
