@@ -555,3 +555,19 @@ def test_save_writes_atomically_with_the_usual_permissions(tmp_path: Path) -> No
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     photo.save(target)  # over an existing file
     assert [p.name for p in target.parent.iterdir()] == ["p.png"]
+
+
+def test_local_without_the_services_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_masker(name: str, *args: Any) -> Any:
+        return None if name == "faceoff.masker" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_masker)
+    with pytest.raises(ImportError, match="missing: faceoff-masker") as info:
+        Client.local()
+    assert "Client('host:port')" in str(info.value)
+    with pytest.raises(ImportError, match="missing: faceoff-masker"):
+        AsyncClient.local()

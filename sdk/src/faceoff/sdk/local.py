@@ -15,6 +15,7 @@ as the services' error interceptor would map them.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,38 @@ if TYPE_CHECKING:
     from faceoff.evaluator.evaluation import Evaluator
     from faceoff.masker.protection import Protector
 
-__all__ = ["LocalPipeline"]
+__all__ = ["LocalPipeline", "require_services"]
+
+#: The service distributions the embedded pipeline runs, by the package each provides.
+SERVICE_DISTRIBUTIONS = {
+    "faceoff.detector": "faceoff-detector",
+    "faceoff.masker": "faceoff-masker",
+    "faceoff.evaluator": "faceoff-evaluator",
+}
+
+
+def require_services() -> None:
+    """Raise ImportError naming what to install unless the service distributions are here.
+
+    ``faceoff-sdk`` alone is the thin client; running the pipeline in-process needs the
+    services (and with them TensorFlow and the models).
+    """
+    missing = []
+    for package, distribution in SERVICE_DISTRIBUTIONS.items():
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except ModuleNotFoundError:  # the faceoff namespace itself without any service
+            found = False
+        if not found:
+            missing.append(distribution)
+    if missing:
+        raise ImportError(
+            "Client.local() runs the Face-Off services in this process and needs their "
+            f"distributions; missing: {', '.join(missing)}. Install them (from a checkout: "
+            "./dev setup, or pip install ./services/... with their TensorFlow extra), or talk "
+            "to running services with Client('host:port')."
+        )
+
 
 ProgressSink = Callable[[masker_pb2.ProtectProgress], None]
 
@@ -67,6 +99,7 @@ class LocalPipeline:
         detect_max_side: int = 1024,
         max_pixels: int | None = None,
     ) -> None:
+        require_services()
         from faceoff.common.imaging import DEFAULT_MAX_PIXELS
 
         self._recognizers = tuple(recognizers) if recognizers is not None else None
