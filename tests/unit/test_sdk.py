@@ -566,8 +566,8 @@ def test_local_without_the_services_says_what_to_install(monkeypatch: pytest.Mon
         return None if name == "faceoff.masker" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", without_masker)
-    with pytest.raises(ImportError, match="missing: faceoff-masker") as info:
+    with pytest.raises(ImportError, match="missing: .*faceoff-masker") as info:
         Client.local()
     assert "Client('host:port')" in str(info.value)
-    with pytest.raises(ImportError, match="missing: faceoff-masker"):
+    with pytest.raises(ImportError, match="missing: .*faceoff-masker"):
         AsyncClient.local()
