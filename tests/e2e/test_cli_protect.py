@@ -50,6 +50,7 @@ def test_protect_writes_the_photo_and_a_receipt(tmp_path: Path) -> None:
     )
     face = receipt["faces"][0]
     assert face["psnr"] > 30 and face["distance_after"] > face["distance_before"]
+    assert face["butteraugli"] > 0 and face["butteraugli_native"] > 0
     with Image.open(photo) as a, Image.open(out) as b:
         assert a.size == b.size and b.format == "JPEG"
         assert not np.array_equal(np.asarray(a), np.asarray(b))

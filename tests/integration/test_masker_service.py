@@ -88,6 +88,8 @@ def test_protect_keeps_size_format_and_untouched_pixels(
     assert np.array_equal(before[outside], after[outside]), "pixels outside the face crop changed"
     assert not np.array_equal(before[region.slices], after[region.slices])
     assert 30 < face.psnr < 60 and 0.8 < face.ssim <= 1.0
+    # Butteraugli through gRPC (./dev setup installs the tool): visible change, as displayed and native
+    assert face.HasField("butteraugli") and face.butteraugli > 0 and face.butteraugli_native > 0
     assert face.distance_after > face.distance_before + 0.3
     assert face.l2 > 0 and 0 < face.linf <= 1
 

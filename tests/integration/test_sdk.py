@@ -71,6 +71,7 @@ def test_protect_returns_the_photo_and_typed_receipts(client: Client, tmp_path: 
     )
     face = protected.faces[0]
     assert face.index == 0 and face.psnr is not None and face.psnr > 30 and 0.8 < face.ssim <= 1
+    assert face.butteraugli is not None and face.butteraugli > 0 and face.butteraugli_native
     assert face.distance_after > face.distance_before and face.l2 > 0
     assert protected.options is not None and (
         protected.options.profile,

@@ -226,8 +226,15 @@ def print_receipt(receipt: dict[str, Any], output: Path) -> None:
     for f in receipt["faces"]:
         target = f" -> looks like {f['target']}" if f["target"] else ""
         psnr = "unchanged" if f["psnr"] is None else f"{f['psnr']:.1f} dB"
+        seen = f.get("butteraugli")
+        butteraugli = (
+            "Butteraugli n/a (install butteraugli)"
+            if seen is None
+            else f"Butteraugli {seen:.1f} as displayed, {f['butteraugli_native']:.1f} native"
+        )
         print(
-            f"  face {f['index']}: PSNR {psnr}, SSIM {f['ssim']:.3f}, |a*d|2 {f['l2']:.2f}, "
+            f"  face {f['index']}: PSNR {psnr}, SSIM {f['ssim']:.3f}, {butteraugli}, "
+            f"|a*d|2 {f['l2']:.2f}, "
             f"surrogate distance to you {f['distance_before']:.2f} -> {f['distance_after']:.2f}{target}"
         )
 

@@ -317,6 +317,10 @@ def protected_photo(
                 distance_before=f.distance_before,
                 distance_after=f.distance_after,
                 alpha=f.alpha,
+                butteraugli=f.butteraugli if f.HasField("butteraugli") else None,
+                butteraugli_native=(
+                    f.butteraugli_native if f.HasField("butteraugli_native") else None
+                ),
                 loop_verdicts=tuple(
                     (v.recognizer, v.matched, v.distance if v.HasField("distance") else None)
                     for v in f.verdicts

@@ -91,6 +91,10 @@ class FaceReceipt:
         alpha: The amplification applied to this face (the options' alpha, or the adaptive choice).
         loop_verdicts: With adaptive amplification, each loop recogniser's verdict on the face at
             that alpha: ``(recognizer, still matched, distance or None when it found no face)``.
+        butteraugli: Butteraugli distance of the face (box + 25%) as platforms display the photo
+            (longer side at most 1080 px); 1.0 is "just noticeable". None when the masker has
+            no Butteraugli tool.
+        butteraugli_native: The same at the photo's own resolution.
     """
 
     index: int
@@ -104,6 +108,8 @@ class FaceReceipt:
     distance_after: float
     alpha: float = 0.0
     loop_verdicts: tuple[tuple[str, bool, float | None], ...] = ()
+    butteraugli: float | None = None
+    butteraugli_native: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``faceoff protect --json`` prints)."""
@@ -118,7 +124,13 @@ class FaceReceipt:
             "distance_before": round(self.distance_before, 4),
             "distance_after": round(self.distance_after, 4),
             "alpha": round(self.alpha, 4),
+            "butteraugli": None if self.butteraugli is None else round(self.butteraugli, 3),
+            "butteraugli_native": (
+                None if self.butteraugli_native is None else round(self.butteraugli_native, 3)
+            ),
         }
+        if self.butteraugli is None:
+            out["butteraugli_note"] = "not measured: the masker has no butteraugli tool"
         if self.loop_verdicts:
             out["verdicts"] = [
                 {"recognizer": r, "matched": m, "distance": None if d is None else round(d, 4)}

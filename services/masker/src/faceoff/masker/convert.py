@@ -65,7 +65,7 @@ def options_to_proto(options: ProtectionOptions) -> masker_pb2.ProtectOptions:
 def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:
     """One face's receipt as a message (an unchanged region's infinite PSNR is sent as 0)."""
     x, y, w, h = face.box
-    return masker_pb2.FaceReceipt(
+    msg = masker_pb2.FaceReceipt(
         index=face.index,
         box=common_pb2.BoundingBox(x=x, y=y, width=w, height=h),
         target=face.target or "",
@@ -81,6 +81,11 @@ def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:
             for v in face.verdicts
         ],
     )
+    if face.butteraugli is not None:
+        msg.butteraugli = face.butteraugli
+    if face.butteraugli_native is not None:
+        msg.butteraugli_native = face.butteraugli_native
+    return msg
 
 
 def result_to_proto(result: ProtectionResult) -> masker_pb2.ProtectResponse:

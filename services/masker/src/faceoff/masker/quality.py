@@ -1,14 +1,38 @@
-"""How visible a protection is: PSNR and SSIM of a face region against the original."""
+"""How visible a protection is, measured on the face against the original.
+
+- PSNR and SSIM of the face region at the photo's own resolution (SSIM is scikit-image's
+  ``structural_similarity``: Gaussian window, sigma 1.5, Wang et al.'s constants).
+- Butteraugli (Google's perceptual distance; 1.0 is "just noticeable") on the face box plus a
+  25% margin, with both photos first scaled as a platform displays them (longer side at most
+  1080 px) and, as a second figure, at native resolution. It runs Debian's ``butteraugli``
+  tool when it is installed (``./dev setup`` installs it); without it the distances are None
+  and :data:`BUTTERAUGLI_MISSING` says why. The two crops reach the tool through anonymous
+  in-memory files (``memfd``): no pixel of the user's face is written to disk.
+"""
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from PIL import Image
+from skimage.metrics import structural_similarity
 
-_C1 = (0.01 * 255) ** 2
-_C2 = (0.03 * 255) ** 2
+#: Longer side of a photo as platforms display it.
+DISPLAY_LONGEST_SIDE = 1080
+#: The Butteraugli window: the face box grown by this fraction of its size on every side.
+BUTTERAUGLI_MARGIN = 0.25
+#: What a receipt says when the tool is not installed.
+BUTTERAUGLI_MISSING = "butteraugli is not installed (Debian package butteraugli; ./dev setup)"
+#: Longest a Butteraugli run may take, in seconds.
+BUTTERAUGLI_TIMEOUT = 60.0
+
+Box = tuple[float, float, float, float]
 
 
 def psnr(original: np.ndarray, protected: np.ndarray) -> float:
@@ -20,29 +44,103 @@ def psnr(original: np.ndarray, protected: np.ndarray) -> float:
 
 
 def ssim(original: np.ndarray, protected: np.ndarray) -> float:
-    """Structural similarity (Wang et al. 2004) of two uint8 RGB arrays, averaged over channels.
+    """Structural similarity (Wang et al. 2004) of two uint8 RGB (or grey) arrays.
 
-    Gaussian window of 11 px with sigma 1.5 and the usual constants K1 = 0.01, K2 = 0.03.
+    scikit-image's ``structural_similarity`` with an 11-px Gaussian window of sigma 1.5,
+    K1 = 0.01, K2 = 0.03, averaged over channels; a region smaller than the window is compared
+    with the largest odd window that fits.
     """
     if original.shape != protected.shape:
         raise ValueError(f"shapes differ: {original.shape} vs {protected.shape}")
-    a = original.astype(np.float64)
-    b = protected.astype(np.float64)
-    if a.ndim == 2:
-        a, b = a[:, :, None], b[:, :, None]
-    if min(a.shape[:2]) < 11:  # too small for the window: fall back to global statistics
-        blur = lambda t: np.broadcast_to(t.mean(axis=(0, 1), keepdims=True), t.shape)  # noqa: E731
-    else:
-        blur = lambda t: cv2.GaussianBlur(t, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)  # noqa: E731
-    values = []
-    for c in range(a.shape[2]):
-        x, y = a[:, :, c], b[:, :, c]
-        mx, my = blur(x), blur(y)
-        sxx = blur(x * x) - mx * mx
-        syy = blur(y * y) - my * my
-        sxy = blur(x * y) - mx * my
-        ssim_map = ((2 * mx * my + _C1) * (2 * sxy + _C2)) / (
-            (mx * mx + my * my + _C1) * (sxx + syy + _C2)
+    side = min(original.shape[:2])
+    if side < 3:
+        return 1.0 if np.array_equal(original, protected) else 0.0
+    return float(
+        structural_similarity(
+            original,
+            protected,
+            data_range=255,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            win_size=min(11, side - (1 - side % 2)),
+            channel_axis=2 if original.ndim == 3 else None,
         )
-        values.append(float(ssim_map.mean()))
-    return float(np.mean(values))
+    )
+
+
+def _window(box: Box, width: int, height: int, scale: float) -> tuple[int, int, int, int]:
+    """The face box plus the Butteraugli margin, scaled by ``scale`` and clipped to the photo."""
+    x, y, w, h = box
+    mx, my = w * BUTTERAUGLI_MARGIN, h * BUTTERAUGLI_MARGIN
+    left = max(0, math.floor((x - mx) * scale))
+    top = max(0, math.floor((y - my) * scale))
+    right = min(width, math.ceil((x + w + mx) * scale))
+    bottom = min(height, math.ceil((y + h + my) * scale))
+    return left, top, right, bottom
+
+
+def butteraugli_distance(original: np.ndarray, protected: np.ndarray) -> float | None:
+    """Butteraugli distance of two uint8 RGB arrays (None when the tool is not installed).
+
+    Raises:
+        RuntimeError: the tool ran and failed (its message is included; no pixels are).
+    """
+    tool = shutil.which("butteraugli")
+    if tool is None:
+        return None
+    fds = []
+    try:
+        for pixels in (original, protected):
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(pixels)).save(buf, "PNG", compress_level=1)
+            fd = os.memfd_create("faceoff-butteraugli", os.MFD_CLOEXEC)
+            fds.append(fd)
+            os.write(fd, buf.getvalue())
+            os.lseek(fd, 0, os.SEEK_SET)
+        run = subprocess.run(
+            [tool, *(f"/dev/fd/{fd}" for fd in fds)],
+            pass_fds=fds,
+            capture_output=True,
+            text=True,
+            timeout=BUTTERAUGLI_TIMEOUT,
+            check=False,
+        )
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if run.returncode != 0:
+        raise RuntimeError(f"butteraugli failed ({run.returncode}): {run.stderr.strip()[:200]}")
+    return float(run.stdout.split()[0])
+
+
+@dataclass(frozen=True)
+class Butteraugli:
+    """A face's Butteraugli distance as displayed and at native resolution (None: not measured)."""
+
+    display: float | None
+    native: float | None
+
+
+def face_butteraugli(original: np.ndarray, protected: np.ndarray, box: Box) -> Butteraugli:
+    """Butteraugli of the face ``box`` (+25%) between two full photos, as displayed and native."""
+    if shutil.which("butteraugli") is None:
+        return Butteraugli(None, None)
+    height, width = original.shape[:2]
+    left, top, right, bottom = _window(box, width, height, 1.0)
+    native = butteraugli_distance(
+        original[top:bottom, left:right], protected[top:bottom, left:right]
+    )
+    scale = min(1.0, DISPLAY_LONGEST_SIDE / max(width, height))
+    if scale == 1.0:
+        return Butteraugli(native, native)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    shown = [
+        np.asarray(Image.fromarray(p).resize(size, Image.Resampling.LANCZOS))
+        for p in (original, protected)
+    ]
+    left, top, right, bottom = _window(box, size[0], size[1], scale)
+    display = butteraugli_distance(
+        shown[0][top:bottom, left:right], shown[1][top:bottom, left:right]
+    )
+    return Butteraugli(display, native)

@@ -16,7 +16,7 @@ from faceoff.common.crops import CropRegion, extract_crop
 from faceoff.faces.models import EmbeddingModel
 from faceoff.masker.adaptive import Choice, Verdict
 from faceoff.masker.options import ProtectionOptions
-from faceoff.masker.quality import psnr, ssim
+from faceoff.masker.quality import BUTTERAUGLI_MISSING, face_butteraugli, psnr, ssim
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,10 @@ class FaceReceipt:
     distance_after: float
     alpha: float = 0.0
     verdicts: tuple[Verdict, ...] = ()
+    #: Butteraugli of the face (box + 25%) as displayed (longer side <= 1080 px) and at native
+    #: resolution; None when the tool is not installed (:data:`quality.BUTTERAUGLI_MISSING`).
+    butteraugli: float | None = None
+    butteraugli_native: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (PSNR of an unchanged region is reported as null)."""
@@ -48,10 +52,18 @@ class FaceReceipt:
             "distance_before": round(self.distance_before, 4),
             "distance_after": round(self.distance_after, 4),
             "alpha": round(self.alpha, 4),
+            "butteraugli": _rounded(self.butteraugli),
+            "butteraugli_native": _rounded(self.butteraugli_native),
         }
+        if self.butteraugli is None:
+            out["butteraugli_note"] = BUTTERAUGLI_MISSING
         if self.verdicts:
             out["verdicts"] = [v.to_json() for v in self.verdicts]
         return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @dataclass(frozen=True)
@@ -124,13 +136,15 @@ def face_receipts(
     model: EmbeddingModel,
     size: int,
 ) -> list[FaceReceipt]:
-    """One receipt per face: the change applied, the face region's PSNR/SSIM in the encoded
-    output ``shown``, and the surrogate's distance to the user's references before and after."""
+    """One receipt per face: the change applied, the face region's PSNR/SSIM and Butteraugli in
+    the encoded output ``shown``, and the surrogate's distance to the user's references before
+    and after."""
     after_crops = np.stack([extract_crop(shown, r, size) for r in regions])
     before = model.embed_numpy(crops)
     after = model.embed_numpy(after_crops)
     receipts = []
     for k, region in enumerate(regions):
+        seen = face_butteraugli(original, shown, boxes[k])
         receipts.append(
             FaceReceipt(
                 index=indices[k],
@@ -144,6 +158,8 @@ def face_receipts(
                 distance_after=_mean_distance(model, after[k], user_refs[k]),
                 alpha=choices[k].alpha,
                 verdicts=choices[k].verdicts,
+                butteraugli=seen.display,
+                butteraugli_native=seen.native,
             )
         )
     return receipts
