@@ -229,3 +229,9 @@ def test_dockerignore_admits_exactly_what_the_builder_copies(stages: dict[str, S
     for source in copied:
         assert (REPO / source).exists(), source
     assert "protos/src" in lines  # generated in the builder, never taken from a checkout
+
+
+def test_runtime_has_butteraugli_for_the_receipts(stages: dict[str, Stage]) -> None:
+    runs = " && ".join(stages["runtime"].all("RUN"))
+    assert "apt-get install -y --no-install-recommends butteraugli=" in runs  # pinned (hadolint)
+    assert "rm -rf /var/lib/apt/lists/*" in runs

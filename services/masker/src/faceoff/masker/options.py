@@ -9,6 +9,7 @@ raising :class:`~faceoff.common.errors.InvalidOption` naming the field and the a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,8 +251,16 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
                 raise InvalidOption(f"{problem}, got {shown!r}")
         if spec.repeated and spec.accepts.distinct and len(set(value)) != len(value):
             raise InvalidOption(f"{name} must be {spec.accepted()}, got {shown!r}")
-    if not 0 <= o.margin <= 1:
-        raise InvalidOption(f"margin must be in [0, 1], got {o.margin!r}")
+    if not isinstance(o.targeted, bool):
+        raise InvalidOption(f"targeted must be true or false, got {o.targeted!r}")
+    margin = o.margin
+    if (
+        isinstance(margin, bool)
+        or not isinstance(margin, (int, float))
+        or not math.isfinite(margin)
+        or not 0 <= margin <= 1
+    ):
+        raise InvalidOption(f"margin must be a number in [0, 1], got {margin!r}")
     if o.norm == "linf" and o.epsilon > MAX_EPSILON_LINF:
         raise InvalidOption(
             f"epsilon must be in (0, {MAX_EPSILON_LINF:g}] for the linf norm, got {o.epsilon!r}"
