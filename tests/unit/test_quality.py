@@ -66,20 +66,24 @@ def test_butteraugli_writes_nothing_to_disk(
 
 def test_face_butteraugli_as_displayed_and_native(photo: np.ndarray, tool: None) -> None:
     assert max(photo.shape[:2]) > quality.DISPLAY_LONGEST_SIDE  # so the two scales differ
-    seen = quality.face_butteraugli(photo, noisy(photo, 3), BOX)
+    (seen,) = quality.face_butteraugli(photo, noisy(photo, 3), [BOX])
     assert seen.display is not None and seen.native is not None
     assert seen.display > 0 and seen.native > 0 and seen.display != seen.native
     small = photo[::2, ::2]  # already within display size: one measurement
-    seen_small = quality.face_butteraugli(small, noisy(small, 3), tuple(v / 2 for v in BOX))
+    (seen_small,) = quality.face_butteraugli(small, noisy(small, 3), [tuple(v / 2 for v in BOX)])
     assert seen_small.display == seen_small.native
+    # Several faces: one scaling of the photo, one measurement each, in order.
+    two = quality.face_butteraugli(photo, noisy(photo, 3), [BOX, (700.0, 300.0, 200.0, 200.0)])
+    assert len(two) == 2 and two[0] == seen and two[1] != seen
 
 
 def test_without_the_tool_the_receipt_says_so(
     photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    seen = quality.face_butteraugli(photo, noisy(photo, 3), BOX)
-    assert seen == quality.Butteraugli(None, None)
+    assert quality.face_butteraugli(photo, noisy(photo, 3), [BOX]) == [
+        quality.Butteraugli(None, None)
+    ]
     receipt = FaceReceipt(0, BOX, None, 1.0, 0.1, 40.0, 0.98, 0.2, 1.1)
     doc = receipt.to_json()
     assert doc["butteraugli"] is None and doc["butteraugli_note"] == quality.BUTTERAUGLI_MISSING

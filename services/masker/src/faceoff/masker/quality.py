@@ -122,25 +122,38 @@ class Butteraugli:
     native: float | None
 
 
-def face_butteraugli(original: np.ndarray, protected: np.ndarray, box: Box) -> Butteraugli:
-    """Butteraugli of the face ``box`` (+25%) between two full photos, as displayed and native."""
+def face_butteraugli(
+    original: np.ndarray, protected: np.ndarray, boxes: list[Box]
+) -> list[Butteraugli]:
+    """Butteraugli of each face box (+25%) between two full photos, as displayed and native.
+
+    The photos are scaled to display size once for all the faces.
+    """
     if shutil.which("butteraugli") is None:
-        return Butteraugli(None, None)
+        return [Butteraugli(None, None) for _ in boxes]
     height, width = original.shape[:2]
-    left, top, right, bottom = _window(box, width, height, 1.0)
-    native = butteraugli_distance(
-        original[top:bottom, left:right], protected[top:bottom, left:right]
-    )
     scale = min(1.0, DISPLAY_LONGEST_SIDE / max(width, height))
-    if scale == 1.0:
-        return Butteraugli(native, native)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    shown = [
-        np.asarray(Image.fromarray(p).resize(size, Image.Resampling.LANCZOS))
-        for p in (original, protected)
-    ]
-    left, top, right, bottom = _window(box, size[0], size[1], scale)
-    display = butteraugli_distance(
-        shown[0][top:bottom, left:right], shown[1][top:bottom, left:right]
+    shown = (
+        [
+            np.asarray(Image.fromarray(p).resize(size, Image.Resampling.LANCZOS))
+            for p in (original, protected)
+        ]
+        if scale < 1.0 and boxes
+        else [original, protected]
     )
-    return Butteraugli(display, native)
+    out = []
+    for box in boxes:
+        left, top, right, bottom = _window(box, width, height, 1.0)
+        native = butteraugli_distance(
+            original[top:bottom, left:right], protected[top:bottom, left:right]
+        )
+        if scale == 1.0:
+            out.append(Butteraugli(native, native))
+            continue
+        left, top, right, bottom = _window(box, size[0], size[1], scale)
+        display = butteraugli_distance(
+            shown[0][top:bottom, left:right], shown[1][top:bottom, left:right]
+        )
+        out.append(Butteraugli(display, native))
+    return out

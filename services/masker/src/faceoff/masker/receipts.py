@@ -142,9 +142,9 @@ def face_receipts(
     after_crops = np.stack([extract_crop(shown, r, size) for r in regions])
     before = model.embed_numpy(crops)
     after = model.embed_numpy(after_crops)
+    seen = face_butteraugli(original, shown, boxes)
     receipts = []
     for k, region in enumerate(regions):
-        seen = face_butteraugli(original, shown, boxes[k])
         receipts.append(
             FaceReceipt(
                 index=indices[k],
@@ -158,8 +158,8 @@ def face_receipts(
                 distance_after=_mean_distance(model, after[k], user_refs[k]),
                 alpha=choices[k].alpha,
                 verdicts=choices[k].verdicts,
-                butteraugli=seen.display,
-                butteraugli_native=seen.native,
+                butteraugli=seen[k].display,
+                butteraugli_native=seen[k].native,
             )
         )
     return receipts
