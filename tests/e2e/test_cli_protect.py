@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,8 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
             str(report),
             "--plot",
             str(plot),
+            "--sheet",
+            str(tmp_path / "sheet.png"),
             "--set",
             "adaptive_alpha=true",
             "--set",
@@ -138,3 +141,11 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
             assert 0.0 <= r[key] <= 1.0
     with Image.open(plot) as img:
         assert img.format == "PNG" and img.size[0] > 400
+    with Image.open(tmp_path / "sheet.png") as img:
+        assert img.format == "PNG" and img.size[1] > 100
+    if shutil.which("butteraugli"):
+        assert (
+            result["butteraugli_median"] > 0
+            and result["butteraugli_p90"] >= result["butteraugli_median"]
+        )
+        assert result["goal"]["visibility_judged_by"] == "butteraugli"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from faceoff.cli.bench.transfer import goal, parse_settings
+from faceoff.cli.bench.transfer import contact_sheet, goal, judged_recognizers, parse_settings, plot
 from faceoff.masker.options import resolve
 
 
@@ -59,9 +62,63 @@ def test_goal_is_judged_on_independent_recognisers_only() -> None:
     }
     g = goal(per_rec, 32.5)
     assert g["met"] and g["judged_on"] == ["dlib"] and g["min_evasion"] == 0.96
+    assert g["visibility_judged_by"] == "psnr", "no Butteraugli figures: judged by PSNR"
     assert not goal(per_rec, 31.9)["met"], "PSNR under 32 dB"
     per_rec["dlib"] = _rec(0.99, 0.90)
     assert not goal(per_rec, 35)["met"], "9 points lost on the platform copy"
     assert not goal({"facenet": _rec(1, 1, white_box=True)}, 40)["met"], (
         "nothing independent to judge on"
     )
+
+
+def test_goal_judges_visibility_by_butteraugli_when_measured() -> None:
+    per_rec = {"dlib": _rec(0.91, 0.88), "facenet512": _rec(0.95, 0.93)}
+    looks = {"butteraugli_median": 5.0, "butteraugli_p90": 9.5}
+    g = goal(per_rec, 20.0, looks)  # a low PSNR does not matter once Butteraugli is measured
+    assert g["met"] and g["visibility_judged_by"] == "butteraugli"
+    assert not goal(per_rec, 40.0, {**looks, "butteraugli_median": 5.6})["met"]
+    assert not goal(per_rec, 40.0, {**looks, "butteraugli_p90": 10.5})["met"]
+    per_rec["dlib"] = _rec(0.89, 0.89)
+    assert not goal(per_rec, 40.0, looks)["met"], "under 90% evasion on dlib"
+    fallback = goal({"dlib": _rec(0.95, 0.95)}, 33.0, {"butteraugli_median": None})
+    assert fallback["met"] and fallback["visibility_judged_by"] == "psnr"
+
+
+def test_contact_sheet_shows_the_worst_and_best_faces(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    faces = [
+        {
+            "label": f"p{i}.jpg face 0",
+            "butteraugli": float(i),
+            "psnr": 35.0,
+            "config": "medium",
+            "original": rng.integers(0, 255, (40 + i, 30, 3), dtype=np.uint8),
+            "protected": rng.integers(0, 255, (40 + i, 30, 3), dtype=np.uint8),
+        }
+        for i in range(20)
+    ]
+    path = tmp_path / "sheet.png"
+    contact_sheet(faces, path, each=2)
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width == 3 * (2 * 30 + 6 + 10)
+        # 4 faces (2 worst, 2 best) in 2 rows of 3 columns
+        assert img.height > 2 * (40 + 36) and img.height < 3 * (59 + 36 + 10) + 28
+
+
+def test_frontier_plot_reads_runs(tmp_path: Path) -> None:
+    row = {
+        "alpha": 1.0,
+        "butteraugli_median": 4.0,
+        "butteraugli_p90": 7.0,
+        "psnr_face_mean": 40.0,
+        "recognizers": {
+            "dlib": {**_rec(0.9, 0.85), "clean_top1": 1.0},
+            "facenet": {**_rec(1, 1, white_box=True), "clean_top1": 1.0},
+        },
+    }
+    runs = [{"label": "a", "probes": 5, "results": [row]}, {"probes": 5, "results": [row]}]
+    path = tmp_path / "frontier.png"
+    plot(runs, path)
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width > 400
+    assert judged_recognizers(runs[0]) == ["dlib"]

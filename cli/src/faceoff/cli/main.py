@@ -442,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="one folder per identity (default ../shared/data/faceoff-celebs/photos)"
     )
     pb.add_argument(
-        "--recognizers", default="dlib,sface,facenet", help="comma-separated local recognisers"
+        "--recognizers",
+        default="dlib,facenet512,sface,facenet",
+        help="comma-separated local recognisers (default dlib,facenet512,sface,facenet)",
     )
     pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
     pb.add_argument("--alpha", help="comma-separated amplification factors (default 1,1.5,2,3,4)")
@@ -460,8 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a protection option, e.g. momentum=1 or surrogates=facenet,facenet512 (repeatable)",
     )
-    pb.add_argument("--plot", help="write the evasion-vs-perturbation plot (PNG) here")
+    pb.add_argument(
+        "--plot", help="write the frontier plot (evasion vs face Butteraugli, PNG) here"
+    )
+    pb.add_argument(
+        "--sheet",
+        help="write a contact sheet (PNG) of the first alpha's faces, worst and best by Butteraugli",
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
+    pb = bench_sub.add_parser(
+        "frontier", help="several `bench transfer` runs (their --json files) on one frontier plot"
+    )
+    pb.add_argument("runs", nargs="+", metavar="RUN.json", help="JSON written by bench transfer")
+    pb.add_argument("--plot", required=True, help="the frontier plot (PNG) to write")
     pb = bench_sub.add_parser(
         "load",
         help="concurrent clients against a local masker or detector: throughput, "
@@ -840,6 +853,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from faceoff.cli.bench import transfer
 
         return transfer.main(args)
+    if args.bench == "frontier":
+        from faceoff.cli.bench import transfer
+
+        return transfer.frontier_main(args)
     if args.bench == "load":
         from faceoff.cli.bench import load
 

@@ -122,18 +122,21 @@ class Butteraugli:
     native: float | None
 
 
-def face_butteraugli(
-    original: np.ndarray, protected: np.ndarray, boxes: list[Box]
-) -> list[Butteraugli]:
-    """Butteraugli of each face box (+25%) between two full photos, as displayed and native.
-
-    The photos are scaled to display size once for all the faces.
-    """
-    if shutil.which("butteraugli") is None:
-        return [Butteraugli(None, None) for _ in boxes]
-    height, width = original.shape[:2]
+def _display_size(width: int, height: int) -> tuple[float, tuple[int, int]]:
     scale = min(1.0, DISPLAY_LONGEST_SIDE / max(width, height))
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return scale, (max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def display_faces(
+    original: np.ndarray, protected: np.ndarray, boxes: list[Box]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each face box (+25%) of two full photos as a platform displays them (longer side <= 1080 px).
+
+    The photos are scaled (Lanczos) once for all the faces; returns ``(original, protected)``
+    uint8 crop pairs, the windows :func:`face_butteraugli` compares.
+    """
+    height, width = original.shape[:2]
+    scale, size = _display_size(width, height)
     shown = (
         [
             np.asarray(Image.fromarray(p).resize(size, Image.Resampling.LANCZOS))
@@ -144,16 +147,33 @@ def face_butteraugli(
     )
     out = []
     for box in boxes:
-        left, top, right, bottom = _window(box, width, height, 1.0)
-        native = butteraugli_distance(
-            original[top:bottom, left:right], protected[top:bottom, left:right]
-        )
-        if scale == 1.0:
-            out.append(Butteraugli(native, native))
-            continue
         left, top, right, bottom = _window(box, size[0], size[1], scale)
-        display = butteraugli_distance(
-            shown[0][top:bottom, left:right], shown[1][top:bottom, left:right]
-        )
-        out.append(Butteraugli(display, native))
+        out.append((shown[0][top:bottom, left:right], shown[1][top:bottom, left:right]))
+    return out
+
+
+def face_butteraugli(
+    original: np.ndarray, protected: np.ndarray, boxes: list[Box], native: bool = True
+) -> list[Butteraugli]:
+    """Butteraugli of each face box (+25%) between two full photos, as displayed and native.
+
+    ``native=False`` skips the native figure of photos larger than display size (benchmarks).
+    """
+    if shutil.which("butteraugli") is None:
+        return [Butteraugli(None, None) for _ in boxes]
+    height, width = original.shape[:2]
+    scale, _ = _display_size(width, height)
+    out = []
+    for box, (a, b) in zip(boxes, display_faces(original, protected, boxes)):
+        display = butteraugli_distance(a, b)
+        if scale == 1.0:
+            out.append(Butteraugli(display, display))
+            continue
+        native_distance = None
+        if native:
+            left, top, right, bottom = _window(box, width, height, 1.0)
+            native_distance = butteraugli_distance(
+                original[top:bottom, left:right], protected[top:bottom, left:right]
+            )
+        out.append(Butteraugli(display, native_distance))
     return out
