@@ -78,6 +78,14 @@ class ProtectOptions(TypedDict, total=False):
     psnr_floor: float
     #: Local recognisers the adaptive search consults, e.g. ``["dlib"]``.
     loop_recognizers: Sequence[str]
+    #: Side (px) the face region is attacked at: 0 (the surrogate's 160 px crop) or 160..640.
+    work_size: int
+    #: Shaping (PGD): soft elliptical mask's fade, as a fraction of its radius (0: rectangle).
+    feather: float
+    #: Shaping (PGD): chroma budget relative to luminance, in [0, 1] (1: unshaped).
+    chroma: float
+    #: Shaping (PGD): texture-masking strength, in [0, 1] (0: a uniform budget).
+    texture: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -288,6 +296,10 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         adaptive_alpha=msg.adaptive_alpha,
         psnr_floor=msg.psnr_floor,
         loop_recognizers=tuple(msg.loop_recognizers),
+        work_size=msg.work_size,
+        feather=msg.feather,
+        chroma=msg.chroma,
+        texture=msg.texture,
     )
 
 

@@ -167,6 +167,10 @@ class AppliedOptions:
     adaptive_alpha: bool = False
     psnr_floor: float = 0.0
     loop_recognizers: tuple[str, ...] = ()
+    work_size: int = 0
+    feather: float = 0.0
+    chroma: float = 1.0
+    texture: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -186,6 +190,10 @@ class AppliedOptions:
             "ti_kernel": self.ti_kernel,
             "eot": round(self.eot, 6),
             "adaptive_alpha": self.adaptive_alpha,
+            "work_size": self.work_size,
+            "feather": round(self.feather, 6),
+            "chroma": round(self.chroma, 6),
+            "texture": round(self.texture, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -54,7 +54,7 @@ class Finisher:
                 job.photo.pixels,
                 job.boxes,
                 job.regions,
-                job.crops,
+                job.attacked,
                 delta,
                 self.surrogates.recognizers_for(o),
                 o.alpha,
@@ -67,7 +67,8 @@ class Finisher:
         if progress:
             progress("paste", 0, 0)
         alphas = np.asarray([c.alpha for c in choices], np.float32).reshape(-1, 1, 1, 1)
-        applied = np.clip(job.crops + alphas * delta, 0.0, 1.0) - job.crops if job.size else delta
+        faces = job.attacked
+        applied = np.clip(faces + alphas * delta, 0.0, 1.0) - faces if job.size else delta
         pixels = job.photo.pixels
         for k, region in enumerate(job.regions):
             pixels = paste_delta(pixels, region, applied[k])

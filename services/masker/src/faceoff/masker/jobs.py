@@ -48,6 +48,14 @@ class Job:
         default_factory=list
     )  # decoded reference photos (adaptive alpha)
     started: float = field(default_factory=time.perf_counter)
+    #: ``(n, W, W, 3)`` the faces at the options' work size, when it differs from the crop's
+    #: (the attack runs on these and the perturbation is pasted back from them).
+    work: np.ndarray | None = None
+
+    @property
+    def attacked(self) -> np.ndarray:
+        """The faces the attack perturbs: the work-size crops, or the surrogate crops."""
+        return self.crops if self.work is None else self.work
 
     @property
     def size(self) -> int:
@@ -130,6 +138,12 @@ class Preparer:
             if regions
             else np.zeros((0, self.surrogates.size, self.surrogates.size, 3), np.float32)
         )
+        side = self.surrogates.work_side(options)
+        work = (
+            np.stack([extract_crop(photo.pixels, r, side) for r in regions])
+            if regions and side != self.surrogates.size
+            else None
+        )
         model = self.surrogates.model_for(options)
         reference_photos = self.decode_references(references)
         embeddings = self.reference_embeddings(reference_photos, [d for _, d in references], model)
@@ -152,6 +166,7 @@ class Preparer:
             model=model,
             references=kept,
             started=started,
+            work=work,
         )
 
     def crop_job(

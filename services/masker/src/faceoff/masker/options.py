@@ -66,6 +66,10 @@ class ProtectionOptions:
         psnr_floor: Lowest face-region PSNR (dB) adaptive alpha may go to.
         loop_recognizers: Local recognisers the adaptive search checks (they are then no
             longer independent judges of the result).
+        work_size: Side of the square the face region is attacked at (0: the surrogate's crop).
+        feather: PGD shaping: the soft elliptical mask's fade (0: the rectangular crop).
+        chroma: PGD shaping: chroma budget relative to luminance (1: unshaped).
+        texture: PGD shaping: texture-masking strength (0: a uniform budget).
     """
 
     profile: str = "medium"
@@ -94,10 +98,15 @@ class ProtectionOptions:
     adaptive_alpha: bool = False
     psnr_floor: float = 32.0
     loop_recognizers: tuple[str, ...] = ("dlib",)
+    work_size: int = 0
+    feather: float = 0.0
+    chroma: float = 1.0
+    texture: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
         if self.attack == "pgd":
+            from faceoff.masker.attacks.shape import Shape
             from faceoff.masker.attacks.transfer import Transfer
 
             transfer = Transfer(
@@ -111,6 +120,7 @@ class ProtectionOptions:
                 "step_size": self.learning_rate,
                 "iterations": self.iterations,
                 "transfer": transfer,
+                "shape": Shape(feather=self.feather, chroma=self.chroma, texture=self.texture),
             }
         return {
             "iterations": self.iterations,
@@ -211,10 +221,12 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             and values["iterations"] > 0
         ):
             values["learning_rate"] = 2.5 * float(values["epsilon"]) / values["iterations"]
-    if values.get("attack") == "cw":  # a profile's PGD transfer techniques do not carry over to CW
-        for key in ("momentum", "diversity", "ti_kernel", "eot"):
+    if values.get("attack") == "cw":  # a profile's PGD techniques do not carry over to CW
+        for key in ("momentum", "diversity", "ti_kernel", "eot", "feather", "texture"):
             if key not in explicit:
                 values[key] = 0
+        if "chroma" not in explicit:
+            values["chroma"] = 1
     for key in ("face_indices", "surrogates", "surrogate_weights", "loop_recognizers"):
         value = values.get(key)
         if isinstance(value, str):
@@ -274,6 +286,11 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         raise InvalidOption(
             f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} "
             "takes none of them (set them to 0)"
+        )
+    if o.attack != "pgd" and (o.feather or o.chroma != 1 or o.texture):
+        raise InvalidOption(
+            f"feather, chroma and texture shape PGD's perturbation; attack {o.attack} takes "
+            "none of them (set feather and texture to 0, chroma to 1)"
         )
     if o.surrogate_weights and len(o.surrogate_weights) != len(o.surrogates):
         raise InvalidOption(

@@ -150,7 +150,8 @@ class Protector:
     ) -> list[np.ndarray]:
         """Run one attack over every face of ``jobs`` (which must share ``options.batch_key()``).
 
-        Returns each job's ``(n, S, S, 3)`` perturbation before amplification.
+        Returns each job's ``(n, W, W, 3)`` perturbation before amplification (W: the options'
+        work size, or the surrogate's crop side S).
         """
         if not jobs:
             return []
@@ -158,12 +159,10 @@ class Protector:
         if any(j.options.batch_key() != options.batch_key() for j in jobs):
             raise ValueError("jobs of one attack batch must share their attack options")
         sizes = [j.size for j in jobs]
+        side = self.surrogates.work_side(options)
         if sum(sizes) == 0:
-            return [
-                np.zeros((0, self.surrogates.size, self.surrogates.size, 3), np.float32)
-                for _ in jobs
-            ]
-        crops = np.concatenate([j.crops for j in jobs])
+            return [np.zeros((0, side, side, 3), np.float32) for _ in jobs]
+        crops = np.concatenate([j.attacked for j in jobs])
         anchors = [a for j in jobs for a in j.anchors]
         others = [o for j in jobs for o in j.others]
         loss_params: dict[str, Any] = {"targeted": options.targeted}
@@ -173,8 +172,16 @@ class Protector:
         if any((j.model or self.surrogates.model) is not model for j in jobs):
             raise ValueError("jobs of one attack batch must share their surrogate")
         self.surrogates.generalise(model, options)
-        loss = make_loss(options.loss, model, anchors, others, **loss_params)
-        attack = make_attack(options.attack, options.norm, **options.attack_params())
+        attacked = self.surrogates.attack_model(model, options)
+        loss = make_loss(options.loss, attacked, anchors, others, **loss_params)
+        params = options.attack_params()
+        if options.norm == "l2" and side != self.surrogates.size:
+            # epsilon and the step keep their meaning on the surrogate's crop: an L2 norm over a
+            # crop of side W is W / S times that of the same per-pixel change at side S
+            scale = side / self.surrogates.size
+            params["epsilon"] *= scale
+            params["step_size"] *= scale
+        attack = make_attack(options.attack, options.norm, **params)
         result = attack.attack(crops, loss, seed=options.seed, progress=progress)
         return np.split(result.delta, np.cumsum(sizes)[:-1])
 

@@ -107,6 +107,10 @@ class ProtectionResult:
                 "ti_kernel": o.ti_kernel,
                 "eot": o.eot,
                 "adaptive_alpha": o.adaptive_alpha,
+                "work_size": o.work_size,
+                "feather": o.feather,
+                "chroma": o.chroma,
+                "texture": o.texture,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha
@@ -150,7 +154,8 @@ def face_receipts(
                 index=indices[k],
                 box=boxes[k],
                 target=targets[k],
-                l2=float(np.linalg.norm(applied[k])),
+                # at the surrogate's crop scale whatever the work size (per-pixel change equal)
+                l2=float(np.linalg.norm(applied[k])) * size / applied.shape[1],
                 linf=float(np.abs(applied[k]).max()),
                 psnr=psnr(original[region.slices], shown[region.slices]),
                 ssim=ssim(original[region.slices], shown[region.slices]),

@@ -15,6 +15,7 @@ import numpy as np
 
 from faceoff.faces.models import EmbeddingModel, load_surrogate
 from faceoff.faces.models.ensemble import Ensemble
+from faceoff.faces.models.resized import Resized
 from faceoff.masker.attacks import make_attack, make_loss
 from faceoff.masker.decoys import DecoyGallery
 from faceoff.masker.options import ProtectionOptions
@@ -46,6 +47,7 @@ class Surrogates:
         self._models: dict[tuple[Any, ...], EmbeddingModel] = {}
         self._galleries: dict[int, DecoyGallery] = {id(self.model): self.decoys}
         self._recognizers: dict[str, Any] = {}
+        self._resized: dict[tuple[int, int], EmbeddingModel] = {}
         self._generalised: set[tuple[Any, ...]] = set()
         self._trace_lock = threading.Lock()
 
@@ -73,6 +75,22 @@ class Surrogates:
                 self._models[key] = model
                 self._galleries[id(model)] = DecoyGallery.for_model(model)
             return self._models[key]
+
+    def work_side(self, options: ProtectionOptions) -> int:
+        """Side of the square crops the attack of ``options`` runs on."""
+        return options.work_size or self.size
+
+    def attack_model(self, model: EmbeddingModel, options: ProtectionOptions) -> EmbeddingModel:
+        """The model the attack of ``options`` differentiates: ``model`` itself at the crop
+        size, else ``model`` seeing the larger work crop through an anti-aliased resize."""
+        side = self.work_side(options)
+        if side == model.input_size:
+            return model
+        key = (id(model), side)
+        with self._lock:
+            if key not in self._resized:
+                self._resized[key] = Resized(model, side)
+            return self._resized[key]
 
     def gallery_for(self, model: EmbeddingModel) -> DecoyGallery:
         """The decoy gallery in ``model``'s embedding space."""
@@ -121,7 +139,9 @@ class Surrogates:
         identities) before any real attack makes every attack use the general trace, and the same
         seed give the same pixels in any process (the masker, ``Client.local()``).
         """
-        key = (id(model), o.attack, o.norm, o.loss)
+        shape = o.attack_params().get("shape")
+        shaped = bool(shape is not None and shape.active)
+        key = (id(model), o.attack, o.norm, o.loss, self.work_side(o), shaped)
         if key in self._generalised:
             return
         with (
@@ -137,11 +157,14 @@ class Surrogates:
             loss_params["kappa"] = o.kappa
         params = {**o.attack_params(), "iterations": 2}
         gallery = self.gallery_for(model)
+        attacked = self.attack_model(model, o)
+        side = attacked.input_size
         for faces, extra in ((1, 0), (2, 3)):  # faces, reference-set size and identities all vary
             crops = np.full((faces, self.size, self.size, 3), 0.5, np.float32)
             refs = model.embed_numpy(
                 np.concatenate([crops[:1], augment_probe(crops[0])[: 4 + extra]])
             )
             others = gallery.others(None, refs)[: len(gallery.names) - 3 + extra // 3]
-            loss = make_loss(o.loss, model, [refs] * faces, [others] * faces, **loss_params)
-            make_attack(o.attack, o.norm, **params).attack(crops, loss, seed=0)
+            loss = make_loss(o.loss, attacked, [refs] * faces, [others] * faces, **loss_params)
+            work = np.full((faces, side, side, 3), 0.5, np.float32)
+            make_attack(o.attack, o.norm, **params).attack(work, loss, seed=0)

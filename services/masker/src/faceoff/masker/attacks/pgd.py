@@ -41,6 +41,7 @@ from faceoff.masker.attacks.base import (
     run_chunked,
 )
 from faceoff.masker.attacks.losses import Loss, LossInputs
+from faceoff.masker.attacks.shape import Shape, ShapeInputs, budget, to_rgb
 from faceoff.masker.attacks.transfer import (
     Transfer,
     TransferInputs,
@@ -66,6 +67,9 @@ class PGD(Attack):
         transfer: Transfer techniques (momentum, input diversity, translation invariance,
             expectation over platform transforms); all off by default. See
             :mod:`faceoff.masker.attacks.transfer`.
+        shape: Perceptual shaping (soft mask, chroma budget, texture masking); off by default.
+            When on, epsilon bounds the shaped variable, not the RGB change: see
+            :mod:`faceoff.masker.attacks.shape`.
 
     ``attack(images01 (N, S, S, 3) in [0, 1], loss)`` returns the iterate (the last one
     included) with the best (success, loss) for each face, or the last iterate when an input
@@ -81,6 +85,7 @@ class PGD(Attack):
         iterations: int = 20,
         random_start: bool = True,
         transfer: Transfer | None = None,
+        shape: Shape | None = None,
     ) -> None:
         self.epsilon = check_positive("epsilon", epsilon)
         self.step_size = check_positive("step_size", step_size)
@@ -89,11 +94,15 @@ class PGD(Attack):
         if transfer is not None and not isinstance(transfer, Transfer):
             raise ValueError(f"transfer must be a Transfer, got {type(transfer).__name__}")
         self.transfer = transfer or Transfer()
+        if shape is not None and not isinstance(shape, Shape):
+            raise ValueError(f"shape must be a Shape, got {type(shape).__name__}")
+        self.shape = shape or Shape()
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(epsilon={self.epsilon}, step_size={self.step_size}, "
-            f"iterations={self.iterations}, random_start={self.random_start}, transfer={self.transfer})"
+            f"iterations={self.iterations}, random_start={self.random_start}, transfer={self.transfer}, "
+            f"shape={self.shape})"
         )
 
     # Norm-specific parts -----------------------------------------------------------------------
@@ -121,6 +130,12 @@ class PGD(Attack):
         return (np.clip(x + delta, 0.0, 1.0) - x).astype(np.float32)
 
     def _fallback(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.shape.active:  # shaped too, so nothing changes outside the mask
+            images = tf.constant(x)
+            z = tf.constant(self._sample(x.shape, TINY_START * self.epsilon, rng))
+            shape = self.shape.inputs()
+            moved = tf.clip_by_value(images + to_rgb(z, budget(images, shape), shape), 0.0, 1.0)
+            return (moved - images).numpy()
         return self._start(x, rng, TINY_START * self.epsilon)
 
     @abc.abstractmethod
@@ -130,6 +145,8 @@ class PGD(Attack):
     def _run(
         self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
     ) -> tuple[np.ndarray, int]:
+        if self.shape.active:
+            return self._run_shaped(x, loss, rng, progress)
         radius = self.epsilon if self.random_start else TINY_START * self.epsilon
         images = tf.constant(x)
         delta = tf.constant(self._start(x, rng, radius))
@@ -199,6 +216,85 @@ class PGD(Attack):
         return build
 
 
+    def _run_shaped(
+        self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
+    ) -> tuple[np.ndarray, int]:
+        """PGD on the shaped variable z (see :mod:`.shape`); returns the RGB change."""
+        radius = self.epsilon if self.random_start else TINY_START * self.epsilon
+        images = tf.constant(x)
+        z = tf.constant(self._sample(x.shape, radius, rng))
+        n = x.shape[0]
+        state = (
+            z,
+            z,
+            tf.fill([n], np.float32(np.inf)),
+            tf.zeros([n], tf.bool),
+            tf.zeros_like(z),
+            tf.constant(0, tf.int32),
+        )
+        run = self._compiled(loss, "run_shaped", self._shaped_builder(type(loss)))
+        epsilon = tf.constant(self.epsilon, tf.float32)
+        step_size = tf.constant(self.step_size, tf.float32)
+        transfer = self.transfer.inputs(int(rng.integers(0, 2**62)))
+        shape = self.shape.inputs()
+
+        def step(chunk: tf.Tensor) -> None:
+            nonlocal state
+            state = run(images, *state, chunk, epsilon, step_size, loss.inputs, transfer, shape)
+
+        run_chunked(self.iterations, progress, self.iterations, step)
+        z, best_z, best_loss, best_success, _, _ = state
+        room = budget(images, shape)
+        delta = tf.clip_by_value(images + to_rgb(z, room, shape), 0.0, 1.0) - images
+        if self.transfer.transforms_input:
+            return delta.numpy(), self.iterations
+        best = tf.clip_by_value(images + to_rgb(best_z, room, shape), 0.0, 1.0) - images
+        last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
+        take = better(last_success, last_loss, best_success, best_loss)
+        return tf.where(as_rows(take), delta, best).numpy(), self.iterations
+
+    @classmethod
+    def _shaped_builder(cls, loss_class: type[Loss]) -> Callable[[Callable[[], Any]], Any]:
+        def build(model_ref: Callable[[], Any]) -> Any:
+            @tf.function(reduce_retracing=True)
+            def run(
+                x: tf.Tensor,
+                z: tf.Tensor,
+                best_z: tf.Tensor,
+                best_loss: tf.Tensor,
+                best_success: tf.Tensor,
+                velocity: tf.Tensor,
+                done: tf.Tensor,
+                steps: tf.Tensor,
+                epsilon: tf.Tensor,
+                step_size: tf.Tensor,
+                inputs: LossInputs,
+                transfer: TransferInputs,
+                shape: ShapeInputs,
+            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+                model = model_ref()
+                room = budget(x, shape)
+                for i in tf.range(steps):
+                    with tf.GradientTape() as tape:
+                        tape.watch(z)
+                        adv = tf.clip_by_value(x + to_rgb(z, room, shape), 0.0, 1.0)
+                        seen = transform_input(adv, transfer, done + i)
+                        loss, success = loss_class.evaluate_graph(model, seen, inputs)
+                        total = tf.reduce_sum(loss)
+                    grad = finite_or_zero(tape.gradient(total, z))
+                    take = better(success, loss, best_success, best_loss)
+                    best_z = tf.where(as_rows(take), z, best_z)
+                    best_loss = tf.where(take, loss, best_loss)
+                    best_success = tf.where(take, success, best_success)
+                    grad, velocity = process_gradient(grad, velocity, transfer)
+                    z = cls._project(z - step_size * cls._direction(grad), epsilon)
+                return z, best_z, best_loss, best_success, velocity, done + steps
+
+            return run
+
+        return build
+
+
 class PGDL2(PGD):
     """PGD bounded in the L2 norm over the whole ``(S, S, 3)`` crop.
 
@@ -219,6 +315,8 @@ class PGDL2(PGD):
         return delta * as_rows(tf.minimum(1.0, epsilon / (norm + 1e-12)))
 
     def _bound(self, delta: np.ndarray) -> np.ndarray:
+        if self.shape.active:  # epsilon bounds the shaped variable, not the RGB change
+            return delta
         norm = np.sqrt(np.sum(delta.astype(np.float64) ** 2, axis=(1, 2, 3), keepdims=True))
         shrink = self.epsilon / np.maximum(norm, 1e-30) * (1 - 1e-6)
         scale = np.where(norm > self.epsilon, shrink, 1.0)
@@ -251,6 +349,8 @@ class PGDLinf(PGD):
         return tf.clip_by_value(delta, -epsilon, epsilon)
 
     def _bound(self, delta: np.ndarray) -> np.ndarray:
+        if self.shape.active:  # epsilon bounds the shaped variable, not the RGB change
+            return delta
         epsilon = np.float32(self.epsilon)
         if float(epsilon) > self.epsilon:  # rounded up to float32: take the float32 just below
             epsilon = np.nextafter(epsilon, np.float32(0))
