@@ -215,7 +215,6 @@ class PGD(Attack):
 
         return build
 
-
     def _run_shaped(
         self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
     ) -> tuple[np.ndarray, int]:

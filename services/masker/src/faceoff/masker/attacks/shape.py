@@ -40,9 +40,7 @@ TEXTURE_WINDOW = 1 / 32
 TEXTURE_RANGE = (0.25, 3.0)
 
 # ITU-R BT.601 (full range): rows of YCbCr -> RGB, for a change of (Y, Cb, Cr).
-_TO_RGB = np.array(
-    [[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]], np.float32
-)
+_TO_RGB = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]], np.float32)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
