@@ -113,6 +113,8 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
             "--set",
             "surrogates=facenet",
             "--set",
+            "norm=l2",
+            "--set",
             "epsilon=1.5",
             "--set",
             "iterations=20",

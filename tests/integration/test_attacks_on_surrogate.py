@@ -33,7 +33,12 @@ _PLAIN = {
     "iterations": 30,
     "alpha": 2.5,
 }
-PAPER = {"l2": {**_PLAIN, "epsilon": 1.5}, "linf": {**_PLAIN, "epsilon": 3 / 255}}
+#: The paper's geometry: the perturbation computed on the 160 px crop, unshaped.
+_UNSHAPED = {"feather": 0.0, "chroma": 1.0, "texture": 0.0}
+PAPER = {
+    "l2": {**_PLAIN, **_UNSHAPED, "epsilon": 1.5},
+    "linf": {**_PLAIN, **_UNSHAPED, "epsilon": 3 / 255},
+}
 
 PAIRS = list(itertools.product(("pgd", "cw"), ("l2", "linf"), ("target", "hinge"), (False, True)))
 

@@ -23,6 +23,8 @@ from tests.conftest import ALIGNED, PHOTOS
 pytestmark = pytest.mark.slow
 
 NAMES = ("barack", "taylor", "leo")
+#: The paper's geometry: the perturbation computed on the 160 px crop, unshaped.
+LEGACY_CROP = {"work_size": 0, "feather": 0.0, "chroma": 1.0, "texture": 0.0}
 
 
 def _load(path: Any) -> np.ndarray:
@@ -45,7 +47,13 @@ def test_ensemble_attack_moves_the_face_on_both_surrogates(
     protector: Protector, crops: dict[str, np.ndarray], targeted: bool
 ) -> None:
     options = resolve(
-        "medium", surrogates=("facenet", "facenet512"), targeted=targeted, iterations=15, seed=2
+        "medium",
+        surrogates=("facenet", "facenet512"),
+        targeted=targeted,
+        iterations=15,
+        seed=2,
+        norm="l2",
+        **LEGACY_CROP,
     )
     model = protector.model_for(options)
     assert isinstance(model, Ensemble) and [m.name for m in model.members] == [
@@ -82,7 +90,14 @@ def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
     detector = FaceDetector()
     data = (PHOTOS / "barack" / "barack_02.jpg").read_bytes()
     references = [p.read_bytes() for p in sorted((PHOTOS / "barack").glob("*.jpg"))[2:4]]
-    plain = {"surrogates": ("facenet",), "epsilon": 1.5, "iterations": 15, "seed": 1}
+    plain = {
+        "surrogates": ("facenet",),
+        "norm": "l2",
+        "epsilon": 1.5,
+        "iterations": 15,
+        "seed": 1,
+        **LEGACY_CROP,
+    }
     options = resolve(
         "medium",
         adaptive_alpha=True,

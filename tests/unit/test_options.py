@@ -17,10 +17,17 @@ def test_every_profile_resolves(profile: str) -> None:
 
 def test_overrides_win_and_epsilon_follows_the_norm() -> None:
     assert resolve("medium", alpha=4.0).alpha == 4.0
-    l2, linf = resolve("medium"), resolve("medium", norm="linf")
+    l2, linf = resolve("medium", norm="l2"), resolve("medium")
     assert l2.epsilon > 0.5 and linf.epsilon < 0.05
     assert resolve("medium", epsilon=0.7).epsilon == 0.7
     assert resolve("medium", attack="cw").learning_rate != resolve("medium").learning_rate
+
+
+def test_cw_drops_the_profiles_pgd_shaping_and_work_size() -> None:
+    cw = resolve("medium", attack="cw", norm="l2")
+    assert (cw.feather, cw.chroma, cw.texture, cw.work_size) == (0, 1, 0, 0)
+    medium = resolve("medium")
+    assert medium.norm == "linf" and medium.work_size == 512 and medium.feather > 0
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -178,9 +179,11 @@ class Preparer:
         """A job of bare ``(n, S, S, 3)`` face crops in [0, 1], for :meth:`attack` (no photo to finish).
 
         ``references`` gives each face's A_y embeddings; by default each face's own augmentations.
+        Bare crops have no larger region to work on: they are attacked at their own size
+        (``work_size`` 0).
         """
         crops = np.asarray(crops, np.float32)
-        options = self.surrogates.resolved(options)
+        options = dataclasses.replace(self.surrogates.resolved(options), work_size=0)
         model = self.surrogates.model_for(options)
         user_refs = (
             list(references) if references is not None else self.user_sets(crops, None, model)
