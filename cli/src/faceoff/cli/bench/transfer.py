@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import platform
 import sys
@@ -482,12 +483,13 @@ def contact_sheet(faces: Sequence[dict[str, Any]], path: Path, each: int = SHEET
         scale = min(1.0, 320 / pair[0].height)
         size = (max(1, round(pair[0].width * scale)), max(1, round(pair[0].height * scale)))
         pair = [p.resize(size, Image.Resampling.LANCZOS) for p in pair]
-        cell = Image.new("RGB", (2 * size[0] + 6, size[1] + 36), "white")
-        cell.paste(pair[0], (0, 0))
-        cell.paste(pair[1], (size[0] + 6, 0))
         seen = f["butteraugli"]
         text = f"{f['label']}: Butteraugli {seen:.1f}" if seen is not None else f["label"]
         text += f", PSNR {f['psnr']:.1f} dB" if np.isfinite(f["psnr"]) else ""
+        width = max(2 * size[0] + 6, math.ceil(font.getlength(text)) + 4)
+        cell = Image.new("RGB", (width, size[1] + 36), "white")
+        cell.paste(pair[0], (0, 0))
+        cell.paste(pair[1], (size[0] + 6, 0))
         ImageDraw.Draw(cell).text((2, size[1] + 2), text, fill="black", font=font)
         ImageDraw.Draw(cell).text(
             (2, size[1] + 18), "original | protected", fill="dimgray", font=font

@@ -158,7 +158,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "attack": "pgd",
         "norm": "linf",
         "loss": "target",
-        "iterations": 30,
+        "iterations": 20,
         "alpha": 1.0,
         "search_steps": 2,
         "epsilon": {"l2": 4.0, "linf": 3 / 255},
