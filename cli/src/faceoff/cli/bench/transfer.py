@@ -424,8 +424,10 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
     names = names or ["(none independent)"]
     fig, axes = plt.subplots(1, len(names), figsize=(5.6 * len(names), 4.4), squeeze=False)
     by_psnr = any(r.get("butteraugli_median") is None for res in results for r in res["results"])
+    colours = plt.get_cmap("tab10" if len(results) <= 10 else "tab20")
     for ax, name in zip(axes[0], names):
-        for result in results:
+        for i, result in enumerate(results):
+            colour = colours(i % colours.N)
             rows = sorted(result["results"], key=lambda r: r["alpha"])
             rows = [r for r in rows if name in r["recognizers"]]
             if not rows or name not in judged_recognizers(result):
@@ -433,11 +435,11 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
             ev = [100 * r["recognizers"][name]["evasion_rate"] for r in rows]
             if by_psnr:
                 xs = [r["psnr_face_mean"] for r in rows]
-                line = ax.plot(xs, ev, marker="o", label=result.get("label", "run"))
+                line = ax.plot(xs, ev, marker="o", color=colour, label=result.get("label", "run"))
             else:
                 xs = [r["butteraugli_median"] for r in rows]
                 p90 = [r["butteraugli_p90"] for r in rows]
-                line = ax.plot(xs, ev, marker="o", label=result.get("label", "run"))
+                line = ax.plot(xs, ev, marker="o", color=colour, label=result.get("label", "run"))
                 ax.hlines(ev, xs, p90, colors=line[0].get_color(), alpha=0.35, linewidth=3)
             platform = [100 * r["recognizers"][name]["evasion_rate_jpeg75_half"] for r in rows]
             ax.plot(xs, platform, ":", color=line[0].get_color(), alpha=0.8)
