@@ -169,3 +169,18 @@ def test_shape_rejects_bad_settings() -> None:
         with pytest.raises(ValueError):
             Shape(**kwargs)
     assert not Shape().active and Shape(chroma=0.5).active
+
+
+def test_work_sizes_are_rounded_to_a_few_sides() -> None:
+    from faceoff.masker.surrogates import WORK_SIZE_STEP, Surrogates
+
+    class _Sized:
+        size = 160
+
+    sides = {
+        Surrogates.work_side(_Sized(), resolve("medium", work_size=w))  # type: ignore[arg-type]
+        for w in range(160, 641)
+    }
+    assert len(sides) <= 16 and all(s % WORK_SIZE_STEP == 0 for s in sides)
+    assert Surrogates.work_side(_Sized(), resolve("medium", work_size=0)) == 160  # type: ignore[arg-type]
+    assert Surrogates.work_side(_Sized(), resolve("medium", work_size=500)) == 512  # type: ignore[arg-type]

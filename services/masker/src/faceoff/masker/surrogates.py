@@ -21,6 +21,9 @@ from faceoff.masker.decoys import DecoyGallery
 from faceoff.masker.options import ProtectionOptions
 from faceoff.masker.references import augment_probe
 
+#: Work sizes are rounded up to a multiple of this many pixels (160..640: 16 sides at most).
+WORK_SIZE_STEP = 32
+
 
 class Surrogates:
     """The surrogate models (and loop recognisers) protections run on.
@@ -77,8 +80,12 @@ class Surrogates:
             return self._models[key]
 
     def work_side(self, options: ProtectionOptions) -> int:
-        """Side of the square crops the attack of ``options`` runs on."""
-        return options.work_size or self.size
+        """Side of the square crops the attack of ``options`` runs on: the work size rounded up
+        to a multiple of :data:`WORK_SIZE_STEP` (each side costs a trace and a model wrapper, so
+        a client cannot make the masker build hundreds), or the surrogate's crop side."""
+        if not options.work_size:
+            return self.size
+        return max(self.size, -(-options.work_size // WORK_SIZE_STEP) * WORK_SIZE_STEP)
 
     def attack_model(self, model: EmbeddingModel, options: ProtectionOptions) -> EmbeddingModel:
         """The model the attack of ``options`` differentiates: ``model`` itself at the crop
