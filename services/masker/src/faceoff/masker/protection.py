@@ -177,7 +177,6 @@ class Protector:
             raise ValueError("jobs of one attack batch must share their surrogate")
         self.surrogates.generalise(model, options)
         attacked = self.surrogates.attack_model(model, options)
-        loss = make_loss(options.loss, attacked, anchors, others, **loss_params)
         params = options.attack_params()
         if options.norm == "l2" and side != self.surrogates.size:
             # epsilon and the step keep their meaning on the surrogate's crop: an L2 norm over a
@@ -185,28 +184,24 @@ class Protector:
             scale = side / self.surrogates.size
             params["epsilon"] *= scale
             params["step_size"] *= scale
+        # bound the attack's memory: more faces than one run takes go in chunks (chunk k seeded
+        # seed + k; a batch that fits is one run, seeded seed)
         per_run = max(1, ATTACK_PIXELS // (side * side))
-        if len(crops) <= per_run:
+        runs = -(-len(crops) // per_run)
+        parts = []
+        for k, start in enumerate(range(0, len(crops), per_run)):
+            end = start + per_run
+            loss = make_loss(
+                options.loss, attacked, anchors[start:end], others[start:end], **loss_params
+            )
+            told = None
+            if progress is not None:
+                told = lambda i, n, k=k: progress(k * n + i, runs * n)  # noqa: E731
             attack = make_attack(options.attack, options.norm, **params)
-            delta = attack.attack(crops, loss, seed=options.seed, progress=progress).delta
-        else:  # bound the attack's memory: run the faces in chunks (chunk k seeded seed + k)
-            parts = []
-            runs = -(-len(crops) // per_run)
-            for k, start in enumerate(range(0, len(crops), per_run)):
-                end = start + per_run
-                chunk_loss = make_loss(
-                    options.loss, attacked, anchors[start:end], others[start:end], **loss_params
-                )
-                told = None
-                if progress is not None:
-                    told = lambda i, n, k=k: progress(k * n + i, runs * n)  # noqa: E731
-                attack = make_attack(options.attack, options.norm, **params)
-                parts.append(
-                    attack.attack(
-                        crops[start:end], chunk_loss, seed=options.seed + k, progress=told
-                    ).delta
-                )
-            delta = np.concatenate(parts)
+            parts.append(
+                attack.attack(crops[start:end], loss, seed=options.seed + k, progress=told).delta
+            )
+        delta = np.concatenate(parts)
         return np.split(delta, np.cumsum(sizes)[:-1])
 
     # -- amplification, paste-back and receipts --------------------------------------------

@@ -153,12 +153,9 @@ def display_faces(
 
 
 def face_butteraugli(
-    original: np.ndarray, protected: np.ndarray, boxes: list[Box], native: bool = True
+    original: np.ndarray, protected: np.ndarray, boxes: list[Box]
 ) -> list[Butteraugli]:
-    """Butteraugli of each face box (+25%) between two full photos, as displayed and native.
-
-    ``native=False`` skips the native figure of photos larger than display size (benchmarks).
-    """
+    """Butteraugli of each face box (+25%) between two full photos, as displayed and native."""
     if shutil.which("butteraugli") is None:
         return [Butteraugli(None, None) for _ in boxes]
     height, width = original.shape[:2]
@@ -169,11 +166,9 @@ def face_butteraugli(
         if scale == 1.0:
             out.append(Butteraugli(display, display))
             continue
-        native_distance = None
-        if native:
-            left, top, right, bottom = _window(box, width, height, 1.0)
-            native_distance = butteraugli_distance(
-                original[top:bottom, left:right], protected[top:bottom, left:right]
-            )
-        out.append(Butteraugli(display, native_distance))
+        left, top, right, bottom = _window(box, width, height, 1.0)
+        native = butteraugli_distance(
+            original[top:bottom, left:right], protected[top:bottom, left:right]
+        )
+        out.append(Butteraugli(display, native))
     return out
