@@ -361,7 +361,7 @@ def test_rate_limit_refuses_past_the_burst_with_a_retry_hint(limited_detector: A
         trailing = dict(raw.value.trailing_metadata())
         assert 1 <= int(trailing["retry-after"]) <= 100
         assert 0 < int(trailing["grpc-retry-pushback-ms"]) <= 100_000
-        # Health checks are never limited.
+        # A health check carries no token: it has its peer address's bucket, not Alice's.
         status = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=DETECTOR), timeout=10
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -23,7 +24,11 @@ def wrap_handler(
     """Return ``handler`` with its behaviour wrapped by ``unary`` or ``stream``.
 
     Every Face-Off RPC takes a single request; client-streaming handlers (only the reflection
-    service has one, bidirectional) are returned unchanged.
+    service has one, bidirectional) are returned unchanged. A server-streaming handler may be
+    written in either of grpc.aio's styles: an async generator that yields its responses, or a
+    coroutine that sends them with ``context.write`` (grpc's own health servicer's Watch); the
+    second is seen by ``stream`` as a generator that yields nothing, its writes going straight
+    to the call.
     """
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
@@ -34,11 +39,31 @@ def wrap_handler(
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            stream(handler.unary_stream),  # type: ignore[arg-type]
+            stream(_as_generator(handler.unary_stream)),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+def _as_generator(behaviour: Any) -> StreamBehaviour:
+    """A server-streaming behaviour as an async generator, whichever style it is written in."""
+    if inspect.isasyncgenfunction(behaviour):
+        return behaviour  # type: ignore[no-any-return]
+
+    async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+        result = behaviour(request, context)
+        if inspect.isawaitable(result):  # responses go out through context.write
+            result = await result
+        if result is not None:  # a plain function returning an iterator of responses
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                for item in result:
+                    yield item
+
+    return generator
 
 
 def observe(

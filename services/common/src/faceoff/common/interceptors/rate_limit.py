@@ -4,8 +4,10 @@ Installed when ``FACEOFF_RATE_LIMIT_PER_CLIENT`` is above 0. Each client may mak
 ``rate_limit_burst`` RPCs at once and then ``rate_limit_per_client`` RPCs per second. The client
 is, in this order: the name of its bearer token (with ``FACEOFF_AUTH_TOKENS_FILE``), the common
 name of its TLS client certificate (with ``FACEOFF_TLS_CLIENT_CA``), else its IP address (behind
-a proxy or an Ingress that is the proxy's, so give clients tokens there). Health checks are not
-limited (nor is server reflection, a bidirectional stream). A refused call ends with
+a proxy or an Ingress that is the proxy's, so give clients tokens there). Health checks are
+limited like any call: they need no token, so they count against their peer's address (a probe
+every few seconds is far below any limit; a flood of unauthenticated Watch calls is not). Server
+reflection, a bidirectional stream, is not limited. A refused call ends with
 RESOURCE_EXHAUSTED, a message giving the limit and the wait, and the shared retry hint
 (:mod:`faceoff.common.retry_hint`: trailing ``grpc-retry-pushback-ms`` and ``retry-after``);
 refusals are counted in ``faceoff_<service>_rate_limited_total{method}``.
@@ -35,9 +37,6 @@ from faceoff.common.interceptors._wrap import (
 )
 from faceoff.common.interceptors.auth import authenticated_name
 from faceoff.common.retry_hint import retry_metadata
-
-#: Methods that are never limited: health checks (probes call them every few seconds).
-EXEMPT_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/",)
 
 
 class TokenBuckets:
@@ -113,7 +112,7 @@ def client_identity(context: Context) -> str:
 
 
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):
-    """Applies :class:`TokenBuckets` per client to every RPC but health checks."""
+    """Applies :class:`TokenBuckets` per client to every unary and server-streaming RPC."""
 
     def __init__(self, buckets: TokenBuckets, namespace: str, registry: CollectorRegistry) -> None:
         self.buckets = buckets
@@ -144,7 +143,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
+        if handler is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
 
