@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar, cast
@@ -21,7 +22,12 @@ T = TypeVar("T")
 #: What ``tls=`` accepts: None (plaintext), True (system roots) or a :class:`TLSConfig`.
 TLSOption = bool | TLSConfig | None
 
-_SIZE_LIMIT_PREFIXES = ("Sent message larger than max", "Received message larger than max")
+#: gRPC's own over-size errors, whatever comes before them (grpc 1.85 prefixes "SERVER: "),
+#: and the masker's refusal of a reply over its limit: none of them is worth a retry.
+_SIZE_LIMIT = re.compile(
+    r"(sent|received) message larger than max|reply is .* over this server's message limit",
+    re.IGNORECASE,
+)
 
 #: Trailing metadata of a server's retry hint: milliseconds (gRPC's key), else whole seconds.
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -90,7 +96,7 @@ def _details(exc: grpc.RpcError) -> str:
 
 def retryable(exc: grpc.RpcError) -> bool:
     """True for UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, except a message over the size limit."""
-    return _code(exc) in RETRYABLE_CODES and not _details(exc).startswith(_SIZE_LIMIT_PREFIXES)
+    return _code(exc) in RETRYABLE_CODES and not _SIZE_LIMIT.search(_details(exc))
 
 
 def server_pushback(exc: grpc.RpcError) -> float | None:

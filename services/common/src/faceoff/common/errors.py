@@ -62,6 +62,18 @@ class Overloaded(FaceOffError):
         self.retry_after = retry_after
 
 
+class ReplyTooLarge(FaceOffError):
+    """The work is done but its reply is over the message size limit: retrying cannot help.
+
+    It reaches the client as RESOURCE_EXHAUSTED (what gRPC itself says of an over-size message)
+    with the retry hint ``grpc-retry-pushback-ms: -1``, which in gRPC's retry design (A6) means
+    "do not retry".
+    """
+
+    status = "RESOURCE_EXHAUSTED"
+    retry_after = -1.0
+
+
 class BackendUnavailable(FaceOffError):
     """A service this one depends on (the detector, a cloud API) cannot be reached."""
 

@@ -16,9 +16,15 @@ PUSHBACK_KEY = "grpc-retry-pushback-ms"
 RETRY_AFTER_KEY = "retry-after"
 
 
+#: The hint that asks a client not to retry at all (a negative pushback, gRFC A6).
+NO_RETRY: tuple[tuple[str, str], ...] = ((PUSHBACK_KEY, "-1"),)
+
+
 def retry_metadata(seconds: float) -> tuple[tuple[str, str], ...]:
-    """Trailing metadata asking the client to retry after ``seconds`` (>= 0)."""
-    seconds = max(0.0, float(seconds))
+    """Trailing metadata asking the client to retry after ``seconds``; negative: never retry."""
+    if seconds < 0:
+        return NO_RETRY
+    seconds = float(seconds)
     return (
         (PUSHBACK_KEY, str(int(round(seconds * 1000)))),
         (RETRY_AFTER_KEY, str(max(1, math.ceil(seconds)))),

@@ -141,6 +141,7 @@ def build_spec(
         ),
         settings.max_reference_photos,
         metrics.result,
+        max_reply_bytes=server_settings.max_message_bytes,
     )
     return ServiceSpec(
         name=SERVICE_NAME,

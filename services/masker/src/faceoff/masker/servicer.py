@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
-from faceoff.common.errors import ModelNotReady
+from faceoff.common.errors import ModelNotReady, ReplyTooLarge
 from faceoff.detector.convert import options_from_proto as detect_options_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
 from faceoff.masker import pipeline
@@ -20,6 +22,7 @@ from faceoff.masker.receipts import ProtectionResult
 from faceoff.v1 import masker_pb2, masker_pb2_grpc
 
 ProgressSink = Callable[[masker_pb2.ProtectProgress], None]
+ReplyT = TypeVar("ReplyT", bound=Message)
 
 
 class MaskerServicer(masker_pb2_grpc.MaskerServicer):
@@ -31,6 +34,9 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         batcher_factory: Builds the attack batcher around ``Protector.attack``.
         max_reference_photos: Most reference photos one request may carry.
         on_result: Called with every finished protection (metrics).
+        max_reply_bytes: Largest reply the server may send (its ``max_send_message_length``):
+            a bigger one is refused with :class:`ReplyTooLarge` instead of failing in gRPC
+            after the status was counted OK; 0 is no check.
     """
 
     def __init__(
@@ -40,12 +46,14 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         batcher_factory: Callable[[Protector], AttackBatcher],
         max_reference_photos: int = 16,
         on_result: Callable[[ProtectionResult], None] | None = None,
+        max_reply_bytes: int = 0,
     ) -> None:
         self._factory = factory
         self._detector = detector
         self._batcher_factory = batcher_factory
         self._max_refs = max_reference_photos
         self._on_result = on_result
+        self.max_reply_bytes = max_reply_bytes
         self._protector: Protector | None = None
         self._batcher: AttackBatcher | None = None
 
@@ -105,7 +113,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
     async def Protect(
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
     ) -> masker_pb2.ProtectResponse:
-        return result_to_proto(await self._protect(request, context, None))
+        return self._sized(result_to_proto(await self._protect(request, context, None)))
 
     async def ProtectStream(
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
@@ -121,10 +129,23 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
                 else:
                     getter.cancel()
             result = task.result()  # re-raises a domain error for the error interceptor
-            yield masker_pb2.ProtectEvent(result=result_to_proto(result))
+            yield self._sized(masker_pb2.ProtectEvent(result=result_to_proto(result)))
         finally:
             if not task.done():
                 task.cancel()
+
+    def _sized(self, reply: ReplyT) -> ReplyT:
+        """``reply``, if it fits in a message; else :class:`ReplyTooLarge` naming both sizes."""
+        size = reply.ByteSize()
+        if self.max_reply_bytes and size > self.max_reply_bytes:
+            raise ReplyTooLarge(
+                f"the protected photo was made but its reply is {size / 2**20:.1f} MiB "
+                f"({size} bytes), over this server's message limit of "
+                f"{self.max_reply_bytes / 2**20:.1f} MiB ({self.max_reply_bytes} bytes, "
+                "FACEOFF_MAX_MESSAGE_BYTES); send a smaller photo or raise the limit on the "
+                "masker and the client"
+            )
+        return reply
 
     async def close(self) -> None:
         """Stop the batcher and close the detector channel."""
