@@ -104,6 +104,8 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
             str(plot),
             "--sheet",
             str(tmp_path / "sheet.png"),
+            "--label",
+            "a small run",
             "--set",
             "adaptive_alpha=true",
             "--set",
@@ -127,6 +129,7 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(report.read_text())
     assert doc["identities"] == 2 and doc["probes"] == 2 and len(doc["results"]) == 1
+    assert doc["label"] == "a small run"
     result = doc["results"][0]
     assert result["alpha"] == 3.0 and 25 < result["psnr_face_mean"] < 60 and result["l2_mean"] > 0
     assert doc["config"]["momentum"] == 0.9 and doc["config"]["loop_recognizers"] == ["dlib"]

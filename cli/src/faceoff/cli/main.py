@@ -469,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sheet",
         help="write a contact sheet (PNG) of the first alpha's faces, worst and best by Butteraugli",
     )
+    pb.add_argument(
+        "--label",
+        help="the configuration's name on plots and sheets (default: the profile and its --set)",
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
     pb = bench_sub.add_parser(
         "frontier", help="several `bench transfer` runs (their --json files) on one frontier plot"

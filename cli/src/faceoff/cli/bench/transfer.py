@@ -580,6 +580,10 @@ def main(args: Any) -> int:
         parse_settings(args.set or []),
         faces,
     )
+    if getattr(args, "label", None):
+        result["label"] = args.label
+        for face in faces or []:
+            face["config"] = args.label
     emit(result, args.json_out)
     print_summary(result)
     if args.plot:
