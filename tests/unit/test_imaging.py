@@ -150,3 +150,69 @@ def test_png_round_trip_is_lossless() -> None:
     photo = decode(encode_image(PIXELS, "PNG"))
     out = decode(encode(photo, photo.pixels))
     assert out.format == "PNG" and np.array_equal(out.pixels, PIXELS)
+
+
+# ---- metadata never refuses a photo -------------------------------------------------------------
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _rgb_icc(size: int) -> bytes:
+    """An ICC profile header that says RGB, padded to ``size`` bytes."""
+    header = bytearray(128)
+    header[16:20] = b"RGB "
+    header[36:40] = b"acsp"
+    return bytes(header) + b"\0" * (size - 128)
+
+
+def _png_with_chunks(*chunks: bytes) -> bytes:
+    png = encode_image(PIXELS, "PNG")
+    ihdr_end = 8 + 12 + 13
+    return png[:ihdr_end] + b"".join(chunks) + png[ihdr_end:]
+
+
+def test_png_icc_profile_that_inflates_past_the_limit_is_dropped_not_refused() -> None:
+    bomb = _chunk(b"iCCP", b"profile\0\0" + zlib.compress(_rgb_icc(3 << 20), 9))
+    with pytest.raises(Exception, match="too large"):  # what Pillow alone does with it
+        Image.open(io.BytesIO(_png_with_chunks(bomb))).load()
+    photo = decode(_png_with_chunks(bomb))
+    assert np.array_equal(photo.pixels, PIXELS) and photo.icc_profile is None
+    assert photo.notes == (
+        "dropped a PNG ICC profile chunk (does not inflate, or inflates past 1 MiB)",
+    )
+
+
+def test_png_metadata_that_does_not_inflate_is_dropped_and_text_floods_are_capped() -> None:
+    junk = _chunk(b"iCCP", b"profile\0\0" + b"not zlib at all")
+    text = zlib.compress(b"a" * (1 << 20))
+    flood = [_chunk(b"zTXt", b"Comment\0\0" + text) for _ in range(40)]
+    photo = decode(_png_with_chunks(junk, *flood))
+    assert np.array_equal(photo.pixels, PIXELS)
+    assert photo.notes[0].startswith("dropped a PNG ICC profile chunk")
+    assert photo.notes[1].startswith("dropped 8 PNG text chunks (text chunks together past 32 MiB)")
+
+
+def test_ordinary_icc_profile_is_kept_with_no_note() -> None:
+    icc = _rgb_icc(4000)
+    photo = decode(_png_with_chunks(_chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(icc))))
+    assert photo.icc_profile == icc and photo.notes == ()
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "JPEG", icc_profile=icc)
+    photo = decode(buf.getvalue())
+    assert photo.icc_profile == icc and photo.notes == ()
+    with Image.open(io.BytesIO(encode(photo, photo.pixels))) as out:
+        assert out.info.get("icc_profile") == icc
+
+
+def test_an_icc_profile_over_1_mib_is_not_copied_into_the_output() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(PIXELS).save(buf, "JPEG", icc_profile=_rgb_icc(3 << 20))
+    photo = decode(buf.getvalue())
+    assert photo.icc_profile is None
+    assert photo.notes == (
+        "dropped the ICC colour profile: 3.0 MiB, over the 1 MiB a profile may take",
+    )
+    with Image.open(io.BytesIO(encode(photo, photo.pixels))) as out:
+        assert "icc_profile" not in out.info

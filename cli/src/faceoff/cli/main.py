@@ -237,6 +237,8 @@ def print_receipt(receipt: dict[str, Any], output: Path) -> None:
             f"|a*d|2 {f['l2']:.2f}, "
             f"surrogate distance to you {f['distance_before']:.2f} -> {f['distance_after']:.2f}{target}"
         )
+    for note in receipt.get("notes", ()):
+        print(f"  note: {note}")
 
 
 def build_parser() -> argparse.ArgumentParser:

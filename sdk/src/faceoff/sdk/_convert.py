@@ -344,6 +344,7 @@ def protected_photo(
         profile=msg.profile,
         options=applied_options(msg.options) if msg.HasField("options") else None,
         verdicts=tuple(verdicts),
+        notes=tuple(msg.notes),
     )
 
 

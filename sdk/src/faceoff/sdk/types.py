@@ -317,6 +317,8 @@ class ProtectedPhoto:
         profile: The profile the options started from.
         options: The settings actually applied.
         verdicts: The evaluator's verdicts on the protected photo when ``check`` named recognisers.
+        notes: What was changed in the file beyond the faces (metadata that could not be kept),
+            in words; empty when nothing was.
 
     Example::
 
@@ -334,6 +336,7 @@ class ProtectedPhoto:
     profile: str
     options: AppliedOptions | None = None
     verdicts: tuple[Verdict, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
@@ -382,6 +385,8 @@ class ProtectedPhoto:
         out["faces"] = [f.to_json() for f in self.faces]
         if self.verdicts:
             out["verdicts"] = [v.to_json() for v in self.verdicts]
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     def image(self) -> Any:

@@ -87,6 +87,7 @@ class HostileCase:
         size: Display size ``(width, height)`` an OK answer must report.
         faces: Faces an OK Detect must find: ``(least, most)``; None when not known.
         output_format: Format name of Protect's output (OK cases).
+        note: A word Protect's receipt notes must contain (metadata it dropped), or "".
         cli: Flags for ``faceoff protect`` to express the case, or None when the CLI cannot
             (an unknown enum value, a message limit the in-process CLI does not have).
         skip: Why the case cannot run here (missing shared data), or "".
@@ -103,6 +104,7 @@ class HostileCase:
     size: tuple[int, int] | None = None
     faces: tuple[int, int] | None = None
     output_format: str | None = None
+    note: str = ""
     cli: tuple[str, ...] | None = ()
     skip: str = ""
 
@@ -215,6 +217,18 @@ def _corrupt(data: bytes, start: int, step: int, mask: int) -> bytes:
     for i in range(start, len(out) - 2, step):
         out[i] ^= mask
     return bytes(out)
+
+
+def _with_png_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """``png`` with one more chunk right after its header."""
+    ihdr_end = 8 + 12 + int.from_bytes(png[8:12], "big")
+    return png[:ihdr_end] + _png_chunk(kind, body) + png[ihdr_end:]
+
+
+def _huge_rgb_icc(size: int) -> bytes:
+    """An sRGB ICC profile padded with zeros to ``size`` bytes (its header still says RGB)."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return profile + b"\0" * (size - len(profile))
 
 
 def _icc_with_colour_space(space: bytes) -> bytes:
@@ -464,14 +478,17 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
         ),
         HostileCase(
             "png_ztxt_bomb",
-            "a PNG with a zTXt chunk inflating to 64 MiB of text",
+            "a PNG with a zTXt chunk inflating to 64 MiB of text (the chunk is dropped)",
             raw_png(
                 w,
                 h,
                 b"".join(b"\0" + face[y].tobytes() for y in range(h)),
                 extra=_png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (64 << 20), 9)),
             ),
-            _photo_expect(invalid("too large")),
+            _photo_expect(OK),
+            output_format="PNG",
+            note="text chunk",
+            **photo_face,
         ),
         # -- shapes
         HostileCase(
@@ -493,6 +510,26 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             output_format="PNG",
         ),
         # -- colour modes and containers
+        HostileCase(
+            "png_icc_bomb",
+            "a PNG whose ICC profile inflates from 3 kB to 3 MiB (past Pillow's 1 MiB limit)",
+            _with_png_chunk(
+                encode(face, "PNG"), b"iCCP", b"sRGB\0\0" + zlib.compress(_huge_rgb_icc(3 << 20), 9)
+            ),
+            _photo_expect(OK),
+            output_format="PNG",
+            note="icc profile",
+            **photo_face,
+        ),
+        HostileCase(
+            "jpeg_icc_3mib",
+            "a JPEG carrying a 3 MiB RGB ICC profile (not copied into the output)",
+            encode(face, "JPEG", quality=90, icc_profile=_huge_rgb_icc(3 << 20)),
+            _photo_expect(OK),
+            output_format="JPEG",
+            note="icc colour profile",
+            **photo_face,
+        ),
         HostileCase(
             "cmyk_jpeg",
             "a CMYK JPEG with a CMYK ICC profile (the output is RGB: the profile must go)",

@@ -3,7 +3,9 @@
 Every service takes photos as encoded bytes. :func:`decode` checks them in the order a hostile
 input would be caught cheapest: empty bytes, unknown or unsupported format (read from the header
 only), zero size, the pixel limit (before any pixel is decoded), then the full decode (truncated
-or corrupt data). It applies EXIF orientation so that every coordinate this project reports is
+or corrupt data). Metadata never refuses a photo: an EXIF block Pillow cannot re-write, a PNG
+text or ICC chunk that inflates past Pillow's limit (or not at all) and an ICC profile over
+:data:`MAX_ICC_BYTES` are dropped, and :attr:`Photo.notes` says so. It applies EXIF orientation so that every coordinate this project reports is
 in display coordinates, and converts CMYK, palette, grayscale, alpha and 16-bit images to 8-bit
 RGB (alpha is kept apart so that PNGs with transparency keep it).
 
@@ -19,11 +21,12 @@ from __future__ import annotations
 import io
 import math
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from faceoff.common.errors import InvalidImage
 
@@ -32,6 +35,13 @@ SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF
 #: Default pixel limit (width x height of the stored image).
 DEFAULT_MAX_PIXELS = 50_000_000
 
+#: Largest ICC profile kept: real ones are a few kB (a few hundred for large device tables); a
+#: bigger one is junk, or a way to make every output carry megabytes, and is dropped.
+MAX_ICC_BYTES = 1 << 20
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG chunks whose content is zlib-compressed metadata, and what each is, for the notes.
+_PNG_COMPRESSED_METADATA = {b"iCCP": "ICC profile", b"zTXt": "text", b"iTXt": "text"}
 _ORIENTATION_TAG = 0x0112
 _GPS_IFD_TAG = 0x8825
 #: How to bring a stored image upright for each EXIF orientation (as ImageOps.exif_transpose).
@@ -68,6 +78,7 @@ class Photo:
         alpha: ``(H, W)`` uint8 alpha channel when the input had transparency, else None.
         exif: The input's EXIF block with the orientation tag removed, or None.
         icc_profile: The input's ICC colour profile when it describes RGB data, or None.
+        notes: What was dropped from the input's metadata and why, in words (empty: nothing).
         save_params: Format-specific parameters that make :func:`encode` match the input
             (JPEG quantisation tables and subsampling, WebP losslessness).
     """
@@ -80,6 +91,7 @@ class Photo:
     exif: bytes | None = None
     icc_profile: bytes | None = None
     save_params: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def width(self) -> int:
@@ -208,11 +220,95 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
-def _rgb_icc(img: Image.Image) -> bytes | None:
+def _rgb_icc(img: Image.Image, notes: list[str]) -> bytes | None:
     """The ICC profile when it describes RGB data; a CMYK or grayscale profile would be wrong on
-    the RGB pixels :func:`encode` writes, so it is dropped."""
+    the RGB pixels :func:`encode` writes, so it is dropped, as is one over :data:`MAX_ICC_BYTES`."""
     icc = img.info.get("icc_profile")
-    return icc if isinstance(icc, bytes) and len(icc) >= 128 and icc[16:20] == b"RGB " else None
+    if not (isinstance(icc, bytes) and len(icc) >= 128 and icc[16:20] == b"RGB "):
+        return None
+    if len(icc) > MAX_ICC_BYTES:
+        notes.append(
+            f"dropped the ICC colour profile: {len(icc) / 2**20:.1f} MiB, over the "
+            f"{MAX_ICC_BYTES / 2**20:g} MiB a profile may take"
+        )
+        return None
+    return icc
+
+
+def _inflated_size(body: bytes, limit: int) -> int | None:
+    """The size zlib data ``body`` inflates to, if it inflates to at most ``limit`` bytes (never
+    more than ``limit + 1`` is inflated); None when it is larger or not zlib data."""
+    try:
+        inflater = zlib.decompressobj()
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        return None
+    return len(out) if len(out) <= limit and not inflater.unconsumed_tail else None
+
+
+def _compressed_part(kind: bytes, body: bytes) -> bytes | None:
+    """The zlib stream of an iCCP, zTXt or compressed iTXt chunk's ``body``; None if it has none."""
+    name_end = body.find(b"\0")
+    if name_end < 0:
+        return b""  # malformed: treated as data that does not inflate
+    if kind == b"iTXt":
+        if body[name_end + 1 : name_end + 2] != b"\1":
+            return None  # uncompressed international text
+        rest = body[name_end + 3 :]
+        for _ in range(2):  # language tag and translated keyword
+            cut = rest.find(b"\0")
+            if cut < 0:
+                return b""
+            rest = rest[cut + 1 :]
+        return rest
+    return body[name_end + 2 :]
+
+
+def _png_without_bad_metadata(data: bytes, notes: list[str]) -> bytes:
+    """``data`` without the metadata chunks (ICC profile, text) that would make Pillow refuse
+    the photo: a compressed one that inflates past Pillow's limit for a chunk, or not at all,
+    and text past half of Pillow's limit for all text chunks together.
+
+    Only the chunk headers are walked (and the metadata chunks inflated, each at most to the
+    limit), so this costs little even for a large PNG; ``data`` is returned as it is when no
+    chunk is dropped.
+    """
+    limit, text_budget = PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY // 2
+    kept: list[bytes] = []
+    pos, start, text = 8, 8, 0
+    dropped: dict[tuple[str, str], int] = {}
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            break  # truncated: the decoder says so
+        reason = None
+        if kind in _PNG_COMPRESSED_METADATA or kind == b"tEXt":
+            body = data[pos + 8 : pos + 8 + length]
+            stream = None if kind == b"tEXt" else _compressed_part(kind, body)
+            size = length if stream is None else _inflated_size(stream, limit)
+            if size is None:
+                reason = f"does not inflate, or inflates past {limit / 2**20:g} MiB"
+            elif kind != b"iCCP":
+                text += size
+                if text > text_budget:
+                    reason = f"text chunks together past {text_budget / 2**20:g} MiB"
+        if reason is not None:
+            kept.append(data[start:pos])
+            start = end
+            what = (_PNG_COMPRESSED_METADATA.get(kind, "text"), reason)
+            dropped[what] = dropped.get(what, 0) + 1
+        pos = end
+        if kind == b"IEND":
+            break
+    if not dropped:
+        return data
+    kept.append(data[start:])
+    for (what, reason), count in dropped.items():
+        many = f"{count} PNG {what} chunks" if count > 1 else f"a PNG {what} chunk"
+        notes.append(f"dropped {many} ({reason})")
+    return data[:8] + b"".join(kept)
 
 
 def decode(
@@ -230,6 +326,9 @@ def decode(
     Raises:
         InvalidImage: naming what was wrong and what is accepted.
     """
+    notes: list[str] = []
+    if isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[:8]) == _PNG_SIGNATURE:
+        data = _png_without_bad_metadata(bytes(data), notes)
     img = _open(data, max_pixels)
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be >= 1, got {max_side}")
@@ -250,7 +349,7 @@ def decode(
             img.load()
             save_params = _save_params(img, data)
             exif = _clean_exif(img)
-            icc = _rgb_icc(img)
+            icc = _rgb_icc(img, notes)
             orientation = _orientation(img)
             if orientation in _TRANSPOSE:
                 img = img.transpose(_TRANSPOSE[orientation])
@@ -280,6 +379,7 @@ def decode(
         exif=exif,
         icc_profile=icc,
         save_params=save_params,
+        notes=tuple(notes),
     )
 
 

@@ -98,4 +98,5 @@ def result_to_proto(result: ProtectionResult) -> masker_pb2.ProtectResponse:
         profile=result.options.profile,
         faces_found=result.faces_found,
         options=options_to_proto(result.options),
+        notes=list(result.notes),
     )

@@ -101,4 +101,5 @@ class Finisher:
             faces_found=job.faces_found,
             options=o,
             seconds=time.perf_counter() - job.started,
+            notes=job.photo.notes,
         )

@@ -78,6 +78,7 @@ class ProtectionResult:
     faces_found: int
     options: ProtectionOptions
     seconds: float
+    notes: tuple[str, ...] = ()
 
     def receipt(self) -> dict[str, Any]:
         """The receipt as JSON-ready data."""
@@ -118,6 +119,7 @@ class ProtectionResult:
                 ),
             },
             "faces": [f.to_json() for f in self.faces],
+            "notes": list(self.notes),
         }
 
 
