@@ -8,7 +8,9 @@ real use, so that the same seed gives the same pixels in every process.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -21,8 +23,15 @@ from faceoff.masker.decoys import DecoyGallery
 from faceoff.masker.options import ProtectionOptions
 from faceoff.masker.references import augment_probe
 
+log = logging.getLogger(__name__)
+
 #: Work sizes are rounded up to a multiple of this many pixels (160..640: 16 sides at most).
 WORK_SIZE_STEP = 32
+#: Ensembles with explicit ``surrogate_weights`` kept at once (least recently used first out).
+#: Each costs a trace of the attack (about 20 s on two cores) and a few hundred MB, so a client
+#: sending a new weight on every request makes the masker rebuild, never grow; equal-weight
+#: ensembles are bounded by the surrogates there are.
+MAX_WEIGHTED_ENSEMBLES = 4
 
 
 class Surrogates:
@@ -35,8 +44,10 @@ class Surrogates:
             committed one).
 
     Other surrogates (``options.surrogates``) are loaded on first use and kept; two or more
-    form an :class:`~faceoff.faces.models.ensemble.Ensemble`, kept per (names, weights). Loop
-    recognisers for adaptive alpha are loaded on first use too.
+    form an :class:`~faceoff.faces.models.ensemble.Ensemble`, kept per (names, weights): every
+    equal-weight one, and the :data:`MAX_WEIGHTED_ENSEMBLES` weighted ones used last (an evicted
+    one takes its gallery, resize wrappers and traced steps with it). Loop recognisers for
+    adaptive alpha are loaded on first use too.
     """
 
     def __init__(
@@ -47,7 +58,7 @@ class Surrogates:
         self.size = self.model.input_size
         self._lock = threading.Lock()
         self._members: dict[str, EmbeddingModel] = {self.model.name: self.model}
-        self._models: dict[tuple[Any, ...], EmbeddingModel] = {}
+        self._models: OrderedDict[tuple[Any, ...], EmbeddingModel] = OrderedDict()
         self._galleries: dict[int, DecoyGallery] = {id(self.model): self.decoys}
         self._recognizers: dict[str, Any] = {}
         self._resized: dict[tuple[int, int], EmbeddingModel] = {}
@@ -67,7 +78,9 @@ class Surrogates:
             return self.model
         key = (names, tuple(options.surrogate_weights))
         with self._lock:
-            if key not in self._models:
+            if key in self._models:
+                self._models.move_to_end(key)
+            else:
                 members = []
                 for name in names:
                     if name not in self._members:
@@ -77,7 +90,26 @@ class Surrogates:
                 model = members[0] if len(members) == 1 else Ensemble(members, weights)
                 self._models[key] = model
                 self._galleries[id(model)] = DecoyGallery.for_model(model)
+                self._evict_weighted()
             return self._models[key]
+
+    def _evict_weighted(self) -> None:
+        """Forget the least recently used weighted ensembles past the bound (lock held)."""
+        weighted = [k for k in self._models if k[1]]
+        for key in weighted[: max(0, len(weighted) - MAX_WEIGHTED_ENSEMBLES)]:
+            model = self._models.pop(key)
+            ident = id(model)
+            self._galleries.pop(ident, None)
+            for side_key in [k for k in self._resized if k[0] == ident]:
+                del self._resized[side_key]
+            self._generalised.difference_update([k for k in self._generalised if k[0] == ident])
+            log.info("forgot the surrogate ensemble %s with weights %s", key[0], list(key[1]))
+
+    @property
+    def weighted_ensembles(self) -> int:
+        """Weighted ensembles held now (at most :data:`MAX_WEIGHTED_ENSEMBLES`)."""
+        with self._lock:
+            return sum(1 for k in self._models if k[1])
 
     def work_side(self, options: ProtectionOptions) -> int:
         """Side of the square crops the attack of ``options`` runs on: the work size rounded up
@@ -95,6 +127,8 @@ class Surrogates:
             return model
         key = (id(model), side)
         with self._lock:
+            if not self._held(model):  # evicted while in use: not cached under a reusable id
+                return Resized(model, side)
             if key not in self._resized:
                 self._resized[key] = Resized(model, side)
             return self._resized[key]
@@ -102,9 +136,15 @@ class Surrogates:
     def gallery_for(self, model: EmbeddingModel) -> DecoyGallery:
         """The decoy gallery in ``model``'s embedding space."""
         with self._lock:
+            if not self._held(model):
+                return DecoyGallery.for_model(model)
             if id(model) not in self._galleries:
                 self._galleries[id(model)] = DecoyGallery.for_model(model)
             return self._galleries[id(model)]
+
+    def _held(self, model: EmbeddingModel) -> bool:
+        """Whether ``model`` is one this object keeps (lock held): only those are cached by id."""
+        return any(m is model for m in (*self._members.values(), *self._models.values()))
 
     def recognizers_for(self, options: ProtectionOptions) -> dict[str, Any]:
         """The loaded loop recognisers of ``options`` (adaptive alpha), by name."""
@@ -156,7 +196,9 @@ class Surrogates:
         ):  # a concurrent first attack of the same kind waits for the general trace
             if key not in self._generalised:
                 self._trace_general(model, o)
-                self._generalised.add(key)
+                with self._lock:
+                    if self._held(model):  # an evicted model's id may be reused
+                        self._generalised.add(key)
 
     def _trace_general(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
         loss_params: dict[str, Any] = {"targeted": o.targeted}
