@@ -120,6 +120,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
     ) -> AsyncIterator[masker_pb2.ProtectEvent]:
         events: asyncio.Queue[masker_pb2.ProtectProgress] = asyncio.Queue()
         task = asyncio.ensure_future(self._protect(request, context, events.put_nowait))
+        getter: asyncio.Future[masker_pb2.ProtectProgress] | None = None
         try:
             while not task.done() or not events.empty():
                 getter = asyncio.ensure_future(events.get())
@@ -131,8 +132,14 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             result = task.result()  # re-raises a domain error for the error interceptor
             yield self._sized(masker_pb2.ProtectEvent(result=result_to_proto(result)))
         finally:
-            if not task.done():
-                task.cancel()
+            # A client that goes away cancels this generator mid-wait: neither task may be left
+            # pending ("Task was destroyed but it is pending!"), and the protection's own error,
+            # if any, is retrieved so that it is not reported as never retrieved.
+            for pending in (getter, task):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()
 
     def _sized(self, reply: ReplyT) -> ReplyT:
         """``reply``, if it fits in a message; else :class:`ReplyTooLarge` naming both sizes."""
