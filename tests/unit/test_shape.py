@@ -14,7 +14,7 @@ from PIL import Image
 from faceoff.common.crops import CropRegion, paste_delta
 from faceoff.faces.models.resized import Resized
 from faceoff.masker.attacks import Transfer, make_attack, make_loss
-from faceoff.masker.attacks.shape import Shape, budget, soft_mask, to_rgb
+from faceoff.masker.attacks.shape import Shape, budget, penalty, soft_mask, to_rgb
 from faceoff.masker.options import resolve
 from tests.unit.test_attacks import SIZE, embeddings, faces, loss_for, model
 
@@ -102,6 +102,37 @@ def test_shaped_attack_is_deterministic_and_still_moves_faces() -> None:
     assert np.all(after < before), "every face moved away from its references"
 
 
+def test_ssim_penalty_is_zero_for_the_photo_and_keeps_structure() -> None:
+    from skimage.metrics import structural_similarity
+
+    probes, _ = faces()
+    x = tf.constant(probes)
+    inputs = Shape(ssim=10.0).inputs()
+    assert np.allclose(penalty(x, x, inputs).numpy(), 0.0, atol=1e-6)
+    noisy = tf.clip_by_value(x + 0.05 * tf.sign(tf.sin(40.0 * x)), 0.0, 1.0)
+    assert np.all(penalty(x, noisy, inputs).numpy() > 0)
+
+    def luma_ssim(delta: np.ndarray) -> float:
+        luma = (probes * LUMA).sum(-1)
+        moved = (np.clip(probes + delta, 0, 1) * LUMA).sum(-1)
+        return float(
+            np.mean(
+                [
+                    structural_similarity(a, b, data_range=1.0)
+                    for a, b in zip(luma, moved, strict=True)
+                ]
+            )
+        )
+
+    plain = _shaped(Shape(feather=0.2, chroma=0.3))
+    penalised = _shaped(Shape(feather=0.2, chroma=0.3, ssim=50.0))
+    assert luma_ssim(penalised) > luma_ssim(plain)
+    loss = loss_for("target", False)
+    before = loss.compiled_evaluate()(x, loss.inputs)[0].numpy()
+    after = loss.compiled_evaluate()(tf.constant(probes + penalised), loss.inputs)[0].numpy()
+    assert np.all(after < before), "the penalised attack still moves every face"
+
+
 def test_resized_model_attacks_a_larger_crop_through_an_antialiased_resize() -> None:
     probes, _ = faces()
     refs = embeddings()
@@ -153,6 +184,9 @@ def test_native_paste_back_leaves_pixels_outside_the_mask_byte_exact_in_png() ->
         ({"work_size": 100}, "work_size"),
         ({"work_size": 700}, "work_size"),
         ({"attack": "cw", "feather": 0.2}, "feather"),
+        ({"ssim": -1.0}, "ssim"),
+        ({"ssim": 2000.0}, "ssim"),
+        ({"attack": "cw", "ssim": 1.0}, "ssim"),
     ],
 )
 def test_shaping_options_out_of_range_are_refused_by_name(
@@ -165,7 +199,7 @@ def test_shaping_options_out_of_range_are_refused_by_name(
 
 
 def test_shape_rejects_bad_settings() -> None:
-    for kwargs in ({"feather": 0.7}, {"chroma": -0.1}, {"texture": 2}):
+    for kwargs in ({"feather": 0.7}, {"chroma": -0.1}, {"texture": 2}, {"ssim": -1}, {"ssim": 1e4}):
         with pytest.raises(ValueError):
             Shape(**kwargs)
     assert not Shape().active and Shape(chroma=0.5).active

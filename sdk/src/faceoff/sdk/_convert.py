@@ -86,6 +86,8 @@ class ProtectOptions(TypedDict, total=False):
     chroma: float
     #: Shaping (PGD): texture-masking strength, in [0, 1] (0: a uniform budget).
     texture: float
+    #: Shaping (PGD): weight of the 1 - SSIM penalty in the loss, in [0, 1000] (0: none).
+    ssim: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -300,6 +302,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         feather=msg.feather,
         chroma=msg.chroma,
         texture=msg.texture,
+        ssim=msg.ssim,
     )
 
 

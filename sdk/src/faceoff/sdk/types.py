@@ -171,6 +171,7 @@ class AppliedOptions:
     feather: float = 0.0
     chroma: float = 1.0
     texture: float = 0.0
+    ssim: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -194,6 +195,7 @@ class AppliedOptions:
             "feather": round(self.feather, 6),
             "chroma": round(self.chroma, 6),
             "texture": round(self.texture, 6),
+            "ssim": round(self.ssim, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

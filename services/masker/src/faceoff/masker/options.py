@@ -70,6 +70,8 @@ class ProtectionOptions:
         feather: PGD shaping: the soft elliptical mask's fade (0: the rectangular crop).
         chroma: PGD shaping: chroma budget relative to luminance (1: unshaped).
         texture: PGD shaping: texture-masking strength (0: a uniform budget).
+        ssim: PGD shaping: weight of the perceptual penalty, 1 - SSIM of the face's luminance
+            at the work size, added to the loss (0: none).
     """
 
     profile: str = "medium"
@@ -102,6 +104,7 @@ class ProtectionOptions:
     feather: float = 0.0
     chroma: float = 1.0
     texture: float = 0.0
+    ssim: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -120,7 +123,9 @@ class ProtectionOptions:
                 "step_size": self.learning_rate,
                 "iterations": self.iterations,
                 "transfer": transfer,
-                "shape": Shape(feather=self.feather, chroma=self.chroma, texture=self.texture),
+                "shape": Shape(
+                    feather=self.feather, chroma=self.chroma, texture=self.texture, ssim=self.ssim
+                ),
             }
         return {
             "iterations": self.iterations,
@@ -152,7 +157,13 @@ _TRANSFER: dict[str, Any] = {"momentum": 1.0, "diversity": 0.7, "ti_kernel": 5, 
 #: How every profile shapes its perturbation for the eye (docs/results.md, "Visibility"): the
 #: face region attacked at 512 px, a soft ellipse, a third of the budget in colour, and a
 #: uniform budget (texture masking cost more visibility than it saved).
-_VISIBILITY: dict[str, Any] = {"work_size": 512, "feather": 0.2, "chroma": 0.3, "texture": 0.0}
+_VISIBILITY: dict[str, Any] = {
+    "work_size": 512,
+    "feather": 0.2,
+    "chroma": 0.3,
+    "texture": 0.0,
+    "ssim": 0.0,
+}
 PROFILES: dict[str, dict[str, Any]] = {
     "low": {
         "attack": "pgd",
@@ -229,7 +240,16 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
         ):
             values["learning_rate"] = 2.5 * float(values["epsilon"]) / values["iterations"]
     if values.get("attack") == "cw":  # a profile's PGD techniques do not carry over to CW
-        for key in ("momentum", "diversity", "ti_kernel", "eot", "feather", "texture", "work_size"):
+        for key in (
+            "momentum",
+            "diversity",
+            "ti_kernel",
+            "eot",
+            "feather",
+            "texture",
+            "ssim",
+            "work_size",
+        ):
             if key not in explicit:
                 values[key] = 0
         if "chroma" not in explicit:
@@ -294,10 +314,10 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} "
             "takes none of them (set them to 0)"
         )
-    if o.attack != "pgd" and (o.feather or o.chroma != 1 or o.texture):
+    if o.attack != "pgd" and (o.feather or o.chroma != 1 or o.texture or o.ssim):
         raise InvalidOption(
-            f"feather, chroma and texture shape PGD's perturbation; attack {o.attack} takes "
-            "none of them (set feather and texture to 0, chroma to 1)"
+            f"feather, chroma, texture and ssim shape PGD's perturbation; attack {o.attack} "
+            "takes none of them (set feather, texture and ssim to 0, chroma to 1)"
         )
     if o.surrogate_weights and len(o.surrogate_weights) != len(o.surrogates):
         raise InvalidOption(

@@ -112,6 +112,7 @@ class ProtectionResult:
                 "feather": o.feather,
                 "chroma": o.chroma,
                 "texture": o.texture,
+                "ssim": o.ssim,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha

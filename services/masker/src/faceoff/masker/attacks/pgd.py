@@ -41,7 +41,7 @@ from faceoff.masker.attacks.base import (
     run_chunked,
 )
 from faceoff.masker.attacks.losses import Loss, LossInputs
-from faceoff.masker.attacks.shape import Shape, ShapeInputs, budget, to_rgb
+from faceoff.masker.attacks.shape import Shape, ShapeInputs, budget, penalty, to_rgb
 from faceoff.masker.attacks.transfer import (
     Transfer,
     TransferInputs,
@@ -279,7 +279,7 @@ class PGD(Attack):
                         adv = tf.clip_by_value(x + to_rgb(z, room, shape), 0.0, 1.0)
                         seen = transform_input(adv, transfer, done + i)
                         loss, success = loss_class.evaluate_graph(model, seen, inputs)
-                        total = tf.reduce_sum(loss)
+                        total = tf.reduce_sum(loss) + tf.reduce_sum(penalty(x, adv, shape))
                     grad = finite_or_zero(tape.gradient(total, z))
                     take = better(success, loss, best_success, best_loss)
                     best_z = tf.where(as_rows(take), z, best_z)

@@ -38,6 +38,10 @@ MAX_FEATHER = 0.5
 TEXTURE_WINDOW = 1 / 32
 #: Texture masking's local/mean contrast ratio is clipped to this range.
 TEXTURE_RANGE = (0.25, 3.0)
+#: Largest weight of the SSIM penalty.
+MAX_SSIM_WEIGHT = 1000.0
+#: The SSIM penalty's Gaussian window (Wang et al. 2004: 11 px, sigma 1.5), at the work size.
+SSIM_WINDOW = 11
 
 # ITU-R BT.601 (full range): rows of YCbCr -> RGB, for a change of (Y, Cb, Cr).
 _TO_RGB = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]], np.float32)
@@ -50,6 +54,7 @@ class ShapeInputs(NamedTuple):
     feather: tf.Tensor  # () float32
     chroma: tf.Tensor  # () float32
     texture: tf.Tensor  # () float32
+    ssim: tf.Tensor  # () float32
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class Shape:
     feather: float = 0.0
     chroma: float = 1.0
     texture: float = 0.0
+    ssim: float = 0.0
 
     def __post_init__(self) -> None:
         check_fraction("chroma", self.chroma)
@@ -74,17 +80,20 @@ class Shape:
         check_fraction("feather", self.feather)
         if self.feather > MAX_FEATHER:
             raise ValueError(f"feather must be in [0, {MAX_FEATHER}], got {self.feather!r}")
+        if not (isinstance(self.ssim, (int, float)) and 0 <= self.ssim <= MAX_SSIM_WEIGHT):
+            raise ValueError(f"ssim must be in [0, {MAX_SSIM_WEIGHT:g}], got {self.ssim!r}")
 
     @property
     def active(self) -> bool:
         """Whether the perturbation is shaped at all (else PGD runs on RGB directly)."""
-        return self.feather > 0 or self.chroma < 1 or self.texture > 0
+        return self.feather > 0 or self.chroma < 1 or self.texture > 0 or self.ssim > 0
 
     def inputs(self) -> ShapeInputs:
         return ShapeInputs(
             feather=tf.constant(self.feather, tf.float32),
             chroma=tf.constant(self.chroma, tf.float32),
             texture=tf.constant(self.texture, tf.float32),
+            ssim=tf.constant(self.ssim, tf.float32),
         )
 
 
@@ -137,3 +146,17 @@ def to_rgb(z: tf.Tensor, room: tf.Tensor, s: ShapeInputs) -> tf.Tensor:
     """The RGB change of perceptual variables ``z`` (N, S, S, 3: Y, Cb, Cr) within ``room``."""
     scale = tf.stack([tf.constant(1.0), s.chroma, s.chroma])
     return tf.tensordot(z * scale * room, tf.constant(_TO_RGB.T), axes=1)
+
+
+def penalty(x: tf.Tensor, adv: tf.Tensor, s: ShapeInputs) -> tf.Tensor:
+    """``(N,)`` perceptual penalty: ``ssim`` x (1 - SSIM) of the luminance of ``adv`` against ``x``.
+
+    SSIM (Wang et al. 2004, TensorFlow's differentiable ``tf.image.ssim``) is taken at the size
+    the attack works at, so at native resolution when the work size is the face's own. Added to
+    the attack's loss, it steers each step away from changes that alter local structure and
+    contrast, and lets pixels whose change buys little of the loss stay closer to the photo.
+    """
+    luma_x = tf.reduce_sum(x * _LUMA, axis=-1, keepdims=True)
+    luma_adv = tf.reduce_sum(adv * _LUMA, axis=-1, keepdims=True)
+    similarity = tf.image.ssim(luma_adv, luma_x, max_val=1.0, filter_size=SSIM_WINDOW)
+    return s.ssim * (1.0 - similarity)
