@@ -535,7 +535,7 @@ def parse_settings(items: Sequence[str]) -> dict[str, Any]:
         name = name.strip().replace("-", "_")
         if not sep or name not in kinds or name == "profile":
             raise SystemExit(
-                f"faceoff bench transfer: --set takes NAME=VALUE with NAME one of "
+                f"faceoff bench: --set takes NAME=VALUE with NAME one of "
                 f"{', '.join(sorted(set(kinds) - {'profile'}))}; got {item!r}"
             )
         kind = kinds[name]
