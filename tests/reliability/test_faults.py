@@ -116,6 +116,41 @@ def test_detector_killed_during_load_is_unavailable_naming_it_and_the_masker_rec
             assert f"detector at {small_masker.detector_address}" in details, details
 
 
+def _masker_health(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+    return int(reply.status)
+
+
+def test_masker_readiness_follows_its_detector_and_liveness_stays(
+    small_masker: Services, loop_thread: LoopThread
+) -> None:
+    """The masker checks its detector every 5 s: NOT_SERVING after 2 failures, back after one."""
+    address = small_masker.masker.address
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert _masker_health(address, "faceoff.v1.Masker") == serving
+    loop_thread.run(small_masker.detector.stop(0))
+    try:
+        _wait_for(
+            lambda: _masker_health(address, "faceoff.v1.Masker") == not_serving,
+            60,
+            "the masker's readiness to follow its stopped detector",
+        )
+        assert _masker_health(address, "") == serving, "liveness does not depend on the detector"
+    finally:
+        small_masker.restart_detector()
+    _wait_for(
+        lambda: _masker_health(address, "faceoff.v1.Masker") == serving,
+        60,
+        "the masker's readiness to come back with its detector",
+    )
+
+
 # -- (b) slow and failing cloud APIs inside Evaluate ---------------------------------------------
 
 

@@ -55,6 +55,9 @@ class ServiceSpec:
             SERVING when it returns. An exception keeps the service NOT_SERVING and is logged.
         setup_metrics: Optional hook that registers service-specific metrics in the registry.
         close: Optional coroutine function run after the server stopped (close channels, workers).
+        monitor: Optional coroutine function started once the models are loaded and cancelled
+            when the server stops; it may set the health of ``name`` (never of ``""``, which
+            says the process is alive) to say whether the service can do its work now.
     """
 
     name: str
@@ -63,6 +66,7 @@ class ServiceSpec:
     load: Callable[[], None]
     setup_metrics: Callable[[CollectorRegistry], None] | None = None
     close: Callable[[], Awaitable[None]] | None = None
+    monitor: Callable[[health.aio.HealthServicer], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -78,6 +82,7 @@ class RunningServer:
     settings: ServerSettings
     loading: asyncio.Task[None]
     load_error: BaseException | None = None
+    monitoring: asyncio.Task[None] | None = None
     _metrics_http: WSGIServer | None = field(default=None, repr=False)
 
     @property
@@ -102,6 +107,9 @@ class RunningServer:
         """Turn health NOT_SERVING, let in-flight RPCs finish within ``grace`` seconds, stop."""
         grace = self.settings.grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self.monitoring is not None:
+            self.monitoring.cancel()
+            await asyncio.gather(self.monitoring, return_exceptions=True)
         await self.server.stop(grace)
         if not self.loading.done():
             self.loading.cancel()
@@ -161,6 +169,10 @@ async def start_server(
         await health_servicer.set("", SERVING)
         await health_servicer.set(spec.name, SERVING)
         log.info("%s SERVING on port %d", spec.name, port)
+        if spec.monitor is not None:
+            running.monitoring = asyncio.get_running_loop().create_task(
+                spec.monitor(health_servicer)
+            )
 
     running = RunningServer(
         server=server,

@@ -15,6 +15,7 @@ backoff (at most :data:`MAX_RECONNECT_BACKOFF_MS`), and meanwhile calls fail at 
 from __future__ import annotations
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from faceoff.common.errors import (
     BackendUnavailable,
@@ -28,6 +29,8 @@ from faceoff.detector.convert import options_to_proto, result_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
 from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
 
+#: The detector's gRPC service name, whose health :meth:`DetectorClient.serving` checks.
+DETECTOR_SERVICE = "faceoff.v1.Detector"
 #: Deadline of one Detect call when the caller gave none.
 DEFAULT_TIMEOUT = 30.0
 #: Reconnection backoff of the channel (gRPC's defaults grow to 120 s, so a detector back after
@@ -84,6 +87,18 @@ class DetectorClient:
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, self.address) from None
         return result_from_proto(response)
+
+    async def serving(self, timeout: float) -> bool:
+        """Whether the detector answers its health check with SERVING within ``timeout`` s."""
+        try:
+            reply = await health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(service=DETECTOR_SERVICE),
+                timeout=timeout,
+                wait_for_ready=False,
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
         """Close the channel."""

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
 
 from faceoff.common import security
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS
-from faceoff.common.server import RunningServer, ServiceSpec, run, start_server
+from faceoff.common.server import (
+    NOT_SERVING,
+    SERVING,
+    RunningServer,
+    ServiceSpec,
+    run,
+    start_server,
+)
 from faceoff.common.settings import ServerSettings, SettingsError, from_env, split_overrides
 from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.detector_client import DetectorClient
@@ -20,7 +30,11 @@ from faceoff.masker.protection import Protector
 from faceoff.masker.servicer import MaskerServicer
 from faceoff.v1 import masker_pb2_grpc
 
+log = logging.getLogger(__name__)
+
 SERVICE_NAME = "faceoff.v1.Masker"
+#: Failed detector health checks in a row after which the masker reports NOT_SERVING.
+DETECTOR_HEALTH_FAILURES = 2
 DEFAULT_PORT = 50052
 DEFAULT_METRICS_PORT = 9102
 
@@ -44,6 +58,11 @@ class MaskerSettings:
         detector_tls_server_name: Name to check the detector's certificate against, when the
             address is not in it (e.g. an IP address).
         detector_token_file: File holding the one bearer token the masker sends to the detector.
+        detector_health_seconds: How often the masker checks the detector's health once loaded;
+            after :data:`DETECTOR_HEALTH_FAILURES` failed checks in a row (unreachable, hung
+            past the check's deadline, or NOT_SERVING) the masker's own service
+            (``faceoff.v1.Masker``, the readiness probe) turns NOT_SERVING until a check
+            passes; ``""`` (liveness) stays SERVING. 0 turns the watch off.
     """
 
     detector_address: str = "127.0.0.1:50051"
@@ -58,6 +77,7 @@ class MaskerSettings:
     detector_tls_key: str | None = None
     detector_tls_server_name: str | None = None
     detector_token_file: str | None = None
+    detector_health_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if ":" not in self.detector_address:
@@ -69,6 +89,11 @@ class MaskerSettings:
                 raise SettingsError(
                     f"FACEOFF_{name.upper()} must be >= 1, got {getattr(self, name)}"
                 )
+        if not self.detector_health_seconds >= 0:
+            raise SettingsError(
+                "FACEOFF_DETECTOR_HEALTH_SECONDS must be >= 0 (0: no watch), "
+                f"got {self.detector_health_seconds}"
+            )
         if self.max_wait_ms < 0:
             raise SettingsError(f"FACEOFF_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
         detector_credentials(self)  # the files exist and parse
@@ -123,15 +148,16 @@ def build_spec(
         protector.warm_up()
         return protector
 
+    detector = DetectorClient(
+        settings.detector_address,
+        server_settings.max_message_bytes,
+        credentials=detector_credentials(settings),
+        token=detector_token(settings),
+        server_name=settings.detector_tls_server_name,
+    )
     servicer = MaskerServicer(
         factory,
-        DetectorClient(
-            settings.detector_address,
-            server_settings.max_message_bytes,
-            credentials=detector_credentials(settings),
-            token=detector_token(settings),
-            server_name=settings.detector_tls_server_name,
-        ),
+        detector,
         lambda protector: AttackBatcher(
             protector.attack,
             settings.max_batch_faces,
@@ -149,7 +175,44 @@ def build_spec(
         register=lambda server: masker_pb2_grpc.add_MaskerServicer_to_server(servicer, server),
         load=servicer.load,
         close=servicer.close,
+        monitor=(
+            (lambda health: watch_detector(health, detector, settings.detector_health_seconds))
+            if settings.detector_health_seconds > 0
+            else None
+        ),
     )
+
+
+async def watch_detector(
+    health: Any, detector: DetectorClient, interval: float, failures: int | None = None
+) -> None:
+    """Keep ``faceoff.v1.Masker``'s health in step with the detector's (see MaskerSettings).
+
+    Each check has ``interval`` (at most 5 s) to answer, so a hung detector fails it like an
+    absent one. Runs until cancelled.
+    """
+    needed = failures or DETECTOR_HEALTH_FAILURES
+    failed, serving = 0, True
+    while True:
+        await asyncio.sleep(interval)
+        ok = await detector.serving(timeout=min(interval, 5.0))
+        failed = 0 if ok else failed + 1
+        if serving and failed >= needed:
+            serving = False
+            await health.set(SERVICE_NAME, NOT_SERVING)
+            log.warning(
+                "the detector at %s failed %d health checks in a row: %s is NOT_SERVING until "
+                "it answers",
+                detector.address,
+                failed,
+                SERVICE_NAME,
+            )
+        elif not serving and ok:
+            serving = True
+            await health.set(SERVICE_NAME, SERVING)
+            log.info(
+                "the detector at %s answers again: %s is SERVING", detector.address, SERVICE_NAME
+            )
 
 
 async def serve(
