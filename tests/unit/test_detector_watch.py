@@ -9,7 +9,12 @@ import pytest
 
 from faceoff.common.server import NOT_SERVING, SERVING
 from faceoff.common.settings import SettingsError
-from faceoff.masker.server import DETECTOR_HEALTH_FAILURES, MaskerSettings, watch_detector
+from faceoff.masker.server import (
+    DETECTOR_HEALTH_FAILURES,
+    MaskerSettings,
+    load_settings,
+    watch_detector,
+)
 
 
 class ScriptedDetector:
@@ -66,6 +71,10 @@ def test_liveness_is_never_touched() -> None:
     assert all(service != "" for service, _ in health.sets)
 
 
-def test_the_interval_is_checked() -> None:
+def test_the_interval_and_the_detect_timeout_are_checked() -> None:
     with pytest.raises(SettingsError, match="FACEOFF_DETECTOR_HEALTH_SECONDS"):
         MaskerSettings(detector_health_seconds=-1)
+    with pytest.raises(SettingsError, match="FACEOFF_DETECT_TIMEOUT_SECONDS"):
+        MaskerSettings(detect_timeout_seconds=0)
+    _, settings = load_settings(env={"FACEOFF_DETECT_TIMEOUT_SECONDS": "90"})
+    assert settings.detect_timeout_seconds == 90.0

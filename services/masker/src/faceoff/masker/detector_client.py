@@ -31,7 +31,7 @@ from faceoff.v1 import common_pb2, detector_pb2, detector_pb2_grpc
 
 #: The detector's gRPC service name, whose health :meth:`DetectorClient.serving` checks.
 DETECTOR_SERVICE = "faceoff.v1.Detector"
-#: Deadline of one Detect call when the caller gave none.
+#: Deadline of one Detect call when the caller gave none (``FACEOFF_DETECT_TIMEOUT_SECONDS``).
 DEFAULT_TIMEOUT = 30.0
 #: Reconnection backoff of the channel (gRPC's defaults grow to 120 s, so a detector back after
 #: a minute's outage would stay unused for up to two more).
@@ -50,8 +50,10 @@ class DetectorClient:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         server_name: str | None = None,
+        default_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.address = address
+        self.default_timeout = default_timeout
         options: list[tuple[str, object]] = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -80,7 +82,7 @@ class DetectorClient:
         try:
             response = await self._stub.Detect(
                 request,
-                timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                timeout=timeout if timeout is not None else self.default_timeout,
                 metadata=self._metadata,
                 wait_for_ready=False,
             )

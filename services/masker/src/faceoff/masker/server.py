@@ -58,6 +58,8 @@ class MaskerSettings:
         detector_tls_server_name: Name to check the detector's certificate against, when the
             address is not in it (e.g. an IP address).
         detector_token_file: File holding the one bearer token the masker sends to the detector.
+        detect_timeout_seconds: Deadline of the masker's call to the detector when its own
+            caller sent none (with one, the caller's remaining time is passed on).
         detector_health_seconds: How often the masker checks the detector's health once loaded;
             after :data:`DETECTOR_HEALTH_FAILURES` failed checks in a row (unreachable, hung
             past the check's deadline, or NOT_SERVING) the masker's own service
@@ -77,6 +79,7 @@ class MaskerSettings:
     detector_tls_key: str | None = None
     detector_tls_server_name: str | None = None
     detector_token_file: str | None = None
+    detect_timeout_seconds: float = 30.0
     detector_health_seconds: float = 5.0
 
     def __post_init__(self) -> None:
@@ -89,6 +92,10 @@ class MaskerSettings:
                 raise SettingsError(
                     f"FACEOFF_{name.upper()} must be >= 1, got {getattr(self, name)}"
                 )
+        if not self.detect_timeout_seconds > 0:
+            raise SettingsError(
+                f"FACEOFF_DETECT_TIMEOUT_SECONDS must be > 0, got {self.detect_timeout_seconds}"
+            )
         if not self.detector_health_seconds >= 0:
             raise SettingsError(
                 "FACEOFF_DETECTOR_HEALTH_SECONDS must be >= 0 (0: no watch), "
@@ -154,6 +161,7 @@ def build_spec(
         credentials=detector_credentials(settings),
         token=detector_token(settings),
         server_name=settings.detector_tls_server_name,
+        default_timeout=settings.detect_timeout_seconds,
     )
     servicer = MaskerServicer(
         factory,
