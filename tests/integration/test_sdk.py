@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -221,6 +224,7 @@ def test_async_client_runs_eight_protections_concurrently(stack: ServeAll) -> No
 EMBEDDED = """
 import asyncio, sys
 from pathlib import Path
+from typing import Any
 from faceoff.sdk import AsyncClient, Client
 photo, out = Path(sys.argv[1]), Path(sys.argv[2])
 with Client.local() as local:
@@ -281,6 +285,56 @@ def test_the_masker_gives_the_same_bytes_for_the_same_seed(client: Client) -> No
     photo = PHOTOS / "bill" / "bill_03.jpg"  # the default profile (an ensemble), shortened
     first, again, other = (client.protect(photo, seed=s, iterations=10) for s in (11, 11, 12))
     assert again.data == first.data and other.data != first.data
+
+
+def _serving(address: str) -> bool:
+    from faceoff.cli.serve_all import serving
+
+    return serving(address, "")
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    give_up = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < give_up, f"gave up waiting {timeout:.0f} s for {what}"
+        time.sleep(0.25)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(
+    stack: ServeAll, client: Client
+) -> None:
+    detector, masker, evaluator = (
+        stack.info[n]["pid"] for n in ("detector", "masker", "evaluator")
+    )
+    os.kill(detector, signal.SIGKILL)
+    _wait(lambda: _gone(detector), 10, "the killed detector to go")
+    _wait(lambda: _serving(stack.address("detector")), 180, "the detector to be started again")
+    os.kill(evaluator, signal.SIGSTOP)  # hung: alive, but answers nothing
+    try:
+        _wait(lambda: _gone(evaluator), 60, "the supervisor to kill the hung evaluator")
+    finally:
+        if not _gone(evaluator):
+            os.kill(evaluator, signal.SIGCONT)
+    _wait(lambda: _serving(stack.address("evaluator")), 180, "the evaluator to be started again")
+    assert not _gone(masker), "the masker kept serving throughout"
+    assert client.protect(PHOTOS / "bill" / "bill_03.jpg", iterations=2).faces
+    page = (
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{stack.info['supervisor']['metrics_port']}/metrics", timeout=10
+        )
+        .read()
+        .decode()
+    )
+    for name, count in (("detector", 1), ("masker", 0), ("evaluator", 1)):
+        assert f'faceoff_serve_all_restarts_total{{service="{name}"}} {count}.0' in page, page
 
 
 def test_serve_all_drains_on_sigterm(stack: ServeAll) -> None:

@@ -5,7 +5,16 @@ each service runs as ``faceoff serve NAME`` in its own process (each loads its o
 a cluster), the masker wired to the detector's address. The supervisor waits until all three
 answer gRPC health SERVING, prints their addresses and metrics ports (a human-readable table and
 one JSON line), and on SIGTERM or Ctrl-C forwards SIGTERM to every child, waits for them to
-drain and exits 0. If a child dies on its own, the others are drained and it exits 1.
+drain and exits 0.
+
+Once all three served, the supervisor keeps them serving: a child that exits, or that stops
+answering its health check (``""``, liveness) :data:`HUNG_CHECKS` times in a row, every
+:data:`HEALTH_INTERVAL_SECONDS` (a hung or SIGSTOPped process), is killed if need be and
+started again on the same port after a back-off (1 s, doubling to :data:`MAX_BACKOFF_SECONDS`),
+while the other two keep serving; each restart is a line on standard error and one more in
+``faceoff_serve_all_restarts_total{service}`` on the supervisor's metrics port (the metrics base
+port + 3). A child restarted :data:`MAX_RESTARTS` times within :data:`RESTART_WINDOW_SECONDS`
+is given up on: the others are drained and the command exits 1, saying why.
 
 Every ``FACEOFF_*`` variable of the environment reaches the three services; the flags given
 here (host, ports, the detector's address, the security flags) take precedence. With TLS
@@ -42,6 +51,15 @@ DEFAULT_BASE_PORT = 50051
 DEFAULT_METRICS_BASE_PORT = 9101
 #: Time the supervisor gives the children beyond their own grace period before killing them.
 KILL_MARGIN_SECONDS = 10.0
+#: How often the supervisor checks a serving child's health (``""``), and how many failed
+#: checks in a row (each with a 2 s deadline) make it hung.
+HEALTH_INTERVAL_SECONDS = 2.0
+HUNG_CHECKS = 3
+#: Back-off before a restart: 1 s, doubling per restart in the window, at most this.
+MAX_BACKOFF_SECONDS = 30.0
+#: A child restarted this many times within the window is given up on.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 300.0
 
 
 @dataclass
@@ -53,6 +71,14 @@ class Child:
     metrics_port: int
     argv: list[str]
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: Supervision: restart times in the window, failed checks in a row, whether it has served
+    #: since its last start, when it was started, when it is due to start again, next check.
+    restarts: list[float] = field(default_factory=list)
+    failed_checks: int = 0
+    ready: bool = True
+    started: float = 0.0
+    restart_at: float | None = None
+    next_check: float = 0.0
 
 
 def dial_host(host: str) -> str:
@@ -200,7 +226,79 @@ def serving(address: str, service: str, probe: Probe = Probe()) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def announce(children: list[Child], host: str) -> None:
+def _check(c: Child, host: str, probe: Probe, ready_timeout: float) -> str | None:
+    """Why ``c`` must be started again (it exited, hung, or never came up), or None."""
+    if c.restart_at is not None or c.process is None:
+        return None  # waiting for its restart
+    if c.process.poll() is not None:
+        code = c.process.returncode
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                pass
+        return f"exited with code {code}"
+    now = time.monotonic()
+    if now < c.next_check:
+        return None
+    c.next_check = now + HEALTH_INTERVAL_SECONDS
+    ok = serving(f"{dial_host(host)}:{c.port}", "", probe)
+    if not c.ready:  # started again: loading its models
+        if ok:
+            c.ready = True
+            print(
+                f"faceoff serve all: {c.name} SERVING again (pid {c.process.pid})",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif now - c.started > ready_timeout:
+            _kill(c.process)
+            return f"was not SERVING {ready_timeout:g} s after it was started again; killed"
+        return None
+    c.failed_checks = 0 if ok else c.failed_checks + 1
+    if c.failed_checks >= HUNG_CHECKS:
+        _kill(c.process)
+        return (
+            f"failed {HUNG_CHECKS} health checks in a row (hung, or stopped); killed "
+            f"(pid {c.process.pid})"
+        )
+    return None
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL: a hung or stopped process would not drain on SIGTERM."""
+    process.kill()
+    process.wait()
+
+
+def _restart_counter(host: str, port: int | None) -> Any:
+    """``faceoff_serve_all_restarts_total{service}`` served on ``port`` (None: no metrics)."""
+    if port is None:
+        return None
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    registry = CollectorRegistry()
+    counter = Counter(
+        "restarts",
+        "Children of faceoff serve all started again after they exited or hung.",
+        ["service"],
+        namespace="faceoff_serve_all",
+        registry=registry,
+    )
+    for name in SERVICES:
+        counter.labels(name)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        print(
+            f"faceoff serve all: cannot serve the supervisor's metrics on {host}:{port} ({exc}); "
+            "restarts are still printed here",
+            file=sys.stderr,
+        )
+    return counter
+
+
+def announce(children: list[Child], host: str, metrics_port: int | None = None) -> None:
     """Print where each service listens: a table for people, then one JSON line for programs."""
     doc: dict[str, Any] = {}
     for c in children:
@@ -215,6 +313,9 @@ def announce(children: list[Child], host: str) -> None:
             "metrics_port": c.metrics_port if c.metrics_port >= 0 else None,
             "pid": c.process.pid,
         }
+    if metrics_port is not None:
+        print(f"{'supervisor':9s} restarts at http://{dial_host(host)}:{metrics_port}/metrics")
+        doc["supervisor"] = {"metrics_port": metrics_port, "pid": os.getpid()}
     print("all three SERVING; Ctrl-C or SIGTERM drains them")
     print(json.dumps(doc), flush=True)
 
@@ -276,10 +377,22 @@ def run(
         print(f"faceoff serve all: cannot pick ports on {host}: {exc}", file=sys.stderr)
         return 2
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
+
+    def start(c: Child) -> None:
+        c.process = subprocess.Popen(c.argv, env=env, preexec_fn=preexec)  # noqa: PLW1509 - the child execs at once; prctl is all it runs
+        c.started = time.monotonic()
+
     for c in children:
-        c.process = subprocess.Popen(c.argv, env=env, preexec_fn=preexec)  # noqa: PLW1509 - no threads exist yet
+        start(c)
+    metrics_port = (
+        None
+        if metrics_base_port < 0
+        else (free_port(host) if free_ports else metrics_base_port + len(SERVICES))
+    )
     try:
-        return _supervise(children, host, grace, ready_timeout, stop, received, probe)
+        return _supervise(
+            children, host, grace, ready_timeout, stop, received, probe, start, metrics_port
+        )
     finally:
         drain(children, grace)
 
@@ -292,6 +405,8 @@ def _supervise(
     stop: threading.Event,
     received: list[int],
     probe: Probe,
+    start: Any = None,
+    metrics_port: int | None = None,
 ) -> int:
     waiting = {c.name for c in children}
     deadline = time.monotonic() + ready_timeout
@@ -317,16 +432,40 @@ def _supervise(
         stop.wait(0.5)
     if stop.is_set():
         return 0
-    announce(children, host)
+    restarts = _restart_counter(host, metrics_port)
+    announce(children, host, metrics_port)
     while not stop.wait(0.5):
         for c in children:
-            assert c.process is not None
-            if c.process.poll() is not None:
+            why = _check(c, host, probe, ready_timeout)
+            if why is None:
+                continue
+            if start is None:  # no way to start it again
+                print(f"faceoff serve all: {c.name} {why}; stopping the others", file=sys.stderr)
+                return 1
+            now = time.monotonic()
+            c.restarts = [t for t in c.restarts if now - t < RESTART_WINDOW_SECONDS]
+            if len(c.restarts) >= MAX_RESTARTS:
                 print(
-                    f"faceoff serve all: {c.name} exited with code {c.process.returncode}; stopping the others",
+                    f"faceoff serve all: {c.name} {why}, after {len(c.restarts)} restarts in "
+                    f"{RESTART_WINDOW_SECONDS:g} s; giving up and stopping the others",
                     file=sys.stderr,
                 )
                 return 1
+            backoff = min(MAX_BACKOFF_SECONDS, 2.0 ** len(c.restarts))
+            c.restarts.append(now)
+            c.restart_at = now + backoff
+            if restarts is not None:
+                restarts.labels(c.name).inc()
+            print(
+                f"faceoff serve all: {c.name} {why}; starting it again in {backoff:g} s "
+                f"(restart {len(c.restarts)} in {RESTART_WINDOW_SECONDS:g} s; the others keep serving)",
+                file=sys.stderr,
+                flush=True,
+            )
+        for c in children:
+            if c.restart_at is not None and time.monotonic() >= c.restart_at and start is not None:
+                c.restart_at, c.ready, c.failed_checks = None, False, 0
+                start(c)
     print(
         f"faceoff serve all: {signal.Signals(received[0]).name}: draining (grace {grace:g} s)",
         file=sys.stderr,
