@@ -436,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument(
         "--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)"
     )
+    pb.add_argument(
+        "--set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a protection option, e.g. work_size=384 (repeatable)",
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
     pb = bench_sub.add_parser(
         "transfer", help="the paper's transferability experiment: evasion per recogniser and alpha"
@@ -854,7 +860,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "speed":
         from faceoff.cli.bench import speed
 
-        return speed.main(args.data, args.repeats, args.json_out, args.profile, args.batches)
+        return speed.main(
+            args.data, args.repeats, args.json_out, args.profile, args.batches, args.set
+        )
     if args.bench == "transfer":
         from faceoff.cli.bench import transfer
 

@@ -59,8 +59,9 @@ def run(
     batches: tuple[int, ...] = (1, 8, 32),
     repeats: int = 3,
     profile: str = "medium",
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure and return a JSON-ready dict."""
+    """Measure and return a JSON-ready dict (``overrides``: options over the profile's)."""
     import tensorflow as tf
 
     from faceoff.detector.detection import FaceDetector
@@ -69,7 +70,7 @@ def run(
     from faceoff.masker.protection import Protector
 
     protector = Protector()
-    options = protector.resolved(resolve(profile))
+    options = protector.resolved(resolve(profile, **(overrides or {})))
     model = protector.model_for(
         options
     )  # the profile's surrogate, or its ensemble: the floor is on it
@@ -116,6 +117,10 @@ def run(
     return {
         "benchmark": "speed",
         "profile": profile,
+        "overrides": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in (overrides or {}).items()
+        },
+        "work_size": options.work_size,
         "attack": options.attack,
         "norm": options.norm,
         "surrogates": list(options.surrogates),
@@ -132,7 +137,12 @@ def run(
 
 
 def main(
-    data: str | None, repeats: int, json_path: str | None, profile: str, batches: str = "1,8,32"
+    data: str | None,
+    repeats: int,
+    json_path: str | None,
+    profile: str,
+    batches: str = "1,8,32",
+    settings: list[str] | None = None,
 ) -> int:
     """Run and print the benchmark (``batches``: comma-separated batch sizes)."""
     try:
@@ -143,7 +153,15 @@ def main(
         raise SystemExit(
             f"faceoff bench speed: --batches is {batches!r}; give positive integers, e.g. 1,8,32"
         )
-    result = run(Path(data) if data else SHARED, batches=sizes, repeats=repeats, profile=profile)
+    from faceoff.cli.bench.transfer import parse_settings
+
+    result = run(
+        Path(data) if data else SHARED,
+        batches=sizes,
+        repeats=repeats,
+        profile=profile,
+        overrides=parse_settings(settings or []),
+    )
     emit(result, json_path)
     print_table(
         ["batch", "fwd ms/face", "fwd+bwd ms/face", "step ms/face", "attack s/face", "x floor"],
@@ -161,6 +179,8 @@ def main(
     )
     e2e = result["photo_end_to_end"]
     print(
-        f"single-face photo end to end ({e2e['photo']}, profile {result['profile']}): {e2e['seconds']:.2f} s"
+        f"single-face photo end to end ({e2e['photo']}, profile {result['profile']}"
+        + "".join(f", {k}={v}" for k, v in result["overrides"].items())
+        + f"): {e2e['seconds']:.2f} s"
     )
     return 0
