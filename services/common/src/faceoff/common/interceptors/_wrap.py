@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,13 +70,15 @@ def _as_generator(behaviour: Any) -> StreamBehaviour:
 def observe(
     handler: Handler,
     on_start: Callable[[Context], Any],
-    on_finish: Callable[[Any, Context, float, bool, Any], None],
+    on_finish: Callable[[Any, Context, float, str | None, Any], None],
 ) -> Handler:
     """Wrap ``handler`` so that ``on_start(context)`` runs before it and ``on_finish`` after it.
 
-    ``on_finish(request, context, seconds, failed, started)`` gets the elapsed time, whether the
-    behaviour raised (an abort included) and what ``on_start`` returned; for a stream, the time
-    to its last message. A stream the client cancelled may be finished long after its call is
+    ``on_finish(request, context, seconds, failure, started)`` gets the elapsed time, how the
+    behaviour failed (None: it did not; ``"CANCELLED"`` or ``"DEADLINE_EXCEEDED"`` when the call
+    was cancelled by its client or by its deadline, told apart by the deadline it arrived with;
+    else ``"UNKNOWN"``, an abort included, whose code is on the context) and what ``on_start``
+    returned; for a stream, the time to its last message. A stream the client cancelled may be finished long after its call is
     gone: ``on_finish`` must then not ask the call anything (``context.peer()`` crashes the
     process), so whatever it needs from the live call, ``on_start`` takes and hands over.
 
@@ -88,17 +91,21 @@ def observe(
     def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
         async def wrapped(request: Any, context: Context) -> Any:
             start = time.perf_counter()
+            deadline = _deadline(context, start)
             started = on_start(context)
-            failed = True
+            failure: str | None = "UNKNOWN"
             try:
                 result = await behaviour(request, context)
-                failed = False
+                failure = None
                 return result
             except grpc.aio.AbortError as exc:
                 _forget_frames(exc)
                 raise
+            except asyncio.CancelledError:
+                failure = _cancelled(deadline)
+                raise
             finally:
-                on_finish(request, context, time.perf_counter() - start, failed, started)
+                on_finish(request, context, time.perf_counter() - start, failure, started)
                 request = None
 
         return wrapped
@@ -106,22 +113,43 @@ def observe(
     def stream(behaviour: StreamBehaviour) -> StreamBehaviour:
         async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
             start = time.perf_counter()
+            deadline = _deadline(context, start)
             started = on_start(context)
-            failed = True
+            failure: str | None = "UNKNOWN"
             try:
                 async for item in behaviour(request, context):
                     yield item
-                failed = False
+                failure = None
             except grpc.aio.AbortError as exc:
                 _forget_frames(exc)
                 raise
+            except (asyncio.CancelledError, GeneratorExit):
+                failure = _cancelled(deadline)
+                raise
             finally:
-                on_finish(request, context, time.perf_counter() - start, failed, started)
+                on_finish(request, context, time.perf_counter() - start, failure, started)
                 request = None
 
         return wrapped
 
     return wrap_handler(handler, unary, stream)
+
+
+#: A call cancelled this close to its deadline (seconds) is taken to have run out of time.
+DEADLINE_SLACK = 0.05
+
+
+def _deadline(context: Context, now: float) -> float | None:
+    """When the call's deadline falls, on :func:`time.perf_counter`'s clock (None: it has none)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else now + remaining
+
+
+def _cancelled(deadline: float | None) -> str:
+    """The status of a call cancelled under us: its deadline passed, or its client gave up."""
+    if deadline is not None and time.perf_counter() >= deadline - DEADLINE_SLACK:
+        return "DEADLINE_EXCEEDED"
+    return "CANCELLED"
 
 
 def _forget_frames(exc: BaseException) -> None:
@@ -132,11 +160,12 @@ def _forget_frames(exc: BaseException) -> None:
     exc.__cause__ = None
 
 
-def code_name(context: Context, failed: bool) -> str:
-    """The status the RPC ended with: the code set on ``context``, else OK or UNKNOWN."""
+def code_name(context: Context, failure: str | None) -> str:
+    """The status the RPC ended with: the code set on ``context``, else how it failed (see
+    :func:`observe`), else OK."""
     code = context.code()
     if code is None:
-        return "UNKNOWN" if failed else "OK"
+        return failure or "OK"
     if isinstance(code, grpc.StatusCode):
         return code.name
     for member in grpc.StatusCode:  # some grpc versions report the raw integer

@@ -28,7 +28,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         level = logging.DEBUG if method.startswith("/grpc.") else logging.INFO
 
         def on_finish(
-            request: Any, context: Context, seconds: float, failed: bool, peer: str
+            request: Any, context: Context, seconds: float, failure: str | None, peer: str
         ) -> None:
             size = request.ByteSize() if hasattr(request, "ByteSize") else -1
             log.log(
@@ -36,7 +36,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 "rpc %s peer=%s code=%s seconds=%.3f request_bytes=%d",
                 method,
                 peer,
-                code_name(context, failed),
+                code_name(context, failure),
                 seconds,
                 size,
             )

@@ -66,8 +66,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         m = self.metrics
 
-        def on_finish(request: Any, context: Context, seconds: float, failed: bool, _: Any) -> None:
-            m.requests.labels(method, code_name(context, failed)).inc()
+        def on_finish(
+            request: Any, context: Context, seconds: float, failure: str | None, _: Any
+        ) -> None:
+            m.requests.labels(method, code_name(context, failure)).inc()
             m.latency.labels(method).observe(seconds)
             m.in_progress.labels(method).dec()
 
