@@ -297,8 +297,8 @@ def _png_without_bad_metadata(data: bytes, notes: list[str]) -> bytes:
         if reason is not None:
             kept.append(data[start:pos])
             start = end
-            what = (_PNG_COMPRESSED_METADATA.get(kind, "text"), reason)
-            dropped[what] = dropped.get(what, 0) + 1
+            entry = (_PNG_COMPRESSED_METADATA.get(kind, "text"), reason)
+            dropped[entry] = dropped.get(entry, 0) + 1
         pos = end
         if kind == b"IEND":
             break

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -66,7 +67,7 @@ class ServiceSpec:
     load: Callable[[], None]
     setup_metrics: Callable[[CollectorRegistry], None] | None = None
     close: Callable[[], Awaitable[None]] | None = None
-    monitor: Callable[[health.aio.HealthServicer], Awaitable[None]] | None = None
+    monitor: Callable[[health.aio.HealthServicer], Coroutine[Any, Any, None]] | None = None
 
 
 @dataclass

@@ -40,7 +40,7 @@ def wrap_handler(
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(
-            stream(_as_generator(handler.unary_stream)),  # type: ignore[arg-type]
+            stream(_as_generator(handler.unary_stream)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
