@@ -312,7 +312,11 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def asleep(seconds: float) -> None:
         recorded.append(seconds)
 
-    monkeypatch.setattr(sdk_grpc, "time", types.SimpleNamespace(sleep=recorded.append))
+    monkeypatch.setattr(
+        sdk_grpc,
+        "time",
+        types.SimpleNamespace(sleep=recorded.append, monotonic=time.monotonic),
+    )
     monkeypatch.setattr(sdk_grpc, "asyncio", types.SimpleNamespace(sleep=asleep))
     return recorded
 

@@ -272,6 +272,7 @@ class Script:
     token: str | None = None
     attempts: int = 0
     metadata: list[dict[str, str]] = field(default_factory=list)
+    remaining: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -291,6 +292,7 @@ class ScriptedMasker(masker_pb2_grpc.MaskerServicer):
         s = self.script
         with s.lock:
             s.attempts += 1
+            s.remaining.append(context.time_remaining())
             metadata = dict(context.invocation_metadata())
             s.metadata.append(metadata)
             code = s.codes.pop(0) if s.codes else None
@@ -388,18 +390,30 @@ def test_other_codes_are_not_retried(
     assert info.value.code == code.name and info.value.message == f"scripted {code.name}"  # type: ignore[attr-defined]
 
 
-def test_each_attempt_has_the_deadline_and_deadlines_are_retried(
-    masker: str, script: Script
-) -> None:
+def test_a_deadline_that_spends_the_budget_is_not_retried(masker: str, script: Script) -> None:
     script.sleep = 1.0
     with Client(
-        masker, timeout=0.1, retries=RetryPolicy(max_attempts=2, initial_backoff=0.01)
+        masker, timeout=0.3, retries=RetryPolicy(max_attempts=4, initial_backoff=0.01)
     ) as client:
         with pytest.raises(DeadlineExceededError) as info:
             client.protect(b"photo")
     assert info.value.code == "DEADLINE_EXCEEDED" and masker in info.value.message
-    time.sleep(0.1)  # the second attempt reaches the server a moment after the client gave up on it
-    assert script.attempts == 2
+    time.sleep(0.3)  # a retry would reach the server a moment after the client gave up on it
+    assert script.attempts == 1, "the whole budget went to the first attempt: no retry"
+
+
+def test_the_timeout_bounds_the_whole_call_retries_and_back_off_included(
+    masker: str, script: Script
+) -> None:
+    """Each attempt gets what is left of the budget, and no retry starts past it."""
+    script.codes = [grpc.StatusCode.UNAVAILABLE] * 20
+    policy = RetryPolicy(max_attempts=20, initial_backoff=0.3, max_backoff=0.3, multiplier=1.0)
+    with Client(masker, timeout=1.0, retries=policy) as client, pytest.raises(UnavailableError):
+        client.protect(b"photo")
+    assert 2 <= script.attempts < 20, "back-offs up to 0.3 s fit a few times into 1 s, not 20"
+    remaining = script.remaining
+    assert all(r is not None and r <= 1.05 for r in remaining)  # gRPC rounds the header up
+    assert remaining[-1] < remaining[0] - 0.1, "later attempts get only what is left"
 
 
 def test_unreachable_address_is_unavailable_after_retries() -> None:

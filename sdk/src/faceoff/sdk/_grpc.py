@@ -140,11 +140,19 @@ def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
 class Caller:
     """Runs one call with the policy's retries and translates its final failure.
 
+    ``timeout`` bounds the whole call, retries and back-off included (as google-api-core's
+    ``Retry(timeout=...)``): each attempt gets the time that is left as its deadline, a retry is
+    not started when its back-off would end past the budget, and a DEADLINE_EXCEEDED that spent
+    the budget is final. So ``Client(..., timeout=3)`` returns or raises within about 3 s.
+
     Args:
         policy: Attempts and backoff.
-        timeout: Deadline of each attempt, in seconds.
+        timeout: Budget of the whole call, in seconds.
         metadata: Metadata sent with each attempt.
     """
+
+    #: An attempt is not started with less than this left of the budget (seconds).
+    MIN_ATTEMPT_SECONDS = 0.05
 
     def __init__(
         self, policy: RetryPolicy, timeout: float, metadata: tuple[tuple[str, str], ...]
@@ -156,15 +164,26 @@ class Caller:
         self.metadata = metadata
 
     def _retry_wait(
-        self, exc: grpc.RpcError, attempt: int, service: str, method: str
+        self, exc: grpc.RpcError, attempt: int, service: str, method: str, deadline: float
     ) -> float | None:
-        """Seconds to wait before the next attempt (the server's hint, else the backoff), or None."""
+        """Seconds to wait before the next attempt (the server's hint, else the backoff), or
+        None when there is none: not retryable, out of attempts, or out of the call's budget."""
         if not retryable(exc) or attempt + 1 >= self.policy.max_attempts:
             return None
         hint = server_pushback(exc)
         if hint is not None and hint < 0:
             return None  # the server asked not to retry
         wait = self.policy.backoff(attempt) if hint is None else hint
+        if time.monotonic() + wait + self.MIN_ATTEMPT_SECONDS >= deadline:
+            log.info(
+                "%s.%s attempt %d failed with %s; no retry: the call's %.3g s budget is spent",
+                service,
+                method,
+                attempt + 1,
+                _code(exc),
+                self.timeout,
+            )
+            return None
         log.info(
             "%s.%s attempt %d failed with %s; retrying in %.2f s%s",
             service,
@@ -183,12 +202,14 @@ class Caller:
         address: str,
         method: str,
     ) -> T:
-        """``fn(timeout, metadata)`` until it succeeds, fails finally or the attempts run out."""
+        """``fn(timeout, metadata)`` until it succeeds, fails finally, or the attempts or the
+        budget run out; ``timeout`` is what is left of the budget."""
+        deadline = time.monotonic() + self.timeout
         for attempt in range(self.policy.max_attempts):
             try:
-                return fn(self.timeout, self.metadata)
+                return fn(max(deadline - time.monotonic(), 0.001), self.metadata)
             except grpc.RpcError as exc:
-                wait = self._retry_wait(exc, attempt, service, method)
+                wait = self._retry_wait(exc, attempt, service, method, deadline)
                 if wait is None:
                     raise translate(exc, service, address) from None
             time.sleep(wait)
@@ -202,11 +223,12 @@ class Caller:
         method: str,
     ) -> T:
         """The asyncio form of :meth:`call`."""
+        deadline = time.monotonic() + self.timeout
         for attempt in range(self.policy.max_attempts):
             try:
-                return await fn(self.timeout, self.metadata)
+                return await fn(max(deadline - time.monotonic(), 0.001), self.metadata)
             except grpc.RpcError as exc:
-                wait = self._retry_wait(exc, attempt, service, method)
+                wait = self._retry_wait(exc, attempt, service, method, deadline)
                 if wait is None:
                     raise translate(exc, service, address) from None
             await asyncio.sleep(wait)

@@ -175,7 +175,8 @@ class Client:
         tls: None for plaintext, True for TLS with the system's roots, or a :class:`TLSConfig`
             (a CA and, for mutual TLS, a client certificate and key).
         token: A bearer token, sent as ``authorization: Bearer <token>`` with every call (use TLS).
-        timeout: Deadline of each attempt, in seconds.
+        timeout: Budget of each call, in seconds, retries and back-off included: each attempt
+            gets what is left as its deadline, and no retry starts that could not end in it.
         retries: Retries after the first attempt on UNAVAILABLE, RESOURCE_EXHAUSTED and
             DEADLINE_EXCEEDED, with exponential backoff and jitter (or after the wait the
             server's retry hint asks for); or a :class:`RetryPolicy`.
