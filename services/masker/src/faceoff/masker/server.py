@@ -25,7 +25,7 @@ from faceoff.common.settings import ServerSettings, SettingsError, from_env, spl
 from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.detector_client import DetectorClient
 from faceoff.masker.metrics import MaskerMetrics
-from faceoff.masker.pipeline import DEFAULT_MAX_REFERENCE_PHOTOS
+from faceoff.masker.pipeline import DEFAULT_MAX_FACES, DEFAULT_MAX_REFERENCE_PHOTOS
 from faceoff.masker.protection import Protector
 from faceoff.masker.servicer import MaskerServicer
 from faceoff.v1 import masker_pb2_grpc
@@ -50,6 +50,8 @@ class MaskerSettings:
         max_wait_ms: How long a batch waits to fill, in milliseconds.
         max_queue_faces: Faces allowed to wait; beyond it requests get RESOURCE_EXHAUSTED.
         max_reference_photos: Most reference photos per request.
+        max_faces_per_request: Most faces one request may have protected (more is refused
+            with INVALID_ARGUMENT before any attack, naming both numbers).
         surrogate: Surrogate model name.
         detector_tls_ca: PEM CA certificates the masker trusts for the detector; setting it (or
             ``detector_tls_cert``) makes the channel to the detector TLS.
@@ -73,6 +75,7 @@ class MaskerSettings:
     max_wait_ms: float = 20.0
     max_queue_faces: int = 64
     max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS
+    max_faces_per_request: int = DEFAULT_MAX_FACES
     surrogate: str = "facenet"
     detector_tls_ca: str | None = None
     detector_tls_cert: str | None = None
@@ -87,7 +90,13 @@ class MaskerSettings:
             raise SettingsError(
                 f"FACEOFF_DETECTOR_ADDRESS must be host:port, got {self.detector_address!r}"
             )
-        for name in ("max_pixels", "max_batch_faces", "max_queue_faces", "max_reference_photos"):
+        for name in (
+            "max_pixels",
+            "max_batch_faces",
+            "max_queue_faces",
+            "max_reference_photos",
+            "max_faces_per_request",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(
                     f"FACEOFF_{name.upper()} must be >= 1, got {getattr(self, name)}"
@@ -175,6 +184,7 @@ def build_spec(
         ),
         settings.max_reference_photos,
         metrics.result,
+        max_faces=settings.max_faces_per_request,
         max_reply_bytes=server_settings.max_message_bytes,
     )
     return ServiceSpec(

@@ -37,6 +37,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         max_reply_bytes: Largest reply the server may send (its ``max_send_message_length``):
             a bigger one is refused with :class:`ReplyTooLarge` instead of failing in gRPC
             after the status was counted OK; 0 is no check.
+        max_faces: Most faces one request may have protected.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         max_reference_photos: int = 16,
         on_result: Callable[[ProtectionResult], None] | None = None,
         max_reply_bytes: int = 0,
+        max_faces: int = pipeline.DEFAULT_MAX_FACES,
     ) -> None:
         self._factory = factory
         self._detector = detector
@@ -54,6 +56,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         self._max_refs = max_reference_photos
         self._on_result = on_result
         self.max_reply_bytes = max_reply_bytes
+        self._max_faces = max_faces
         self._protector: Protector | None = None
         self._batcher: AttackBatcher | None = None
 
@@ -102,6 +105,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             detect,
             batcher.submit,
             max_reference_photos=self._max_refs,
+            max_faces=self._max_faces,
             progress=progress,
             # before detection: a full queue would refuse the attack anyway
             before_detect=batcher.refuse_if_full,
