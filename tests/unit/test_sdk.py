@@ -402,6 +402,24 @@ def test_a_deadline_that_spends_the_budget_is_not_retried(masker: str, script: S
     assert script.attempts == 1, "the whole budget went to the first attempt: no retry"
 
 
+def test_a_per_call_timeout_overrides_the_clients(masker: str, script: Script) -> None:
+    script.sleep = 1.0
+    with Client(masker, timeout=300, retries=FAST) as client:
+        with pytest.raises(DeadlineExceededError):
+            client.protect(b"photo", timeout=0.3)
+        with pytest.raises(ValueError, match="timeout must be > 0"):
+            client.protect(b"photo", timeout=0)
+    assert script.attempts == 1 and script.remaining[0] <= 0.35
+
+    async def main() -> None:
+        async with AsyncClient(masker, timeout=300, retries=FAST) as client:
+            with pytest.raises(DeadlineExceededError):
+                await client.protect(b"photo", timeout=0.3)
+
+    asyncio.run(main())
+    assert script.attempts == 2 and script.remaining[1] <= 0.35
+
+
 def test_the_timeout_bounds_the_whole_call_retries_and_back_off_included(
     masker: str, script: Script
 ) -> None:

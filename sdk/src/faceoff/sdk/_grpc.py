@@ -137,6 +137,24 @@ def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
     return error_for(code, details)
 
 
+class Deadline:
+    """One public call's budget shared by the RPCs it makes (a protection and its check).
+
+    ``left()`` is what remains of ``timeout`` (at least 1 ms, so the RPC fails with
+    DEADLINE_EXCEEDED rather than taking the client's default), or None without one.
+    """
+
+    def __init__(self, timeout: float | None) -> None:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.end = None if timeout is None else time.monotonic() + float(timeout)
+
+    def left(self) -> float | None:
+        return None if self.end is None else max(self.end - time.monotonic(), 0.001)
+
+
 class Caller:
     """Runs one call with the policy's retries and translates its final failure.
 
@@ -163,6 +181,14 @@ class Caller:
         self.timeout = timeout
         self.metadata = metadata
 
+    def _budget(self, timeout: float | None) -> float:
+        """The budget of one call: ``timeout`` when given (> 0), else the client's."""
+        if timeout is None:
+            return self.timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        return float(timeout)
+
     def _retry_wait(
         self, exc: grpc.RpcError, attempt: int, service: str, method: str, deadline: float
     ) -> float | None:
@@ -176,12 +202,11 @@ class Caller:
         wait = self.policy.backoff(attempt) if hint is None else hint
         if time.monotonic() + wait + self.MIN_ATTEMPT_SECONDS >= deadline:
             log.info(
-                "%s.%s attempt %d failed with %s; no retry: the call's %.3g s budget is spent",
+                "%s.%s attempt %d failed with %s; no retry: the call's budget is spent",
                 service,
                 method,
                 attempt + 1,
                 _code(exc),
-                self.timeout,
             )
             return None
         log.info(
@@ -201,10 +226,11 @@ class Caller:
         service: str,
         address: str,
         method: str,
+        timeout: float | None = None,
     ) -> T:
         """``fn(timeout, metadata)`` until it succeeds, fails finally, or the attempts or the
-        budget run out; ``timeout`` is what is left of the budget."""
-        deadline = time.monotonic() + self.timeout
+        budget (``timeout``, default the client's) run out; ``fn`` gets what is left of it."""
+        deadline = time.monotonic() + self._budget(timeout)
         for attempt in range(self.policy.max_attempts):
             try:
                 return fn(max(deadline - time.monotonic(), 0.001), self.metadata)
@@ -221,9 +247,10 @@ class Caller:
         service: str,
         address: str,
         method: str,
+        timeout: float | None = None,
     ) -> T:
         """The asyncio form of :meth:`call`."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self._budget(timeout)
         for attempt in range(self.policy.max_attempts):
             try:
                 return await fn(max(deadline - time.monotonic(), 0.001), self.metadata)

@@ -27,7 +27,7 @@ import grpc
 
 from faceoff.sdk import _convert
 from faceoff.sdk._convert import ProtectOptions
-from faceoff.sdk._grpc import Caller, TLSOption, aio_channel, metadata
+from faceoff.sdk._grpc import Caller, Deadline, TLSOption, aio_channel, metadata
 from faceoff.sdk.client import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TIMEOUT,
@@ -61,11 +61,16 @@ AsyncEventSink = Callable[[masker_pb2.ProtectProgress], Awaitable[None]]
 
 class _AsyncBackend(Protocol):
     async def protect(
-        self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
+        self,
+        request: masker_pb2.ProtectRequest,
+        on_event: AsyncEventSink | None,
+        timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse: ...
-    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse: ...
+    async def detect(
+        self, request: detector_pb2.DetectRequest, timeout: float | None = None
+    ) -> detector_pb2.DetectResponse: ...
     async def evaluate(
-        self, request: evaluator_pb2.EvaluateRequest
+        self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse: ...
     async def close(self) -> None: ...
 
@@ -101,7 +106,10 @@ class _AsyncRemote:
         )
 
     async def protect(
-        self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
+        self,
+        request: masker_pb2.ProtectRequest,
+        on_event: AsyncEventSink | None,
+        timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse:
         if on_event is None:
             return await self._caller.acall(
@@ -109,6 +117,7 @@ class _AsyncRemote:
                 MASKER,
                 self.addresses[MASKER],
                 "Protect",
+                timeout,
             )
 
         async def stream(
@@ -131,24 +140,30 @@ class _AsyncRemote:
                 )
             return result
 
-        return await self._caller.acall(stream, MASKER, self.addresses[MASKER], "ProtectStream")
+        return await self._caller.acall(
+            stream, MASKER, self.addresses[MASKER], "ProtectStream", timeout
+        )
 
-    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+    async def detect(
+        self, request: detector_pb2.DetectRequest, timeout: float | None = None
+    ) -> detector_pb2.DetectResponse:
         return await self._caller.acall(
             lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
             DETECTOR,
             self.addresses[DETECTOR],
             "Detect",
+            timeout,
         )
 
     async def evaluate(
-        self, request: evaluator_pb2.EvaluateRequest
+        self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse:
         return await self._caller.acall(
             lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
             EVALUATOR,
             self.addresses[EVALUATOR],
             "Evaluate",
+            timeout,
         )
 
     async def close(self) -> None:
@@ -163,7 +178,10 @@ class _AsyncLocal:
         self.pipeline = pipeline
 
     async def protect(
-        self, request: masker_pb2.ProtectRequest, on_event: AsyncEventSink | None
+        self,
+        request: masker_pb2.ProtectRequest,
+        on_event: AsyncEventSink | None,
+        timeout: float | None = None,  # in-process: runs to completion
     ) -> masker_pb2.ProtectResponse:
         if on_event is None:
             return await asyncio.to_thread(self.pipeline.protect, request, None)
@@ -185,11 +203,13 @@ class _AsyncLocal:
             events.put_nowait(None)
             await delivering
 
-    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+    async def detect(
+        self, request: detector_pb2.DetectRequest, timeout: float | None = None
+    ) -> detector_pb2.DetectResponse:
         return await asyncio.to_thread(self.pipeline.detect, request)
 
     async def evaluate(
-        self, request: evaluator_pb2.EvaluateRequest
+        self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse:
         return await asyncio.to_thread(self.pipeline.evaluate, request)
 
@@ -268,6 +288,7 @@ class AsyncClient:
         check: str | Iterable[str] = (),
         on_progress: Callable[[Progress], object] | None = None,
         seed: int | None = None,
+        timeout: float | None = None,
         **options: Unpack[ProtectOptions],
     ) -> ProtectedPhoto:
         """Protect every face of ``photo``; see :meth:`faceoff.sdk.Client.protect` for the arguments.
@@ -293,18 +314,23 @@ class AsyncClient:
                 if inspect.isawaitable(result):
                     await result
 
-        response = await self._backend.protect(request, on_event)
+        budget = Deadline(timeout)
+        response = await self._backend.protect(request, on_event, budget.left())
         names = _convert.recognizer_names(check)
         verdicts = (
-            _convert.verdicts(await self._backend.evaluate(check_request(request, response, names)))
+            _convert.verdicts(
+                await self._backend.evaluate(check_request(request, response, names), budget.left())
+            )
             if names
             else []
         )
         return _convert.protected_photo(response, verdicts)
 
-    async def detect(self, photo: PhotoInput) -> Detection:
+    async def detect(self, photo: PhotoInput, *, timeout: float | None = None) -> Detection:
         """Find the faces in ``photo``, largest first (see :meth:`faceoff.sdk.Client.detect`)."""
-        return _convert.detection(await self._backend.detect(_convert.detect_request(photo)))
+        return _convert.detection(
+            await self._backend.detect(_convert.detect_request(photo), timeout)
+        )
 
     async def evaluate(
         self,
@@ -315,6 +341,7 @@ class AsyncClient:
         gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
         top_k: int = 0,
         use_api_threshold: bool = False,
+        timeout: float | None = None,
     ) -> list[Verdict]:
         """One verdict per recogniser (see :meth:`faceoff.sdk.Client.evaluate`).
 
@@ -330,7 +357,7 @@ class AsyncClient:
             top_k=top_k,
             use_api_threshold=use_api_threshold,
         )
-        return _convert.verdicts(await self._backend.evaluate(request))
+        return _convert.verdicts(await self._backend.evaluate(request, timeout))
 
     async def close(self) -> None:
         """Close the channels (or stop the embedded pipeline's worker threads)."""

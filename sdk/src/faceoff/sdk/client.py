@@ -22,7 +22,7 @@ import grpc
 
 from faceoff.sdk import _convert
 from faceoff.sdk._convert import ProtectOptions
-from faceoff.sdk._grpc import Caller, TLSOption, metadata, sync_channel
+from faceoff.sdk._grpc import Caller, Deadline, TLSOption, metadata, sync_channel
 from faceoff.sdk.config import RetryPolicy
 from faceoff.sdk.errors import InternalError
 from faceoff.sdk.photos import PhotoInput
@@ -55,11 +55,16 @@ class _Backend(Protocol):
     """What runs the calls: the services over gRPC, or :class:`faceoff.sdk.local.LocalPipeline`."""
 
     def protect(
-        self, request: masker_pb2.ProtectRequest, on_event: EventSink | None
+        self,
+        request: masker_pb2.ProtectRequest,
+        on_event: EventSink | None,
+        timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse: ...
-    def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse: ...
+    def detect(
+        self, request: detector_pb2.DetectRequest, timeout: float | None = None
+    ) -> detector_pb2.DetectResponse: ...
     def evaluate(
-        self, request: evaluator_pb2.EvaluateRequest
+        self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse: ...
     def close(self) -> None: ...
 
@@ -95,7 +100,10 @@ class _Remote:
         )
 
     def protect(
-        self, request: masker_pb2.ProtectRequest, on_event: EventSink | None
+        self,
+        request: masker_pb2.ProtectRequest,
+        on_event: EventSink | None,
+        timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse:
         if on_event is None:
             return self._caller.call(
@@ -103,6 +111,7 @@ class _Remote:
                 MASKER,
                 self.addresses[MASKER],
                 "Protect",
+                timeout,
             )
 
         def stream(timeout: float, md: tuple[tuple[str, str], ...]) -> masker_pb2.ProtectResponse:
@@ -123,22 +132,28 @@ class _Remote:
                 )
             return result
 
-        return self._caller.call(stream, MASKER, self.addresses[MASKER], "ProtectStream")
+        return self._caller.call(stream, MASKER, self.addresses[MASKER], "ProtectStream", timeout)
 
-    def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+    def detect(
+        self, request: detector_pb2.DetectRequest, timeout: float | None = None
+    ) -> detector_pb2.DetectResponse:
         return self._caller.call(
             lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
             DETECTOR,
             self.addresses[DETECTOR],
             "Detect",
+            timeout,
         )
 
-    def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
+    def evaluate(
+        self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
+    ) -> evaluator_pb2.EvaluateResponse:
         return self._caller.call(
             lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
             EVALUATOR,
             self.addresses[EVALUATOR],
             "Evaluate",
+            timeout,
         )
 
     def close(self) -> None:
@@ -259,6 +274,7 @@ class Client:
         check: str | Iterable[str] = (),
         on_progress: Callable[[Progress], object] | None = None,
         seed: int | None = None,
+        timeout: float | None = None,
         **options: Unpack[ProtectOptions],
     ) -> ProtectedPhoto:
         """Protect every face of ``photo`` against face recognition.
@@ -276,6 +292,9 @@ class Client:
             on_progress: Called with each :class:`Progress` event (stage detect, attack
                 iteration k of N, paste), in order. The call streams when it is given.
             seed: Random seed; the same seed, photo and options give the same photo.
+            timeout: This call's budget in seconds (default: the client's ``timeout``), the
+                protection and the ``check`` together, retries included. ``Client.local()``
+                runs in this process and takes no deadline.
             **options: Explicit settings that override the profile's (see :class:`ProtectOptions`):
                 ``attack``, ``norm``, ``loss``, ``targeted``, ``epsilon``, ``iterations``,
                 ``learning_rate``, ``kappa``, ``alpha``, ``initial_const``, ``search_steps``,
@@ -309,24 +328,27 @@ class Client:
             def on_event(event: masker_pb2.ProtectProgress) -> None:
                 callback(_convert.progress(event))
 
-        response = self._backend.protect(request, on_event)
+        budget = Deadline(timeout)
+        response = self._backend.protect(request, on_event, budget.left())
         names = _convert.recognizer_names(check)
         verdicts = (
-            _convert.verdicts(self._backend.evaluate(check_request(request, response, names)))
+            _convert.verdicts(
+                self._backend.evaluate(check_request(request, response, names), budget.left())
+            )
             if names
             else []
         )
         return _convert.protected_photo(response, verdicts)
 
-    def detect(self, photo: PhotoInput) -> Detection:
-        """Find the faces in ``photo``, largest first.
+    def detect(self, photo: PhotoInput, *, timeout: float | None = None) -> Detection:
+        """Find the faces in ``photo``, largest first (``timeout``: this call's budget).
 
         Example::
 
             for face in client.detect("group.jpg").faces:
                 print(face.box, face.confidence)
         """
-        return _convert.detection(self._backend.detect(_convert.detect_request(photo)))
+        return _convert.detection(self._backend.detect(_convert.detect_request(photo), timeout))
 
     def evaluate(
         self,
@@ -337,6 +359,7 @@ class Client:
         gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
         top_k: int = 0,
         use_api_threshold: bool = False,
+        timeout: float | None = None,
     ) -> list[Verdict]:
         """Ask recognisers whether ``photo`` still shows the person of ``reference_photos``.
 
@@ -347,6 +370,7 @@ class Client:
             gallery: Identity name -> photos, to rank identities (``Verdict.top_k``).
             top_k: How many identities to rank (default 3).
             use_api_threshold: Judge cloud APIs by their own threshold instead of 0.5.
+            timeout: This call's budget in seconds (default: the client's ``timeout``).
 
         Returns:
             One :class:`Verdict` per recogniser, in request order; a failing recogniser's verdict
@@ -365,7 +389,7 @@ class Client:
             top_k=top_k,
             use_api_threshold=use_api_threshold,
         )
-        return _convert.verdicts(self._backend.evaluate(request))
+        return _convert.verdicts(self._backend.evaluate(request, timeout))
 
     def close(self) -> None:
         """Close the channels (or stop the embedded pipeline's worker threads)."""

@@ -149,9 +149,13 @@ class LocalPipeline:
     # -- the three calls -------------------------------------------------------------------------
 
     def protect(
-        self, request: masker_pb2.ProtectRequest, on_event: ProgressSink | None = None
+        self,
+        request: masker_pb2.ProtectRequest,
+        on_event: ProgressSink | None = None,
+        timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse:
-        """What ``Masker.ProtectStream`` does, in-process: progress to ``on_event``, then the result."""
+        """What ``Masker.ProtectStream`` does, in-process: progress to ``on_event``, then the
+        result. ``timeout`` is accepted for the clients' sake: an in-process call runs to its end."""
         from faceoff.detector.convert import options_from_proto as detect_options_from_proto
         from faceoff.masker.convert import options_from_proto, result_to_proto
         from faceoff.masker.pipeline import ProtectCall, protect_in_process
@@ -182,16 +186,21 @@ class LocalPipeline:
             )
             return result_to_proto(result)
 
-    def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
-        """What ``Detector.Detect`` does, in-process."""
+    def detect(
+        self, request: detector_pb2.DetectRequest, timeout: float | None = None
+    ) -> detector_pb2.DetectResponse:
+        """What ``Detector.Detect`` does, in-process (``timeout`` as in :meth:`protect`)."""
         from faceoff.detector.convert import options_from_proto, result_to_proto
 
         with _as_sdk_errors():
             options = options_from_proto(request.options)
             return result_to_proto(self.detector().detect(request.image.data, options))
 
-    def evaluate(self, request: evaluator_pb2.EvaluateRequest) -> evaluator_pb2.EvaluateResponse:
-        """What ``Evaluator.Evaluate`` does, in-process (local recognisers only)."""
+    def evaluate(
+        self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
+    ) -> evaluator_pb2.EvaluateResponse:
+        """What ``Evaluator.Evaluate`` does, in-process (local recognisers only; ``timeout`` as
+        in :meth:`protect`)."""
         from faceoff.evaluator.convert import request_from_proto, verdicts_to_proto
 
         with _as_sdk_errors():
