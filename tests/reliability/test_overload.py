@@ -357,9 +357,23 @@ def test_sdk_reads_retry_after_and_falls_back_to_its_backoff(
 
 def test_sdk_does_not_retry_when_the_pushback_says_not_to(hinting: Any, waits: list[float]) -> None:
     address, servicer = hinting(5, (("grpc-retry-pushback-ms", "-1"),))
-    with Client(address, retries=SLOW_POLICY) as client, pytest.raises(ResourceExhaustedError):
+    with (
+        Client(address, retries=SLOW_POLICY) as client,
+        pytest.raises(ResourceExhaustedError) as info,
+    ):
         client.protect(b"photo")
     assert servicer.attempts == 1 and waits == []
+    assert info.value.retry_after is None, "a server that asks for no retry gives no wait"
+
+
+def test_sdk_errors_carry_the_servers_retry_hint(hinting: Any, waits: list[float]) -> None:
+    address, _ = hinting(5, (("grpc-retry-pushback-ms", "1500"), ("retry-after", "2")))
+    with (
+        Client(address, retries=RetryPolicy(max_attempts=1)) as client,
+        pytest.raises(ResourceExhaustedError) as info,
+    ):
+        client.protect(b"photo")
+    assert info.value.retry_after == 1.5 and info.value.code == "RESOURCE_EXHAUSTED"
 
 
 def test_retry_hint_metadata_round_trips() -> None:

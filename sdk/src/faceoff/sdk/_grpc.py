@@ -134,7 +134,8 @@ def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
         )
     elif code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and address not in details:
         details = f"{details} ({service} at {address})" if details else f"{service} at {address}"
-    return error_for(code, details)
+    hint = server_pushback(exc)
+    return error_for(code, details, hint if hint is not None and hint >= 0 else None)
 
 
 class Deadline:

@@ -40,15 +40,21 @@ class FaceOffError(Exception):
     Attributes:
         code: Name of the gRPC status code, e.g. ``"INVALID_ARGUMENT"``.
         message: The server's message (never a stack trace).
+        retry_after: Seconds the server asked the client to wait before trying again (its
+            ``grpc-retry-pushback-ms`` or ``retry-after`` hint, with RESOURCE_EXHAUSTED), or None
+            when it gave none or asked not to retry at all.
     """
 
     #: The status code this class stands for (the base class stands for any other).
     CODE = "UNKNOWN"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, code: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.CODE
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -138,11 +144,11 @@ _BY_CODE: dict[str, type[FaceOffError]] = {
 }
 
 
-def error_for(code: str, message: str) -> FaceOffError:
+def error_for(code: str, message: str, retry_after: float | None = None) -> FaceOffError:
     """The SDK exception for status ``code`` (a ``grpc.StatusCode`` name) with ``message``.
 
     Codes without a class of their own (``UNKNOWN``, ``ABORTED``, ``DATA_LOSS`` ...) give a
     plain :class:`FaceOffError` that still carries the code.
     """
     cls = _BY_CODE.get(code, FaceOffError)
-    return cls(message, code)
+    return cls(message, code, retry_after)
