@@ -153,7 +153,12 @@ class Deadline:
         self.end = None if timeout is None else time.monotonic() + float(timeout)
 
     def left(self) -> float | None:
-        return None if self.end is None else max(self.end - time.monotonic(), 0.001)
+        return None if self.end is None else self.remaining()
+
+    def remaining(self) -> float:
+        """What is left of a budget that was given (at least 1 ms)."""
+        assert self.end is not None, "a Deadline without a timeout has no remaining time"
+        return max(self.end - time.monotonic(), 0.001)
 
 
 class Caller:
@@ -182,16 +187,8 @@ class Caller:
         self.timeout = timeout
         self.metadata = metadata
 
-    def _budget(self, timeout: float | None) -> float:
-        """The budget of one call: ``timeout`` when given (> 0), else the client's."""
-        if timeout is None:
-            return self.timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        return float(timeout)
-
     def _retry_wait(
-        self, exc: grpc.RpcError, attempt: int, service: str, method: str, deadline: float
+        self, exc: grpc.RpcError, attempt: int, service: str, method: str, left: float
     ) -> float | None:
         """Seconds to wait before the next attempt (the server's hint, else the backoff), or
         None when there is none: not retryable, out of attempts, or out of the call's budget."""
@@ -201,7 +198,7 @@ class Caller:
         if hint is not None and hint < 0:
             return None  # the server asked not to retry
         wait = self.policy.backoff(attempt) if hint is None else hint
-        if time.monotonic() + wait + self.MIN_ATTEMPT_SECONDS >= deadline:
+        if wait + self.MIN_ATTEMPT_SECONDS >= left:
             log.info(
                 "%s.%s attempt %d failed with %s; no retry: the call's budget is spent",
                 service,
@@ -231,12 +228,12 @@ class Caller:
     ) -> T:
         """``fn(timeout, metadata)`` until it succeeds, fails finally, or the attempts or the
         budget (``timeout``, default the client's) run out; ``fn`` gets what is left of it."""
-        deadline = time.monotonic() + self._budget(timeout)
+        budget = Deadline(self.timeout if timeout is None else timeout)
         for attempt in range(self.policy.max_attempts):
             try:
-                return fn(max(deadline - time.monotonic(), 0.001), self.metadata)
+                return fn(budget.remaining(), self.metadata)
             except grpc.RpcError as exc:
-                wait = self._retry_wait(exc, attempt, service, method, deadline)
+                wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
                 if wait is None:
                     raise translate(exc, service, address) from None
             time.sleep(wait)
@@ -251,12 +248,12 @@ class Caller:
         timeout: float | None = None,
     ) -> T:
         """The asyncio form of :meth:`call`."""
-        deadline = time.monotonic() + self._budget(timeout)
+        budget = Deadline(self.timeout if timeout is None else timeout)
         for attempt in range(self.policy.max_attempts):
             try:
-                return await fn(max(deadline - time.monotonic(), 0.001), self.metadata)
+                return await fn(budget.remaining(), self.metadata)
             except grpc.RpcError as exc:
-                wait = self._retry_wait(exc, attempt, service, method, deadline)
+                wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
                 if wait is None:
                     raise translate(exc, service, address) from None
             await asyncio.sleep(wait)

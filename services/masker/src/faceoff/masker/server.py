@@ -201,21 +201,18 @@ def build_spec(
     )
 
 
-async def watch_detector(
-    health: Any, detector: DetectorClient, interval: float, failures: int | None = None
-) -> None:
+async def watch_detector(health: Any, detector: DetectorClient, interval: float) -> None:
     """Keep ``faceoff.v1.Masker``'s health in step with the detector's (see MaskerSettings).
 
     Each check has ``interval`` (at most 5 s) to answer, so a hung detector fails it like an
     absent one. Runs until cancelled.
     """
-    needed = failures or DETECTOR_HEALTH_FAILURES
     failed, serving = 0, True
     while True:
         await asyncio.sleep(interval)
         ok = await detector.serving(timeout=min(interval, 5.0))
         failed = 0 if ok else failed + 1
-        if serving and failed >= needed:
+        if serving and failed >= DETECTOR_HEALTH_FAILURES:
             serving = False
             await health.set(SERVICE_NAME, NOT_SERVING)
             log.warning(
