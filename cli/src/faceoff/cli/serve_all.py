@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -405,7 +405,7 @@ def _supervise(
     stop: threading.Event,
     received: list[int],
     probe: Probe,
-    start: Any = None,
+    start: Callable[[Child], None],
     metrics_port: int | None = None,
 ) -> int:
     waiting = {c.name for c in children}
@@ -439,9 +439,6 @@ def _supervise(
             why = _check(c, host, probe, ready_timeout)
             if why is None:
                 continue
-            if start is None:  # no way to start it again
-                print(f"faceoff serve all: {c.name} {why}; stopping the others", file=sys.stderr)
-                return 1
             now = time.monotonic()
             c.restarts = [t for t in c.restarts if now - t < RESTART_WINDOW_SECONDS]
             if len(c.restarts) >= MAX_RESTARTS:
@@ -463,7 +460,7 @@ def _supervise(
                 flush=True,
             )
         for c in children:
-            if c.restart_at is not None and time.monotonic() >= c.restart_at and start is not None:
+            if c.restart_at is not None and time.monotonic() >= c.restart_at:
                 c.restart_at, c.ready, c.failed_checks = None, False, 0
                 start(c)
     print(
