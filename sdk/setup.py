@@ -14,7 +14,12 @@ from pathlib import Path
 
 from setuptools import setup
 
-RUNTIME = ["grpcio>=1.71,<2", "protobuf>=6.31,<8", "pillow>=10"]
+RUNTIME = [
+    "grpcio>=1.71,<2",
+    "protobuf>=6.31,<8",
+    "googleapis-common-protos>=1.63,<2",
+    "pillow>=10",
+]
 
 protos = Path(__file__).resolve().parent.parent / "protos"
 if (protos / "pyproject.toml").is_file() and os.environ.get("FACEOFF_WORKSPACE_INSTALL") != "1":

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar, cast
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from faceoff.sdk._version import __version__
 from faceoff.sdk.config import RETRYABLE_CODES, RetryPolicy, TLSConfig
@@ -32,6 +34,11 @@ _SIZE_LIMIT = re.compile(
 #: Trailing metadata of a server's retry hint: milliseconds (gRPC's key), else whole seconds.
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 RETRY_AFTER_KEY = "retry-after"
+#: The rich status (google.rpc.Status) gRPC carries in trailers; the request id, both ways.
+DETAILS_KEY = "grpc-status-details-bin"
+REQUEST_ID_KEY = "x-request-id"
+#: ErrorInfo's domain of the Face-Off servers' reasons.
+DOMAIN = "faceoff.v1"
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
@@ -99,24 +106,72 @@ def retryable(exc: grpc.RpcError) -> bool:
     return _code(exc) in RETRYABLE_CODES and not _SIZE_LIMIT.search(_details(exc))
 
 
+def _trailers(exc: grpc.RpcError) -> list[tuple[str, str | bytes]]:
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    # (key, value) pairs at run time, from the sync and the asyncio stack alike.
+    return list(cast("Iterable[tuple[str, str | bytes]]", trailing or ()))
+
+
+class RichStatus:
+    """What a failed call's ``grpc-status-details-bin`` says (google.rpc.Status), if anything.
+
+    Attributes:
+        reason: ErrorInfo's reason when its domain is ``faceoff.v1``.
+        field: The first BadRequest field violation's path, else ErrorInfo's ``field``.
+        retry_delay: RetryInfo's delay in seconds.
+        request_id: ErrorInfo's ``request_id``.
+    """
+
+    def __init__(self, exc: grpc.RpcError) -> None:
+        self.reason: str | None = None
+        self.field: str | None = None
+        self.retry_delay: float | None = None
+        self.request_id: str | None = None
+        raw = next((v for k, v in _trailers(exc) if k == DETAILS_KEY), None)
+        if raw is None:
+            return
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(raw if isinstance(raw, bytes) else raw.encode("latin-1"))
+        except Exception:  # noqa: BLE001 - a proxy's bytes: the call still fails with its code
+            return
+        for detail in status.details:
+            info, bad, retry = (
+                error_details_pb2.ErrorInfo(),
+                error_details_pb2.BadRequest(),
+                error_details_pb2.RetryInfo(),
+            )
+            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info) and info.domain == DOMAIN:
+                self.reason = info.reason or None
+                self.field = self.field or info.metadata.get("field") or None
+                self.request_id = info.metadata.get("request_id") or None
+            elif detail.Is(bad.DESCRIPTOR) and detail.Unpack(bad) and bad.field_violations:
+                self.field = bad.field_violations[0].field or self.field
+            elif detail.Is(retry.DESCRIPTOR) and detail.Unpack(retry):
+                seconds = retry.retry_delay.ToNanoseconds() / 1e9
+                self.retry_delay = seconds if seconds >= 0 else None
+
+
 def server_pushback(exc: grpc.RpcError) -> float | None:
     """The server's retry hint in seconds, None without one, or -1.0 when it asks for no retry.
 
     ``grpc-retry-pushback-ms`` follows gRPC's retry design (A6): a negative or unparseable value
-    means "do not retry". Without it, ``retry-after`` in seconds is used when it parses.
+    means "do not retry". Without it, RetryInfo's delay, then ``retry-after`` in seconds, is
+    used when it parses.
     """
-    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     values: dict[str, str] = {}
-    # (key, value) pairs at run time, from the sync and the asyncio stack alike.
-    pairs = cast("Iterable[tuple[str, str | bytes]]", trailing or ())
-    for key, value in pairs:
-        values[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    for key, value in _trailers(exc):
+        if key != DETAILS_KEY:
+            values[key] = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     if PUSHBACK_KEY in values:
         try:
             ms = int(values[PUSHBACK_KEY])
         except ValueError:
             return -1.0
         return ms / 1000.0 if ms >= 0 else -1.0
+    delay = RichStatus(exc).retry_delay
+    if delay is not None:
+        return delay
     try:
         seconds = float(values[RETRY_AFTER_KEY])
     except (KeyError, ValueError):
@@ -124,9 +179,13 @@ def server_pushback(exc: grpc.RpcError) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
-def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
-    """The SDK exception for a failed call: the server's message, plus where it went when that helps."""
+def translate(
+    exc: grpc.RpcError, service: str, address: str, request_id: str | None = None
+) -> FaceOffError:
+    """The SDK exception for a failed call: the server's message, reason and field, plus where
+    it went when that helps; ``request_id`` is the one the call sent."""
     code, details = _code(exc), _details(exc)
+    rich = RichStatus(exc)
     if code == "UNIMPLEMENTED":
         details = (
             f"{service} is not served at {address}; give its address to the client "
@@ -135,7 +194,22 @@ def translate(exc: grpc.RpcError, service: str, address: str) -> FaceOffError:
     elif code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") and address not in details:
         details = f"{details} ({service} at {address})" if details else f"{service} at {address}"
     hint = server_pushback(exc)
-    return error_for(code, details, hint if hint is not None and hint >= 0 else None)
+    returned = next((v for k, v in _trailers(exc) if k == REQUEST_ID_KEY), None)
+    if isinstance(returned, bytes):
+        returned = returned.decode("latin-1")
+    return error_for(
+        code,
+        details,
+        hint if hint is not None and hint >= 0 else None,
+        reason=rich.reason,
+        field=rich.field,
+        request_id=rich.request_id or returned or request_id,
+    )
+
+
+def new_request_id() -> str:
+    """A request id for one public call (all its attempts send the same one)."""
+    return uuid.uuid4().hex
 
 
 class Deadline:
@@ -229,13 +303,15 @@ class Caller:
         """``fn(timeout, metadata)`` until it succeeds, fails finally, or the attempts or the
         budget (``timeout``, default the client's) run out; ``fn`` gets what is left of it."""
         budget = Deadline(self.timeout if timeout is None else timeout)
+        rid = new_request_id()
+        sent = (*self.metadata, (REQUEST_ID_KEY, rid))
         for attempt in range(self.policy.max_attempts):
             try:
-                return fn(budget.remaining(), self.metadata)
+                return fn(budget.remaining(), sent)
             except grpc.RpcError as exc:
                 wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
                 if wait is None:
-                    raise translate(exc, service, address) from None
+                    raise translate(exc, service, address, rid) from None
             time.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -249,12 +325,14 @@ class Caller:
     ) -> T:
         """The asyncio form of :meth:`call`."""
         budget = Deadline(self.timeout if timeout is None else timeout)
+        rid = new_request_id()
+        sent = (*self.metadata, (REQUEST_ID_KEY, rid))
         for attempt in range(self.policy.max_attempts):
             try:
-                return await fn(budget.remaining(), self.metadata)
+                return await fn(budget.remaining(), sent)
             except grpc.RpcError as exc:
                 wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
                 if wait is None:
-                    raise translate(exc, service, address) from None
+                    raise translate(exc, service, address, rid) from None
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")

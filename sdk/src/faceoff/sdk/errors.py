@@ -13,6 +13,11 @@ Example::
         Client("localhost:50052").protect("me.jpg", alpha=0)
     except InvalidArgumentError as exc:
         print(exc.code, exc.message)  # INVALID_ARGUMENT alpha must be in (0, 20], got 0.0
+        print(exc.reason, exc.field)  # INVALID_OPTION options.alpha
+
+``reason``, ``field`` and ``retry_after`` come from the server's rich status (``google.rpc``
+ErrorInfo, BadRequest and RetryInfo in ``grpc-status-details-bin``; docs/errors.md lists the
+reasons), so an app can act on them without reading the message.
 """
 
 from __future__ import annotations
@@ -41,20 +46,37 @@ class FaceOffError(Exception):
         code: Name of the gRPC status code, e.g. ``"INVALID_ARGUMENT"``.
         message: The server's message (never a stack trace).
         retry_after: Seconds the server asked the client to wait before trying again (its
-            ``grpc-retry-pushback-ms`` or ``retry-after`` hint, with RESOURCE_EXHAUSTED), or None
-            when it gave none or asked not to retry at all.
+            RetryInfo, ``grpc-retry-pushback-ms`` or ``retry-after`` hint, with
+            RESOURCE_EXHAUSTED), or None when it gave none or asked not to retry at all.
+        reason: The server's machine-readable reason (``ErrorInfo.reason`` of domain
+            ``faceoff.v1``, e.g. ``"INVALID_OPTION"``, ``"OVERLOADED"``), or None when the
+            refusal came from elsewhere (a proxy, the network).
+        field: The request field at fault, as a path (``"options.epsilon"``,
+            ``"reference_images[1]"``, ``"image"``), or None.
+        request_id: The call's request id (sent as ``x-request-id``; the servers log it), to
+            quote when reporting a problem.
     """
 
     #: The status code this class stands for (the base class stands for any other).
     CODE = "UNKNOWN"
 
     def __init__(
-        self, message: str, code: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+        *,
+        reason: str | None = None,
+        field: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.CODE
         self.retry_after = retry_after
+        self.reason = reason
+        self.field = field
+        self.request_id = request_id
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -144,11 +166,19 @@ _BY_CODE: dict[str, type[FaceOffError]] = {
 }
 
 
-def error_for(code: str, message: str, retry_after: float | None = None) -> FaceOffError:
+def error_for(
+    code: str,
+    message: str,
+    retry_after: float | None = None,
+    *,
+    reason: str | None = None,
+    field: str | None = None,
+    request_id: str | None = None,
+) -> FaceOffError:
     """The SDK exception for status ``code`` (a ``grpc.StatusCode`` name) with ``message``.
 
     Codes without a class of their own (``UNKNOWN``, ``ABORTED``, ``DATA_LOSS`` ...) give a
     plain :class:`FaceOffError` that still carries the code.
     """
     cls = _BY_CODE.get(code, FaceOffError)
-    return cls(message, code, retry_after)
+    return cls(message, code, retry_after, reason=reason, field=field, request_id=request_id)

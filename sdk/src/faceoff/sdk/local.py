@@ -80,7 +80,10 @@ def _as_sdk_errors() -> Iterator[None]:
     try:
         yield
     except DomainError as exc:
-        raise error_for(exc.status, exc.message) from None
+        field = exc.field
+        if field is None and exc.reason == "INVALID_IMAGE":
+            field = "image"  # as a server names it
+        raise error_for(exc.status, exc.message, reason=exc.reason, field=field) from None
 
 
 class LocalPipeline:

@@ -15,36 +15,56 @@ class FaceOffError(Exception):
 
     #: Name of the ``grpc.StatusCode`` member this error maps to.
     status: str = "INTERNAL"
+    #: The machine-readable reason (``ErrorInfo.reason``; see :data:`faceoff.common.status.REASONS`).
+    reason: str = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, reason: str | None = None
+    ) -> None:
+        """``field``: the request field at fault, as a path (``options.epsilon``,
+        ``reference_images[2]``), when there is one; ``reason`` overrides the class's."""
         super().__init__(message)
         self.message = message
+        self.field = field
+        if reason is not None:
+            self.reason = reason
+
+    def again(self, message: str, *, field: str | None = None) -> FaceOffError:
+        """The same error (class, reason) with another message and field, e.g. prefixed."""
+        return type(self)(message, field=field or self.field, reason=self.reason)
 
 
 class InvalidArgument(FaceOffError):
     """Something in the request is wrong; the message says what and what is accepted."""
 
     status = "INVALID_ARGUMENT"
+    reason = "INVALID_REQUEST"
 
 
 class InvalidImage(InvalidArgument):
     """The photo cannot be used: empty, not an image, corrupt, too large, unsupported."""
 
+    reason = "INVALID_IMAGE"
+
 
 class InvalidOption(InvalidArgument):
     """A request option is out of range or unknown; the message names the field."""
+
+    reason = "INVALID_OPTION"
 
 
 class NoFaceFound(FaceOffError):
     """An operation needs a face and the photo has none (detection itself returns an empty list)."""
 
     status = "FAILED_PRECONDITION"
+    reason = "NO_FACE"
 
 
 class ModelNotReady(FaceOffError):
     """The service's models are still loading; retry shortly."""
 
     status = "UNAVAILABLE"
+    reason = "MODELS_LOADING"
 
 
 class Overloaded(FaceOffError):
@@ -56,10 +76,21 @@ class Overloaded(FaceOffError):
     """
 
     status = "RESOURCE_EXHAUSTED"
+    reason = "OVERLOADED"
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message, field=field, reason=reason)
         self.retry_after = retry_after
+
+    def again(self, message: str, *, field: str | None = None) -> Overloaded:
+        return type(self)(message, self.retry_after, field=field or self.field, reason=self.reason)
 
 
 class ReplyTooLarge(FaceOffError):
@@ -71,6 +102,7 @@ class ReplyTooLarge(FaceOffError):
     """
 
     status = "RESOURCE_EXHAUSTED"
+    reason = "REPLY_TOO_LARGE"
     retry_after = -1.0
 
 
@@ -78,9 +110,11 @@ class BackendUnavailable(FaceOffError):
     """A service this one depends on (the detector, a cloud API) cannot be reached."""
 
     status = "UNAVAILABLE"
+    reason = "BACKEND_UNAVAILABLE"
 
 
 class DeadlineExceeded(FaceOffError):
     """The client's deadline passed before the work finished."""
 
     status = "DEADLINE_EXCEEDED"
+    reason = "DEADLINE_EXCEEDED"

@@ -43,15 +43,20 @@ class DetectOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.min_face_size, int) or self.min_face_size < 1:
             raise InvalidOption(
-                f"min_face_size must be an integer >= 1 pixel, got {self.min_face_size!r}"
+                f"min_face_size must be an integer >= 1 pixel, got {self.min_face_size!r}",
+                field="options.min_face_size",
             )
         if not (
             isinstance(self.min_confidence, (int, float)) and 0.0 <= self.min_confidence <= 1.0
         ):
-            raise InvalidOption(f"min_confidence must be in [0, 1], got {self.min_confidence!r}")
+            raise InvalidOption(
+                f"min_confidence must be in [0, 1], got {self.min_confidence!r}",
+                field="options.min_confidence",
+            )
         if not isinstance(self.max_faces, int) or self.max_faces < 0:
             raise InvalidOption(
-                f"max_faces must be an integer >= 0 (0 means all), got {self.max_faces!r}"
+                f"max_faces must be an integer >= 0 (0 means all), got {self.max_faces!r}",
+                field="options.max_faces",
             )
 
 

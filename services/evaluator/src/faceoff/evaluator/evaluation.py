@@ -237,18 +237,19 @@ class Evaluator:
             name = raw.strip().lower()
             if name not in self.accepted:
                 raise InvalidOption(
-                    f"unknown recogniser {raw!r}; accepted: {', '.join(self.accepted)}"
+                    f"unknown recogniser {raw!r}; accepted: {', '.join(self.accepted)}",
+                    field="recognizers",
                 )
             if name in names:
-                raise InvalidOption(f"recogniser {name!r} is listed twice")
+                raise InvalidOption(f"recogniser {name!r} is listed twice", field="recognizers")
             names.append(name)
         return names
 
-    def _decode(self, data: bytes, label: str) -> FacePhoto:
+    def _decode(self, data: bytes, label: str, field: str) -> FacePhoto:
         try:
             photo = decode(data, max_pixels=self.max_pixels, max_side=self.max_side)
         except InvalidImage as exc:
-            raise InvalidImage(f"{label}: {exc.message}") from None
+            raise InvalidImage(f"{label}: {exc.message}", field=field) from None
         return FacePhoto(data=bytes(data), photo=photo, label=label)
 
     def _inputs(
@@ -260,30 +261,34 @@ class Evaluator:
             )
         if len(request.references) > MAX_REFERENCES:
             raise InvalidOption(
-                f"{len(request.references)} reference photos; at most {MAX_REFERENCES} are accepted"
+                f"{len(request.references)} reference photos; at most {MAX_REFERENCES} are accepted",
+                field="reference_images",
             )
         count = sum(len(photos) for photos in request.gallery.values())
         if count > MAX_GALLERY_PHOTOS:
             raise InvalidOption(
-                f"the gallery has {count} photos; at most {MAX_GALLERY_PHOTOS} are accepted"
+                f"the gallery has {count} photos; at most {MAX_GALLERY_PHOTOS} are accepted",
+                field="gallery",
             )
         top_k = check_top_k(request.top_k)
         if top_k > MAX_TOP_K:
-            raise InvalidOption(f"top_k is {top_k}; at most {MAX_TOP_K} is accepted")
+            raise InvalidOption(f"top_k is {top_k}; at most {MAX_TOP_K} is accepted", field="top_k")
         for name, photos in request.gallery.items():
             if not name.strip():
                 raise InvalidOption("a gallery identity has an empty name")
             if not photos:
                 raise InvalidOption(f"gallery identity {name!r} has no photos")
-        probe = self._decode(request.photo, "the photo")
+        probe = self._decode(request.photo, "the photo", "image")
         references = [
-            self._decode(d, f"reference photo {i + 1}") for i, d in enumerate(request.references)
+            self._decode(d, f"reference photo {i + 1}", f"reference_images[{i}]")
+            for i, d in enumerate(request.references)
         ]
         gallery = {
             name: [
-                self._decode(d, f"gallery photo {i + 1} of {name!r}") for i, d in enumerate(photos)
+                self._decode(d, f"gallery photo {i + 1} of {name!r}", f"gallery[{k}].images[{i}]")
+                for i, d in enumerate(photos)
             ]
-            for name, photos in request.gallery.items()
+            for k, (name, photos) in enumerate(request.gallery.items())
         }
         return probe, references, gallery, top_k
 

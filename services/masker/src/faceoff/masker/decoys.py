@@ -88,12 +88,14 @@ class DecoyGallery:
         if requested:
             if requested not in self.names:
                 raise InvalidOption(
-                    f"target {requested!r} is not a decoy; choose one of: {', '.join(self.names)}"
+                    f"target {requested!r} is not a decoy; choose one of: {', '.join(self.names)}",
+                    field="options.target",
                 )
             i = self.names.index(requested)
             if distances[i] < SAME_PERSON_DISTANCE:
                 raise InvalidOption(
-                    f"target {requested!r} looks like the person being protected; choose another decoy"
+                    f"target {requested!r} looks like the person being protected; choose another decoy",
+                    field="options.target",
                 )
             return requested, self.centroids[i : i + 1]
         order = [i for i in np.argsort(distances) if distances[i] >= SAME_PERSON_DISTANCE]

@@ -17,11 +17,13 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from faceoff.common import status
 from faceoff.common.errors import (
     BackendUnavailable,
     DeadlineExceeded,
     FaceOffError,
     InvalidArgument,
+    InvalidImage,
     Overloaded,
 )
 from faceoff.common.retry_hint import retry_after_from
@@ -83,7 +85,7 @@ class DetectorClient:
             response = await self._stub.Detect(
                 request,
                 timeout=timeout if timeout is not None else self.default_timeout,
-                metadata=self._metadata,
+                metadata=self._metadata + status.outgoing_metadata(),
                 wait_for_ready=False,
             )
         except grpc.aio.AioRpcError as exc:
@@ -110,7 +112,11 @@ class DetectorClient:
 def _translate(exc: grpc.aio.AioRpcError, address: str) -> FaceOffError:
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(details)  # the detector's own message: the photo or a detect option
+        # the detector's own message, reason and field: the photo or a detect option
+        reason, field = status.parse(exc.trailing_metadata())
+        return (InvalidImage if reason == "INVALID_IMAGE" else InvalidArgument)(
+            details, field=field, reason=reason
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the detector at {address} did not answer within the deadline")
     retry_after = (

@@ -78,7 +78,9 @@ class Preparer:
             try:
                 photos.append(decode(data, max_pixels=self.max_pixels))
             except InvalidImage as exc:
-                raise InvalidImage(f"reference photo {i}: {exc.message}") from None
+                raise InvalidImage(
+                    f"reference photo {i}: {exc.message}", field=f"reference_images[{i}]"
+                ) from None
         return photos
 
     def reference_embeddings(
@@ -99,7 +101,8 @@ class Preparer:
             else:
                 raise InvalidImage(
                     f"reference photo {i} ({photo.width}x{photo.height} px) has no detectable face; "
-                    f"send photos of the person's face, or face crops of at most {MAX_CROP_SIDE} px"
+                    f"send photos of the person's face, or face crops of at most {MAX_CROP_SIDE} px",
+                    field=f"reference_images[{i}]",
                 )
             crops.append(extract_crop(photo.pixels, region, self.surrogates.size))
         return (model or self.surrogates.model).embed_numpy(np.stack(crops))
@@ -129,7 +132,8 @@ class Preparer:
         bad = [i for i in indices if i >= found]
         if bad:
             raise InvalidOption(
-                f"face_indices {bad} out of range: the photo has {found} face(s) (indices 0..{found - 1})"
+                f"face_indices {bad} out of range: the photo has {found} face(s) (indices 0..{found - 1})",
+                field="options.face_indices",
             )
         indices = sorted(set(indices))
         boxes = [detection.faces[i].box for i in indices]

@@ -262,11 +262,14 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             values[key] = tuple(value)
         elif value is not None:
             raise InvalidOption(
-                f"{key} must be a list (or a comma-separated string), got {value!r}"
+                f"{key} must be a list (or a comma-separated string), got {value!r}",
+                field=f"options.{key}",
             )
     for key in ("surrogates", "loop_recognizers"):
         if not all(isinstance(v, str) for v in values.get(key, ())):
-            raise InvalidOption(f"{key} must be model names, got {list(values[key])!r}")
+            raise InvalidOption(
+                f"{key} must be model names, got {list(values[key])!r}", field=f"options.{key}"
+            )
     options = ProtectionOptions(profile=name, **values)
     return validate(options)
 
@@ -287,11 +290,15 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         for element in value if spec.repeated else (value,):
             problem = spec.problem(element)
             if problem is not None:
-                raise InvalidOption(f"{problem}, got {shown!r}")
+                raise InvalidOption(f"{problem}, got {shown!r}", field=f"options.{name}")
         if spec.repeated and spec.accepts.distinct and len(set(value)) != len(value):
-            raise InvalidOption(f"{name} must be {spec.accepted()}, got {shown!r}")
+            raise InvalidOption(
+                f"{name} must be {spec.accepted()}, got {shown!r}", field=f"options.{name}"
+            )
     if not isinstance(o.targeted, bool):
-        raise InvalidOption(f"targeted must be true or false, got {o.targeted!r}")
+        raise InvalidOption(
+            f"targeted must be true or false, got {o.targeted!r}", field="options.mode"
+        )
     margin = o.margin
     if (
         isinstance(margin, bool)
@@ -299,42 +306,52 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         or not math.isfinite(margin)
         or not 0 <= margin <= 1
     ):
-        raise InvalidOption(f"margin must be a number in [0, 1], got {margin!r}")
+        raise InvalidOption(
+            f"margin must be a number in [0, 1], got {margin!r}", field="options.margin"
+        )
     if o.norm == "linf" and o.epsilon > MAX_EPSILON_LINF:
         raise InvalidOption(
-            f"epsilon must be in (0, {MAX_EPSILON_LINF:g}] for the linf norm, got {o.epsilon!r}"
+            f"epsilon must be in (0, {MAX_EPSILON_LINF:g}] for the linf norm, got {o.epsilon!r}",
+            field="options.epsilon",
         )
     if o.iterations * (o.search_steps if o.attack == "cw" else 1) > MAX_ITERATIONS:
         raise InvalidOption(
             f"iterations x search_steps must be at most {MAX_ITERATIONS}, "
-            f"got {o.iterations} x {o.search_steps}"
+            f"got {o.iterations} x {o.search_steps}",
+            field="options.iterations",
         )
     if o.attack != "pgd" and (o.momentum or o.diversity or o.ti_kernel or o.eot):
         raise InvalidOption(
             f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} "
-            "takes none of them (set them to 0)"
+            "takes none of them (set them to 0)",
+            field="options.attack",
         )
     if o.attack != "pgd" and (o.feather or o.chroma != 1 or o.texture or o.ssim):
         raise InvalidOption(
             f"feather, chroma, texture and ssim shape PGD's perturbation; attack {o.attack} "
-            "takes none of them (set feather, texture and ssim to 0, chroma to 1)"
+            "takes none of them (set feather, texture and ssim to 0, chroma to 1)",
+            field="options.attack",
         )
     if o.surrogate_weights and len(o.surrogate_weights) != len(o.surrogates):
         raise InvalidOption(
             f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), "
-            f"got {len(o.surrogate_weights)}"
+            f"got {len(o.surrogate_weights)}",
+            field="options.surrogate_weights",
         )
     if o.adaptive_alpha and not o.loop_recognizers:
         raise InvalidOption(
-            "adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)"
+            "adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)",
+            field="options.loop_recognizers",
         )
     if o.adaptive_alpha and o.alpha < 1:
         raise InvalidOption(
             "with adaptive_alpha, alpha is the largest amplification tried and must be >= 1, "
-            f"got {o.alpha!r}"
+            f"got {o.alpha!r}",
+            field="options.alpha",
         )
     if o.target is not None and not o.targeted:
         raise InvalidOption(
-            "target names a decoy, which only targeted mode uses; set mode to targeted"
+            "target names a decoy, which only targeted mode uses; set mode to targeted",
+            field="options.target",
         )
     return o

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from faceoff.common.errors import InvalidArgument, InvalidOption
+from faceoff.common.errors import InvalidArgument, InvalidImage, InvalidOption
 from faceoff.detector.detection import DetectionResult, DetectOptions, FaceDetector
 from faceoff.masker.jobs import Job
 from faceoff.masker.options import ProtectionOptions
@@ -91,7 +91,8 @@ async def protect(
     if len(call.references) > max_reference_photos:
         raise InvalidOption(
             f"reference_images has {len(call.references)} photos; "
-            f"at most {max_reference_photos} are accepted"
+            f"at most {max_reference_photos} are accepted",
+            field="reference_images",
         )
     if before_detect is not None:
         before_detect()
@@ -106,7 +107,9 @@ async def protect(
         raise InvalidOption(
             f"the photo has {wanted} faces to protect; at most {max_faces} are accepted per "
             "request: choose some with faces (face_indices), or detect.max_faces to take the "
-            "largest"
+            "largest",
+            field="options.face_indices" if call.options.face_indices else "image",
+            reason="TOO_MANY_FACES",
         )
     job = await asyncio.to_thread(
         protector.prepare,
@@ -130,8 +133,12 @@ async def _detect_named(
         return await detect(data, options)
     except InvalidArgument as exc:
         if index == 0:
+            if exc.field is None and isinstance(exc, InvalidImage):
+                exc.field = "image"
             raise
-        raise type(exc)(f"reference photo {index - 1}: {exc.message}") from None
+        raise exc.again(
+            f"reference photo {index - 1}: {exc.message}", field=f"reference_images[{index - 1}]"
+        ) from None
 
 
 # -- in-process stages (the SDK's embedded pipeline, benchmarks, tests) -------------------------

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from faceoff.common.errors import ModelNotReady, ReplyTooLarge
+from faceoff.common.errors import InvalidOption, ModelNotReady, ReplyTooLarge
 from faceoff.detector.convert import options_from_proto as detect_options_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
 from faceoff.masker import pipeline
@@ -97,7 +97,7 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             photo=request.image.data,
             options=options_from_proto(request.options),
             references=[r.data for r in request.reference_images],
-            detect_options=detect_options_from_proto(request.options.detect),
+            detect_options=_detect_options(request.options.detect),
         )
         result = await pipeline.protect(
             call,
@@ -163,3 +163,12 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         if self._batcher is not None:
             await self._batcher.close()
         await self._detector.close()
+
+
+def _detect_options(msg: Any) -> DetectOptions:
+    """The detection options of a Protect request (a refusal names them under ``options.detect``)."""
+    try:
+        return detect_options_from_proto(msg)
+    except InvalidOption as exc:
+        field = exc.field and exc.field.replace("options.", "options.detect.", 1)
+        raise exc.again(f"detect.{exc.message}", field=field) from None

@@ -1,4 +1,8 @@
-"""One access-log line per RPC: method, peer, status, duration, request size. Never payloads."""
+"""One access-log line per RPC: method, request id, peer, status, duration, request size. Never payloads.
+
+It also gives each call its request id (:mod:`faceoff.common.status`): the client's
+``x-request-id`` or a new one, current while the call runs and returned in its trailers.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from faceoff.common import status
 from faceoff.common.interceptors._wrap import Context, Handler, code_name, observe
 
 log = logging.getLogger("faceoff.access")
@@ -27,14 +32,26 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         level = logging.DEBUG if method.startswith("/grpc.") else logging.INFO
 
+        def on_start(context: Context) -> tuple[str, str]:
+            rid = status.request_id_from(context.invocation_metadata())
+            status.set_request_id(rid)
+            context.set_trailing_metadata(((status.REQUEST_ID_KEY, rid),))
+            return rid, context.peer()
+
         def on_finish(
-            request: Any, context: Context, seconds: float, failure: str | None, peer: str
+            request: Any,
+            context: Context,
+            seconds: float,
+            failure: str | None,
+            started: tuple[str, str],
         ) -> None:
+            rid, peer = started
             size = request.ByteSize() if hasattr(request, "ByteSize") else -1
             log.log(
                 level,
-                "rpc %s peer=%s code=%s seconds=%.3f request_bytes=%d",
+                "rpc %s request_id=%s peer=%s code=%s seconds=%.3f request_bytes=%d",
                 method,
+                rid,
                 peer,
                 code_name(context, failure),
                 seconds,
@@ -42,4 +59,4 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             )
 
         # The peer is read while the call is alive: a cancelled stream ends after its call is gone.
-        return observe(handler, lambda context: context.peer(), on_finish)
+        return observe(handler, on_start, on_finish)

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from faceoff.common import status
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
@@ -51,14 +52,14 @@ def authenticated_name() -> str | None:
     return _name.get()
 
 
-def _refusing_handler(handler: Handler, message: str) -> Handler:
+def _refusing_handler(handler: Handler, message: str, reason: str) -> Handler:
     """A handler of the same kind as ``handler`` that ends the call with UNAUTHENTICATED."""
 
     async def refuse(_request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await status.abort(context, grpc.StatusCode.UNAUTHENTICATED, message, reason)
 
     async def refuse_stream(_request: Any, context: Context) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await status.abort(context, grpc.StatusCode.UNAUTHENTICATED, message, reason)
         yield  # pragma: no cover - makes this an async generator; abort raises first
 
     kinds = {
@@ -127,7 +128,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             message = {"missing": MISSING_MESSAGE, "malformed": MALFORMED_MESSAGE}.get(
                 reason, INVALID_MESSAGE
             )
-            return _refusing_handler(handler, message)
+            return _refusing_handler(handler, message, f"TOKEN_{reason.upper()}")
         return _with_name(handler, name)
 
 

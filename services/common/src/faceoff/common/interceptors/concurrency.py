@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from faceoff.common import status
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
@@ -27,7 +28,6 @@ from faceoff.common.interceptors._wrap import (
     UnaryBehaviour,
     wrap_handler,
 )
-from faceoff.common.retry_hint import retry_metadata
 
 #: Methods never limited: probes and load balancers must get an answer from a busy server.
 EXEMPT_PREFIXES: tuple[str, ...] = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -61,11 +61,13 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
 
     async def _refuse(self, context: Context) -> None:
         hint = self.retry_after()
-        await context.abort(
+        await status.abort(
+            context,
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"the server is handling {self.limit} requests, its limit (FACEOFF_MAX_CONCURRENT_RPCS); "
             f"retry in {hint:.1f} s",
-            trailing_metadata=retry_metadata(hint),
+            "TOO_MANY_CALLS",
+            retry_after=hint,
         )
 
     async def intercept_service(

@@ -1,7 +1,8 @@
 """The one place where domain exceptions become gRPC statuses.
 
-A :class:`~faceoff.common.errors.FaceOffError` aborts the RPC with its status and message (and,
-for :class:`~faceoff.common.errors.Overloaded` with a ``retry_after``, the retry hint); any
+A :class:`~faceoff.common.errors.FaceOffError` aborts the RPC with its status and message, and
+the rich status of :mod:`faceoff.common.status` (its reason, the field at fault, and for
+:class:`~faceoff.common.errors.Overloaded` with a ``retry_after`` the retry hint); any
 other exception is logged with its traceback on the server and reaches the client as INTERNAL
 with a generic message (never a stack trace).
 """
@@ -14,7 +15,8 @@ from typing import Any
 
 import grpc
 
-from faceoff.common.errors import FaceOffError
+from faceoff.common import status
+from faceoff.common.errors import FaceOffError, InvalidImage
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
@@ -22,7 +24,6 @@ from faceoff.common.interceptors._wrap import (
     UnaryBehaviour,
     wrap_handler,
 )
-from faceoff.common.retry_hint import retry_metadata
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,23 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
     if isinstance(exc, FaceOffError):
-        retry_after = getattr(
-            exc, "retry_after", None
-        )  # Overloaded: when to retry, as trailing metadata
-        trailing = retry_metadata(retry_after) if retry_after is not None else ()
-        await context.abort(grpc.StatusCode[exc.status], exc.message, trailing_metadata=trailing)
-    log.error("unhandled error in %s", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        # Overloaded: when to retry; ReplyTooLarge: never (-1)
+        retry_after = getattr(exc, "retry_after", None)
+        field = exc.field
+        if field is None and isinstance(exc, InvalidImage):
+            field = "image"  # every Face-Off request carries its photo as `image`
+        await status.abort(
+            context,
+            grpc.StatusCode[exc.status],
+            exc.message,
+            exc.reason,
+            field=field,
+            retry_after=retry_after,
+        )
+    log.error(
+        "unhandled error in %s (request %s)", method, status.current_request_id(), exc_info=exc
+    )
+    await status.abort(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "INTERNAL")
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter
 
+from faceoff.common import status
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
@@ -36,7 +37,6 @@ from faceoff.common.interceptors._wrap import (
     wrap_handler,
 )
 from faceoff.common.interceptors.auth import authenticated_name
-from faceoff.common.retry_hint import retry_metadata
 
 
 class TokenBuckets:
@@ -130,11 +130,13 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             return
         self.refusals.labels(method).inc()
         b = self.buckets
-        await context.abort(
+        await status.abort(
+            context,
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"rate limit exceeded: at most {b.rate:g} requests per second per client (bursts of {b.burst}); "
             f"retry in {wait:.2f} s",
-            trailing_metadata=retry_metadata(wait),
+            "RATE_LIMITED",
+            retry_after=wait,
         )
 
     async def intercept_service(
