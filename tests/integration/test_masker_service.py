@@ -213,3 +213,43 @@ def test_masker_metrics_count_faces(services: dict[str, Any]) -> None:
         "faceoff_masker_requests_total",
     ):
         assert name in text
+
+
+def test_refusals_name_the_field_and_the_request_id_reaches_the_detector(
+    stub: masker_pb2_grpc.MaskerStub,
+    shared_photos: list[Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    def refusal(request: masker_pb2.ProtectRequest, rid: str) -> tuple[str, str]:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Protect(request, timeout=120, metadata=(("x-request-id", rid),))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        found = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+        assert found is not None
+        reason = field = ""
+        for detail in found.details:
+            error, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+            if detail.Unpack(error):
+                reason = error.reason
+                assert error.metadata["request_id"] == rid
+            elif detail.Unpack(bad):
+                field = bad.field_violations[0].field
+        return reason, field
+
+    data = shared_photos[0].read_bytes()
+    assert refusal(_request(data, epsilon=99.0, norm=masker_pb2.NORM_LINF), "m-1") == (
+        "INVALID_OPTION",
+        "options.epsilon",
+    )
+    with caplog.at_level("INFO", logger="faceoff.access"):
+        # the reference is decoded by the detector first: its refusal comes back through the masker
+        assert refusal(_request(data, [b"not a photo"]), "m-2") == (
+            "INVALID_IMAGE",
+            "reference_images[0]",
+        )
+    lines = [r.getMessage() for r in caplog.records if "request_id=m-2" in r.getMessage()]
+    assert any("/faceoff.v1.Detector/Detect" in line for line in lines), lines
+    assert any("/faceoff.v1.Masker/Protect" in line for line in lines), lines

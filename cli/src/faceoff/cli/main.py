@@ -38,6 +38,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
         help="Prometheus port, 0 for any, -1 for none (FACEOFF_METRICS_PORT)",
     )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (FACEOFF_LOG_LEVEL)")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text, or json: one object per line (FACEOFF_LOG_FORMAT; default text)",
+    )
     _add_security_flags(p)
 
 
@@ -396,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ps.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (FACEOFF_LOG_LEVEL)")
     ps.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="the children's log format: text, or json lines (FACEOFF_LOG_FORMAT)",
+    )
+    ps.add_argument(
         "--local-recognizers", help="the evaluator's local recognisers (default dlib,sface,facenet)"
     )
     ps.add_argument(
@@ -691,6 +701,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         **{name: getattr(args, name) for name in SERVER_SECURITY},
     }
     try:
@@ -699,7 +710,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
             flags.update(max_pixels=args.max_pixels, detect_max_side=args.detect_max_side)
             server_settings, settings = detector_server.load_settings(**flags)
-            configure_logging(server_settings.log_level)
+            configure_logging(server_settings.log_level, server_settings.log_format, "detector")
             asyncio.run(detector_server.serve_forever(server_settings, settings))
             return 0
         if args.service == "masker":
@@ -712,7 +723,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 **{n: getattr(args, n) for n in DETECTOR_CLIENT_SECURITY},
             )
             server_settings, masker_settings = masker_server.load_settings(**flags)
-            configure_logging(server_settings.log_level)
+            configure_logging(server_settings.log_level, server_settings.log_format, "masker")
             asyncio.run(masker_server.serve_forever(server_settings, masker_settings))
             return 0
         if args.service == "evaluator":
@@ -724,7 +735,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 backend_timeout_seconds=args.backend_timeout_seconds,
             )
             server_settings, evaluator_settings = evaluator_server.load_settings(**flags)
-            configure_logging(server_settings.log_level)
+            configure_logging(server_settings.log_level, server_settings.log_format, "evaluator")
             asyncio.run(evaluator_server.serve_forever(server_settings, evaluator_settings))
             return 0
     except SettingsError as exc:

@@ -484,6 +484,8 @@ def main(args: Any) -> int:
         for name in SECURITY_FLAGS
         if getattr(args, name, None) is not None
     }
+    if getattr(args, "log_format", None):
+        overrides["FACEOFF_LOG_FORMAT"] = args.log_format  # the children's, through the environment
     return run(
         args.host or "127.0.0.1",
         args.base_port,

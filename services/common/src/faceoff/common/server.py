@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-from faceoff.common import security
+from faceoff.common import logs, security
 from faceoff.common.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
@@ -261,14 +261,6 @@ async def run(
     log.info("%s stopped", spec.name)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Configure the root logger; called by entry points only, never by library code."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # TensorFlow's own chatter is not ours to print at INFO.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    # Pillow's parsers log every EXIF tag's value at DEBUG (a GPS position, a camera's serial
-    # number): a user's photo metadata never goes to the log, whatever the level.
-    logging.getLogger("PIL").setLevel(logging.INFO)
+def configure_logging(level: str = "INFO", fmt: str = "text", service: str = "faceoff") -> None:
+    """Configure the root logger (text or JSON lines, :mod:`faceoff.common.logs`); entry points only."""
+    logs.configure(level, fmt, service)

@@ -103,6 +103,8 @@ class ServerSettings:
         grace_seconds: How long SIGTERM waits for in-flight RPCs before cancelling them.
         max_concurrent_rpcs: RPCs handled at once; more are refused with RESOURCE_EXHAUSTED.
         log_level: Logging level of the entry point (DEBUG, INFO, WARNING, ERROR).
+        log_format: ``text`` (people) or ``json`` (one object per line, for log collectors;
+            ``FACEOFF_LOG_FORMAT``; see :mod:`faceoff.common.logs`).
         tls_cert: PEM certificate chain the server presents; with ``tls_key``, gRPC is served over
             TLS (``FACEOFF_TLS_CERT``). The metrics port stays plain HTTP.
         tls_key: PEM private key of ``tls_cert`` (``FACEOFF_TLS_KEY``).
@@ -122,6 +124,7 @@ class ServerSettings:
     grace_seconds: float = 20.0
     max_concurrent_rpcs: int = 64
     log_level: str = "INFO"
+    log_format: str = "text"
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
@@ -150,6 +153,10 @@ class ServerSettings:
         _check(
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
             f"FACEOFF_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
+        )
+        _check(
+            self.log_format in ("text", "json"),
+            f"FACEOFF_LOG_FORMAT must be text or json, got {self.log_format!r}",
         )
         self._check_security()
 

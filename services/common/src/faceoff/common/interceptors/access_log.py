@@ -47,15 +47,25 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         ) -> None:
             rid, peer = started
             size = request.ByteSize() if hasattr(request, "ByteSize") else -1
+            code = code_name(context, failure)
             log.log(
                 level,
                 "rpc %s request_id=%s peer=%s code=%s seconds=%.3f request_bytes=%d",
                 method,
                 rid,
                 peer,
-                code_name(context, failure),
+                code,
                 seconds,
                 size,
+                # the same, as fields of a JSON log line (faceoff.common.logs)
+                extra={
+                    "method": method,
+                    "request_id": rid,
+                    "peer": peer,
+                    "code": code,
+                    "duration_seconds": round(seconds, 6),
+                    "request_bytes": size,
+                },
             )
 
         # The peer is read while the call is alive: a cancelled stream ends after its call is gone.
