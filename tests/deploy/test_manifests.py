@@ -322,7 +322,16 @@ def test_settings_match_the_ports_and_the_scrape_annotations(
         }
         assert service_ports == {"grpc": (grpc_port, "grpc"), "metrics": (metrics_port, "metrics")}
     masker = containers(by_kind(objects, "Deployment")["masker"])[0]
-    assert env(masker)["FACEOFF_DETECTOR_ADDRESS"] == f"detector:{PORTS['detector'][0]}"
+    # every detector pod, through the headless Service, balanced by the masker (round_robin)
+    assert env(masker)["FACEOFF_DETECTOR_ADDRESS"] == (
+        f"dns:///detector-headless:{PORTS['detector'][0]}"
+    )
+    headless = services["detector-headless"]["spec"]
+    assert (
+        headless["clusterIP"] == "None"
+        and headless["selector"] == services["detector"]["spec"]["selector"]
+    )
+    assert [(p["name"], p["port"]) for p in headless["ports"]] == [("grpc", PORTS["detector"][0])]
     assert "detector" in services
 
 
@@ -346,6 +355,8 @@ def test_selectors_select_and_references_resolve(
         for name, obj in by_kind(objects, kind).items():
             selected = [n for n, labels in pod_labels.items() if _selects(selector_of(obj), labels)]
             expected = list(SERVICES) if name in ("default-deny", "allow-dns") else [name]
+            if name == "detector-headless":
+                expected = ["detector"]
             assert sorted(selected) == sorted(expected), f"{kind}/{name} selects {selected}"
     accounts = by_kind(objects, "ServiceAccount")
     for deployment in deployments.values():

@@ -23,7 +23,13 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from faceoff.common import logs, security
 from faceoff.common.interceptors import (
@@ -126,16 +132,13 @@ async def start_server(
 ) -> RunningServer:
     """Start ``spec`` on ``settings.port`` (0 picks a free port) and begin loading its models."""
     registry = registry if registry is not None else CollectorRegistry()
+    _process_collectors(registry)
     metrics = ServerMetrics(spec.namespace, registry)
     if spec.setup_metrics is not None:
         spec.setup_metrics(registry)
     server = grpc.aio.server(
         interceptors=_interceptors(settings, spec, metrics, registry),
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(settings),
     )
     spec.register(server)
     health_servicer = health.aio.HealthServicer()
@@ -259,6 +262,47 @@ async def run(
     log.info("%s draining (grace %.1f s)", spec.name, settings.grace_seconds)
     await running.stop()
     log.info("%s stopped", spec.name)
+
+
+#: Pings a client may send on an idle connection at most this often (ms): clients with keepalive
+#: (the masker's detector channel pings every 30 s) are not sent GOAWAY "too_many_pings".
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+
+
+def server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
+    """The gRPC server's channel arguments: message limits, keepalive and connection age."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ]
+    if settings.keepalive_seconds > 0:
+        options += [
+            ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", 20_000),
+        ]
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    return options
+
+
+def _process_collectors(registry: CollectorRegistry) -> None:
+    """The standard ``process_*`` (CPU seconds, resident memory, open fds, start time) and
+    ``python_*`` (GC, version) series, on every exporter; once per registry."""
+    if getattr(registry, "_faceoff_process", False):
+        return
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry._faceoff_process = True  # type: ignore[attr-defined]
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", service: str = "faceoff") -> None:

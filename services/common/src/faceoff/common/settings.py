@@ -115,6 +115,13 @@ class ServerSettings:
         rate_limit_per_client: Requests per second each client may make (token bucket); 0 is off.
         rate_limit_burst: Requests a client may make at once before the rate applies.
         rate_limit_max_clients: Clients tracked at once by the rate limiter (bounded memory).
+        keepalive_seconds: How often the server pings an idle client connection (HTTP/2 PING),
+            so dead peers and silently dropped NAT/LB connections are noticed; 0 is off.
+        max_connection_age_seconds: A client connection older than this is asked to reconnect
+            (GOAWAY; gRPC clients do so transparently): the reconnect re-resolves and re-balances,
+            so pods an autoscaler adds get traffic. 0 is off.
+        max_connection_age_grace_seconds: How long calls on such a connection may still run
+            before it is closed (longer than the slowest protection).
     """
 
     host: str = "0.0.0.0"
@@ -132,6 +139,9 @@ class ServerSettings:
     rate_limit_per_client: float = 0.0
     rate_limit_burst: int = 10
     rate_limit_max_clients: int = 10000
+    keepalive_seconds: float = 60.0
+    max_connection_age_seconds: float = 300.0
+    max_connection_age_grace_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"FACEOFF_PORT must be 0..65535, got {self.port}")
@@ -153,6 +163,14 @@ class ServerSettings:
         _check(
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
             f"FACEOFF_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
+        )
+        for name in ("keepalive_seconds", "max_connection_age_seconds"):
+            value = getattr(self, name)
+            _check(value >= 0, f"FACEOFF_{name.upper()} must be >= 0 (0: off), got {value}")
+        _check(
+            self.max_connection_age_grace_seconds >= 0,
+            "FACEOFF_MAX_CONNECTION_AGE_GRACE_SECONDS must be >= 0, "
+            f"got {self.max_connection_age_grace_seconds}",
         )
         _check(
             self.log_format in ("text", "json"),

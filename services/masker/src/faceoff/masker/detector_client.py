@@ -14,6 +14,8 @@ backoff (at most :data:`MAX_RECONNECT_BACKOFF_MS`), and meanwhile calls fail at 
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -38,11 +40,18 @@ DEFAULT_TIMEOUT = 30.0
 #: Reconnection backoff of the channel (gRPC's defaults grow to 120 s, so a detector back after
 #: a minute's outage would stay unused for up to two more).
 INITIAL_RECONNECT_BACKOFF_MS = 250
+#: The masker pings an idle detector connection this often (ms), to notice a dead pod early.
+KEEPALIVE_MS = 30_000
 MAX_RECONNECT_BACKOFF_MS = 2000
 
 
 class DetectorClient:
-    """An asyncio client of ``faceoff.v1.Detector`` at ``address`` (``host:port``)."""
+    """An asyncio client of ``faceoff.v1.Detector`` at ``address``.
+
+    ``address`` is any gRPC target: ``host:port``, ``dns:///detector-headless:50051`` (every pod
+    behind a headless Service), or ``ipv4:10.0.0.1:50051,10.0.0.2:50051``; calls are spread over
+    every address it resolves to (``round_robin``).
+    """
 
     def __init__(
         self,
@@ -60,6 +69,12 @@ class DetectorClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.enable_retries", 1),
+            # Every address the name resolves to gets calls in turn: with a headless Service
+            # (dns:///detector-headless:50051) that is every detector pod; the detectors'
+            # max_connection_age makes the channel re-resolve, so new pods join.
+            ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+            ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_BACKOFF_MS),
             ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
         ]
