@@ -59,7 +59,8 @@ CORE = [
     Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     Kind("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
-    Kind("networking.k8s.io", "v1", "Ingress", "ingresses"),
+    Kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways"),
+    Kind("gateway.networking.k8s.io", "v1", "GRPCRoute", "grpcroutes"),
 ]
 PROMETHEUS_OPERATOR = [
     Kind("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors"),

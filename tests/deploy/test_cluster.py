@@ -103,7 +103,7 @@ def test_dry_run_into_a_missing_namespace_explains_itself(
     assert (
         'deployment.apps/detector: error: NotFound: namespaces "faceoff" not found' in captured.err
     )
-    assert "22 of 23 objects failed" in captured.err
+    assert "24 of 25 objects failed" in captured.err
     assert "create it first, or apply once without --dry-run" in captured.err
 
 
@@ -122,7 +122,7 @@ def test_a_cluster_without_the_prometheus_operator_fails_only_its_objects(
         "servicemonitor.monitoring.coreos.com/faceoff: error: the cluster does not serve monitoring.coreos.com/v1 ServiceMonitor (is its CRD installed?)"
         in err
     )
-    assert "2 of 26 objects failed" in err
+    assert "2 of 28 objects failed" in err
 
 
 def test_fields_owned_by_another_manager_need_force_conflicts(

@@ -10,7 +10,10 @@ what the NetworkPolicies let through.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -141,6 +144,8 @@ def test_every_object_validates_against_the_kubernetes_schema(
         if obj["kind"] in CRD_SCHEMAS:
             crds += 1
             continue
+        if obj["apiVersion"].startswith(GATEWAY_API):
+            continue  # test_gateway_api_objects_validate_against_the_gateway_api_schemas
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -151,6 +156,46 @@ def test_every_object_validates_against_the_kubernetes_schema(
     assert crds == 2 * len(
         OVERLAYS
     )  # a ServiceMonitor and a PrometheusRule in each +monitoring render
+
+
+#: The Gateway API's group: its objects are checked with its own schemas (not kubernetes-validate's).
+GATEWAY_API = "gateway.networking.k8s.io/"
+NODE_MODULES = REPO / ".venv" / "node" / "node_modules"
+
+
+def _gateway_api_errors(objects: list[Obj], tmp_path: Path) -> list[dict[str, Any]]:
+    """``[{kind, name, error}]`` from @kubernetes-models/gateway-api's validators (node)."""
+    if not (NODE_MODULES / "@kubernetes-models" / "gateway-api").is_dir():
+        pytest.fail("the Gateway API schemas are missing: run ./dev setup (npm installs them)")
+    file = tmp_path / "objects.json"
+    file.write_text(json.dumps(objects))
+    script = Path(__file__).with_name("gateway_validate.mjs")
+    out = subprocess.run(
+        ["node", str(script), str(NODE_MODULES), str(file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout))
+
+
+def test_gateway_api_objects_validate_against_the_gateway_api_schemas(
+    rendered: dict[str, list[Obj]], tmp_path: Path
+) -> None:
+    objects = [o for _n, o in _all_rendered(rendered) if o["apiVersion"].startswith(GATEWAY_API)]
+    kinds = sorted({o["kind"] for o in objects})
+    assert kinds == ["GRPCRoute", "Gateway"], kinds
+    results = _gateway_api_errors(objects, tmp_path)
+    assert [r for r in results if r["error"]] == []
+    # and the check can fail: a route to a named port, a misspelt match type
+    (route,) = [o for o in objects if o["kind"] == "GRPCRoute"][:1]
+    bad = json.loads(json.dumps(route))
+    bad["spec"]["rules"][0]["backendRefs"][0]["port"] = "grpc"
+    bad["spec"]["rules"][0]["matches"][0]["method"]["type"] = "Prefix"
+    (refused,) = _gateway_api_errors([bad], tmp_path)
+    assert "port must be integer" in refused["error"]
+    assert "type must be equal to one of the allowed values" in refused["error"]
 
 
 def test_the_schema_check_catches_a_misspelt_field(rendered: dict[str, list[Obj]]) -> None:
@@ -361,14 +406,26 @@ def test_selectors_select_and_references_resolve(
     accounts = by_kind(objects, "ServiceAccount")
     for deployment in deployments.values():
         assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
-    ingress = by_kind(objects, "Ingress")["faceoff"]
-    backends = {
-        p["backend"]["service"]["name"]
-        for r in ingress["spec"]["rules"]
-        for p in r["http"]["paths"]
-    }
-    assert backends == {"masker", "evaluator"}  # the detector stays internal
-    assert ingress["spec"]["tls"][0]["secretName"] == "faceoff-tls"
+    # The public entry point: a Gateway, and a GRPCRoute per public service whose backend is a
+    # Service port that exists; the detector stays internal.
+    (gateway,) = by_kind(objects, "Gateway").values()
+    (listener,) = gateway["spec"]["listeners"]
+    assert listener["tls"]["certificateRefs"] == [{"kind": "Secret", "name": "faceoff-tls"}]
+    routes = by_kind(objects, "GRPCRoute")
+    services = by_kind(objects, "Service")
+    served = {}
+    for route in routes.values():
+        assert route["spec"]["parentRefs"] == [
+            {"name": gateway["metadata"]["name"], "sectionName": listener["name"]}
+        ]
+        assert route["spec"]["hostnames"] == [listener["hostname"]]
+        for rule in route["spec"]["rules"]:
+            (backend,) = rule["backendRefs"]
+            ports = [p["port"] for p in services[backend["name"]]["spec"]["ports"]]
+            assert backend["port"] in ports and backend["port"] == PORTS[backend["name"]][0]
+            for match in rule["matches"]:
+                served[match["method"]["service"]] = backend["name"]
+    assert served == {"faceoff.v1.Masker": "masker", "faceoff.v1.Evaluator": "evaluator"}
 
 
 def test_autoscalers_own_the_replica_counts(rendered: dict[str, list[Obj]], overlay: str) -> None:
