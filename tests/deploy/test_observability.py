@@ -45,6 +45,36 @@ PROMTOOL_FIX = (
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "service", "container", "endpoint"}
 PROMETHEUS_METRICS: dict[str, set[str]] = {"up": set()}
 
+#: What the cluster's standard exporters publish, as their documentation names it, for the
+#: dashboard's pod and GPU rows: the kubelet's cAdvisor, kube-state-metrics, and NVIDIA's DCGM
+#: exporter with its Kubernetes pod mapping (its pod labels arrive as ``exported_*`` when the
+#: scrape does not honour them, as with the GPU Operator's ServiceMonitor).
+_DCGM_LABELS = {"gpu", "UUID", "device", "modelName", "Hostname"} | {
+    "exported_namespace",
+    "exported_pod",
+    "exported_container",
+}
+EXTERNAL_METRICS: dict[str, set[str]] = {
+    "container_memory_working_set_bytes": {"namespace", "pod", "container", "image", "name", "id"},
+    "container_cpu_usage_seconds_total": {
+        "namespace",
+        "pod",
+        "container",
+        "cpu",
+        "image",
+        "name",
+        "id",
+    },
+    "kube_deployment_status_replicas_available": {"namespace", "deployment"},
+    "kube_horizontalpodautoscaler_status_desired_replicas": {
+        "namespace",
+        "horizontalpodautoscaler",
+    },
+    "kube_horizontalpodautoscaler_spec_max_replicas": {"namespace", "horizontalpodautoscaler"},
+    "DCGM_FI_DEV_GPU_UTIL": _DCGM_LABELS,
+    "DCGM_FI_DEV_FB_USED": _DCGM_LABELS,
+}
+
 
 def _histogram(name: str, labels: set[str]) -> dict[str, set[str]]:
     return {
@@ -54,12 +84,23 @@ def _histogram(name: str, labels: set[str]) -> dict[str, set[str]]:
     }
 
 
+#: The gRPC ecosystem's server metrics (go-grpc-prometheus / py-grpc-prometheus names).
+GRPC_LABELS = {"grpc_type", "grpc_service", "grpc_method"}
+
+
 def _server_metrics(namespace: str) -> dict[str, set[str]]:
-    """What faceoff.common.interceptors.metrics exports for every service."""
+    """What faceoff.common.interceptors.metrics and the process collectors export for every service."""
     return {
         f"{namespace}_requests_total": {"method", "code"},
         **_histogram(f"{namespace}_request_seconds", {"method"}),
         f"{namespace}_requests_in_progress": {"method"},
+        "grpc_server_started_total": GRPC_LABELS,
+        "grpc_server_handled_total": GRPC_LABELS | {"grpc_code"},
+        **_histogram("grpc_server_handling_seconds", GRPC_LABELS),
+        # prometheus_client's process and platform collectors
+        "process_cpu_seconds_total": set(),
+        "process_resident_memory_bytes": set(),
+        "process_start_time_seconds": set(),
     }
 
 
@@ -399,7 +440,7 @@ def test_each_live_service_exports_what_it_declares_and_counts_health_checks(
 def test_every_queried_metric_is_exported_with_the_labels_used(
     exported: dict[str, dict[str, set[str]]],
 ) -> None:
-    available: dict[str, set[str]] = {**PROMETHEUS_METRICS}
+    available: dict[str, set[str]] = {**PROMETHEUS_METRICS, **EXTERNAL_METRICS}
     for samples in exported.values():
         available.update(samples)
     recorded = _recorded()
@@ -516,7 +557,7 @@ def test_dashboard_is_a_well_formed_grafana_dashboard() -> None:
 def test_dashboard_legends_name_labels_the_queries_return(
     exported: dict[str, dict[str, set[str]]],
 ) -> None:
-    available: dict[str, set[str]] = {**PROMETHEUS_METRICS, **_recorded()}
+    available: dict[str, set[str]] = {**PROMETHEUS_METRICS, **EXTERNAL_METRICS, **_recorded()}
     for samples in exported.values():
         available.update(samples)
     for panel, target in _dashboard_targets():
@@ -542,6 +583,16 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         "rate(faceoff_masker_photos_protected_total",
         "faceoff_masker_queue_depth",
         "faceoff_masker_batch_size_bucket",
+        # ops' questions (issue 14): one gRPC metric set, pods, replicas, GPUs
+        "rate(grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "process_resident_memory_bytes",
+        "container_memory_working_set_bytes",
+        "container_cpu_usage_seconds_total",
+        "kube_deployment_status_replicas_available",
+        "kube_horizontalpodautoscaler_status_desired_replicas",
+        "DCGM_FI_DEV_GPU_UTIL",
+        "DCGM_FI_DEV_FB_USED",
     ):
         assert needle in joined, needle
     for service in ("detector", "masker", "evaluator"):

@@ -1,7 +1,16 @@
 """Prometheus metrics for every RPC: a counter by status, a latency histogram, an in-progress gauge.
 
-Metric names take the service's namespace, e.g. ``faceoff_detector_requests_total{method,code}``,
-``faceoff_detector_request_seconds{method}`` and ``faceoff_detector_requests_in_progress{method}``.
+Two sets describe the same calls:
+
+- the service's own, in its namespace: ``faceoff_detector_requests_total{method,code}``,
+  ``faceoff_detector_request_seconds{method}``, ``faceoff_detector_requests_in_progress{method}``;
+- the gRPC ecosystem's, the same on every service (the names and labels of go-grpc-prometheus and
+  py-grpc-prometheus, so one rule or panel covers all three and existing dashboards work):
+  ``grpc_server_started_total``, ``grpc_server_handled_total`` (with ``grpc_code``) and the
+  histogram ``grpc_server_handling_seconds``, labelled ``grpc_type`` (``unary``,
+  ``server_stream``), ``grpc_service`` (``faceoff.v1.Masker``) and ``grpc_method``
+  (``Protect``).
+
 The registry is injected so that tests (and several servers in one process) do not collide.
 """
 
@@ -47,6 +56,26 @@ class ServerMetrics:
             namespace=namespace,
             registry=registry,
         )
+        grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started",
+            "RPCs started on the server.",
+            grpc_labels,
+            registry=registry,
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, whatever their status.",
+            [*grpc_labels, "grpc_code"],
+            registry=registry,
+        )
+        self.grpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from receipt to the last response message of RPCs handled by the server.",
+            grpc_labels,
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
@@ -63,14 +92,25 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        kind = "server_stream" if handler.unary_stream is not None else "unary"
+        if handler.stream_unary is not None or handler.stream_stream is not None:
+            kind = "bidi_stream" if handler.stream_stream is not None else "client_stream"
         m = self.metrics
+        labels = (kind, service, method)
+
+        def on_start(_context: Context) -> None:
+            m.in_progress.labels(method).inc()
+            m.grpc_started.labels(*labels).inc()
 
         def on_finish(
             request: Any, context: Context, seconds: float, failure: str | None, _: Any
         ) -> None:
-            m.requests.labels(method, code_name(context, failure)).inc()
+            code = code_name(context, failure)
+            m.requests.labels(method, code).inc()
             m.latency.labels(method).observe(seconds)
             m.in_progress.labels(method).dec()
+            m.grpc_handled.labels(*labels, code).inc()
+            m.grpc_seconds.labels(*labels).observe(seconds)
 
-        return observe(handler, lambda _context: m.in_progress.labels(method).inc(), on_finish)
+        return observe(handler, on_start, on_finish)
