@@ -253,3 +253,62 @@ def test_refusals_name_the_field_and_the_request_id_reaches_the_detector(
     lines = [r.getMessage() for r in caplog.records if "request_id=m-2" in r.getMessage()]
     assert any("/faceoff.v1.Detector/Detect" in line for line in lines), lines
     assert any("/faceoff.v1.Masker/Protect" in line for line in lines), lines
+
+
+def test_one_trace_follows_a_photo_through_the_sdk_the_masker_and_the_detector(
+    services: dict[str, Any], shared_photos: list[Path]
+) -> None:
+    """W3C trace context from the SDK's span through the masker to the detector, with a span
+    for each stage; the spans carry no payload."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from faceoff.sdk import Client
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the first test of this process to trace
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        with trace.get_tracer("tests").start_as_current_span("app uploads a photo") as root:
+            with Client(services["masker"].address) as client:
+                client.protect(shared_photos[3].read_bytes(), iterations=2, seed=1)
+        spans = exporter.get_finished_spans()
+    finally:
+        exporter.shutdown()  # later tests' spans go nowhere
+    trace_id = root.get_span_context().trace_id
+    mine = [s for s in spans if s.context.trace_id == trace_id]
+    names = {s.name for s in mine}
+    for expected in (
+        "faceoff.v1.Masker/Protect",  # the SDK's CLIENT span and the masker's SERVER span
+        "faceoff.v1.Detector/Detect",
+        "detect",
+        "prepare",
+        "decode",
+        "mtcnn",
+        "attack",
+        "finish",
+        "paste",
+        "encode",
+    ):
+        assert expected in names, f"{expected} missing from the trace: {sorted(names)}"
+    by_id = {s.context.span_id: s for s in mine}
+    server = next(
+        s for s in mine if s.name == "faceoff.v1.Masker/Protect" and s.kind.name == "SERVER"
+    )
+    client_span = by_id[server.parent.span_id]  # the masker continued the SDK's span
+    assert (
+        client_span.kind.name == "CLIENT"
+        and client_span.parent.span_id == root.get_span_context().span_id
+    )
+    detect = next(s for s in mine if s.name == "faceoff.v1.Detector/Detect")
+    assert by_id[detect.parent.span_id].name == "detect"  # the detector continued the masker's
+    assert server.attributes["rpc.grpc.status_code"] == 0
+    for s in mine:
+        for value in s.attributes.values():
+            assert not isinstance(value, bytes) and len(str(value)) < 200, (s.name, value)

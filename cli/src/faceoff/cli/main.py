@@ -693,6 +693,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from faceoff.cli import serve_all
 
         return serve_all.main(args)
+    from faceoff.common import tracing
     from faceoff.common.server import configure_logging
     from faceoff.common.settings import SettingsError
 
@@ -711,6 +712,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             flags.update(max_pixels=args.max_pixels, detect_max_side=args.detect_max_side)
             server_settings, settings = detector_server.load_settings(**flags)
             configure_logging(server_settings.log_level, server_settings.log_format, "detector")
+            tracing.configure("detector")
             asyncio.run(detector_server.serve_forever(server_settings, settings))
             return 0
         if args.service == "masker":
@@ -724,6 +726,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
             server_settings, masker_settings = masker_server.load_settings(**flags)
             configure_logging(server_settings.log_level, server_settings.log_format, "masker")
+            tracing.configure("masker")
             asyncio.run(masker_server.serve_forever(server_settings, masker_settings))
             return 0
         if args.service == "evaluator":
@@ -736,11 +739,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             )
             server_settings, evaluator_settings = evaluator_server.load_settings(**flags)
             configure_logging(server_settings.log_level, server_settings.log_format, "evaluator")
+            tracing.configure("evaluator")
             asyncio.run(evaluator_server.serve_forever(server_settings, evaluator_settings))
             return 0
     except SettingsError as exc:
         print(f"faceoff serve {args.service}: bad setting: {exc}", file=sys.stderr)
         return 2
+    finally:
+        tracing.shutdown()  # the last spans out before the process ends
     print(f"faceoff serve: unknown service {args.service}", file=sys.stderr)
     return 2
 
@@ -909,7 +915,29 @@ def main(argv: list[str] | None = None) -> int:
         "bench": _cmd_bench,
         "deploy": _cmd_deploy,
     }
+    if args.command in ("protect", "detect", "evaluate"):
+        return _traced(args.command, handlers[args.command], args)
     return handlers[args.command](args)
+
+
+def _traced(command: str, handler: Any, args: argparse.Namespace) -> int:
+    """Run a client command in a root span ``faceoff <command>`` when OTEL_TRACES_EXPORTER asks
+    for traces (its calls to the services carry the trace on); else just run it."""
+    from faceoff.common import tracing
+    from faceoff.common.settings import SettingsError
+
+    try:
+        exporter = tracing.configure("cli")
+    except SettingsError as exc:
+        print(f"faceoff {command}: bad setting: {exc}", file=sys.stderr)
+        return 2
+    if exporter == "none":
+        return int(handler(args))
+    try:
+        with tracing.span(f"faceoff {command}"):
+            return int(handler(args))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar, cast
 
 import grpc
@@ -207,6 +208,36 @@ def translate(
     )
 
 
+@contextmanager
+def _client_span(service: str, method: str) -> Iterator[None]:
+    """A CLIENT span around one public call when the app uses OpenTelemetry (its API installed
+    and a tracer provider set): the servers continue its trace from the ``traceparent`` that
+    :func:`_with_trace` adds. Without OpenTelemetry, nothing."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        yield
+        return
+    tracer = trace.get_tracer("faceoff.sdk")
+    with tracer.start_as_current_span(
+        f"{service}/{method}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+    ):
+        yield
+
+
+def _with_trace(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``metadata`` plus the current W3C trace context, when OpenTelemetry is installed."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return metadata
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return metadata + tuple(carrier.items())
+
+
 def new_request_id() -> str:
     """A request id for one public call (all its attempts send the same one)."""
     return uuid.uuid4().hex
@@ -304,15 +335,16 @@ class Caller:
         budget (``timeout``, default the client's) run out; ``fn`` gets what is left of it."""
         budget = Deadline(self.timeout if timeout is None else timeout)
         rid = new_request_id()
-        sent = (*self.metadata, (REQUEST_ID_KEY, rid))
-        for attempt in range(self.policy.max_attempts):
-            try:
-                return fn(budget.remaining(), sent)
-            except grpc.RpcError as exc:
-                wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
-                if wait is None:
-                    raise translate(exc, service, address, rid) from None
-            time.sleep(wait)
+        with _client_span(service, method):
+            sent = _with_trace((*self.metadata, (REQUEST_ID_KEY, rid)))
+            for attempt in range(self.policy.max_attempts):
+                try:
+                    return fn(budget.remaining(), sent)
+                except grpc.RpcError as exc:
+                    wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
+                    if wait is None:
+                        raise translate(exc, service, address, rid) from None
+                time.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def acall(
@@ -326,13 +358,14 @@ class Caller:
         """The asyncio form of :meth:`call`."""
         budget = Deadline(self.timeout if timeout is None else timeout)
         rid = new_request_id()
-        sent = (*self.metadata, (REQUEST_ID_KEY, rid))
-        for attempt in range(self.policy.max_attempts):
-            try:
-                return await fn(budget.remaining(), sent)
-            except grpc.RpcError as exc:
-                wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
-                if wait is None:
-                    raise translate(exc, service, address, rid) from None
-            await asyncio.sleep(wait)
+        with _client_span(service, method):
+            sent = _with_trace((*self.metadata, (REQUEST_ID_KEY, rid)))
+            for attempt in range(self.policy.max_attempts):
+                try:
+                    return await fn(budget.remaining(), sent)
+                except grpc.RpcError as exc:
+                    wait = self._retry_wait(exc, attempt, service, method, budget.remaining())
+                    if wait is None:
+                        raise translate(exc, service, address, rid) from None
+                await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")

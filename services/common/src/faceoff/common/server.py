@@ -31,7 +31,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from faceoff.common import logs, security
+from faceoff.common import logs, security, tracing
 from faceoff.common.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
@@ -210,10 +210,12 @@ async def start_server(
 def _interceptors(
     settings: ServerSettings, spec: ServiceSpec, metrics: ServerMetrics, registry: CollectorRegistry
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Metrics first (it sees the final status), then the access log and the error mapper, then
-    the optional token check and, inside it, the rate limit (which needs the token's name)."""
+    """Metrics first (it sees the final status), then the trace's SERVER span (so the access log
+    line carries its trace id), the access log and the error mapper, then the optional token check
+    and, inside it, the rate limit (which needs the token's name)."""
     chain: list[grpc.aio.ServerInterceptor] = [
         MetricsInterceptor(metrics),
+        tracing.TracingInterceptor(),
         AccessLogInterceptor(),
         ErrorInterceptor(),
     ]

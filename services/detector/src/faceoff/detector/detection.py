@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from faceoff.common import tracing
 from faceoff.common.errors import InvalidOption
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode
 
@@ -143,8 +144,10 @@ class FaceDetector:
 
     def detect(self, data: bytes, options: DetectOptions | None = None) -> DetectionResult:
         """Decode ``data`` (reduced for speed) and detect faces; see :meth:`detect_photo`."""
-        photo = decode(data, max_pixels=self.max_pixels, max_side=self.detect_max_side)
-        return self.detect_photo(photo, options)
+        with tracing.span("decode", bytes=len(data)):
+            photo = decode(data, max_pixels=self.max_pixels, max_side=self.detect_max_side)
+        with tracing.span("mtcnn", width=photo.full_width, height=photo.full_height):
+            return self.detect_photo(photo, options)
 
     def detect_photo(self, photo: Photo, options: DetectOptions | None = None) -> DetectionResult:
         """Detect faces in a decoded photo (possibly a reduced copy) in full-resolution coordinates."""

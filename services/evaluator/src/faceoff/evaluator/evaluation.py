@@ -16,6 +16,7 @@ memory one request can take. Nothing here writes photos, crops or embeddings any
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
+from faceoff.common import tracing
 from faceoff.common.errors import FaceOffError, InvalidImage, InvalidOption, NoFaceFound
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode
 from faceoff.evaluator.cloud import CLOUD_BACKENDS, build_cloud
@@ -318,14 +320,15 @@ class Evaluator:
         def run(name: str, backend: Recognizer) -> Assessment:
             began = time.monotonic()
             try:
-                return backend.assess(
-                    probe,
-                    references,
-                    gallery,
-                    top_k,
-                    use_api_threshold=request.use_api_threshold,
-                    deadline=backend_deadline,
-                )
+                with tracing.span(f"recognizer {name}", recognizer=name):
+                    return backend.assess(
+                        probe,
+                        references,
+                        gallery,
+                        top_k,
+                        use_api_threshold=request.use_api_threshold,
+                        deadline=backend_deadline,
+                    )
             finally:
                 took[name] = time.monotonic() - began
 
@@ -340,7 +343,8 @@ class Evaluator:
                 )
                 self._observe(name, "not_configured", 0.0)
                 continue
-            futures[name] = self._pool.submit(run, name, backend)
+            # each backend's thread runs in a copy of this context: its span is the call's child
+            futures[name] = self._pool.submit(contextvars.copy_context().run, run, name, backend)
         wait_futures(list(futures.values()), timeout=max(0.0, backend_deadline - time.monotonic()))
         for name, future in futures.items():
             verdicts[name] = self._verdict(

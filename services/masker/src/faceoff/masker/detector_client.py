@@ -19,7 +19,7 @@ import json
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from faceoff.common import status
+from faceoff.common import status, tracing
 from faceoff.common.errors import (
     BackendUnavailable,
     DeadlineExceeded,
@@ -100,7 +100,7 @@ class DetectorClient:
             response = await self._stub.Detect(
                 request,
                 timeout=timeout if timeout is not None else self.default_timeout,
-                metadata=self._metadata + status.outgoing_metadata(),
+                metadata=tracing.inject(self._metadata + status.outgoing_metadata()),
                 wait_for_ready=False,
             )
         except grpc.aio.AioRpcError as exc:

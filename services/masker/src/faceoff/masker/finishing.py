@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from faceoff.common import tracing
 from faceoff.common.crops import paste_delta
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode, encode, output_format
 from faceoff.masker.adaptive import Choice, choose_alphas
@@ -70,11 +71,13 @@ class Finisher:
         faces = job.attacked
         applied = np.clip(faces + alphas * delta, 0.0, 1.0) - faces if job.size else delta
         pixels = job.photo.pixels
-        for k, region in enumerate(job.regions):
-            pixels = paste_delta(pixels, region, applied[k])
+        with tracing.span("paste", faces=len(job.regions)):
+            for k, region in enumerate(job.regions):
+                pixels = paste_delta(pixels, region, applied[k])
         if progress:
             progress("encode", 0, 0)
-        out = encode(job.photo, pixels, remove_gps=o.strip_gps)
+        with tracing.span("encode", format=job.photo.format):
+            out = encode(job.photo, pixels, remove_gps=o.strip_gps)
         receipts: list[FaceReceipt] = []
         if job.size:
             # Measure what the user actually gets: the encoded output, decoded and re-cropped.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from faceoff.common import tracing
 from faceoff.common.crops import CropRegion, crop_region, extract_crop
 from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode
@@ -122,7 +123,8 @@ class Preparer:
         """
         started = time.perf_counter() if started is None else started
         options = self.surrogates.resolved(options)
-        photo = decode(data, max_pixels=self.max_pixels)
+        with tracing.span("decode", bytes=len(data)):
+            photo = decode(data, max_pixels=self.max_pixels)
         if (detection.width, detection.height) != (photo.width, photo.height):
             raise InvalidImage(
                 f"detector saw {detection.width}x{detection.height} px but the photo is {photo.width}x{photo.height}"

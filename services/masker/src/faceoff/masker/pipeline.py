@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from faceoff.common import tracing
 from faceoff.common.errors import InvalidArgument, InvalidImage, InvalidOption
 from faceoff.detector.detection import DetectionResult, DetectOptions, FaceDetector
 from faceoff.masker.jobs import Job
@@ -98,9 +99,10 @@ async def protect(
         before_detect()
     tell("detect")
     photos = [call.photo, *call.references]
-    detections = await asyncio.gather(
-        *(_detect_named(detect, p, i, call.detect_options) for i, p in enumerate(photos))
-    )
+    with tracing.span("detect", photos=len(photos)):
+        detections = await asyncio.gather(
+            *(_detect_named(detect, p, i, call.detect_options) for i, p in enumerate(photos))
+        )
     found = len(detections[0].faces)
     wanted = len(set(call.options.face_indices)) if call.options.face_indices else found
     if wanted > max_faces:
@@ -111,18 +113,21 @@ async def protect(
             field="options.face_indices" if call.options.face_indices else "image",
             reason="TOO_MANY_FACES",
         )
-    job = await asyncio.to_thread(
-        protector.prepare,
-        photos[0],
-        call.options,
-        detections[0],
-        list(zip(photos[1:], detections[1:])),
-    )
+    with tracing.span("prepare", faces=wanted):  # decode, crops, reference sets, targets
+        job = await asyncio.to_thread(
+            protector.prepare,
+            photos[0],
+            call.options,
+            detections[0],
+            list(zip(photos[1:], detections[1:])),
+        )
     total = call.options.total_iterations
     tell("attack", job.size, 0, total)
-    delta = await attack(job, lambda i, n: tell("attack", job.size, i, n))
+    with tracing.span("attack", faces=job.size, iterations=total, attack=job.options.attack):
+        delta = await attack(job, lambda i, n: tell("attack", job.size, i, n))
     tell("adapt" if job.options.adaptive_alpha else "paste", job.size, total, total)
-    return await asyncio.to_thread(protector.finish, job, delta)
+    with tracing.span("finish", faces=job.size):  # amplify, paste, encode, measure
+        return await asyncio.to_thread(protector.finish, job, delta)
 
 
 async def _detect_named(
