@@ -19,6 +19,10 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite starts about fifteen maskers (in this process and as children, which inherit it): each
+# traces only the attacks its tests ask for instead of every profile's at start (about 25 s a
+# masker on 2 cores). Results do not depend on it (FACEOFF_WARM_UP in docs/operations.md).
+os.environ.setdefault("FACEOFF_WARM_UP", "off")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("FACEOFF_SHARED_DIR", REPO.parent / "shared"))

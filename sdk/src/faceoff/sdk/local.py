@@ -16,6 +16,7 @@ as the services' error interceptor would map them.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -132,7 +133,8 @@ class LocalPipeline:
                 from faceoff.masker.protection import Protector
 
                 protector = Protector(max_pixels=self._max_pixels)
-                protector.warm_up()
+                # FACEOFF_WARM_UP as for the masker (profiles, default or off)
+                protector.warm_up_as(os.environ.get("FACEOFF_WARM_UP", "profiles"))
                 _protectors[self._max_pixels] = protector
             return _protectors[self._max_pixels]
 

@@ -38,6 +38,15 @@ __all__ = ["Protector"]
 ATTACK_PIXELS = 16 * 512 * 512
 
 
+#: What a masker traces before it reports SERVING (``FACEOFF_WARM_UP``): ``profiles``, the default
+#: profile's attack and every other profile whose surrogates are loaded by then (low: FaceNet);
+#: ``default``, the default profile's only; ``off``,
+#: nothing: the model is loaded and each kind of attack is traced by its first request, which
+#: pays for it. The same seed gives the same pixels in every mode (each attack runs on its
+#: general trace, :meth:`Surrogates.generalise`).
+WARM_UP_MODES = ("profiles", "default", "off")
+
+
 class Protector:
     """Prepares, attacks and finishes protections on the surrogates the options name.
 
@@ -96,6 +105,19 @@ class Protector:
     def warm_up(self, options: ProtectionOptions | None = None) -> None:
         """Load the options' surrogates and trace their attack before the first request."""
         self.surrogates.warm_up(options)
+
+    def warm_up_as(self, mode: str) -> None:
+        """Warm up as ``FACEOFF_WARM_UP`` says (see :data:`WARM_UP_MODES`)."""
+        if mode not in WARM_UP_MODES:
+            raise ValueError(
+                f"warm-up mode must be one of {', '.join(WARM_UP_MODES)}, got {mode!r}"
+            )
+        if mode == "profiles":
+            self.warm_up()
+        elif mode == "default":
+            from faceoff.masker.options import resolve
+
+            self.warm_up(resolve())
 
     # -- preparation -----------------------------------------------------------------------
 

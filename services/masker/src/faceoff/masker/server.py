@@ -67,6 +67,8 @@ class MaskerSettings:
             past the check's deadline, or NOT_SERVING) the masker's own service
             (``faceoff.v1.Masker``, the readiness probe) turns NOT_SERVING until a check
             passes; ``""`` (liveness) stays SERVING. 0 turns the watch off.
+        warm_up: What is traced before SERVING: ``profiles`` (default), ``default`` or ``off``
+            (:data:`faceoff.masker.protection.WARM_UP_MODES`).
     """
 
     detector_address: str = "127.0.0.1:50051"
@@ -84,6 +86,7 @@ class MaskerSettings:
     detector_token_file: str | None = None
     detect_timeout_seconds: float = 30.0
     detector_health_seconds: float = 5.0
+    warm_up: str = "profiles"
 
     def __post_init__(self) -> None:
         if ":" not in self.detector_address:
@@ -109,6 +112,10 @@ class MaskerSettings:
             raise SettingsError(
                 "FACEOFF_DETECTOR_HEALTH_SECONDS must be >= 0 (0: no watch), "
                 f"got {self.detector_health_seconds}"
+            )
+        if self.warm_up not in ("profiles", "default", "off"):
+            raise SettingsError(
+                f"FACEOFF_WARM_UP must be profiles, default or off, got {self.warm_up!r}"
             )
         if self.max_wait_ms < 0:
             raise SettingsError(f"FACEOFF_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
@@ -161,7 +168,7 @@ def build_spec(
         from faceoff.faces.models import load_surrogate
 
         protector = Protector(load_surrogate(settings.surrogate), max_pixels=settings.max_pixels)
-        protector.warm_up()
+        protector.warm_up_as(settings.warm_up)
         return protector
 
     detector = DetectorClient(
