@@ -268,12 +268,37 @@ class Script:
     """What the fake masker answers: these codes first, then OK."""
 
     codes: list[grpc.StatusCode] = field(default_factory=list)
+    #: ErrorInfo reasons sent with those codes (None: a bare status, as a proxy sends)
+    reasons: list[str | None] = field(default_factory=list)
     sleep: float = 0.0
     token: str | None = None
     attempts: int = 0
     metadata: list[dict[str, str]] = field(default_factory=list)
     remaining: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _rich(code: grpc.StatusCode, message: str, reason: str, field: str = "") -> grpc.Status:
+    """A status with a Face-Off ErrorInfo (and BadRequest) in grpc-status-details-bin, built from
+    googleapis-common-protos alone (the SDK's own dependency), as the servers send it."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    status = status_pb2.Status(code=code.value[0], message=message)
+    info = error_details_pb2.ErrorInfo(
+        reason=reason, domain="faceoff.v1", metadata={"request_id": "server-rid"}
+    )
+    status.details.add().Pack(info)
+    if field:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+
+    class _Status(grpc.Status):
+        pass
+
+    out = _Status()
+    out.code, out.details = code, message  # type: ignore[misc]
+    out.trailing_metadata = (("grpc-status-details-bin", status.SerializeToString()),)  # type: ignore[misc]
+    return out
 
 
 def _response() -> masker_pb2.ProtectResponse:
@@ -296,10 +321,13 @@ class ScriptedMasker(masker_pb2_grpc.MaskerServicer):
             metadata = dict(context.invocation_metadata())
             s.metadata.append(metadata)
             code = s.codes.pop(0) if s.codes else None
+            reason = s.reasons.pop(0) if s.reasons else None
         if s.token is not None and metadata.get("authorization") != f"Bearer {s.token}":
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
         if s.sleep:
             time.sleep(s.sleep)
+        if code is not None and reason is not None:
+            context.abort_with_status(_rich(code, f"scripted {code.name}", reason))
         if code is not None:
             context.abort(code, f"scripted {code.name}")
 
@@ -603,3 +631,39 @@ def test_local_without_the_services_says_what_to_install(monkeypatch: pytest.Mon
     assert "Client('host:port')" in str(info.value)
     with pytest.raises(ImportError, match="missing: .*faceoff-masker"):
         AsyncClient.local()
+
+
+@pytest.mark.parametrize(
+    ("reason", "attempts"),
+    [("OVERLOADED", 3), ("MODELS_LOADING", 3), (None, 1), ("DEADLINE_EXCEEDED", 1)],
+)
+def test_unstarted_protect_only_retries_what_the_server_did_not_start(
+    masker: str, script: Script, reason: str | None, attempts: int
+) -> None:
+    # UNAVAILABLE twice, then OK: retried only when the reason says no work was done
+    script.codes = [grpc.StatusCode.UNAVAILABLE] * 2
+    script.reasons = [reason] * 2
+    policy = RetryPolicy(max_attempts=4, initial_backoff=0.01, unstarted_protect_only=True)
+    with Client(masker, retries=policy) as client:
+        if attempts == 3:
+            client.protect(b"photo")
+        else:
+            with pytest.raises(UnavailableError) as info:
+                client.protect(b"photo")
+            assert info.value.reason == reason
+    assert script.attempts == attempts
+
+
+def test_errors_carry_the_servers_reason_field_and_request_id(masker: str, script: Script) -> None:
+    script.codes = [grpc.StatusCode.INVALID_ARGUMENT]
+    script.reasons = ["INVALID_OPTION"]
+    with Client(masker, retries=FAST) as client, pytest.raises(InvalidArgumentError) as info:
+        client.protect(b"photo")
+    assert info.value.reason == "INVALID_OPTION" and info.value.request_id == "server-rid"
+    # each call sends one request id, the same on every attempt
+    script.codes = [grpc.StatusCode.UNAVAILABLE]
+    script.metadata.clear()
+    with Client(masker, retries=FAST) as client:
+        client.protect(b"photo")
+    ids = [m.get("x-request-id") for m in script.metadata]
+    assert len(ids) == 2 and ids[0] == ids[1] and len(ids[0] or "") == 32

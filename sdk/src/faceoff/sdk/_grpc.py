@@ -15,7 +15,7 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from faceoff.sdk._version import __version__
-from faceoff.sdk.config import RETRYABLE_CODES, RetryPolicy, TLSConfig
+from faceoff.sdk.config import RETRYABLE_CODES, UNSTARTED_REASONS, RetryPolicy, TLSConfig
 from faceoff.sdk.errors import FaceOffError, error_for
 
 log = logging.getLogger("faceoff.sdk")
@@ -151,6 +151,19 @@ class RichStatus:
             elif detail.Is(retry.DESCRIPTOR) and detail.Unpack(retry):
                 seconds = retry.retry_delay.ToNanoseconds() / 1e9
                 self.retry_delay = seconds if seconds >= 0 else None
+
+
+#: How gRPC says a connection could not be made (the call reached no server).
+_NOT_CONNECTED = re.compile(r"failed to connect|connection refused|connect failed", re.IGNORECASE)
+
+
+def unstarted(exc: grpc.RpcError) -> bool:
+    """Whether the failure says the server did no work: a Face-Off refusal whose reason is in
+    :data:`UNSTARTED_REASONS`, or UNAVAILABLE because no connection could be made."""
+    reason = RichStatus(exc).reason
+    if reason is not None:
+        return reason in UNSTARTED_REASONS
+    return _code(exc) == "UNAVAILABLE" and bool(_NOT_CONNECTED.search(_details(exc)))
 
 
 def server_pushback(exc: grpc.RpcError) -> float | None:
@@ -298,6 +311,19 @@ class Caller:
         """Seconds to wait before the next attempt (the server's hint, else the backoff), or
         None when there is none: not retryable, out of attempts, or out of the call's budget."""
         if not retryable(exc) or attempt + 1 >= self.policy.max_attempts:
+            return None
+        if (
+            self.policy.unstarted_protect_only
+            and method in ("Protect", "ProtectStream")
+            and not unstarted(exc)
+        ):
+            log.info(
+                "%s.%s attempt %d failed with %s; no retry: the server may have started the work",
+                service,
+                method,
+                attempt + 1,
+                _code(exc),
+            )
             return None
         hint = server_pushback(exc)
         if hint is not None and hint < 0:

@@ -7,12 +7,18 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RETRYABLE_CODES", "RetryPolicy", "TLSConfig"]
+__all__ = ["RETRYABLE_CODES", "UNSTARTED_REASONS", "RetryPolicy", "TLSConfig"]
 
 #: Status codes a call is retried on: the service is briefly away, its queue is full, or the
 #: attempt ran out of time. Every other code is final.
 RETRYABLE_CODES: frozenset[str] = frozenset(
     {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+)
+
+#: Reasons (ErrorInfo, domain faceoff.v1) a server gives when it refused a call before doing any
+#: of its work: retrying cannot repeat work (see RetryPolicy.unstarted_protect_only).
+UNSTARTED_REASONS: frozenset[str] = frozenset(
+    {"OVERLOADED", "RATE_LIMITED", "TOO_MANY_CALLS", "MODELS_LOADING", "BACKEND_UNAVAILABLE"}
 )
 
 PemSource = bytes | str | os.PathLike[str] | None
@@ -69,6 +75,12 @@ class RetryPolicy:
     else ``retry-after`` in seconds), the pause is what the hint says instead; a negative
     ``grpc-retry-pushback-ms`` ends the retries.
 
+    A protection that failed after the server started its attack would run the whole attack
+    again when retried; ``unstarted_protect_only=True`` retries ``protect`` only when the failure
+    says no work was done: a refusal whose reason (:mod:`faceoff.sdk.errors`) is one of
+    :data:`UNSTARTED_REASONS` (queue full, rate limit, too many calls, models loading, detector
+    unreachable), or a connection that could not be made. Other calls are unaffected.
+
     Example::
 
         Client("localhost:50052", retries=RetryPolicy(max_attempts=6, initial_backoff=0.2))
@@ -78,6 +90,7 @@ class RetryPolicy:
     initial_backoff: float = 0.5
     max_backoff: float = 10.0
     multiplier: float = 2.0
+    unstarted_protect_only: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
