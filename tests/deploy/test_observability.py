@@ -602,9 +602,9 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
                 in e
                 for e in exprs
             )
-        assert any(f"sum by (code) (rate(faceoff_{service}_requests_total" in e for e in exprs), (
-            f"{service}: errors by code"
-        )
+        assert any(
+            "sum by (grpc_service, grpc_code) (rate(grpc_server_handled_total" in e for e in exprs
+        ), f"{service}: errors by code"
 
 
 # ---- scraping: ServiceMonitor, plain scrape config, adapter ------------------------------------
@@ -617,12 +617,17 @@ def test_service_monitor_selects_the_three_services_and_their_metrics_port(
     (monitor,) = by_kind(objects, "ServiceMonitor").values()
     selector = monitor["spec"]["selector"]["matchLabels"]
     (endpoint,) = monitor["spec"]["endpoints"]
-    selected = [
+    matching = [
         s
         for s in by_kind(objects, "Service").values()
         if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
     ]
+    # detector-headless matches the labels but has no metrics port: it adds no target
+    selected = [s for s in matching if endpoint["port"] in {p["name"] for p in s["spec"]["ports"]}]
     assert sorted(s["metadata"]["name"] for s in selected) == ["detector", "evaluator", "masker"]
+    assert sorted(s["metadata"]["name"] for s in matching if s not in selected) == [
+        "detector-headless"
+    ]
     for service in selected:
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
         job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
@@ -759,3 +764,14 @@ def test_adapter_rule_serves_the_metric_the_masker_hpa_asks_for(
         "pod": {"resource": "pod"},
     }
     assert promql.metric_names(rule["seriesQuery"]) == {"faceoff_masker_queue_depth"}
+
+
+def test_operations_doc_lists_every_dashboard_panel_with_its_queries() -> None:
+    doc = (REPO / "docs" / "operations.md").read_text()
+    for panel in _dashboard()["panels"]:
+        if panel["type"] == "row":
+            assert f"**{panel['title']}**" in doc, panel["title"]
+            continue
+        exprs = [t["expr"] for t in panel.get("targets", [])]
+        query = "<br>".join("`" + e.replace("|", "\\|") + "`" for e in exprs)
+        assert f"| {panel['title']} | {query} |" in doc, f"docs/operations.md: {panel['title']}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,15 +245,21 @@ def test_refusals_name_the_field_and_the_request_id_reaches_the_detector(
         "INVALID_OPTION",
         "options.epsilon",
     )
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "request_id=m-2" in r.getMessage()]
+
     with caplog.at_level("INFO", logger="faceoff.access"):
         # the reference is decoded by the detector first: its refusal comes back through the masker
         assert refusal(_request(data, [b"not a photo"]), "m-2") == (
             "INVALID_IMAGE",
             "reference_images[0]",
         )
-    lines = [r.getMessage() for r in caplog.records if "request_id=m-2" in r.getMessage()]
-    assert any("/faceoff.v1.Detector/Detect" in line for line in lines), lines
-    assert any("/faceoff.v1.Masker/Protect" in line for line in lines), lines
+        deadline = time.monotonic() + 5  # a server logs a call once it has ended
+        while len(lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert any("/faceoff.v1.Detector/Detect" in line for line in lines()), lines()
+    assert any("/faceoff.v1.Masker/Protect" in line for line in lines()), lines()
 
 
 def test_one_trace_follows_a_photo_through_the_sdk_the_masker_and_the_detector(

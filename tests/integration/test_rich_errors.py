@@ -9,6 +9,7 @@ INVALID_ARGUMENT, RetryInfo for RESOURCE_EXHAUSTED, and the SDK must surface the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,10 +146,17 @@ def test_the_request_id_is_in_the_access_log(
     detector: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     sent = (("authorization", f"Bearer {TOKEN}"), ("x-request-id", "find-me-in-the-log"))
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "faceoff.access"]
+
     with caplog.at_level(logging.INFO, logger="faceoff.access"):
         _detect(detector.address, b"", sent)
-    lines = [r.getMessage() for r in caplog.records if r.name == "faceoff.access"]
-    assert any("request_id=find-me-in-the-log" in line for line in lines), lines
+        # the server logs the call once it has ended, which the client may see first
+        deadline = time.monotonic() + 5
+        while not any("find-me" in line for line in lines()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert any("request_id=find-me-in-the-log" in line for line in lines()), lines()
 
 
 def test_rate_limited_calls_carry_retry_info_that_the_sdk_reads(detector: Any) -> None:

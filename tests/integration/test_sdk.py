@@ -343,3 +343,46 @@ def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(
 
 def test_serve_all_drains_on_sigterm(stack: ServeAll) -> None:
     assert stack.stop() == 0
+
+
+def test_a_node_client_uses_the_contract_from_protos(stack: ServeAll) -> None:
+    """The contract outside Python: @grpc/grpc-js + @grpc/proto-loader load protos/ at run time,
+    detect, protect, and decode an INVALID_ARGUMENT's BadRequest and ErrorInfo."""
+    import json
+    import shutil
+
+    import google.rpc
+
+    modules = REPO / ".venv" / "node" / "node_modules"
+    if not (modules / "@grpc" / "grpc-js").is_dir() or shutil.which("node") is None:
+        pytest.fail("node and @grpc/grpc-js are needed: run ./dev setup (npm installs them)")
+    out = subprocess.run(
+        [
+            "node",
+            str(Path(__file__).with_name("node_client.cjs")),
+            stack.address("detector"),
+            stack.address("masker"),
+            str(LEO),
+            str(REPO / "protos"),
+            str(Path(google.rpc.__path__[0])),
+        ],
+        env={**os.environ, "NODE_PATH": str(modules)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["detect"]["width"] == 176 and result["detect"]["faces"] == 1
+    assert result["protect"]["faces"] == 1 and result["protect"]["profile"] == "low"
+    assert result["protect"]["format"] == "IMAGE_FORMAT_JPEG" and result["protect"]["bytes"] > 1000
+    refusal = result["refusal"]
+    assert refusal["code"] == 3  # INVALID_ARGUMENT
+    details = refusal["status"]["details"]
+    assert details["ErrorInfo"]["reason"] == "INVALID_OPTION"
+    assert details["ErrorInfo"]["domain"] == "faceoff.v1"
+    violation = details["BadRequest"]["field_violations"][0]
+    assert (
+        violation["field"] == "options.min_confidence"
+        and "min_confidence" in violation["description"]
+    )

@@ -119,8 +119,10 @@ def configure(level: str = "INFO", fmt: str = "text", service: str = "faceoff") 
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):  # ours from an earlier call; others (a test's) are kept
+        if getattr(old, "faceoff_handler", False):
+            root.removeHandler(old)
+    handler: logging.Handler
     if fmt == "json":
         # the records go to a copy of the real stderr; fd 2 itself becomes the native pipe
         stream = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
@@ -130,6 +132,7 @@ def configure(level: str = "INFO", fmt: str = "text", service: str = "faceoff") 
     else:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    setattr(handler, "faceoff_handler", True)  # noqa: B010 - a mark on a stdlib object
     root.addHandler(handler)
     root.setLevel(level.upper())
     # TensorFlow's own chatter is not ours to print at INFO.
