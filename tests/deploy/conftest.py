@@ -1,8 +1,8 @@
 """Fixtures for the deployment tests: rendered overlays, the deploy/ folder, external tools.
 
-Everything here runs offline: manifests are rendered in Python, validated against the
-Kubernetes JSON schemas bundled in kubernetes-validate, and checked with promtool, hadolint and
-kubectl's built-in kustomize where those binaries are installed (./dev setup installs them).
+Everything here runs offline: manifests are rendered with kubectl's built-in kustomize
+(`faceoff deploy render`), validated against the Kubernetes JSON schemas bundled in
+kubernetes-validate, and checked with promtool and hadolint (./dev setup installs them all).
 """
 
 from __future__ import annotations

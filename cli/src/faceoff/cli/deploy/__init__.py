@@ -2,8 +2,8 @@
 
 The manifests live in the repository's ``deploy/`` folder (not in the wheel): ``deploy/k8s/base``
 with the overlays ``deploy/k8s/overlays/cpu`` and ``.../gpu``, and the Prometheus Operator
-objects in ``deploy/observability``. :func:`render` builds them with the kustomize subset of
-:mod:`faceoff.cli.deploy.kustomize`; :mod:`faceoff.cli.deploy.cluster` applies them (server-side apply)
+objects in ``deploy/observability``. :func:`render` builds them with kustomize (``kubectl
+kustomize``, :mod:`faceoff.cli.deploy.kustomize`); :mod:`faceoff.cli.deploy.cluster` applies them (server-side apply)
 and reports the Deployments' rollout, with the official ``kubernetes`` client.
 """
 
@@ -51,7 +51,7 @@ def render(
     """The objects of ``overlay``, plus the Prometheus Operator objects when ``monitoring``.
 
     Raises:
-        DeployError: unknown overlay, or a kustomization this renderer cannot build.
+        DeployError: unknown overlay, no kubectl, or a kustomization kustomize refuses.
     """
     from faceoff.cli.deploy.kustomize import KustomizeError, build
 
