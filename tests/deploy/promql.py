@@ -46,6 +46,14 @@ def grouping_labels(expr: str) -> set[str]:
     }
 
 
+_LABEL_REPLACE = re.compile(r',\s*"(\w+)",\s*"[^"]*",\s*"\w+",\s*"[^"]*"\s*\)')
+
+
+def created_labels(expr: str) -> set[str]:
+    """Labels ``expr`` writes with ``label_replace(v, "dst", "replacement", "src", "regex")``."""
+    return set(_LABEL_REPLACE.findall(expr))
+
+
 def metric_names(expr: str) -> set[str]:
     """Names of the series ``expr`` selects (metrics and recorded series)."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
