@@ -38,7 +38,9 @@ def spans_in(text: str) -> list[dict[str, Any]]:
 
 
 def _seconds(span: dict[str, Any]) -> float:
-    start, end = (datetime.fromisoformat(span[k].replace("Z", "+00:00")) for k in ("start_time", "end_time"))
+    start, end = (
+        datetime.fromisoformat(span[k].replace("Z", "+00:00")) for k in ("start_time", "end_time")
+    )
     return (end - start).total_seconds()
 
 
@@ -54,7 +56,9 @@ def tree(spans: list[dict[str, Any]]) -> list[str]:
         service = span.get("resource", {}).get("attributes", {}).get("service.name", "?")
         kind = span.get("kind", "").removeprefix("SpanKind.")
         lines.append(f"{'  ' * depth}{span['name']}  [{service}, {kind}]  {_seconds(span):.3f} s")
-        for child in sorted(children.get(span["context"]["span_id"], []), key=lambda c: c["start_time"]):
+        for child in sorted(
+            children.get(span["context"]["span_id"], []), key=lambda c: c["start_time"]
+        ):
             walk(child, depth + 1)
 
     roots = sorted(children.get(None, []), key=lambda s: s["start_time"])
