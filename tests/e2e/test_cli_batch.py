@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -288,3 +290,56 @@ def test_bad_usage_is_refused_before_any_photo(tmp_path: Path) -> None:
         str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--server", "127.0.0.1:1"
     )
     assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_a_hung_or_killed_masker_fails_each_photo_within_its_timeout(tmp_path: Path) -> None:
+    """`faceoff protect --server --timeout`: a masker that never answers, and one that is gone,
+    cost each photo its budget at most; the photo is reported failed, nothing half-written."""
+    import threading
+    import time
+    from concurrent import futures
+
+    import grpc
+
+    from faceoff.v1 import masker_pb2_grpc
+
+    release = threading.Event()
+
+    class Hung(masker_pb2_grpc.MaskerServicer):
+        def Protect(self, request: Any, context: grpc.ServicerContext) -> Any:
+            release.wait(60)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "released")
+
+        def ProtectStream(self, request: Any, context: grpc.ServicerContext) -> Any:
+            release.wait(60)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "released")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    masker_pb2_grpc.add_MaskerServicer_to_server(Hung(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for name, address in (("hung", f"127.0.0.1:{port}"), ("killed", "127.0.0.1:1")):
+            out = tmp_path / name / "leo.jpg"
+            started = time.monotonic()
+            run = _protect(
+                str(PHOTOS / "leo" / "leo_01.jpg"),
+                "-o",
+                str(out),
+                "--server",
+                address,
+                "--timeout",
+                "3",
+                timeout=120,
+            )
+            took = time.monotonic() - started
+            assert run.returncode == 1, (name, run.returncode, run.stderr[-2000:])
+            assert "Traceback" not in run.stderr, run.stderr
+            said = run.stdout + run.stderr  # which photo, why, and how to resume
+            assert "leo_01.jpg" in said and "run the same command again to resume" in said, said
+            assert re.search(r"deadline|unavailable|connect", said, re.IGNORECASE), said
+            assert not out.exists() and not list(out.parent.glob("*.part*"))
+            assert took < 3 + 30, f"{name}: {took:.1f} s"  # the budget, plus starting Python
+    finally:
+        release.set()
+        server.stop(0)

@@ -289,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--server", help="masker HOST:PORT to use instead of the in-process pipeline")
     p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="with --server: seconds each photo may take in all, retries included (default 300); "
+        "a photo over it is reported failed and the batch goes on",
+    )
+    p.add_argument(
         "--evaluator",
         help="evaluator HOST:PORT for --check with --server (default: the --server address)",
     )
@@ -624,7 +631,19 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         except SettingsError as exc:
             print(f"faceoff protect: {exc}", file=sys.stderr)
             return 2
-        client = Client(args.server, evaluator=args.evaluator, tls=tls, token=token)
+        if args.timeout is not None and not args.timeout > 0:
+            print(
+                f"faceoff protect: --timeout must be > 0 seconds, got {args.timeout:g}",
+                file=sys.stderr,
+            )
+            return 2
+        client = Client(
+            args.server,
+            evaluator=args.evaluator,
+            tls=tls,
+            token=token,
+            **({"timeout": args.timeout} if args.timeout is not None else {}),
+        )
     else:
         from faceoff.faces.recognizers import LOCAL_RECOGNIZERS
 
