@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -221,16 +222,26 @@ def translate(
     )
 
 
+@functools.cache
+def _opentelemetry() -> tuple[Any, Any] | None:
+    """OpenTelemetry's ``trace`` and ``propagate`` modules when the app has them (looked up once)."""
+    try:
+        from opentelemetry import propagate, trace
+    except ImportError:
+        return None
+    return trace, propagate
+
+
 @contextmanager
 def _client_span(service: str, method: str) -> Iterator[None]:
     """A CLIENT span around one public call when the app uses OpenTelemetry (its API installed
     and a tracer provider set): the servers continue its trace from the ``traceparent`` that
     :func:`_with_trace` adds. Without OpenTelemetry, nothing."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
+    otel = _opentelemetry()
+    if otel is None:
         yield
         return
+    trace = otel[0]
     tracer = trace.get_tracer("faceoff.sdk")
     with tracer.start_as_current_span(
         f"{service}/{method}",
@@ -242,12 +253,11 @@ def _client_span(service: str, method: str) -> Iterator[None]:
 
 def _with_trace(metadata: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """``metadata`` plus the current W3C trace context, when OpenTelemetry is installed."""
-    try:
-        from opentelemetry import propagate
-    except ImportError:
+    otel = _opentelemetry()
+    if otel is None:
         return metadata
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    otel[1].inject(carrier)
     return metadata + tuple(carrier.items())
 
 
