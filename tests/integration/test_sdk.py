@@ -312,42 +312,10 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(
-    stack: ServeAll, client: Client
-) -> None:
-    detector, masker, evaluator = (
-        stack.info[n]["pid"] for n in ("detector", "masker", "evaluator")
-    )
-    os.kill(detector, signal.SIGKILL)
-    _wait(lambda: _gone(detector), 10, "the killed detector to go")
-    _wait(lambda: _serving(stack.address("detector")), 180, "the detector to be started again")
-    os.kill(evaluator, signal.SIGSTOP)  # hung: alive, but answers nothing
-    try:
-        _wait(lambda: _gone(evaluator), 60, "the supervisor to kill the hung evaluator")
-    finally:
-        if not _gone(evaluator):
-            os.kill(evaluator, signal.SIGCONT)
-    _wait(lambda: _serving(stack.address("evaluator")), 180, "the evaluator to be started again")
-    assert not _gone(masker), "the masker kept serving throughout"
-    assert client.protect(PHOTOS / "bill" / "bill_03.jpg", iterations=2).faces
-    page = (
-        urllib.request.urlopen(
-            f"http://127.0.0.1:{stack.info['supervisor']['metrics_port']}/metrics", timeout=10
-        )
-        .read()
-        .decode()
-    )
-    for name, count in (("detector", 1), ("masker", 0), ("evaluator", 1)):
-        assert f'faceoff_serve_all_restarts_total{{service="{name}"}} {count}.0' in page, page
-
-
-def test_serve_all_drains_on_sigterm(stack: ServeAll) -> None:
-    assert stack.stop() == 0
-
-
 def test_a_node_client_uses_the_contract_from_protos(stack: ServeAll) -> None:
     """The contract outside Python: @grpc/grpc-js + @grpc/proto-loader load protos/ at run time,
-    detect, protect, and decode an INVALID_ARGUMENT's BadRequest and ErrorInfo."""
+    detect, protect, and decode an INVALID_ARGUMENT's BadRequest and ErrorInfo. (Before the
+    tests below, which kill the stack's children and stop it.)"""
     import json
     import shutil
 
@@ -386,3 +354,36 @@ def test_a_node_client_uses_the_contract_from_protos(stack: ServeAll) -> None:
         violation["field"] == "options.min_confidence"
         and "min_confidence" in violation["description"]
     )
+
+
+def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(
+    stack: ServeAll, client: Client
+) -> None:
+    detector, masker, evaluator = (
+        stack.info[n]["pid"] for n in ("detector", "masker", "evaluator")
+    )
+    os.kill(detector, signal.SIGKILL)
+    _wait(lambda: _gone(detector), 10, "the killed detector to go")
+    _wait(lambda: _serving(stack.address("detector")), 180, "the detector to be started again")
+    os.kill(evaluator, signal.SIGSTOP)  # hung: alive, but answers nothing
+    try:
+        _wait(lambda: _gone(evaluator), 60, "the supervisor to kill the hung evaluator")
+    finally:
+        if not _gone(evaluator):
+            os.kill(evaluator, signal.SIGCONT)
+    _wait(lambda: _serving(stack.address("evaluator")), 180, "the evaluator to be started again")
+    assert not _gone(masker), "the masker kept serving throughout"
+    assert client.protect(PHOTOS / "bill" / "bill_03.jpg", iterations=2).faces
+    page = (
+        urllib.request.urlopen(
+            f"http://127.0.0.1:{stack.info['supervisor']['metrics_port']}/metrics", timeout=10
+        )
+        .read()
+        .decode()
+    )
+    for name, count in (("detector", 1), ("masker", 0), ("evaluator", 1)):
+        assert f'faceoff_serve_all_restarts_total{{service="{name}"}} {count}.0' in page, page
+
+
+def test_serve_all_drains_on_sigterm(stack: ServeAll) -> None:
+    assert stack.stop() == 0
