@@ -81,10 +81,7 @@ def _as_sdk_errors() -> Iterator[None]:
     try:
         yield
     except DomainError as exc:
-        field = exc.field
-        if field is None and exc.reason == "INVALID_IMAGE":
-            field = "image"  # as a server names it
-        raise error_for(exc.status, exc.message, reason=exc.reason, field=field) from None
+        raise error_for(exc.status, exc.message, reason=exc.reason, field=exc.field) from None
 
 
 class LocalPipeline:

@@ -42,9 +42,18 @@ class InvalidArgument(FaceOffError):
 
 
 class InvalidImage(InvalidArgument):
-    """The photo cannot be used: empty, not an image, corrupt, too large, unsupported."""
+    """The photo cannot be used: empty, not an image, corrupt, too large, unsupported.
+
+    Its field is the request's photo, ``image`` (every Face-Off request carries it so), unless
+    the raiser names another (``reference_images[2]``).
+    """
 
     reason = "INVALID_IMAGE"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message, field=field or "image", reason=reason)
 
 
 class InvalidOption(InvalidArgument):

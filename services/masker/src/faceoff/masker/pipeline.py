@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from faceoff.common import tracing
-from faceoff.common.errors import InvalidArgument, InvalidImage, InvalidOption
+from faceoff.common.errors import InvalidArgument, InvalidOption
 from faceoff.detector.detection import DetectionResult, DetectOptions, FaceDetector
 from faceoff.masker.jobs import Job
 from faceoff.masker.options import ProtectionOptions
@@ -138,8 +138,6 @@ async def _detect_named(
         return await detect(data, options)
     except InvalidArgument as exc:
         if index == 0:
-            if exc.field is None and isinstance(exc, InvalidImage):
-                exc.field = "image"
             raise
         raise exc.again(
             f"reference photo {index - 1}: {exc.message}", field=f"reference_images[{index - 1}]"

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from faceoff.common import status
-from faceoff.common.errors import FaceOffError, InvalidImage
+from faceoff.common.errors import FaceOffError
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
@@ -34,15 +34,12 @@ async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
     if isinstance(exc, FaceOffError):
         # Overloaded: when to retry; ReplyTooLarge: never (-1)
         retry_after = getattr(exc, "retry_after", None)
-        field = exc.field
-        if field is None and isinstance(exc, InvalidImage):
-            field = "image"  # every Face-Off request carries its photo as `image`
         await status.abort(
             context,
             grpc.StatusCode[exc.status],
             exc.message,
             exc.reason,
-            field=field,
+            field=exc.field,
             retry_after=retry_after,
         )
     log.error(
