@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextvars
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import grpc
@@ -126,52 +126,31 @@ def rich_status(
     *,
     field: str | None = None,
     retry_after: float | None = None,
-    metadata: Mapping[str, str] | None = None,
 ) -> status_pb2.Status:
     """The ``google.rpc.Status`` of a refusal (see the module docstring)."""
     if reason not in REASONS:
         raise ValueError(f"unknown reason {reason!r}; add it to REASONS and docs/errors.md")
-    info: dict[str, str] = dict(metadata or {})
+    info: dict[str, str] = {}
     rid = current_request_id()
     if rid:
         info["request_id"] = rid
     if field:
         info["field"] = field
-    details = []
-    if retry_after is not None and retry_after >= 0:
-        info["retry_after_ms"] = str(int(round(retry_after * 1000)))
-    details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=info))
+    delay_s = retry_after if retry_after is not None and retry_after >= 0 else None
+    if delay_s is not None:
+        info["retry_after_ms"] = str(int(round(delay_s * 1000)))
+    details: list[Any] = [error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=info)]
     if field and code == grpc.StatusCode.INVALID_ARGUMENT:
         violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
-    if retry_after is not None and retry_after >= 0:
+    if delay_s is not None:
         delay = duration_pb2.Duration()
-        delay.FromNanoseconds(int(round(retry_after * 1e9)))
+        delay.FromNanoseconds(int(round(delay_s * 1e9)))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
     for detail in details:
         status.details.add().Pack(detail)
     return status
-
-
-def trailers(
-    code: grpc.StatusCode,
-    message: str,
-    reason: str,
-    *,
-    field: str | None = None,
-    retry_after: float | None = None,
-    metadata: Mapping[str, str] | None = None,
-) -> tuple[tuple[str, str | bytes], ...]:
-    """Trailing metadata of a refusal: the rich status, the retry hint, the request id."""
-    status = rpc_status.to_status(
-        rich_status(code, message, reason, field=field, retry_after=retry_after, metadata=metadata)
-    )
-    out: list[tuple[str, str | bytes]] = list(status.trailing_metadata)
-    if retry_after is not None:
-        out.extend(retry_metadata(retry_after))
-    out.extend(outgoing_metadata())
-    return tuple(out)
 
 
 def parse(trailing: Iterable[Any] | None) -> tuple[str | None, str | None]:
@@ -201,14 +180,15 @@ async def abort(
     *,
     field: str | None = None,
     retry_after: float | None = None,
-    metadata: Mapping[str, str] | None = None,
 ) -> NoReturn:
-    """End the call with ``code`` and ``message``, and the rich status in its trailers."""
-    await context.abort(
-        code,
-        message,
-        trailing_metadata=trailers(
-            code, message, reason, field=field, retry_after=retry_after, metadata=metadata
-        ),
+    """End the call with ``code`` and ``message``; its trailers carry the rich status, the retry
+    hint (:mod:`faceoff.common.retry_hint`) and the request id."""
+    status = rpc_status.to_status(
+        rich_status(code, message, reason, field=field, retry_after=retry_after)
     )
+    trailing: list[tuple[str, str | bytes]] = list(status.trailing_metadata)
+    if retry_after is not None:
+        trailing.extend(retry_metadata(retry_after))
+    trailing.extend(outgoing_metadata())
+    await context.abort(code, message, trailing_metadata=tuple(trailing))
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
