@@ -250,8 +250,10 @@ def test_refusals_name_the_field_and_the_request_id_reaches_the_detector(
         return [r.getMessage() for r in caplog.records if "request_id=m-2" in r.getMessage()]
 
     with caplog.at_level("INFO", logger="faceoff.access"):
-        # the reference is decoded by the detector first: its refusal comes back through the masker
-        assert refusal(_request(data, [b"not a photo"]), "m-2") == (
+        # a reference whose header is sound (the masker's admission reads headers only) but whose
+        # data is cut short is refused by the detector's decode: the refusal comes back through
+        # the masker
+        assert refusal(_request(data, [data[: len(data) // 3]]), "m-2") == (
             "INVALID_IMAGE",
             "reference_images[0]",
         )

@@ -75,3 +75,24 @@ def test_an_evicted_model_still_in_use_is_not_cached_under_its_id(held: Surrogat
     assert held.gallery_for(in_use).surrogate == in_use.name  # still served, built afresh
     assert held.gallery_for(in_use) is not held.gallery_for(in_use)
     assert held.attack_model(in_use, o).input_size == held.work_side(o)
+
+
+def test_weighted_ensembles_left_idle_are_forgotten(
+    held: Surrogates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(surrogates_module.time, "monotonic", lambda: clock[0])
+    equal = held.model_for(resolve("medium", surrogates=("facenet", "sface")))
+    old = resolve("medium", surrogates=("facenet", "sface"), surrogate_weights=(1.0, 2.0))
+    recent = resolve("medium", surrogates=("facenet", "sface"), surrogate_weights=(1.0, 3.0))
+    ref = weakref.ref(held.model_for(old))
+    clock[0] += 50
+    kept = held.model_for(recent)
+    clock[0] += 20  # old: idle 70 s; recent: 20 s
+    assert held.expire_idle(60.0) == 1 and held.weighted_ensembles == 1
+    gc.collect()
+    assert ref() is None, "a forgotten ensemble is garbage"
+    assert held.model_for(recent) is kept
+    assert held.model_for(resolve("medium", surrogates=("facenet", "sface"))) is equal
+    clock[0] += 61
+    assert held.expire_idle(60.0) == 1 and held.weighted_ensembles == 0

@@ -311,6 +311,36 @@ def _png_without_bad_metadata(data: bytes, notes: list[str]) -> bytes:
     return data[:8] + b"".join(kept)
 
 
+def probe(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int, str]:
+    """``(width, height, format)`` of a photo as stored, from its header only (no pixel decoded).
+
+    Runs :func:`decode`'s header checks, so what it refuses :func:`decode` refuses too.
+
+    Raises:
+        InvalidImage: as :func:`decode` would for a bad header or a photo over ``max_pixels``.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)) and bytes(data[:8]) == _PNG_SIGNATURE:
+        data = _png_without_bad_metadata(bytes(data), [])
+    img = _open(data, max_pixels)
+    width, height = img.size
+    return width, height, str(img.format)
+
+
+def decoded_pixels(width: int, height: int, fmt: str, max_side: int | None = None) -> int:
+    """Pixels :func:`decode` holds for a stored ``width`` x ``height`` photo of format ``fmt``.
+
+    With ``max_side`` a JPEG is decoded at Pillow's reduced DCT scale (1/2, 1/4 or 1/8: the
+    smallest copy at least the size asked for); any other format is decoded whole first.
+    """
+    if max_side is None or max(width, height) <= max_side or fmt != "JPEG":
+        return width * height
+    scale = max_side / max(width, height)
+    want_w, want_h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+    ratio = min(width // want_w, height // want_h)  # as JpegImageFile.draft picks it
+    reduce = next(k for k in (8, 4, 2, 1) if ratio >= k)
+    return -(-width // reduce) * -(-height // reduce)
+
+
 def decode(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
 ) -> Photo:

@@ -31,7 +31,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from faceoff.common import logs, security, tracing
+from faceoff.common import logs, memory, security, tracing
 from faceoff.common.interceptors import (
     AccessLogInterceptor,
     AuthInterceptor,
@@ -132,6 +132,9 @@ async def start_server(
 ) -> RunningServer:
     """Start ``spec`` on ``settings.port`` (0 picks a free port) and begin loading its models."""
     registry = registry if registry is not None else CollectorRegistry()
+    set_up = memory.configure(settings.malloc_arenas, settings.mmap_threshold_bytes)
+    if set_up:
+        log.debug("glibc malloc: %s", set_up)
     _process_collectors(registry)
     metrics = ServerMetrics(spec.namespace, registry)
     if spec.setup_metrics is not None:

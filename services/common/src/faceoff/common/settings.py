@@ -122,6 +122,10 @@ class ServerSettings:
             so pods an autoscaler adds get traffic. 0 is off.
         max_connection_age_grace_seconds: How long calls on such a connection may still run
             before it is closed (longer than the slowest protection).
+        malloc_arenas: glibc malloc arenas at most (``M_ARENA_MAX``); 0 is glibc's default
+            (8 per core). See :mod:`faceoff.common.memory`.
+        mmap_threshold_bytes: Allocations from this size up are their own mappings, returned
+            to the system when freed (``M_MMAP_THRESHOLD``, fixed); 0 is glibc's dynamic one.
     """
 
     host: str = "0.0.0.0"
@@ -142,6 +146,8 @@ class ServerSettings:
     keepalive_seconds: float = 60.0
     max_connection_age_seconds: float = 300.0
     max_connection_age_grace_seconds: float = 600.0
+    malloc_arenas: int = 2
+    mmap_threshold_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"FACEOFF_PORT must be 0..65535, got {self.port}")
@@ -164,7 +170,12 @@ class ServerSettings:
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
             f"FACEOFF_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
         )
-        for name in ("keepalive_seconds", "max_connection_age_seconds"):
+        for name in (
+            "keepalive_seconds",
+            "max_connection_age_seconds",
+            "malloc_arenas",
+            "mmap_threshold_bytes",
+        ):
             value = getattr(self, name)
             _check(value >= 0, f"FACEOFF_{name.upper()} must be >= 0 (0: off), got {value}")
         _check(

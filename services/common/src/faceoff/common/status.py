@@ -58,6 +58,14 @@ REASONS: dict[str, tuple[str, str]] = {
         "an option is out of range or unknown; `field` names it",
     ),
     "TOO_MANY_FACES": ("INVALID_ARGUMENT", "the photo has more faces than one request may protect"),
+    "TOO_MANY_PIXELS": (
+        "INVALID_ARGUMENT",
+        "the request's photos decode to more pixels than one request may cost",
+    ),
+    "TOO_MUCH_WORK": (
+        "INVALID_ARGUMENT",
+        "the attack would take more face-steps than one request may cost",
+    ),
     "NO_FACE": (
         "FAILED_PRECONDITION",
         "the call needs a face and the photo (or a reference) has none",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,15 +143,29 @@ class FaceDetector:
         self.detect_pixels(np.full((160, 160, 3), 128, np.uint8), DetectOptions())
         log.info("MTCNN loaded on %s (detect_max_side=%d)", self.device, detect_max_side)
 
-    def detect(self, data: bytes, options: DetectOptions | None = None) -> DetectionResult:
+    def detect(
+        self,
+        data: bytes,
+        options: DetectOptions | None = None,
+        should_stop: Callable[[], None] = lambda: None,
+    ) -> DetectionResult:
         """Decode ``data`` (reduced for speed) and detect faces; see :meth:`detect_photo`."""
         with tracing.span("decode", bytes=len(data)):
             photo = decode(data, max_pixels=self.max_pixels, max_side=self.detect_max_side)
         with tracing.span("mtcnn", width=photo.full_width, height=photo.full_height):
-            return self.detect_photo(photo, options)
+            return self.detect_photo(photo, options, should_stop)
 
-    def detect_photo(self, photo: Photo, options: DetectOptions | None = None) -> DetectionResult:
-        """Detect faces in a decoded photo (possibly a reduced copy) in full-resolution coordinates."""
+    def detect_photo(
+        self,
+        photo: Photo,
+        options: DetectOptions | None = None,
+        should_stop: Callable[[], None] = lambda: None,
+    ) -> DetectionResult:
+        """Detect faces in a decoded photo (possibly a reduced copy) in full-resolution coordinates.
+
+        ``should_stop`` is called before each MTCNN pass (after waiting for the detector, which
+        runs one photo at a time); it may raise to give up (the caller went away).
+        """
         options = options or DetectOptions()
         pixels = photo.pixels
         scale = photo.scale
@@ -163,7 +178,7 @@ class FaceDetector:
                 max(1, round(photo.full_height * scale)),
             )
             pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-        faces = self.detect_pixels(pixels, options, scale=scale)
+        faces = self.detect_pixels(pixels, options, scale=scale, should_stop=should_stop)
         if not faces and min(pixels.shape[:2]) * _RETRY_SCALE >= 2 * MTCNN_MIN_WINDOW:
             # MTCNN's proposal stage sometimes finds nothing at one pyramid alignment and a clear
             # face at a slightly different one (seen on photos of the shared set): look once more
@@ -174,22 +189,31 @@ class FaceDetector:
                 pixels, None, fx=_RETRY_SCALE, fy=_RETRY_SCALE, interpolation=cv2.INTER_AREA
             )
             faces = self.detect_pixels(
-                retry, options, scale=scale * retry.shape[1] / pixels.shape[1]
+                retry,
+                options,
+                scale=scale * retry.shape[1] / pixels.shape[1],
+                should_stop=should_stop,
             )
         return DetectionResult(width=photo.full_width, height=photo.full_height, faces=faces)
 
     def detect_pixels(
-        self, pixels: np.ndarray, options: DetectOptions, scale: float = 1.0
+        self,
+        pixels: np.ndarray,
+        options: DetectOptions,
+        scale: float = 1.0,
+        should_stop: Callable[[], None] = lambda: None,
     ) -> list[DetectedFace]:
         """Detect faces in ``(H, W, 3)`` uint8 RGB ``pixels`` that are ``scale`` times the full photo.
 
         Returns faces in full-resolution coordinates (divided by ``scale``), largest first.
+        ``should_stop`` is called once the detector is free, before MTCNN runs; it may raise.
         """
         h, w = pixels.shape[:2]
         if min(h, w) < MTCNN_MIN_WINDOW:
             return []
         min_size = max(MTCNN_MIN_WINDOW, math.floor(options.min_face_size * scale))
         with self._lock:
+            should_stop()  # a caller that went away while waiting costs nothing more
             rows = self._mtcnn.detect_faces(
                 np.ascontiguousarray(pixels),
                 min_face_size=min_size,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import grpc
 
+from faceoff.common import memory
 from faceoff.common.errors import ModelNotReady
 from faceoff.detector.convert import options_from_proto, result_to_proto
 from faceoff.detector.detection import FaceDetector
@@ -35,5 +37,25 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
     ) -> detector_pb2.DetectResponse:
         detector = self._ready()
         options = options_from_proto(request.options)
-        result = await asyncio.to_thread(detector.detect, request.image.data, options)
+        abandoned = threading.Event()
+
+        def should_stop() -> None:  # in the detection thread, before each MTCNN pass
+            if abandoned.is_set():
+                raise Abandoned
+
+        try:
+            result = await asyncio.to_thread(
+                detector.detect, request.image.data, options, should_stop
+            )
+        except asyncio.CancelledError:
+            # the caller went away (cancelled, or its deadline passed): a detection still
+            # waiting for the detector is skipped instead of run for nobody
+            abandoned.set()
+            raise
+        finally:
+            await asyncio.to_thread(memory.trim)  # the decoded photo is garbage now
         return result_to_proto(result)
+
+
+class Abandoned(Exception):
+    """Raised in a detection thread whose caller has gone away."""

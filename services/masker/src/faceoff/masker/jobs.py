@@ -19,6 +19,7 @@ from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode
 from faceoff.detector.detection import DetectionResult
 from faceoff.faces.models import EmbeddingModel
+from faceoff.masker.cost import REFERENCE_MAX_SIDE
 from faceoff.masker.decoys import SAME_PERSON_DISTANCE
 from faceoff.masker.options import ProtectionOptions
 from faceoff.masker.references import augment_probe
@@ -73,11 +74,12 @@ class Preparer:
         self.max_pixels = max_pixels
 
     def decode_references(self, references: Sequence[tuple[bytes, DetectionResult]]) -> list[Photo]:
-        """Each reference photo decoded (an undecodable one is refused naming its index)."""
+        """Each reference photo decoded at most :data:`~faceoff.masker.cost.REFERENCE_MAX_SIDE`
+        on its longer side (only its face is used; an undecodable one is refused naming its index)."""
         photos = []
         for i, (data, _) in enumerate(references):
             try:
-                photos.append(decode(data, max_pixels=self.max_pixels))
+                photos.append(decode(data, max_pixels=self.max_pixels, max_side=REFERENCE_MAX_SIDE))
             except InvalidImage as exc:
                 raise InvalidImage(
                     f"reference photo {i}: {exc.message}", field=f"reference_images[{i}]"
@@ -95,13 +97,15 @@ class Preparer:
             return None
         crops = []
         for i, (photo, detection) in enumerate(zip(photos, detections)):
-            if detection.faces:
-                region = crop_region(detection.faces[0].box, photo.width, photo.height)
-            elif max(photo.width, photo.height) <= MAX_CROP_SIDE:
+            if detection.faces:  # the box is in full-size coordinates; the photo may be reduced
+                x, y, w, h = detection.faces[0].box
+                s = photo.scale
+                region = crop_region((x * s, y * s, w * s, h * s), photo.width, photo.height)
+            elif max(photo.full_width, photo.full_height) <= MAX_CROP_SIDE:
                 region = CropRegion(0, 0, photo.width, photo.height)  # already a face crop
             else:
                 raise InvalidImage(
-                    f"reference photo {i} ({photo.width}x{photo.height} px) has no detectable face; "
+                    f"reference photo {i} ({photo.full_width}x{photo.full_height} px) has no detectable face; "
                     f"send photos of the person's face, or face crops of at most {MAX_CROP_SIDE} px",
                     field=f"reference_images[{i}]",
                 )

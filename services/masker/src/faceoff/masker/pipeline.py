@@ -24,6 +24,7 @@ import numpy as np
 from faceoff.common import tracing
 from faceoff.common.errors import InvalidArgument, InvalidOption
 from faceoff.detector.detection import DetectionResult, DetectOptions, FaceDetector
+from faceoff.masker import cost
 from faceoff.masker.jobs import Job
 from faceoff.masker.options import ProtectionOptions
 from faceoff.masker.protection import Protector
@@ -63,6 +64,8 @@ async def protect(
     *,
     max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS,
     max_faces: int = DEFAULT_MAX_FACES,
+    max_request_pixels: int = cost.DEFAULT_MAX_REQUEST_PIXELS,
+    max_request_work: int = cost.DEFAULT_MAX_REQUEST_WORK,
     progress: Progress | None = None,
     before_detect: Callable[[], None] | None = None,
 ) -> ProtectionResult:
@@ -76,12 +79,16 @@ async def protect(
         max_reference_photos: The limit on ``call.references``.
         max_faces: The limit on the faces to protect (after detection, before any work on
             them): the photo's faces, or those ``face_indices`` selects.
+        max_request_pixels: The budget of decoded pixels, photo and references together,
+            checked from the headers before any detection (:mod:`faceoff.masker.cost`).
+        max_request_work: The budget of attack face-steps, checked after detection.
         progress: Told of each stage.
         before_detect: Called after the cheap checks and before any detection; it may raise to
             refuse the call early (the masker's full-queue check).
 
     Raises:
-        InvalidOption: too many reference photos or faces, or a bad option for this photo.
+        InvalidOption: too many reference photos, faces, pixels or face-steps, or a bad
+            option for this photo.
         InvalidArgument: a photo cannot be used (a reference photo's refusal names its index).
     """
 
@@ -95,6 +102,7 @@ async def protect(
             f"at most {max_reference_photos} are accepted",
             field="reference_images",
         )
+    cost.check_pixels(call.photo, call.references, max_request_pixels, protector.max_pixels)
     if before_detect is not None:
         before_detect()
     tell("detect")
@@ -108,11 +116,12 @@ async def protect(
     if wanted > max_faces:
         raise InvalidOption(
             f"the photo has {wanted} faces to protect; at most {max_faces} are accepted per "
-            "request: choose some with faces (face_indices), or detect.max_faces to take the "
-            "largest",
+            "request (FACEOFF_MAX_FACES_PER_REQUEST): choose some with faces (face_indices), or "
+            "detect.max_faces to take the largest",
             field="options.face_indices" if call.options.face_indices else "image",
             reason="TOO_MANY_FACES",
         )
+    cost.check_work(wanted, protector.resolved(call.options), max_request_work)
     with tracing.span("prepare", faces=wanted):  # decode, crops, reference sets, targets
         job = await asyncio.to_thread(
             protector.prepare,

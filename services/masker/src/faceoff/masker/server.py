@@ -22,7 +22,8 @@ from faceoff.common.server import (
     start_server,
 )
 from faceoff.common.settings import ServerSettings, SettingsError, from_env, split_overrides
-from faceoff.masker.batching import AttackBatcher
+from faceoff.masker.batching import DEFAULT_MAX_QUEUE_WORK, AttackBatcher
+from faceoff.masker.cost import DEFAULT_MAX_REQUEST_PIXELS, DEFAULT_MAX_REQUEST_WORK
 from faceoff.masker.detector_client import DetectorClient
 from faceoff.masker.metrics import MaskerMetrics
 from faceoff.masker.pipeline import DEFAULT_MAX_FACES, DEFAULT_MAX_REFERENCE_PHOTOS
@@ -49,6 +50,15 @@ class MaskerSettings:
         max_batch_faces: Faces per attack batch across concurrent requests.
         max_wait_ms: How long a batch waits to fill, in milliseconds.
         max_queue_faces: Faces allowed to wait; beyond it requests get RESOURCE_EXHAUSTED.
+        max_queue_work: Face-steps (faces x iterations x surrogates) allowed to wait; beyond
+            it requests get RESOURCE_EXHAUSTED.
+        max_request_pixels: Decoded pixels one request may cost, photo and references at the
+            size they are decoded to (:mod:`faceoff.masker.cost`); more is INVALID_ARGUMENT
+            from the headers, before any detection.
+        max_request_work: Face-steps one request may cost; more is INVALID_ARGUMENT after
+            detection and before any attack.
+        interleave: Run a cheaper waiting attack batch between the chunks of a running one
+            (:mod:`faceoff.masker.batching`), so a cheap call is not stuck behind a huge one.
         max_reference_photos: Most reference photos per request.
         max_faces_per_request: Most faces one request may have protected (more is refused
             with INVALID_ARGUMENT before any attack, naming both numbers).
@@ -76,6 +86,10 @@ class MaskerSettings:
     max_batch_faces: int = 8
     max_wait_ms: float = 20.0
     max_queue_faces: int = 64
+    max_queue_work: int = DEFAULT_MAX_QUEUE_WORK
+    max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS
+    max_request_work: int = DEFAULT_MAX_REQUEST_WORK
+    interleave: bool = True
     max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS
     max_faces_per_request: int = DEFAULT_MAX_FACES
     surrogate: str = "facenet"
@@ -99,6 +113,9 @@ class MaskerSettings:
             "max_queue_faces",
             "max_reference_photos",
             "max_faces_per_request",
+            "max_queue_work",
+            "max_request_pixels",
+            "max_request_work",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(
@@ -162,7 +179,7 @@ def build_spec(
     server_settings: ServerSettings, settings: MaskerSettings, registry: CollectorRegistry
 ) -> ServiceSpec:
     """The masker's plug-in for the shared server (call inside the server's event loop)."""
-    metrics = MaskerMetrics(registry, settings.max_queue_faces)
+    metrics = MaskerMetrics(registry, settings.max_queue_faces, settings.max_queue_work)
 
     def factory() -> Protector:
         from faceoff.faces.models import load_surrogate
@@ -188,10 +205,14 @@ def build_spec(
             settings.max_wait_ms / 1000.0,
             settings.max_queue_faces,
             metrics,
+            max_queue_work=settings.max_queue_work,
+            interleave=settings.interleave,
         ),
         settings.max_reference_photos,
         metrics.result,
         max_faces=settings.max_faces_per_request,
+        max_request_pixels=settings.max_request_pixels,
+        max_request_work=settings.max_request_work,
         max_reply_bytes=server_settings.max_message_bytes,
     )
     return ServiceSpec(

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+from faceoff.common import memory
 from faceoff.common.errors import InvalidOption, ModelNotReady, ReplyTooLarge
 from faceoff.detector.convert import options_from_proto as detect_options_from_proto
 from faceoff.detector.detection import DetectionResult, DetectOptions
-from faceoff.masker import pipeline
+from faceoff.masker import cost, pipeline
 from faceoff.masker.batching import AttackBatcher
 from faceoff.masker.convert import options_from_proto, result_to_proto
 from faceoff.masker.detector_client import DetectorClient
 from faceoff.masker.pipeline import ProtectCall
 from faceoff.masker.protection import Protector
 from faceoff.masker.receipts import ProtectionResult
+from faceoff.masker.surrogates import WEIGHTED_IDLE_SECONDS
 from faceoff.v1 import masker_pb2, masker_pb2_grpc
 
 ProgressSink = Callable[[masker_pb2.ProtectProgress], None]
@@ -38,6 +41,8 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             a bigger one is refused with :class:`ReplyTooLarge` instead of failing in gRPC
             after the status was counted OK; 0 is no check.
         max_faces: Most faces one request may have protected.
+        max_request_pixels: Decoded pixels one request may cost (:mod:`faceoff.masker.cost`).
+        max_request_work: Attack face-steps one request may cost.
     """
 
     def __init__(
@@ -49,6 +54,8 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         on_result: Callable[[ProtectionResult], None] | None = None,
         max_reply_bytes: int = 0,
         max_faces: int = pipeline.DEFAULT_MAX_FACES,
+        max_request_pixels: int = cost.DEFAULT_MAX_REQUEST_PIXELS,
+        max_request_work: int = cost.DEFAULT_MAX_REQUEST_WORK,
     ) -> None:
         self._factory = factory
         self._detector = detector
@@ -57,8 +64,11 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         self._on_result = on_result
         self.max_reply_bytes = max_reply_bytes
         self._max_faces = max_faces
+        self._max_request_pixels = max_request_pixels
+        self._max_request_work = max_request_work
         self._protector: Protector | None = None
         self._batcher: AttackBatcher | None = None
+        self._housekeeping: set[asyncio.Future[None]] = set()
 
     def load(self) -> None:
         """Load the surrogate and compile the attack once (called in a thread at start-up)."""
@@ -93,26 +103,49 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
                     )
                 )
 
+        call_options_weighted = bool(request.options.surrogate_weights)
         call = ProtectCall(
             photo=request.image.data,
             options=options_from_proto(request.options),
             references=[r.data for r in request.reference_images],
             detect_options=_detect_options(request.options.detect),
         )
-        result = await pipeline.protect(
-            call,
-            protector,
-            detect,
-            batcher.submit,
-            max_reference_photos=self._max_refs,
-            max_faces=self._max_faces,
-            progress=progress,
-            # before detection: a full queue would refuse the attack anyway
-            before_detect=batcher.refuse_if_full,
-        )
+        try:
+            result = await pipeline.protect(
+                call,
+                protector,
+                detect,
+                batcher.submit,
+                max_reference_photos=self._max_refs,
+                max_faces=self._max_faces,
+                max_request_pixels=self._max_request_pixels,
+                max_request_work=self._max_request_work,
+                progress=progress,
+                # before detection: a full queue would refuse the attack anyway
+                before_detect=batcher.refuse_if_full,
+            )
+        finally:
+            del call  # the photos' arrays are garbage now: give their pages back
+            await asyncio.to_thread(memory.trim)
+            if call_options_weighted:
+                # forget the weighted ensemble once it has been idle (and its memory with it)
+                asyncio.get_running_loop().call_later(
+                    WEIGHTED_IDLE_SECONDS + 1, self._expire_idle, protector
+                )
         if self._on_result is not None:
             self._on_result(result)
         return result
+
+    def _expire_idle(self, protector: Protector) -> None:
+        """Forget the weighted ensembles left idle, then give their memory back."""
+
+        async def expire() -> None:
+            if await asyncio.to_thread(protector.surrogates.expire_idle):
+                await asyncio.to_thread(_collect_and_trim)
+
+        task = asyncio.ensure_future(expire())
+        self._housekeeping.add(task)  # held until done (a bare task may be collected mid-way)
+        task.add_done_callback(self._housekeeping.discard)
 
     async def Protect(
         self, request: masker_pb2.ProtectRequest, context: grpc.aio.ServicerContext
@@ -163,6 +196,13 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         if self._batcher is not None:
             await self._batcher.close()
         await self._detector.close()
+
+
+def _collect_and_trim() -> None:
+    """Collect the forgotten ensembles' reference cycles (traced functions hold some), then
+    return their memory."""
+    gc.collect()
+    memory.trim(0.0)
 
 
 def _detect_options(msg: Any) -> DetectOptions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -28,10 +29,13 @@ log = logging.getLogger(__name__)
 #: Work sizes are rounded up to a multiple of this many pixels (160..640: 16 sides at most).
 WORK_SIZE_STEP = 32
 #: Ensembles with explicit ``surrogate_weights`` kept at once (least recently used first out).
-#: Each costs a trace of the attack (about 20 s on two cores) and a few hundred MB, so a client
-#: sending a new weight on every request makes the masker rebuild, never grow; equal-weight
-#: ensembles are bounded by the surrogates there are.
-MAX_WEIGHTED_ENSEMBLES = 4
+#: Each costs a trace of the attack (about 20 s on two cores) and about 330 MB, so a client
+#: sending a new weight on every request makes the masker rebuild, never grow (with 4 kept,
+#: ``faceoff bench chaos``'s six weights took the masker from 1.6 to 3.3 GB; with 2, at most
+#: about 2.6); equal-weight ensembles are bounded by the surrogates there are.
+MAX_WEIGHTED_ENSEMBLES = 2
+#: A weighted ensemble no protection has used for this long is forgotten (memory back to rest).
+WEIGHTED_IDLE_SECONDS = 60.0
 
 
 class Surrogates:
@@ -64,6 +68,7 @@ class Surrogates:
         self._resized: dict[tuple[int, int], EmbeddingModel] = {}
         self._generalised: set[tuple[Any, ...]] = set()
         self._trace_lock = threading.Lock()
+        self._used: dict[tuple[Any, ...], float] = {}  # weighted keys: when last asked for
 
     def resolved(self, options: ProtectionOptions) -> ProtectionOptions:
         """``options`` naming the surrogates it will run on (empty means the default surrogate)."""
@@ -78,6 +83,8 @@ class Surrogates:
             return self.model
         key = (names, tuple(options.surrogate_weights))
         with self._lock:
+            if key[1]:
+                self._used[key] = time.monotonic()
             if key in self._models:
                 self._models.move_to_end(key)
             else:
@@ -97,13 +104,29 @@ class Surrogates:
         """Forget the least recently used weighted ensembles past the bound (lock held)."""
         weighted = [k for k in self._models if k[1]]
         for key in weighted[: max(0, len(weighted) - MAX_WEIGHTED_ENSEMBLES)]:
-            model = self._models.pop(key)
-            ident = id(model)
-            self._galleries.pop(ident, None)
-            for side_key in [k for k in self._resized if k[0] == ident]:
-                del self._resized[side_key]
-            self._generalised.difference_update([k for k in self._generalised if k[0] == ident])
-            log.info("forgot the surrogate ensemble %s with weights %s", key[0], list(key[1]))
+            self._forget(key)
+
+    def expire_idle(self, idle: float = WEIGHTED_IDLE_SECONDS) -> int:
+        """Forget the weighted ensembles not asked for in ``idle`` seconds; how many went."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [k for k in self._models if k[1] and now - self._used.get(k, 0.0) >= idle]
+            for key in stale:
+                self._forget(key)
+        if stale:
+            log.info("forgot %d weighted ensemble(s) idle for %.0f s or more", len(stale), idle)
+        return len(stale)
+
+    def _forget(self, key: tuple[Any, ...]) -> None:
+        """Drop one weighted ensemble and everything made for it (lock held)."""
+        self._used.pop(key, None)
+        model = self._models.pop(key)
+        ident = id(model)
+        self._galleries.pop(ident, None)
+        for side_key in [k for k in self._resized if k[0] == ident]:
+            del self._resized[side_key]
+        self._generalised.difference_update([k for k in self._generalised if k[0] == ident])
+        log.info("forgot the surrogate ensemble %s with weights %s", key[0], list(key[1]))
 
     @property
     def weighted_ensembles(self) -> int:
