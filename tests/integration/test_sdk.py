@@ -356,6 +356,25 @@ def test_a_node_client_uses_the_contract_from_protos(stack: ServeAll) -> None:
     )
 
 
+def test_chaos_costly_inputs_end_in_documented_codes_and_cheap_calls_are_not_stuck(
+    stack: ServeAll,
+) -> None:
+    """``faceoff bench chaos``'s resource cases on this stack (its kill cases are the next test's
+    subject): over-budget pixels, work and faces are refused with the documented codes, a cheap
+    call under a maximal one finishes within 2x its solo latency, and the masker stays under its
+    memory bound."""
+    from faceoff.cli.bench import chaos
+
+    chaos_stack = chaos.Stack(stack.info, stack.process.pid, chaos.DEFAULT_PHOTO.read_bytes())
+    cases = ("warm", "refs_over_budget", "work_over_budget", "crowd", "cheap_under_maximal")
+    rows = [chaos.run_case(chaos_stack, name) for name in cases]
+    for row in rows:
+        assert row["documented"], row
+    under = rows[-1]
+    assert under["maximal_still_running"] and under["ratio_to_solo"] <= 2.0, under
+    assert max(r["masker_peak_mib"] for r in rows) <= 3 * 1024, rows
+
+
 def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(
     stack: ServeAll, client: Client
 ) -> None:

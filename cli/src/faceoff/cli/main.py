@@ -10,6 +10,7 @@
 - ``faceoff models fetch``: fetch and verify the model files (set-up time, never at run time).
 - ``faceoff bench detector [--json OUT]``: benchmarks that print figures;
   ``faceoff bench load [--target HOST:PORT] [--concurrency N] [--duration S]``: load on a local service;
+  ``faceoff bench chaos [--cases A,B]``: kills, SIGSTOPs and hostile resources against serve all;
   ``faceoff bench fuzz [--duration S]``: mutated hostile inputs through photo decoding and option checks.
 - ``faceoff deploy render|apply|status [--overlay cpu|gpu]``: the Kubernetes manifests (deploy/).
 
@@ -545,6 +546,16 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--seed", type=int, default=0, help="random seed of every request (default 0)")
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
     pb = bench_sub.add_parser(
+        "chaos",
+        help="faults (kill, SIGSTOP) and hostile resources against faceoff serve all: "
+        "status codes, seconds, peak and after memory per case",
+    )
+    pb.add_argument(
+        "--cases", help="comma-separated cases, in the bench's order (default: all of them)"
+    )
+    pb.add_argument("--photo", help="the one-face photo the cases protect (default: a shared one)")
+    pb.add_argument("--json", dest="json_out", help="also write the JSON here")
+    pb = bench_sub.add_parser(
         "fuzz",
         help="photo decoding and option checks on mutated hostile inputs: "
         "outcomes, unexpected exceptions, peak memory",
@@ -911,6 +922,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from faceoff.cli.bench import load
 
         return load.main(args)
+    if args.bench == "chaos":
+        from faceoff.cli.bench import chaos
+
+        return chaos.main(args)
     if args.bench == "fuzz":
         from faceoff.cli.bench import fuzz
 

@@ -269,6 +269,7 @@ def serve_all(log_level: str = "WARNING", ready_timeout: float = 600.0) -> Itera
                 raise LoadError("faceoff serve all did not come up (see its log above)")
             if line.startswith("{"):
                 info = json.loads(line)
+        info["supervisor_pid"] = process.pid
         yield info
     finally:
         if process.poll() is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,10 +29,18 @@ class DetectorSettings:
     Attributes:
         max_pixels: Largest photo accepted, width x height (default 50 megapixels).
         detect_max_side: Longer side of the reduced copy MTCNN runs on (default 1024 px).
+        onednn: Let TensorFlow run MTCNN's convolutions with oneDNN (``FACEOFF_ONEDNN``,
+            default off). oneDNN keeps compiled primitives for every input shape it has seen,
+            and MTCNN's shapes change with every photo size and crowd: with it the detector
+            grew from 0.6 to 1.6 GB over ``faceoff bench chaos`` (a 49-megapixel reference
+            and a 197-face photo) and kept it (docs/reliability.md has both runs).
+            Applied before TensorFlow is imported (``TF_ENABLE_ONEDNN_OPTS``), so only in a
+            process of its own (``faceoff serve detector``).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     detect_max_side: int = 1024
+    onednn: bool = False
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
@@ -43,6 +53,8 @@ class DetectorSettings:
 
 def build_spec(settings: DetectorSettings) -> ServiceSpec:
     """The detector's plug-in for the shared server."""
+    if "tensorflow" not in sys.modules:  # else TensorFlow has read its setting already
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1" if settings.onednn else "0")
     servicer = DetectorServicer(
         functools.partial(
             FaceDetector, detect_max_side=settings.detect_max_side, max_pixels=settings.max_pixels
