@@ -373,6 +373,9 @@ def test_chaos_costly_inputs_end_in_documented_codes_and_cheap_calls_are_not_stu
     under = rows[-1]
     assert under["maximal_still_running"] and under["ratio_to_solo"] <= 2.0, under
     assert max(r["masker_peak_mib"] for r in rows) <= 3 * 1024, rows
+    assert max(r["detector_peak_mib"] for r in rows) <= 1536, rows
+    rest = rows[0]["masker_after_mib"]
+    assert all(r["masker_after_mib"] <= 1.2 * rest for r in rows), (rest, rows)
 
 
 def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(

@@ -38,8 +38,9 @@ __all__ = ["Protector"]
 ATTACK_PIXELS = 16 * 512 * 512
 
 
-#: What a masker traces before it reports SERVING (``FACEOFF_WARM_UP``): ``profiles``, the default
-#: profile's attack and every other profile whose surrogates are loaded by then (low: FaceNet);
+#: What is traced at start (``FACEOFF_WARM_UP``): ``profiles``, the default profile's attack and
+#: every other profile whose surrogates are loaded by then (low: FaceNet; the masker service
+#: traces the others after it reports SERVING, ``Client.local()`` before it returns);
 #: ``default``, the default profile's only; ``off``,
 #: nothing: the model is loaded and each kind of attack is traced by its first request, which
 #: pays for it. The same seed gives the same pixels in every mode (each attack runs on its

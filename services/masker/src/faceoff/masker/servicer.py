@@ -76,6 +76,11 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         self._batcher = self._batcher_factory(protector)
         self._protector = protector
 
+    def warm_up_rest(self) -> None:
+        """Trace every loaded profile's attack (blocking; after the default one is served)."""
+        if self._protector is not None:
+            self._protector.warm_up()
+
     def _ready(self) -> tuple[Protector, AttackBatcher]:
         if self._protector is None or self._batcher is None:
             raise ModelNotReady(
@@ -143,8 +148,11 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
             if await asyncio.to_thread(protector.surrogates.expire_idle):
                 await asyncio.to_thread(_collect_and_trim)
 
-        task = asyncio.ensure_future(expire())
-        self._housekeeping.add(task)  # held until done (a bare task may be collected mid-way)
+        self.hold(asyncio.ensure_future(expire()))
+
+    def hold(self, task: asyncio.Future[None]) -> None:
+        """Keep a background task referenced until it is done (a bare one may be collected)."""
+        self._housekeeping.add(task)
         task.add_done_callback(self._housekeeping.discard)
 
     async def Protect(
