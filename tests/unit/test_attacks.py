@@ -375,18 +375,35 @@ def test_progress_callback_can_abort() -> None:
         PGDLinf(iterations=30).attack(probes, loss_for("target", False), progress=stop)
 
 
-def test_compiled_step_is_reused_across_parameters_and_batch_sizes() -> None:
+def test_compiled_step_is_traced_once_for_any_parameters_and_batch_sizes() -> None:
     probes, _ = faces()
     loss_5 = loss_for("target", False)
     PGDL2(epsilon=1.0, iterations=2).attack(probes, loss_5)
     run = PGDL2()._compiled(loss_5, "run", None)
+    assert run.tracing_count() == 1  # the first call traced the relaxed shapes, not its own
     e = embeddings()
     loss_3 = TargetLoss(model(), list(e[:3]), [[e[4]]] * 3)
     PGDL2(epsilon=0.5, iterations=2).attack(probes[:3], loss_3)
-    traces = run.experimental_get_tracing_count()
     loss_2 = TargetLoss(model(), list(e[:2]), [[e[3][:2], e[4]]] * 2, targeted=True)
     PGDL2(epsilon=3.0, step_size=0.7, iterations=4).attack(probes[:2], loss_2)
-    assert run.experimental_get_tracing_count() == traces <= 2
+    assert run.tracing_count() == 1
+
+
+def test_relaxed_specs_open_the_batch_and_the_reference_sets_only() -> None:
+    import tensorflow as tf
+
+    from faceoff.masker.attacks._compile import relaxed_spec
+    from faceoff.masker.attacks.transfer import Transfer
+
+    inputs = loss_for("target", False).inputs
+    spec = relaxed_spec(inputs)
+    assert spec.references.shape.as_list() == [None, None, None, inputs.references.shape[-1]]
+    assert spec.mask.shape.as_list() == [None, None, None]
+    assert spec.targeted.shape.as_list() == []
+    transfer = relaxed_spec(Transfer(ti_kernel=5).inputs(1))
+    assert transfer.kernel.shape.as_list() == [5, 5, 3, 1]  # a setting: exact
+    assert relaxed_spec(tf.zeros([3, 8, 8, 3])).shape.as_list() == [None, 8, 8, 3]
+    assert relaxed_spec(tf.constant(2)).shape.as_list() == []
 
 
 # --- validation --------------------------------------------------------------------------------

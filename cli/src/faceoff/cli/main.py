@@ -460,6 +460,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override a protection option, e.g. work_size=384 (repeatable)",
     )
+    pb.add_argument(
+        "--xla",
+        action="store_true",
+        help="also time each surrogate's pass compiled by XLA (jit_compile=True)",
+    )
+    pb.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="where the attack runs (default auto: a GPU when TensorFlow sees one)",
+    )
+    pb.add_argument("--json", dest="json_out", help="also write the JSON here")
+    pb = bench_sub.add_parser(
+        "startup",
+        help="where the seconds of a cold faceoff protect go (a fresh process, step by step)",
+    )
+    pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
+    pb.add_argument("--photo", help="a one-face photo (default: a shared celebrity photo)")
+    pb.add_argument(
+        "--photos", type=int, default=3, help="photos protected in the process (default 3)"
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
     pb = bench_sub.add_parser(
         "transfer", help="the paper's transferability experiment: evasion per recogniser and alpha"
@@ -908,8 +929,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from faceoff.cli.bench import speed
 
         return speed.main(
-            args.data, args.repeats, args.json_out, args.profile, args.batches, args.set
+            args.data,
+            args.repeats,
+            args.json_out,
+            args.profile,
+            args.batches,
+            args.set,
+            args.xla,
+            args.device,
         )
+    if args.bench == "startup":
+        from faceoff.cli.bench import startup
+
+        return startup.main(args.profile, args.photo, args.photos, args.json_out)
     if args.bench == "transfer":
         from faceoff.cli.bench import transfer
 

@@ -124,14 +124,15 @@ class LocalPipeline:
             return _detectors[key]
 
     def protector(self) -> Protector:
-        """The FaceNet surrogate and its compiled attack (loaded and warmed up on first use in this process)."""
+        """The FaceNet surrogate (loaded on first use in this process; each attack is traced by its first use)."""
         with _models_lock:
             if self._max_pixels not in _protectors:
                 from faceoff.masker.protection import Protector
 
                 protector = Protector(max_pixels=self._max_pixels)
-                # FACEOFF_WARM_UP as for the masker (profiles, default or off)
-                protector.warm_up_as(os.environ.get("FACEOFF_WARM_UP", "profiles"))
+                # FACEOFF_WARM_UP as for the masker, but off unless set: each attack is traced
+                # by its first use, so a one-photo process traces only the profile it runs
+                protector.warm_up_as(os.environ.get("FACEOFF_WARM_UP", "off"))
                 _protectors[self._max_pixels] = protector
             return _protectors[self._max_pixels]
 

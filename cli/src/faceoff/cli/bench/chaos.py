@@ -458,8 +458,8 @@ CASES: dict[str, Callable[[Stack], Outcome]] = {
 }
 
 
-def run_case(stack: Stack, name: str) -> dict[str, Any]:
-    """Run one case, with each service's peak and after-case memory."""
+def run_case(stack: Stack, name: str, settle: float = SETTLE_SECONDS) -> dict[str, Any]:
+    """Run one case, with each service's peak and its memory ``settle`` seconds after it."""
     watched = ("masker", "detector")
     for service in watched:
         pid = stack.pid(service)
@@ -468,7 +468,7 @@ def run_case(stack: Stack, name: str) -> dict[str, Any]:
     started = time.perf_counter()
     outcome = CASES[name](stack)
     seconds = time.perf_counter() - started
-    time.sleep(SETTLE_SECONDS)
+    time.sleep(settle)
     row: dict[str, Any] = {
         "case": name,
         "codes": dict(Counter(outcome.codes)),  # code -> calls, in the order first seen

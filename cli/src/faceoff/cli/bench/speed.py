@@ -16,6 +16,7 @@ Figures are medians over repeats; nothing is written to disk unless ``--json`` n
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -54,22 +55,68 @@ def _crops(data: Path, n: int) -> np.ndarray:
     return np.stack(out)
 
 
+def _run_numpy(function: Callable[[Any], Any], x: Any) -> Any:
+    return function(x).numpy()
+
+
+def _member_row(model: Any, repeats: int, xla: bool) -> dict[str, Any]:
+    """One surrogate's forward + backward pass on one crop, and with ``xla`` the same compiled
+    by XLA (``jit_compile=True``): its first call (the compile) and its warm time."""
+    import tensorflow as tf
+
+    size = model.input_size
+    x = tf.constant(np.random.default_rng(0).uniform(size=(1, size, size, 3)).astype(np.float32))
+    direction = tf.constant(
+        np.random.default_rng(1).normal(size=(1, model.embedding_dim)).astype(np.float32)
+    )
+    row: dict[str, Any] = {"surrogate": model.name, "input_size": size}
+    for name, jit in (("graph", False), ("xla", True)) if xla else (("graph", False),):
+
+        @tf.function(jit_compile=jit)
+        def forward_backward(x: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = tf.reduce_sum(model.embed(x) * direction)
+            return tape.gradient(value, x)
+
+        started = time.perf_counter()
+        try:
+            forward_backward(x).numpy()
+        except tf.errors.InvalidArgumentError as exc:  # an op without an XLA kernel
+            row[f"{name}_error"] = str(exc).split("\n")[0][:300]
+            continue
+        row[f"{name}_first_call_seconds"] = time.perf_counter() - started
+        row[f"{name}_forward_backward_ms"] = 1000 * _median_seconds(
+            functools.partial(_run_numpy, forward_backward, x), repeats
+        )
+    return row
+
+
 def run(
     data: Path = SHARED,
     batches: tuple[int, ...] = (1, 8, 32),
     repeats: int = 3,
     profile: str = "medium",
     overrides: dict[str, Any] | None = None,
+    xla: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Measure and return a JSON-ready dict (``overrides``: options over the profile's)."""
+    """Measure and return a JSON-ready dict (``overrides``: options over the profile's; ``xla``:
+    also time each surrogate's pass compiled by XLA; ``device``: auto, cpu or gpu, see
+    :mod:`faceoff.masker.devices`)."""
     import tensorflow as tf
 
     from faceoff.detector.detection import FaceDetector
+    from faceoff.masker.devices import resolve_device
     from faceoff.masker.options import resolve
     from faceoff.masker.pipeline import ProtectCall, protect_in_process
     from faceoff.masker.protection import Protector
 
-    protector = Protector()
+    try:
+        placed = resolve_device(device)
+    except ValueError as exc:
+        raise SystemExit(f"faceoff bench speed: --device {device}: {exc}") from None
+    protector = Protector(device=placed)
     options = protector.resolved(resolve(profile, **(overrides or {})))
     model = protector.model_for(
         options
@@ -82,31 +129,38 @@ def run(
             value = tf.reduce_sum(model.embed(x) * direction)
         return tape.gradient(value, x)
 
-    rows = []
-    for batch in batches:
-        crops = _crops(data, batch)
-        x = tf.constant(crops)
-        direction = tf.constant(
-            np.random.default_rng(0).normal(size=(batch, model.embedding_dim)).astype(np.float32)
-        )
-        forward = (
-            _median_seconds(lambda: model.embed_numpy(crops, batch_size=batch), repeats) / batch
-        )
-        fwd_bwd = _median_seconds(lambda: forward_backward(x, direction).numpy(), repeats) / batch
-        job = protector.crop_job(crops, options)
-        attack = _median_seconds(lambda: protector.attack([job]), max(1, repeats - 1)) / batch
-        iterations = options.total_iterations
-        rows.append(
-            {
-                "batch": batch,
-                "forward_seconds_per_face": forward,
-                "forward_backward_seconds_per_face": fwd_bwd,
-                "attack_step_seconds_per_face": attack / iterations,
-                "attack_seconds_per_face": attack,
-                "floor_seconds_per_face": iterations * fwd_bwd,
-                "ratio_to_floor": attack / (iterations * fwd_bwd),
-            }
-        )
+    with tf.device(placed):  # the passes measured where the attack runs
+        rows = []
+        for batch in batches:
+            crops = _crops(data, batch)
+            x = tf.constant(crops)
+            direction = tf.constant(
+                np.random.default_rng(0)
+                .normal(size=(batch, model.embedding_dim))
+                .astype(np.float32)
+            )
+            forward = (
+                _median_seconds(lambda: model.embed_numpy(crops, batch_size=batch), repeats) / batch
+            )
+            fwd_bwd = (
+                _median_seconds(lambda: forward_backward(x, direction).numpy(), repeats) / batch
+            )
+            job = protector.crop_job(crops, options)
+            attack = _median_seconds(lambda: protector.attack([job]), max(1, repeats - 1)) / batch
+            iterations = options.total_iterations
+            rows.append(
+                {
+                    "batch": batch,
+                    "forward_seconds_per_face": forward,
+                    "forward_backward_seconds_per_face": fwd_bwd,
+                    "attack_step_seconds_per_face": attack / iterations,
+                    "attack_seconds_per_face": attack,
+                    "floor_seconds_per_face": iterations * fwd_bwd,
+                    "ratio_to_floor": attack / (iterations * fwd_bwd),
+                }
+            )
+
+        members = [_member_row(m, repeats, xla) for m in getattr(model, "members", [model])]
 
     photo = data / "photos/taylor/taylor_02.jpg"
     detector = FaceDetector()
@@ -129,9 +183,11 @@ def run(
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "gpus": len(tf.config.list_physical_devices("GPU")),
+            "device": placed,
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0",
         },
         "batches": rows,
+        "members": members,
         "photo_end_to_end": {"photo": photo.name, "faces": 1, "seconds": end_to_end},
     }
 
@@ -143,6 +199,8 @@ def main(
     profile: str,
     batches: str = "1,8,32",
     settings: list[str] | None = None,
+    xla: bool = False,
+    device: str = "auto",
 ) -> int:
     """Run and print the benchmark (``batches``: comma-separated batch sizes)."""
     try:
@@ -161,6 +219,8 @@ def main(
         repeats=repeats,
         profile=profile,
         overrides=parse_settings(settings or []),
+        xla=xla,
+        device=device,
     )
     emit(result, json_path)
     print_table(
@@ -175,6 +235,19 @@ def main(
                 r["ratio_to_floor"],
             ]
             for r in result["batches"]
+        ],
+    )
+    print()
+    print_table(
+        ["surrogate", "fwd+bwd ms", "XLA fwd+bwd ms", "XLA first call s"],
+        [
+            [
+                m["surrogate"],
+                m.get("graph_forward_backward_ms", "-"),
+                m.get("xla_forward_backward_ms", "fails" if "xla_error" in m else "-"),
+                m.get("xla_first_call_seconds", "-"),
+            ]
+            for m in result["members"]
         ],
     )
     e2e = result["photo_end_to_end"]

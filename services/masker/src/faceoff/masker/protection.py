@@ -19,12 +19,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo
 from faceoff.detector.detection import DetectionResult
 from faceoff.faces.models import EmbeddingModel
 from faceoff.masker.attacks import make_attack, make_loss
+from faceoff.masker.attacks._compile import configure_graph_optimizer
 from faceoff.masker.decoys import DecoyGallery
+from faceoff.masker.devices import resolve_device
 from faceoff.masker.finishing import Finisher, Progress
 from faceoff.masker.jobs import Job, Preparer
 from faceoff.masker.options import ProtectionOptions
@@ -43,8 +46,8 @@ ATTACK_PIXELS = 16 * 512 * 512
 #: traces the others after it reports SERVING, ``Client.local()`` before it returns);
 #: ``default``, the default profile's only; ``off``,
 #: nothing: the model is loaded and each kind of attack is traced by its first request, which
-#: pays for it. The same seed gives the same pixels in every mode (each attack runs on its
-#: general trace, :meth:`Surrogates.generalise`).
+#: pays for it. The same seed gives the same pixels in every mode (each attack is traced once,
+#: with its batch dimensions open: :mod:`faceoff.masker.attacks._compile`).
 WARM_UP_MODES = ("profiles", "default", "off")
 
 
@@ -57,6 +60,8 @@ class Protector:
         decoys: The decoy gallery of the default surrogate for targeted mode (default: its
             committed one).
         max_pixels: Pixel limit for photos and reference photos.
+        device: The TensorFlow device every op of an attack is placed on (default: a GPU when
+            TensorFlow sees one, :func:`faceoff.masker.devices.resolve_device`).
     """
 
     def __init__(
@@ -64,7 +69,10 @@ class Protector:
         model: EmbeddingModel | None = None,
         decoys: DecoyGallery | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        device: str | None = None,
     ) -> None:
+        configure_graph_optimizer()
+        self.device = device or resolve_device("auto")
         self.surrogates = Surrogates(model, decoys)
         self.preparer = Preparer(self.surrogates, max_pixels)
         self.finisher = Finisher(self.surrogates, max_pixels)
@@ -198,7 +206,6 @@ class Protector:
         model = jobs[0].model or self.surrogates.model
         if any((j.model or self.surrogates.model) is not model for j in jobs):
             raise ValueError("jobs of one attack batch must share their surrogate")
-        self.surrogates.generalise(model, options)
         attacked = self.surrogates.attack_model(model, options)
         params = options.attack_params()
         if options.norm == "l2" and side != self.surrogates.size:
@@ -221,9 +228,12 @@ class Protector:
             if progress is not None:
                 told = lambda i, n, k=k: progress(k * n + i, runs * n)  # noqa: E731
             attack = make_attack(options.attack, options.norm, **params)
-            parts.append(
-                attack.attack(crops[start:end], loss, seed=options.seed + k, progress=told).delta
-            )
+            with tf.device(self.device):  # the whole attack on one device (devices.py)
+                parts.append(
+                    attack.attack(
+                        crops[start:end], loss, seed=options.seed + k, progress=told
+                    ).delta
+                )
         delta = np.concatenate(parts)
         return np.split(delta, np.cumsum(sizes)[:-1])
 

@@ -25,6 +25,7 @@ from faceoff.common.settings import ServerSettings, SettingsError, from_env, spl
 from faceoff.masker.batching import DEFAULT_MAX_QUEUE_WORK, AttackBatcher
 from faceoff.masker.cost import DEFAULT_MAX_REQUEST_PIXELS, DEFAULT_MAX_REQUEST_WORK
 from faceoff.masker.detector_client import DetectorClient
+from faceoff.masker.devices import DEVICES, resolve_device
 from faceoff.masker.metrics import MaskerMetrics
 from faceoff.masker.pipeline import DEFAULT_MAX_FACES, DEFAULT_MAX_REFERENCE_PHOTOS
 from faceoff.masker.protection import Protector
@@ -80,6 +81,8 @@ class MaskerSettings:
         warm_up: What is traced at start: ``profiles`` (default: the default profile before
             SERVING, every other loaded profile right after, in the background), ``default``
             or ``off`` (:data:`faceoff.masker.protection.WARM_UP_MODES`).
+        device: Where attacks run: ``auto`` (a GPU when TensorFlow sees one), ``gpu`` (refused
+            at start when there is none) or ``cpu`` (:mod:`faceoff.masker.devices`).
     """
 
     detector_address: str = "127.0.0.1:50051"
@@ -102,6 +105,7 @@ class MaskerSettings:
     detect_timeout_seconds: float = 30.0
     detector_health_seconds: float = 5.0
     warm_up: str = "profiles"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if ":" not in self.detector_address:
@@ -134,6 +138,10 @@ class MaskerSettings:
         if self.warm_up not in ("profiles", "default", "off"):
             raise SettingsError(
                 f"FACEOFF_WARM_UP must be profiles, default or off, got {self.warm_up!r}"
+            )
+        if self.device not in DEVICES:
+            raise SettingsError(
+                f"FACEOFF_DEVICE must be one of {', '.join(DEVICES)}, got {self.device!r}"
             )
         if self.max_wait_ms < 0:
             raise SettingsError(f"FACEOFF_MAX_WAIT_MS must be >= 0, got {self.max_wait_ms}")
@@ -185,7 +193,13 @@ def build_spec(
     def factory() -> Protector:
         from faceoff.faces.models import load_surrogate
 
-        protector = Protector(load_surrogate(settings.surrogate), max_pixels=settings.max_pixels)
+        try:
+            device = resolve_device(settings.device)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        protector = Protector(
+            load_surrogate(settings.surrogate), max_pixels=settings.max_pixels, device=device
+        )
         # "profiles": the default profile before SERVING, the others right after (below), so a
         # masker that was restarted serves again in about 40 s instead of 70
         protector.warm_up_as("default" if settings.warm_up == "profiles" else settings.warm_up)

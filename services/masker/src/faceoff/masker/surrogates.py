@@ -66,7 +66,7 @@ class Surrogates:
         self._galleries: dict[int, DecoyGallery] = {id(self.model): self.decoys}
         self._recognizers: dict[str, Any] = {}
         self._resized: dict[tuple[int, int], EmbeddingModel] = {}
-        self._generalised: set[tuple[Any, ...]] = set()
+        self._traced: set[tuple[Any, ...]] = set()
         self._trace_lock = threading.Lock()
         self._used: dict[tuple[Any, ...], float] = {}  # weighted keys: when last asked for
 
@@ -125,7 +125,7 @@ class Surrogates:
         self._galleries.pop(ident, None)
         for side_key in [k for k in self._resized if k[0] == ident]:
             del self._resized[side_key]
-        self._generalised.difference_update([k for k in self._generalised if k[0] == ident])
+        self._traced.difference_update([k for k in self._traced if k[0] == ident])
         log.info("forgot the surrogate ensemble %s with weights %s", key[0], list(key[1]))
 
     @property
@@ -188,7 +188,7 @@ class Surrogates:
         from faceoff.masker.options import PROFILES, resolve
 
         o = self.resolved(options or resolve())
-        self.generalise(self.model_for(o), o)
+        self.trace(self.model_for(o), o)
         if o.adaptive_alpha:
             self.recognizers_for(o)
         if (
@@ -197,46 +197,41 @@ class Surrogates:
             for name in PROFILES:
                 p = self.resolved(resolve(name))
                 if all(s in self._members for s in p.surrogates):
-                    self.generalise(self.model_for(p), p)
+                    self.trace(self.model_for(p), p)
 
-    def generalise(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
-        """Trace ``model``'s compiled attack steps for ``o``'s attack and loss with general shapes, once.
+    def trace(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
+        """Trace ``model``'s compiled attack steps for ``o``'s attack and loss, once.
 
-        TensorFlow traces a step once per input shape and then once more with the shapes
-        generalised, after which every batch reuses that trace. The specific and the general trace
-        may round differently, so a process's results would depend on the shapes it happened to
-        see first; running two batches of different shapes (faces, reference-set sizes,
-        identities) before any real attack makes every attack use the general trace, and the same
-        seed give the same pixels in any process (the masker, ``Client.local()``).
+        Every step is traced with the batch's dimensions open (:mod:`.attacks._compile`), so
+        this is one small attack whose only use is that the first request does not wait for
+        the trace; results do not depend on whether it ran.
         """
         shape = o.attack_params().get("shape")
         shaped = bool(shape is not None and shape.active)
         key = (id(model), o.attack, o.norm, o.loss, self.work_side(o), shaped)
-        if key in self._generalised:
+        if key in self._traced:
             return
-        with (
-            self._trace_lock
-        ):  # a concurrent first attack of the same kind waits for the general trace
-            if key not in self._generalised:
-                self._trace_general(model, o)
+        with self._trace_lock:  # a concurrent warm-up of the same kind waits for this one
+            if key not in self._traced:
+                self._trace(model, o)
                 with self._lock:
                     if self._held(model):  # an evicted model's id may be reused
-                        self._generalised.add(key)
+                        self._traced.add(key)
 
-    def _trace_general(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
+    def _trace(self, model: EmbeddingModel, o: ProtectionOptions) -> None:
         loss_params: dict[str, Any] = {"targeted": o.targeted}
         if o.loss == "hinge":
             loss_params["kappa"] = o.kappa
-        params = {**o.attack_params(), "iterations": 2}
+        params = {**o.attack_params(), "iterations": 1}
+        if "search_steps" in params:
+            params["search_steps"] = 1
         gallery = self.gallery_for(model)
         attacked = self.attack_model(model, o)
         side = attacked.input_size
-        for faces, extra in ((1, 0), (2, 3)):  # faces, reference-set size and identities all vary
-            crops = np.full((faces, self.size, self.size, 3), 0.5, np.float32)
-            refs = model.embed_numpy(
-                np.concatenate([crops[:1], augment_probe(crops[0])[: 4 + extra]])
-            )
-            others = gallery.others(None, refs)[: len(gallery.names) - 3 + extra // 3]
-            loss = make_loss(o.loss, attacked, [refs] * faces, [others] * faces, **loss_params)
-            work = np.full((faces, side, side, 3), 0.5, np.float32)
-            make_attack(o.attack, o.norm, **params).attack(work, loss, seed=0)
+        crops = np.full((1, self.size, self.size, 3), 0.5, np.float32)
+        refs = model.embed_numpy(np.concatenate([crops, augment_probe(crops[0])[:4]]))
+        others = gallery.others(None, refs)
+        loss = make_loss(o.loss, attacked, [refs], [others], **loss_params)
+        work = np.full((1, side, side, 3), 0.5, np.float32)
+        make_attack(o.attack, o.norm, **params).attack(work, loss, seed=0)
+        loss.anchor_distance(work)  # the receipt's distance

@@ -85,7 +85,13 @@ class EmbeddingModel(abc.ABC):
             raise ValueError(f"images01 has shape {arr.shape}; expected (N, {size}, {size}, 3)")
         compiled = getattr(self, "_embed_compiled", None)
         if compiled is None:
-            compiled = tf.function(self.embed, reduce_retracing=True)
+            # traced once, for any number of images (a trace per batch shape would round
+            # differently from the general one, and cost a trace per reference-set size)
+            compiled = tf.function(
+                self.embed,
+                input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+                autograph=False,  # no data-dependent Python control flow; converting costs seconds
+            )
             self._embed_compiled = compiled
         out = np.zeros((len(arr), self.embedding_dim), np.float32)
         for i in range(0, len(arr), batch_size):

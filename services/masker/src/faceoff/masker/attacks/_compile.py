@@ -3,14 +3,22 @@
 Every numeric hyper-parameter and every per-batch tensor enters a compiled step as an argument,
 so one trace per (model, attack class, loss class) serves all requests; retracing the gradient
 graph of a large surrogate costs seconds, and attacks are built per request.
+
+Each step is traced once, with the dimensions that vary between requests left open (see
+:func:`relaxed_spec`): the first call of a process traces the same general graph whatever its
+batch, so a seed gives the same pixels in every process, and no second trace is ever made for
+a new number of faces, references or identities.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
+
+import tensorflow as tf
 
 from faceoff.faces.models.base import EmbeddingModel
 
@@ -24,7 +32,8 @@ def compiled(
     """Return the function ``build(model_ref)`` cached for ``(model, key)``, building it once.
 
     ``build`` receives a zero-argument callable returning the model (a weak reference where the
-    model allows one), so that the cache does not keep a discarded model alive.
+    model allows one), so that the cache does not keep a discarded model alive. The function it
+    returns (a ``tf.function``) is traced with relaxed shapes (:class:`Relaxed`).
     """
     with _cache_lock:
         entry = _cache.get(id(model))
@@ -33,8 +42,85 @@ def compiled(
             _cache[id(model)] = entry
         functions = entry[1]
         if key not in functions:
-            functions[key] = build(entry[0])
+            functions[key] = Relaxed(build(entry[0]))
         return functions[key]
+
+
+#: Grappler's remapper (``FACEOFF_REMAPPER``): it fuses ops of a graph when the graph is first
+#: run, which for an attack step over two surrogates took about 4 s of each trace on a CPU and
+#: gave the same bytes with warm steps within noise when off (``faceoff bench startup``,
+#: docs/speed.md). Off unless ``FACEOFF_REMAPPER`` is 1/true.
+REMAPPER_ENV = "FACEOFF_REMAPPER"
+
+
+def configure_graph_optimizer() -> None:
+    """Apply :data:`REMAPPER_ENV` to this process's graph optimiser (before the first trace)."""
+    value = os.environ.get(REMAPPER_ENV, "false").strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise ValueError(f"{REMAPPER_ENV} must be true or false, got {value!r}")
+    tf.config.optimizer.set_experimental_options({"remapping": value in ("1", "true", "yes")})
+
+
+_relaxed_dims: dict[type, dict[str, int]] = {}
+
+
+def relax_dims(named_tuple: type, **fields: int) -> None:
+    """Say how many leading dimensions of ``named_tuple``'s fields are open (0: exact shape)."""
+    _relaxed_dims[named_tuple] = dict(fields)
+
+
+def relaxed_spec(value: Any) -> Any:
+    """The ``tf.TensorSpec`` structure ``value`` is traced for: the batch dimension left open.
+
+    A tensor's first dimension (faces) is open. A ``NamedTuple`` of tensors may say otherwise
+    for its fields with :func:`relax_dims` (how many leading dimensions are open, 0 for an
+    exact shape), e.g. the reference sets, whose identities and references per identity vary
+    too, or a kernel whose shape is a setting. Scalars are exact.
+    """
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        dims = _relaxed_dims.get(type(value), {})
+        return type(value)(
+            *(_spec(v, dims.get(name, 1)) for name, v in zip(value._fields, value, strict=True))
+        )
+    return _spec(value, 1)
+
+
+def _spec(value: Any, open_dims: int) -> Any:
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return relaxed_spec(value)
+    tensor = value if isinstance(value, tf.Tensor) else tf.convert_to_tensor(value)
+    shape = tensor.shape.as_list()
+    open_dims = min(open_dims, len(shape))
+    return tf.TensorSpec([None] * open_dims + shape[open_dims:], tensor.dtype)
+
+
+class Relaxed:
+    """A ``tf.function`` whose first call for an argument structure traces its relaxed shapes.
+
+    TensorFlow traces a function once per input shape and, with ``reduce_retracing``, once more
+    with the shapes generalised. The specific and the general trace may round differently, so a
+    process's results would depend on the shapes it saw first. Tracing the general signature
+    (:func:`relaxed_spec`) before the first call makes every call use one trace.
+    """
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self._traced: set[Any] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> Any:
+        specs = tuple(relaxed_spec(a) for a in args)
+        key = tuple(tf.nest.flatten(specs))
+        if key not in self._traced:
+            with self._lock:  # two first calls trace once
+                if key not in self._traced:
+                    self.function.get_concrete_function(*specs)
+                    self._traced.add(key)
+        return self.function(*args)
+
+    def tracing_count(self) -> int:
+        """How many traces the function has made (tests)."""
+        return int(self.function.experimental_get_tracing_count())
 
 
 def _model_ref(model: EmbeddingModel) -> Callable[[], Any]:

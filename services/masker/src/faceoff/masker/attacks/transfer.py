@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from faceoff.masker.attacks._checks import check_fraction
+from faceoff.masker.attacks._compile import relax_dims
 from faceoff.masker.schema import bound
 
 #: Largest TI kernel side accepted: the contract's bound.
@@ -53,6 +54,9 @@ class TransferInputs(NamedTuple):
     eot: tf.Tensor  # () float32 probability
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
     seed: tf.Tensor  # () int64
+
+
+relax_dims(TransferInputs, kernel=0)  # the kernel's shape is a setting: traced exact
 
 
 @dataclass(frozen=True)
