@@ -25,7 +25,6 @@ from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo
 from faceoff.detector.detection import DetectionResult
 from faceoff.faces.models import EmbeddingModel
 from faceoff.masker.attacks import make_attack, make_loss
-from faceoff.masker.attacks._compile import configure_graph_optimizer
 from faceoff.masker.decoys import DecoyGallery
 from faceoff.masker.devices import resolve_device
 from faceoff.masker.finishing import Finisher, Progress
@@ -71,7 +70,6 @@ class Protector:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         device: str | None = None,
     ) -> None:
-        configure_graph_optimizer()
         self.device = device or resolve_device("auto")
         self.surrogates = Surrogates(model, decoys)
         self.preparer = Preparer(self.surrogates, max_pixels)

@@ -12,7 +12,6 @@ a new number of faces, references or identities.
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -44,21 +43,6 @@ def compiled(
         if key not in functions:
             functions[key] = Relaxed(build(entry[0]))
         return functions[key]
-
-
-#: Grappler's remapper (``FACEOFF_REMAPPER``): it fuses ops of a graph when the graph is first
-#: run, which for an attack step over two surrogates took about 4 s of each trace on a CPU and
-#: gave the same bytes with warm steps within noise when off (``faceoff bench startup``,
-#: docs/speed.md). Off unless ``FACEOFF_REMAPPER`` is 1/true.
-REMAPPER_ENV = "FACEOFF_REMAPPER"
-
-
-def configure_graph_optimizer() -> None:
-    """Apply :data:`REMAPPER_ENV` to this process's graph optimiser (before the first trace)."""
-    value = os.environ.get(REMAPPER_ENV, "false").strip().lower()
-    if value not in ("1", "true", "yes", "0", "false", "no", ""):
-        raise ValueError(f"{REMAPPER_ENV} must be true or false, got {value!r}")
-    tf.config.optimizer.set_experimental_options({"remapping": value in ("1", "true", "yes")})
 
 
 _relaxed_dims: dict[type, dict[str, int]] = {}
