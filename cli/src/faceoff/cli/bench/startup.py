@@ -118,6 +118,11 @@ def run(profile: str = "medium", photo: Path = DEFAULT_PHOTO, photos: int = 3) -
     if proc.returncode != 0:
         raise SystemExit(f"faceoff bench startup: the fresh process failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return summarise(out, profile, photo.name)
+
+
+def summarise(out: dict[str, Any], profile: str, photo_name: str) -> dict[str, Any]:
+    """The JSON-ready result from the fresh process's stamps (``child``'s return value)."""
     first, warm_runs = out["photos"][0], out["photos"][1:]
     warm = statistics.median(r["seconds"] for r in warm_runs)
     warm_attack = statistics.median(r["attack"] for r in warm_runs)
@@ -135,7 +140,7 @@ def run(profile: str = "medium", photo: Path = DEFAULT_PHOTO, photos: int = 3) -
     return {
         "benchmark": "startup",
         "profile": profile,
-        "photo": photo.name,
+        "photo": photo_name,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "cold_seconds": cold,
         "warm_seconds": warm,
