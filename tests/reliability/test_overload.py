@@ -405,3 +405,18 @@ def test_bench_load_only_targets_this_machine(capsys: pytest.CaptureFixture[str]
     assert load.main(args) == 2
     err = capsys.readouterr().err
     assert "10.1.2.3" in err and "only runs against this machine" in err
+
+
+def test_bench_load_takes_one_concurrency_or_a_sweep_and_names_a_bad_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from faceoff.cli.bench import load
+    from faceoff.cli.main import build_parser
+
+    assert load.parse_levels("8") == [8] and load.parse_levels("1,4,8") == [1, 4, 8]
+    for bad in ("0", "1,x", "", "4,20000"):
+        with pytest.raises(load.LoadError, match="--concurrency must be 1..10000"):
+            load.parse_levels(bad)
+    args = build_parser().parse_args(["bench", "load", "--concurrency", "1,0", "--duration", "1"])
+    assert load.main(args) == 2
+    assert "got '1,0'" in capsys.readouterr().err

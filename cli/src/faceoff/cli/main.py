@@ -542,7 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Masker.Protect (--target is a masker) or Detector.Detect (a detector)",
     )
     pb.add_argument(
-        "--concurrency", type=int, default=200, help="calls in flight at most (default 200)"
+        "--concurrency",
+        default="200",
+        help="calls in flight at most (default 200), or a sweep run one level after the other "
+        "on the same servers, e.g. 1,4,8",
     )
     pb.add_argument(
         "--duration",

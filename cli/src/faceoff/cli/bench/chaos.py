@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import signal
 import sys
 import threading
@@ -51,6 +50,7 @@ from PIL import Image
 from faceoff.cli.bench.load import DEFAULT_PHOTO, LoadError, serve_all
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
+from faceoff.common.memory import reset_peak, status_bytes
 
 #: Seconds after a case before its "after" memory is read.
 SETTLE_SECONDS = 3.0
@@ -62,22 +62,6 @@ MIB = 1 << 20
 
 
 # -- processes -----------------------------------------------------------------------------------
-
-
-def _status_bytes(pid: int, key: str) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else None
-
-
-def _reset_peak(pid: int) -> None:
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def child_pid(supervisor: int, name: str) -> int | None:
@@ -341,10 +325,10 @@ def case_weights(stack: Stack) -> Outcome:
         )
         codes.append(code)
     pid = stack.pid("masker")
-    held = _status_bytes(pid, "VmRSS") if pid else None
+    held = status_bytes(pid, "VmRSS") if pid else None
     time.sleep(WEIGHTED_IDLE_SECONDS + 5)  # the masker forgets idle weighted ensembles
     pid = stack.pid("masker")
-    idle = _status_bytes(pid, "VmRSS") if pid else None
+    idle = status_bytes(pid, "VmRSS") if pid else None
     return Outcome(
         codes,
         {"OK"},
@@ -464,7 +448,7 @@ def run_case(stack: Stack, name: str, settle: float = SETTLE_SECONDS) -> dict[st
     for service in watched:
         pid = stack.pid(service)
         if pid is not None:
-            _reset_peak(pid)
+            reset_peak(pid)
     started = time.perf_counter()
     outcome = CASES[name](stack)
     seconds = time.perf_counter() - started
@@ -477,12 +461,12 @@ def run_case(stack: Stack, name: str, settle: float = SETTLE_SECONDS) -> dict[st
     }
     for service in watched:
         pid = stack.pid(service)
-        peak = _status_bytes(pid, "VmHWM") if pid else None
-        after = _status_bytes(pid, "VmRSS") if pid else None
+        peak = status_bytes(pid, "VmHWM") if pid else None
+        after = status_bytes(pid, "VmRSS") if pid else None
         row[f"{service}_peak_mib"] = round(peak / MIB) if peak else None
         row[f"{service}_after_mib"] = round(after / MIB) if after else None
     if name == "warm":
-        stack.rest_bytes = _status_bytes(stack.pid("masker") or 0, "VmRSS")
+        stack.rest_bytes = status_bytes(stack.pid("masker") or 0, "VmRSS")
     row.update(outcome.detail)
     return row
 

@@ -40,6 +40,7 @@ from typing import Any, cast
 
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
+from faceoff.common.memory import reset_peak, status_bytes
 
 DEFAULT_PHOTO = CELEBS / "photos/bill/bill_03.jpg"
 #: Wait after a refusal without a retry hint, and after any other failure (no busy loop).
@@ -281,11 +282,26 @@ def serve_all(log_level: str = "WARNING", ready_timeout: float = 600.0) -> Itera
             process.wait()
 
 
+def parse_levels(text: str | int) -> list[int]:
+    """``--concurrency``: one level or a comma-separated sweep, e.g. ``1,4,8``."""
+    try:
+        levels = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        levels = []
+    if not levels or any(not 1 <= c <= 10_000 for c in levels):
+        raise LoadError(
+            f"--concurrency must be 1..10000, or a list of them such as 1,4,8; got {text!r}"
+        )
+    return levels
+
+
+SERVICES = ("detector", "masker", "evaluator")
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``faceoff bench load`` (see the module docstring)."""
     try:
-        if args.concurrency < 1 or args.concurrency > 10_000:
-            raise LoadError(f"--concurrency must be 1..10000, got {args.concurrency}")
+        levels = parse_levels(args.concurrency)
         if not 0 < args.duration <= 3600:
             raise LoadError(f"--duration must be in (0, 3600] seconds, got {args.duration}")
         if not args.deadline > 0:
@@ -311,13 +327,34 @@ def main(args: argparse.Namespace) -> int:
             if args.rpc == "protect"
             else {"photo": photo_path.name, "photo_bytes": len(photo)}
         )
-        if args.target:
-            tally, wall = asyncio.run(
-                run_load(
-                    args.target, args.rpc, request, args.concurrency, args.duration, args.deadline
+
+        def sweep(target: str, pids: dict[str, int]) -> list[dict[str, Any]]:
+            results = []
+            for concurrency in levels:
+                for pid in pids.values():
+                    reset_peak(pid)
+                tally, wall = asyncio.run(
+                    run_load(target, args.rpc, request, concurrency, args.duration, args.deadline)
                 )
-            )
-            target = args.target
+                result = summarise(
+                    tally,
+                    wall,
+                    target=target,
+                    rpc=args.rpc,
+                    concurrency=concurrency,
+                    duration=args.duration,
+                    deadline=args.deadline,
+                    settings=settings,
+                )
+                peaks = {name: status_bytes(pid, "VmHWM") for name, pid in pids.items()}
+                result["peak_rss_mib"] = {
+                    name: round(b / 2**20) for name, b in peaks.items() if b is not None
+                }
+                results.append(result)
+            return results
+
+        if args.target:
+            results = sweep(args.target, {})
         else:
             print(
                 "faceoff bench load: starting faceoff serve all on 127.0.0.1 (models load first)",
@@ -325,28 +362,26 @@ def main(args: argparse.Namespace) -> int:
             )
             with serve_all() as info:
                 target = info["masker" if args.rpc == "protect" else "detector"]["address"]
-                tally, wall = asyncio.run(
-                    run_load(
-                        target, args.rpc, request, args.concurrency, args.duration, args.deadline
-                    )
-                )
+                pids = {n: int(info[n]["pid"]) for n in SERVICES if "pid" in info.get(n, {})}
+                results = sweep(target, pids)
     except LoadError as exc:
         print(f"faceoff bench load: {exc}", file=sys.stderr)
         return 2
-    result = summarise(
-        tally,
-        wall,
-        target=target,
-        rpc=args.rpc,
-        concurrency=args.concurrency,
-        duration=args.duration,
-        deadline=args.deadline,
-        settings=settings,
-    )
-    emit(result, args.json_out)
-    lat = result["latency_seconds"]
+    if len(results) == 1:
+        emit(results[0], args.json_out)
+    else:
+        first, last = results[0]["throughput_per_second"], results[-1]["throughput_per_second"]
+        emit(
+            {
+                "benchmark": "load",
+                "levels": results,
+                "throughput_last_to_first": round(last / first, 3) if first and last else None,
+            },
+            args.json_out,
+        )
     print_table(
         [
+            "concurrency",
             "sent",
             "accepted",
             "completed",
@@ -356,19 +391,24 @@ def main(args: argparse.Namespace) -> int:
             "p99 s",
             "codes",
             "all accepted completed",
+            "peak RSS MiB",
         ],
         [
             [
-                result["sent"],
-                result["accepted"],
-                result["completed"],
-                result["throughput_per_second"],
-                lat["p50"] if lat["p50"] is not None else "-",
-                lat["p95"] if lat["p95"] is not None else "-",
-                lat["p99"] if lat["p99"] is not None else "-",
-                " ".join(f"{c}={n}" for c, n in result["codes"].items()),
-                "yes" if result["every_accepted_completed"] else "NO",
+                r["concurrency"],
+                r["sent"],
+                r["accepted"],
+                r["completed"],
+                r["throughput_per_second"],
+                *(
+                    r["latency_seconds"][q] if r["latency_seconds"][q] is not None else "-"
+                    for q in ("p50", "p95", "p99")
+                ),
+                " ".join(f"{c}={n}" for c, n in r["codes"].items()),
+                "yes" if r["every_accepted_completed"] else "NO",
+                " ".join(f"{n}={m}" for n, m in r["peak_rss_mib"].items()) or "-",
             ]
+            for r in results
         ],
     )
-    return 0 if result["every_accepted_completed"] else 1
+    return 0 if all(r["every_accepted_completed"] for r in results) else 1

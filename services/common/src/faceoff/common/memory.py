@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import threading
 import time
+from pathlib import Path
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -77,3 +79,22 @@ def trim(interval: float = TRIM_INTERVAL_SECONDS) -> bool:
         return True
     finally:
         _lock.release()
+
+
+def status_bytes(pid: int, key: str) -> int | None:
+    """``key`` of ``/proc/<pid>/status`` in bytes (``VmRSS``, ``VmHWM``: the peak), or None when
+    the process or the field is not there (another OS, a process gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def reset_peak(pid: int) -> None:
+    """Reset ``pid``'s ``VmHWM`` to its current RSS (``clear_refs`` 5), where allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
