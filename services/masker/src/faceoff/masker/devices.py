@@ -9,10 +9,9 @@ host.
 
 Batch sizes: on a CPU a batch of 8 faces is about 30% cheaper per face than one face and larger
 batches gain nothing more (``faceoff bench speed``: the floor per face flattens from batch 8 on,
-docs/results.md), so the masker's default ``FACEOFF_MAX_BATCH_FACES`` is 8. A GPU runs a batch
-of 32 face crops at 512 px in about the time one takes (its cores are idle at batch 1), and 32
-faces of the work size and their gradients fit in well under 1 GiB, so the GPU overlay sets 32
-(:data:`GPU_BATCH_FACES`) and a queue of 256 faces.
+docs/results.md), so the masker's default ``FACEOFF_MAX_BATCH_FACES`` is 8. A GPU's cores are
+mostly idle at batch 1, so the GPU overlay sets 32 (:data:`GPU_BATCH_FACES`) and a queue of 256
+faces; that is reasoning and an estimate of memory (docs/speed.md), not a measurement on a GPU.
 """
 
 from __future__ import annotations

@@ -53,29 +53,26 @@ def relax_dims(named_tuple: type, **fields: int) -> None:
     _relaxed_dims[named_tuple] = dict(fields)
 
 
-def relaxed_spec(value: Any) -> Any:
+def relaxed_spec(value: Any, open_dims: int = 1) -> Any:
     """The ``tf.TensorSpec`` structure ``value`` is traced for: the batch dimension left open.
 
-    A tensor's first dimension (faces) is open. A ``NamedTuple`` of tensors may say otherwise
-    for its fields with :func:`relax_dims` (how many leading dimensions are open, 0 for an
-    exact shape), e.g. the reference sets, whose identities and references per identity vary
-    too, or a kernel whose shape is a setting. Scalars are exact.
+    A tensor's first ``open_dims`` dimensions (faces) are open. A ``NamedTuple`` of tensors may
+    say otherwise for its fields with :func:`relax_dims` (how many leading dimensions are open,
+    0 for an exact shape), e.g. the reference sets, whose identities and references per identity
+    vary too, or a kernel whose shape is a setting. Scalars are exact.
     """
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         dims = _relaxed_dims.get(type(value), {})
         return type(value)(
-            *(_spec(v, dims.get(name, 1)) for name, v in zip(value._fields, value, strict=True))
+            *(
+                relaxed_spec(v, dims.get(name, 1))
+                for name, v in zip(value._fields, value, strict=True)
+            )
         )
-    return _spec(value, 1)
-
-
-def _spec(value: Any, open_dims: int) -> Any:
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return relaxed_spec(value)
     tensor = value if isinstance(value, tf.Tensor) else tf.convert_to_tensor(value)
     shape = tensor.shape.as_list()
-    open_dims = min(open_dims, len(shape))
-    return tf.TensorSpec([None] * open_dims + shape[open_dims:], tensor.dtype)
+    opened = min(open_dims, len(shape))
+    return tf.TensorSpec([None] * opened + shape[opened:], tensor.dtype)
 
 
 class Relaxed:

@@ -81,8 +81,9 @@ def embed_unconverted(model: EmbeddingModel, images01: tf.Tensor) -> tf.Tensor:
     """``model.embed(images01)`` traced as written, not through AutoGraph.
 
     The models' graphs have no data-dependent Python control flow, so AutoGraph's conversion of
-    every layer call changes nothing but costs seconds in each trace of an attack step (the
-    medium profile's step: 7.2 s of Python tracing, 4.6 s without it; ``faceoff bench startup``).
+    every layer call changes nothing in the graph (the protected bytes are the same) but adds
+    seconds of Python tracing to each trace of an attack step (the "trace of the attack" row of
+    ``faceoff bench startup``).
     """
     return tf.autograph.experimental.do_not_convert(model.embed)(images01, training=False)
 
