@@ -8,7 +8,10 @@ the surrogate's distance to the user grows, and the receipt measures the face as
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +23,7 @@ from faceoff.masker.attacks.shape import soft_mask
 from faceoff.masker.options import resolve
 from faceoff.masker.pipeline import ProtectCall, protect_in_process
 from faceoff.masker.protection import Protector
-from tests.conftest import PHOTOS
+from tests.conftest import PHOTOS, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +91,46 @@ def test_shaped_native_protection_changes_only_the_soft_face_ellipse(
         assert face.butteraugli is not None and face.butteraugli > 0
     applied = result.receipt()["options"]
     assert applied["work_size"] == 320 and applied["feather"] == 0.25
+
+
+#: Run in a child with bit-exact kernels (``FACEOFF_DETERMINISTIC=1``; this process runs
+#: TensorFlow's default oneDNN kernels, whose sums depend on the batch and thread scheduling).
+BATCHED = """
+import sys
+import numpy as np
+from faceoff.detector.detection import FaceDetector
+from faceoff.masker.options import resolve
+from faceoff.masker.protection import Protector
+from tests.conftest import PHOTOS, REPO
+protector, detector = Protector(), FaceDetector()
+options = dict(work_size=320, iterations=4, surrogates=("facenet",))
+def job(path, seed):
+    data = (PHOTOS / path).read_bytes()
+    return protector.prepare(data, resolve("medium", **options, seed=seed), detector.detect(data))
+def attack(jobs):
+    return protector.attack(jobs, lambda i, n: None)  # in chunks, as the masker's batcher runs
+mine = job("barack/barack_02.jpg", 4)
+(alone,) = attack([mine])
+batched = attack([job("barack/barack_01.jpg", 9), mine, job("taylor/taylor_02.jpg", 4)])[1]
+(reseeded,) = attack([job("barack/barack_02.jpg", 5)])
+print("DIFF", float(np.abs(batched - alone).max()), float(np.abs(reseeded - alone).max()))
+"""
+
+
+def test_a_photo_gets_the_same_perturbation_alone_or_batched_with_other_requests() -> None:
+    """Requests that differ in seed and references share one attack batch in the masker; each
+    face is seeded by its own request's seed and its index in the photo, so with bit-exact
+    kernels a request's perturbation is bit for bit the one it gets alone."""
+    done = subprocess.run(
+        [sys.executable, "-c", BATCHED],
+        cwd=REPO,
+        env={**os.environ, "FACEOFF_DETERMINISTIC": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("DIFF ")]
+    batched, reseeded = (float(v) for v in line.split()[1:])
+    assert batched == 0.0, f"batched with other requests, the perturbation moved by {batched}"
+    assert reseeded > 1e-3, "the request's seed does not reach its face"

@@ -400,8 +400,9 @@ def test_relaxed_specs_open_the_batch_and_the_reference_sets_only() -> None:
     assert spec.references.shape.as_list() == [None, None, None, inputs.references.shape[-1]]
     assert spec.mask.shape.as_list() == [None, None, None]
     assert spec.targeted.shape.as_list() == []
-    transfer = relaxed_spec(Transfer(ti_kernel=5).inputs(1))
+    transfer = relaxed_spec(Transfer(ti_kernel=5).inputs(np.array([1])))
     assert transfer.kernel.shape.as_list() == [5, 5, 3, 1]  # a setting: exact
+    assert transfer.seed.shape.as_list() == [None]  # one per face
     assert relaxed_spec(tf.zeros([3, 8, 8, 3])).shape.as_list() == [None, 8, 8, 3]
     assert relaxed_spec(tf.constant(2)).shape.as_list() == []
 
@@ -503,3 +504,63 @@ def test_seed_must_be_an_integer() -> None:
             loss_for("target", False),
             seed=1.5,  # type: ignore[arg-type]
         )
+
+
+# --- per-face seeds ----------------------------------------------------------------------------
+
+
+def _attack_faces(attack: tuple[str, str], picked: list[int], seeds: list[Any]) -> np.ndarray:
+    """The perturbations of the probes ``picked``, attacked as one batch seeded ``seeds``."""
+    from faceoff.masker.attacks import Transfer
+
+    probes, _ = faces()
+    e = embeddings()
+    loss = make_loss(
+        "target",
+        model(),
+        [e[i] for i in picked],
+        [[e[j] for j in range(IDENTITIES) if j != i] for i in picked],
+        targeted=False,
+    )
+    params = dict(FAST[attack])
+    if attack[0] == "pgd":  # every random part of the default profile's step, drawn per face
+        params["transfer"] = Transfer(momentum=1.0, diversity=1.0, eot=0.5)
+    return make_attack(*attack, **params).attack(probes[picked], loss, seed=seeds).delta
+
+
+@pytest.mark.parametrize("attack", ATTACK_KEYS, ids=["-".join(k) for k in ATTACK_KEYS])
+def test_a_faces_perturbation_does_not_depend_on_the_faces_beside_it(
+    attack: tuple[str, str],
+) -> None:
+    """Each face draws its start and its transforms from its own seed, so a face attacked in a
+    batch with others (the masker's batches of several requests) gets what it gets alone, up to
+    the float rounding of a batched pass through the model (which CW's Adam steps grow more
+    than PGD's normalised ones)."""
+    rounding = 1e-4 if attack[0] == "cw" else 1e-5
+    together = _attack_faces(attack, [0, 1, 2], [(7, 0), (9, 0), (5, 3)])
+    alone = _attack_faces(attack, [1], [(9, 0)])
+    np.testing.assert_allclose(together[1], alone[0], rtol=0, atol=rounding)
+    reordered = _attack_faces(attack, [1, 4], [(9, 0), (2, 1)])
+    np.testing.assert_allclose(reordered[0], alone[0], rtol=0, atol=rounding)
+    other_seed = _attack_faces(attack, [1], [(9, 1)])
+    assert np.abs(other_seed[0] - alone[0]).max() > 100 * rounding, "the seed does not reach it"
+
+
+def test_one_integer_seed_seeds_each_face_with_its_index() -> None:
+    from faceoff.masker.attacks.base import FaceRandom, face_seeds
+
+    assert face_seeds(5, 3) == [(5, 0), (5, 1), (5, 2)]
+    assert face_seeds([3, (4, 1)], 2) == [3, (4, 1)]
+    rng = FaceRandom([(5, 0), (5, 1)])
+    alone = FaceRandom([(5, 1)])
+    both = rng.uniform(0, 1, size=(2, 3))
+    np.testing.assert_array_equal(both[1], alone.uniform(0, 1, size=(1, 3))[0])
+    assert not np.array_equal(both[0], both[1])
+
+
+@pytest.mark.parametrize(
+    "seed", [-1, 1.5, True, "3", [1], [1, 2, 3, 4, 5, 6], [(1, -2)] * IDENTITIES, [()] * IDENTITIES]
+)
+def test_bad_seeds_are_refused_by_name(seed: Any) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        PGDL2(iterations=1).attack(faces()[0], loss_for("target", False), seed=seed)

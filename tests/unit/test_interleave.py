@@ -133,3 +133,21 @@ def test_an_attack_run_in_between_another_gives_the_same_perturbations() -> None
     outer = run(probes, 1, progress)
     np.testing.assert_array_equal(outer, outer_alone)
     np.testing.assert_array_equal(inner[0], inner_alone)
+
+
+def test_requests_that_differ_only_in_seed_share_a_batch() -> None:
+    """Each face carries its own seed (``Protector.attack`` seeds it with its request's seed and
+    its index), so the seed does not split batches; other attack options still do."""
+    attack = ChunkedAttack()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = AttackBatcher(attack, max_wait_seconds=0.5, interleave=False)
+        try:
+            jobs = [_job(1, 20, seed=1), _job(2, 20, seed=2), _job(1, 20, seed=3), _job(1, 30)]
+            return await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(scenario())
+    assert attack.log == ["start 4x20", "end 4x20", "start 1x30", "end 1x30"]
+    assert [r.shape[0] for r in results] == [1, 2, 1, 1]

@@ -90,8 +90,8 @@ def test_all_techniques_together_still_move_faces_away() -> None:
     assert np.all(result.loss < before), "the attack with every technique on did not lower the loss"
 
 
-def _inputs(**kwargs: Any) -> TransferInputs:
-    return Transfer(**kwargs).inputs(seed=11)
+def _inputs(faces: int = 2, **kwargs: Any) -> TransferInputs:
+    return Transfer(**kwargs).inputs(np.arange(11, 11 + faces))
 
 
 def test_gradient_processing_is_the_identity_when_off() -> None:
@@ -124,7 +124,7 @@ def test_translation_invariance_smooths_the_gradient() -> None:
 def test_input_transforms_keep_the_shape_and_range_and_pass_gradients() -> None:
     x = tf.constant(faces()[0])
     for kwargs in ({"diversity": 1.0}, {"eot": 1.0}):
-        t = _inputs(**kwargs)
+        t = _inputs(len(x), **kwargs)
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = transform_input(x, t, tf.constant(0))
@@ -139,13 +139,15 @@ def test_input_transforms_keep_the_shape_and_range_and_pass_gradients() -> None:
 def test_eot_forward_pass_is_a_real_jpeg() -> None:
     """The forward pass sees 8-bit JPEG output: values on the 1/255 grid, unlike the resize alone."""
     x = tf.constant(faces()[0])
-    y = transform_input(x, _inputs(eot=1.0), tf.constant(3)).numpy()
+    y = transform_input(x, _inputs(len(x), eot=1.0), tf.constant(3)).numpy()
     np.testing.assert_allclose(y * 255, np.round(y * 255), atol=1e-3)
 
 
 def test_transforms_off_return_the_input_exactly() -> None:
     x = tf.constant(faces()[0])
-    np.testing.assert_array_equal(transform_input(x, _inputs(), tf.constant(0)).numpy(), x.numpy())
+    np.testing.assert_array_equal(
+        transform_input(x, _inputs(len(x)), tf.constant(0)).numpy(), x.numpy()
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@
 The surrogate's forward and backward passes are far cheaper per face in a batch than one at a
 time, so the masker service does not attack each request on its own: requests put their
 prepared faces in a queue, and one worker takes up to ``max_batch_faces`` faces of requests
-whose attack options (and seed) agree, waiting at most ``max_wait_seconds`` for a batch to fill,
-and runs them as one attack on a single worker thread.
+whose attack options agree, waiting at most ``max_wait_seconds`` for a batch to fill, and runs
+them as one attack on a single worker thread. Seeds and reference photos may differ: each face
+is seeded by its own request's seed and its index in the photo, and attacked against its own
+references, so a face gets the same perturbation in any batch (up to the float rounding of a
+batched pass through the surrogates).
 
 The queue is bounded in what its requests cost (:mod:`faceoff.masker.cost`): past
 ``max_queue_faces`` waiting faces (their crops are memory) or ``max_queue_work`` waiting
@@ -82,7 +85,7 @@ class _Pending:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return (self.job.options.batch_key(), self.job.options.seed)
+        return self.job.options.batch_key()  # not the seed: each face has its own
 
 
 class AttackBatcher:

@@ -212,8 +212,10 @@ class Protector:
             scale = side / self.surrogates.size
             params["epsilon"] *= scale
             params["step_size"] *= scale
-        # bound the attack's memory: more faces than one run takes go in chunks (chunk k seeded
-        # seed + k; a batch that fits is one run, seeded seed)
+        # each face is seeded by its request's seed and its index in its photo, so it gets the
+        # same perturbation whichever requests share the batch and however it is chunked
+        seeds = [(j.options.seed, index) for j in jobs for index in j.indices]
+        # bound the attack's memory: more faces than one run takes go in chunks
         per_run = max(1, ATTACK_PIXELS // (side * side))
         runs = -(-len(crops) // per_run)
         parts = []
@@ -229,7 +231,7 @@ class Protector:
             with tf.device(self.device):  # the whole attack on one device (devices.py)
                 parts.append(
                     attack.attack(
-                        crops[start:end], loss, seed=options.seed + k, progress=told
+                        crops[start:end], loss, seed=seeds[start:end], progress=told
                     ).delta
                 )
         delta = np.concatenate(parts)

@@ -10,7 +10,7 @@ perturbation.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +29,10 @@ PROGRESS_EVERY = 10
 
 #: Largest accepted iteration count (per search step for CW): the contract's bound.
 MAX_ITERATIONS = int(bound("iterations"))
+
+#: A face's seed: a non-negative integer, or a tuple of them (e.g. a request's seed and the
+#: face's index in its photo).
+FaceSeed = int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class Attack(abc.ABC):
         images01: np.ndarray | tf.Tensor,
         loss: Loss,
         *,
-        seed: int = 0,
+        seed: int | Sequence[FaceSeed] = 0,
         progress: ProgressCallback | None = None,
     ) -> AttackResult:
         """Perturb a batch of faces.
@@ -76,7 +80,10 @@ class Attack(abc.ABC):
             images01: ``(N, S, S, 3)`` float face crops with values in [0, 1], where S is the
                 surrogate's ``input_size``.
             loss: The loss built for these N faces (it carries the surrogate model).
-            seed: Seed of the random start; the same seed, images and loss give the same delta.
+            seed: One seed per face (see :class:`FaceRandom`), or one integer ``s`` for the
+                batch, which seeds face ``i`` with ``(s, i)``. A face's randomness (its start
+                and each iteration's input transform) comes from its own seed only, so it does
+                not depend on which faces share its batch.
             progress: Optional ``progress(iteration, total)``, called about every
                 :data:`PROGRESS_EVERY` iterations from Python; it may raise to abort.
 
@@ -84,12 +91,11 @@ class Attack(abc.ABC):
             An :class:`AttackResult`.
 
         Raises:
-            ValueError: The images do not fit the loss or the surrogate.
+            ValueError: The images do not fit the loss or the surrogate, or a seed is not a
+                non-negative integer (or tuple of them).
         """
         x = _check_images(images01, loss)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        rng = np.random.default_rng(int(seed))
+        rng = FaceRandom(face_seeds(seed, x.shape[0]))
         delta, iterations = self._run(x, loss, rng, Progress(progress))
         delta = finalise_delta(x, delta, self._fallback(x, rng), self._bound)
         evaluate = evaluate_perturbed(loss)
@@ -103,11 +109,11 @@ class Attack(abc.ABC):
 
     @abc.abstractmethod
     def _run(
-        self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
+        self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
     ) -> tuple[np.ndarray, int]:
         """Return the ``(N, S, S, 3)`` perturbation and the iterations run."""
 
-    def _fallback(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _fallback(self, x: np.ndarray, rng: FaceRandom) -> np.ndarray:
         """A tiny valid perturbation, used where the optimiser's result would be all zero."""
         return jitter(x, rng, 1e-3)
 
@@ -118,6 +124,66 @@ class Attack(abc.ABC):
     def _compiled(self, loss: Loss, what: str, build: Callable[[Callable[[], Any]], Any]) -> Any:
         """The compiled function ``what`` of this attack class for ``loss``'s model and class."""
         return compiled(loss.model, (type(self), type(loss), what), build)
+
+
+def face_seeds(seed: int | Sequence[FaceSeed], n: int) -> list[FaceSeed]:
+    """The per-face seeds of a batch of ``n`` faces: ``seed`` itself (one per face), or
+    ``(seed, i)`` for face ``i`` when ``seed`` is one integer."""
+
+    def natural(value: Any) -> int | None:
+        ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
+        return int(value) if ok else None
+
+    one = natural(seed)
+    if one is not None:
+        return [(one, i) for i in range(n)]
+    if isinstance(seed, (str, bytes)) or not isinstance(seed, Sequence) or len(seed) != n:
+        raise ValueError(
+            f"seed must be a non-negative integer or one seed per face ({n}), got {seed!r}"
+        )
+    seeds: list[FaceSeed] = []
+    for s in seed:
+        value = natural(s)
+        parts = [natural(v) for v in s] if isinstance(s, tuple) else []
+        if value is not None:
+            seeds.append(value)
+        elif parts and all(v is not None for v in parts):
+            seeds.append(tuple(v for v in parts if v is not None))
+        else:
+            raise ValueError(
+                f"each face's seed must be a non-negative integer or a tuple of them, got {s!r}"
+            )
+    return seeds
+
+
+class FaceRandom:
+    """One random generator per face of a batch, drawn as one.
+
+    Each method takes a ``size`` whose first dimension is the number of faces and stacks what
+    each face's generator draws for the rest of it, so face ``i``'s numbers depend on its seed
+    only, never on the faces beside it or their number (``numpy.random.Generator``'s methods
+    by the same names, per face).
+    """
+
+    def __init__(self, seeds: Sequence[FaceSeed]) -> None:
+        self.generators = [np.random.default_rng(s) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def _each(self, draw: Callable[..., Any], size: tuple[int, ...]) -> np.ndarray:
+        if size[0] != len(self.generators):
+            raise ValueError(f"size {size} does not start with the {len(self)} faces")
+        return np.stack([np.asarray(draw(g, size[1:])) for g in self.generators])
+
+    def uniform(self, low: float, high: float, size: tuple[int, ...]) -> np.ndarray:
+        return self._each(lambda g, rest: g.uniform(low, high, size=rest), tuple(size))
+
+    def standard_normal(self, size: tuple[int, ...]) -> np.ndarray:
+        return self._each(lambda g, rest: g.standard_normal(size=rest), tuple(size))
+
+    def integers(self, low: int, high: int, size: tuple[int, ...]) -> np.ndarray:
+        return self._each(lambda g, rest: g.integers(low, high, size=rest), tuple(size))
 
 
 class Progress:
@@ -194,7 +260,7 @@ def better(
     return (success & ~best_success) | ((success == best_success) & (loss < best_loss))
 
 
-def jitter(x: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+def jitter(x: np.ndarray, rng: FaceRandom, scale: float) -> np.ndarray:
     """Uniform noise in ``[-scale, scale]`` per pixel channel, kept inside the [0, 1] box.
 
     Attacks start here rather than at exactly 0: when the probe is one of its own references

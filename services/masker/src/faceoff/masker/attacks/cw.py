@@ -36,6 +36,7 @@ from faceoff.masker.attacks._checks import check_bool, check_count, check_positi
 from faceoff.masker.attacks.base import (
     MAX_ITERATIONS,
     Attack,
+    FaceRandom,
     Progress,
     as_rows,
     finite_or_zero,
@@ -285,7 +286,7 @@ class CWL2(CW):
         )
 
     def _run(
-        self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
+        self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
     ) -> tuple[np.ndarray, int]:
         n = x.shape[0]
         images = tf.constant(x)
@@ -363,7 +364,7 @@ class CWLinf(CW):
         return success & (metric <= tau + TAU_TOLERANCE)
 
     def _run(
-        self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
+        self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
     ) -> tuple[np.ndarray, int]:
         n = x.shape[0]
         images = tf.constant(x)

@@ -32,6 +32,7 @@ from faceoff.masker.attacks._checks import check_bool, check_count, check_positi
 from faceoff.masker.attacks.base import (
     MAX_ITERATIONS,
     Attack,
+    FaceRandom,
     Progress,
     as_rows,
     better,
@@ -118,18 +119,16 @@ class PGD(Attack):
         """``delta`` moved into the epsilon ball of the attack's norm."""
 
     @abc.abstractmethod
-    def _sample(
-        self, shape: tuple[int, ...], radius: float, rng: np.random.Generator
-    ) -> np.ndarray:
+    def _sample(self, shape: tuple[int, ...], radius: float, rng: FaceRandom) -> np.ndarray:
         """Random perturbations inside the ball of ``radius``."""
 
     # Shared algorithm --------------------------------------------------------------------------
 
-    def _start(self, x: np.ndarray, rng: np.random.Generator, radius: float) -> np.ndarray:
+    def _start(self, x: np.ndarray, rng: FaceRandom, radius: float) -> np.ndarray:
         delta = self._sample(x.shape, radius, rng)
         return (np.clip(x + delta, 0.0, 1.0) - x).astype(np.float32)
 
-    def _fallback(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _fallback(self, x: np.ndarray, rng: FaceRandom) -> np.ndarray:
         if self.shape.active:  # shaped too, so nothing changes outside the mask
             images = tf.constant(x)
             z = tf.constant(self._sample(x.shape, TINY_START * self.epsilon, rng))
@@ -143,7 +142,7 @@ class PGD(Attack):
         """``delta`` exactly inside the epsilon ball (float32), after the box clip."""
 
     def _run(
-        self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
+        self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
     ) -> tuple[np.ndarray, int]:
         if self.shape.active:
             return self._run_shaped(x, loss, rng, progress)
@@ -162,7 +161,7 @@ class PGD(Attack):
         run = self._compiled(loss, "run", self._builder(type(loss)))
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
-        transfer = self.transfer.inputs(int(rng.integers(0, 2**62)))
+        transfer = self.transfer.inputs(rng.integers(0, 2**62, size=(n,)))
 
         def step(chunk: tf.Tensor) -> None:
             nonlocal state
@@ -216,7 +215,7 @@ class PGD(Attack):
         return build
 
     def _run_shaped(
-        self, x: np.ndarray, loss: Loss, rng: np.random.Generator, progress: Progress
+        self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
     ) -> tuple[np.ndarray, int]:
         """PGD on the shaped variable z (see :mod:`.shape`); returns the RGB change."""
         radius = self.epsilon if self.random_start else TINY_START * self.epsilon
@@ -234,7 +233,7 @@ class PGD(Attack):
         run = self._compiled(loss, "run_shaped", self._shaped_builder(type(loss)))
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
-        transfer = self.transfer.inputs(int(rng.integers(0, 2**62)))
+        transfer = self.transfer.inputs(rng.integers(0, 2**62, size=(n,)))
         shape = self.shape.inputs()
 
         def step(chunk: tf.Tensor) -> None:
@@ -321,9 +320,7 @@ class PGDL2(PGD):
         scale = np.where(norm > self.epsilon, shrink, 1.0)
         return (delta * scale).astype(np.float32)
 
-    def _sample(
-        self, shape: tuple[int, ...], radius: float, rng: np.random.Generator
-    ) -> np.ndarray:
+    def _sample(self, shape: tuple[int, ...], radius: float, rng: FaceRandom) -> np.ndarray:
         direction = rng.standard_normal(size=shape)
         direction /= np.sqrt(np.sum(direction**2, axis=(1, 2, 3), keepdims=True))
         length = radius * rng.uniform(0.0, 1.0, size=(shape[0], 1, 1, 1))
@@ -355,7 +352,5 @@ class PGDLinf(PGD):
             epsilon = np.nextafter(epsilon, np.float32(0))
         return np.clip(delta, -epsilon, epsilon)
 
-    def _sample(
-        self, shape: tuple[int, ...], radius: float, rng: np.random.Generator
-    ) -> np.ndarray:
+    def _sample(self, shape: tuple[int, ...], radius: float, rng: FaceRandom) -> np.ndarray:
         return rng.uniform(-radius, radius, size=shape).astype(np.float32)

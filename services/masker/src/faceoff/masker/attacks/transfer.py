@@ -17,8 +17,9 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   differentiable; the backward pass treats it as the identity (straight-through / BPDA), while
   the forward pass sees the real JPEG artefacts.
 
-Randomness comes from stateless ops seeded by the attack's seed and the iteration number, so
-the same seed gives the same perturbation. When an input transform (diversity, eot) is on, the
+Randomness comes from stateless ops seeded by each face's own seed and the iteration number:
+every face of a batch draws its own transforms, so the same seed gives the same perturbation
+whichever faces share the batch. When an input transform (diversity, eot) is on, the
 loss a step sees is that of a random transform, so the attack returns its last iterate instead
 of the "best" one (which would favour iterations that drew a mild transform).
 """
@@ -53,7 +54,7 @@ class TransferInputs(NamedTuple):
     diversity: tf.Tensor  # () float32 probability
     eot: tf.Tensor  # () float32 probability
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
-    seed: tf.Tensor  # () int64
+    seed: tf.Tensor  # (N,) int64, one per face
 
 
 relax_dims(TransferInputs, kernel=0)  # the kernel's shape is a setting: traced exact
@@ -99,14 +100,14 @@ class Transfer:
         """Whether any technique is on."""
         return self.transforms_input or self.momentum > 0 or self.ti_kernel > 0
 
-    def inputs(self, seed: int) -> TransferInputs:
-        """The settings as the tensors the compiled steps take."""
+    def inputs(self, seeds: np.ndarray) -> TransferInputs:
+        """The settings as the tensors the compiled steps take; ``seeds``: one per face."""
         return TransferInputs(
             momentum=tf.constant(self.momentum, tf.float32),
             diversity=tf.constant(self.diversity, tf.float32),
             eot=tf.constant(self.eot, tf.float32),
             kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
-            seed=tf.constant(seed % (2**62), tf.int64),
+            seed=tf.constant(np.asarray(seeds, np.int64).reshape(-1) % (2**62), tf.int64),
         )
 
 
@@ -124,19 +125,28 @@ def gaussian_kernel(side: int) -> np.ndarray:
 # --- graph parts, called inside the attacks' compiled loops -----------------------------------
 
 
-def _seed(t: TransferInputs, step: tf.Tensor, salt: int) -> tf.Tensor:
-    return tf.stack([t.seed, tf.cast(step, tf.int64) * 8 + salt])
+def _seed(seed: tf.Tensor, step: tf.Tensor, salt: int) -> tf.Tensor:
+    return tf.stack([seed, tf.cast(step, tf.int64) * 8 + salt])
 
 
 def transform_input(images01: tf.Tensor, t: TransferInputs, step: tf.Tensor) -> tf.Tensor:
-    """``images01`` through this iteration's random platform transform and/or diversity."""
+    """``images01`` through this iteration's random platform transform and/or diversity, drawn
+    for each face from its own seed."""
     size = images01.shape[1]
-    out = images01
-    draw = tf.random.stateless_uniform([2], _seed(t, step, 0))
-    out = tf.cond(draw[0] < t.eot, lambda: _platform(out, size, _seed(t, step, 1)), lambda: out)
-    out = tf.cond(
-        draw[1] < t.diversity, lambda: _diversity(out, size, _seed(t, step, 2)), lambda: out
-    )
+
+    def one(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        image, seed = args
+        out = image[None]
+        draw = tf.random.stateless_uniform([2], _seed(seed, step, 0))
+        out = tf.cond(
+            draw[0] < t.eot, lambda: _platform(out, size, _seed(seed, step, 1)), lambda: out
+        )
+        out = tf.cond(
+            draw[1] < t.diversity, lambda: _diversity(out, size, _seed(seed, step, 2)), lambda: out
+        )
+        return tf.reshape(out, tf.shape(image))
+
+    out = tf.map_fn(one, (images01, t.seed), fn_output_signature=tf.float32)
     out.set_shape(images01.shape)
     return out
 
