@@ -236,7 +236,13 @@ def test_short_load_only_ok_or_resource_exhausted_and_every_accepted_request_com
     try:
         tally, wall = asyncio.run(
             load.run_load(
-                masker.address, "protect", request, concurrency=40, duration=6.0, deadline=120.0
+                masker.address,
+                "protect",
+                request,
+                concurrency=40,
+                duration=6.0,
+                deadline=120.0,
+                distinct_seeds=True,  # each request its own seed, as bench load sends by default
             )
         )
     finally:
@@ -420,3 +426,7 @@ def test_bench_load_takes_one_concurrency_or_a_sweep_and_names_a_bad_one(
     args = build_parser().parse_args(["bench", "load", "--concurrency", "1,0", "--duration", "1"])
     assert load.main(args) == 2
     assert "got '1,0'" in capsys.readouterr().err
+    args = build_parser().parse_args(["bench", "load", "--seed", "-1", "--duration", "1"])
+    assert load.main(args) == 2
+    assert "--seed must be in 0..2^63-1, got -1" in capsys.readouterr().err
+    assert build_parser().parse_args(["bench", "load"]).seeds == "distinct"

@@ -567,7 +567,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="attack iterations, e.g. 2 for cheap load (default: the profile's)",
     )
-    pb.add_argument("--seed", type=int, default=0, help="random seed of every request (default 0)")
+    pb.add_argument(
+        "--seed", type=int, default=0, help="random seed of the first request (default 0)"
+    )
+    pb.add_argument(
+        "--seeds",
+        choices=("distinct", "same"),
+        default="distinct",
+        help="distinct: request k carries seed + k, as different users' requests would (they "
+        "still share attack batches); same: every request the same seed (default distinct)",
+    )
     pb.add_argument("--json", dest="json_out", help="also write the JSON here")
     pb = bench_sub.add_parser(
         "chaos",

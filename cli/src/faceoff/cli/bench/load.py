@@ -93,6 +93,10 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[int(rank) - 1]
 
 
+#: Seeds are below this (the contract's bound).
+SEED_LIMIT = 2**63
+
+
 def build_request(
     rpc: str, photo: bytes, profile: str | None, iterations: int | None, seed: int
 ) -> Any:
@@ -115,8 +119,13 @@ async def run_load(
     concurrency: int,
     duration: float,
     deadline: float,
+    distinct_seeds: bool = False,
 ) -> tuple[Tally, float]:
-    """Drive the load; returns the tally and the wall time from the first request to the last answer."""
+    """Drive the load; returns the tally and the wall time from the first request to the last answer.
+
+    With ``distinct_seeds`` the k-th Protect request sent carries the seed of ``request`` plus k
+    (requests that differ only in seed, as different users' would; they share attack batches).
+    """
     import grpc
 
     from faceoff.common.retry_hint import retry_after_from
@@ -141,12 +150,21 @@ async def run_load(
         async def pause(seconds: float) -> None:
             await asyncio.sleep(max(0.0, min(seconds, stop_at - loop.time())))
 
+        def next_request() -> Any:
+            if not (distinct_seeds and rpc == "protect"):
+                return request
+            message = type(request)()
+            message.CopyFrom(request)
+            message.options.seed = (request.options.seed + tally.sent) % SEED_LIMIT
+            return message
+
         async def worker() -> None:
             while loop.time() < stop_at:
+                message = next_request()
                 tally.sent += 1
                 began = loop.time()
                 try:
-                    await call(request, timeout=deadline)
+                    await call(message, timeout=deadline)
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code().name
                     tally.codes[code] += 1
@@ -308,6 +326,8 @@ def main(args: argparse.Namespace) -> int:
             raise LoadError(f"--deadline must be > 0 seconds, got {args.deadline}")
         if args.iterations is not None and not 1 <= args.iterations <= 10_000:
             raise LoadError(f"--iterations must be 1..10000, got {args.iterations}")
+        if not 0 <= args.seed < SEED_LIMIT:
+            raise LoadError(f"--seed must be in 0..2^63-1, got {args.seed}")
         if args.target:
             check_loopback(args.target)
         photo_path = Path(args.photo) if args.photo else DEFAULT_PHOTO
@@ -323,6 +343,7 @@ def main(args: argparse.Namespace) -> int:
                 "profile": args.profile or "medium",
                 "iterations": args.iterations,
                 "seed": args.seed,
+                "seeds": args.seeds,
             }
             if args.rpc == "protect"
             else {"photo": photo_path.name, "photo_bytes": len(photo)}
@@ -334,7 +355,15 @@ def main(args: argparse.Namespace) -> int:
                 for pid in pids.values():
                     reset_peak(pid)
                 tally, wall = asyncio.run(
-                    run_load(target, args.rpc, request, concurrency, args.duration, args.deadline)
+                    run_load(
+                        target,
+                        args.rpc,
+                        request,
+                        concurrency,
+                        args.duration,
+                        args.deadline,
+                        distinct_seeds=args.seeds == "distinct",
+                    )
                 )
                 result = summarise(
                     tally,
