@@ -693,7 +693,8 @@ def _cmd_protect(args: argparse.Namespace) -> int:
 
         client = Client.local(recognizers=[n for n in checks if n in LOCAL_RECOGNIZERS])
         print(
-            "faceoff protect: loading the models in-process (10-20 s each on a CPU; --server uses a running masker)",
+            "faceoff protect: loading the models in-process (the first photo takes about 20 s on a "
+            "2-core CPU, the next ones a few each; --server uses a running masker)",
             file=sys.stderr,
         )
     sdk_options: dict[str, Any] = {

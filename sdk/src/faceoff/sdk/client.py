@@ -241,8 +241,10 @@ class Client:
     ) -> Client:
         """A client that runs the pipeline in this process: no servers, the same calls and results.
 
-        Models load on first use (10-20 s each on a CPU) and stay loaded. With the same seed, a
-        protection gives the same bytes as a masker service that ran the request alone.
+        Models load, and each kind of attack is traced, on first use (about 20 s before the
+        first photo on a 2-core CPU: docs/speed.md) and stay loaded. With the same seed (and
+        ``FACEOFF_DETERMINISTIC=1`` on both sides), a protection gives the same bytes as a masker
+        service that ran the request, alone or batched with others.
 
         Args:
             recognizers: Local recognisers :meth:`evaluate` may use (default dlib, sface,
