@@ -99,11 +99,13 @@ def embeddings() -> np.ndarray:
     return np.stack([model().embed(r).numpy() for r in references])
 
 
-def loss_for(name: str, targeted: bool, **params: Any):
-    """Loss for all probes: anchor = own identity (untargeted) or the next one (targeted);
-    others = every remaining identity, so success is decided by the nearest centroid."""
+def loss_for(name: str, targeted: bool, picked: list[int] | None = None, **params: Any):
+    """Loss for all probes (or the ``picked`` ones): anchor = own identity (untargeted) or the
+    next one (targeted); others = every remaining identity, so success is decided by the nearest
+    centroid."""
     e = embeddings()
-    anchor = [(i + 1) % IDENTITIES if targeted else i for i in range(IDENTITIES)]
+    probes = range(IDENTITIES) if picked is None else picked
+    anchor = [(i + 1) % IDENTITIES if targeted else i for i in probes]
     references = [e[a] for a in anchor]
     others = [[e[j] for j in range(IDENTITIES) if j != a] for a in anchor]
     if name == "hinge":
@@ -514,14 +516,7 @@ def _attack_faces(attack: tuple[str, str], picked: list[int], seeds: list[Any]) 
     from faceoff.masker.attacks import Transfer
 
     probes, _ = faces()
-    e = embeddings()
-    loss = make_loss(
-        "target",
-        model(),
-        [e[i] for i in picked],
-        [[e[j] for j in range(IDENTITIES) if j != i] for i in picked],
-        targeted=False,
-    )
+    loss = loss_for("target", False, picked)
     params = dict(FAST[attack])
     if attack[0] == "pgd":  # every random part of the default profile's step, drawn per face
         params["transfer"] = Transfer(momentum=1.0, diversity=1.0, eot=0.5)

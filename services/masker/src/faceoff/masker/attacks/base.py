@@ -143,12 +143,10 @@ def face_seeds(seed: int | Sequence[FaceSeed], n: int) -> list[FaceSeed]:
         )
     seeds: list[FaceSeed] = []
     for s in seed:
-        value = natural(s)
-        parts = [natural(v) for v in s] if isinstance(s, tuple) else []
-        if value is not None:
+        if (value := natural(s)) is not None:
             seeds.append(value)
-        elif parts and all(v is not None for v in parts):
-            seeds.append(tuple(v for v in parts if v is not None))
+        elif isinstance(s, tuple) and s and all(natural(v) is not None for v in s):
+            seeds.append(tuple(int(v) for v in s))
         else:
             raise ValueError(
                 f"each face's seed must be a non-negative integer or a tuple of them, got {s!r}"
