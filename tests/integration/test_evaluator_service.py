@@ -213,7 +213,7 @@ def test_unknown_recogniser_is_invalid_argument(ready: None, channel: grpc.Chann
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (
-        "accepted: dlib, sface, facenet, facenet512, rekognition, azure, facepp"
+        "accepted: dlib, sface, facenet, facenet512, mobilefacenet, rekognition, azure, facepp"
         in info.value.details()
     )
 

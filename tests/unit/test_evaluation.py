@@ -137,7 +137,7 @@ def test_unknown_or_repeated_names_refuse_the_request() -> None:
         )
     assert "'vggface'" in info.value.message
     assert (
-        "accepted: dlib, sface, facenet, facenet512, rekognition, azure, facepp"
+        "accepted: dlib, sface, facenet, facenet512, mobilefacenet, rekognition, azure, facepp"
         in info.value.message
     )
     with pytest.raises(InvalidOption) as info:

@@ -33,7 +33,7 @@ class EvaluatorSettings:
         max_pixels: Largest photo accepted, width x height (default 50 megapixels).
         evaluate_max_side: Longer side of the decoded copies recognisers see (default 2048 px).
         local_recognizers: Comma-separated local recognisers to load and run (default
-            dlib,sface,facenet; facenet512 too when named; empty for none).
+            dlib,sface,facenet; facenet512 and mobilefacenet too when named; empty for none).
         backend_timeout_seconds: Time each backend gets per evaluation (default 60 s).
         cloud_request_timeout_seconds: Timeout of one cloud HTTP request (default 10 s).
         cloud_max_attempts: Attempts per cloud call, retries of throttling included (default 4).
