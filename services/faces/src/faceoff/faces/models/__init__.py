@@ -31,11 +31,18 @@ def _sface() -> EmbeddingModel:
     return SFaceModel()
 
 
+def _faceres() -> EmbeddingModel:
+    from faceoff.faces.models.faceres import FaceRes
+
+    return FaceRes()
+
+
 # Factories import their module lazily so that importing this package stays cheap.
 _SURROGATES: dict[str, Callable[[], EmbeddingModel]] = {
     "facenet": _facenet,
     "facenet512": _facenet512,
     "sface": _sface,
+    "faceres": _faceres,
 }
 
 #: Names :func:`load_surrogate` accepts.

@@ -1,0 +1,65 @@
+"""A fixed square window cut out of a batch of crops and resized: differentiable alignment.
+
+A surrogate trained on aligned faces (an ArcFace-style 5-point similarity warp to 112x112) sees
+the masker's 160x160 crop (MTCNN box plus 10% margin) through a fixed :class:`~faceoff.faces.models.sface.Window`
+fitted to where the aligned square lies in that crop on average.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from faceoff.faces.models.sface import Window
+
+__all__ = ["WindowCrop"]
+
+
+class WindowCrop:
+    """Cut ``window`` out of ``(N, size, size, C)`` images and resize it to ``out_size`` (bilinear).
+
+    Args:
+        window: the square, in the input's pixel units (edges, not centres).
+        size: side of the input images.
+        out_size: side of the output.
+
+    Where the window reaches outside the image, the image's edge rows and columns are repeated
+    (gathered with clamped indices: differentiable, the gradient of a repeated pixel adds up on
+    it), as the real aligned crop would show more of the photo there, not black.
+    """
+
+    def __init__(self, window: Window, size: int, out_size: int) -> None:
+        if size < 1 or out_size < 1 or not window.side > 0:
+            raise ValueError(
+                f"window {window} into {out_size} px from {size} px: sizes must be positive"
+            )
+        self.window = window
+        self.size = int(size)
+        self.out_size = int(out_size)
+        half = window.side / 2
+        overhang = max(half - window.center_x, half - window.center_y,
+                       window.center_x + half - size, window.center_y + half - size)  # fmt: skip
+        self.pad = math.ceil(overhang) + 1 if overhang > 0 else 0
+        self._edge_index = tf.constant(
+            np.clip(np.arange(-self.pad, size + self.pad), 0, size - 1), tf.int32
+        )
+        padded = Window(window.center_x + self.pad, window.center_y + self.pad, window.side)
+        self._boxes = tf.constant([padded.box(size + 2 * self.pad, out_size)], tf.float32)
+
+    def __call__(self, images: tf.Tensor) -> tf.Tensor:
+        """``(N, out_size, out_size, C)`` float32 windows of ``(N, size, size, C)`` images."""
+        images = tf.cast(images, tf.float32)
+        if self.pad:
+            images = tf.gather(
+                tf.gather(images, self._edge_index, axis=1), self._edge_index, axis=2
+            )
+        n = tf.shape(images)[0]
+        return tf.image.crop_and_resize(
+            images,
+            tf.tile(self._boxes, [n, 1]),
+            tf.range(n),
+            [self.out_size, self.out_size],
+            "bilinear",
+        )
