@@ -21,14 +21,17 @@ from faceoff.faces.models.ensemble import Ensemble
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
 from faceoff.masker.attacks import Transfer, make_attack, make_loss
+from faceoff.masker.attacks.losses import HingeLoss
+from faceoff.masker.attacks.pgd import step_gradient
 from faceoff.masker.attacks.transfer import (
     TransferInputs,
     gaussian_kernel,
     process_gradient,
     transform_input,
+    warp_matrix,
 )
 from faceoff.masker.options import resolve
-from tests.unit.test_attacks import ToyEmbedding, faces, loss_for
+from tests.unit.test_attacks import IDENTITIES, ToyEmbedding, faces, loss_for
 
 PGD_FAST = {"epsilon": 2.0, "step_size": 0.3, "iterations": 10}
 TECHNIQUES = {
@@ -36,6 +39,7 @@ TECHNIQUES = {
     "diversity": Transfer(diversity=1.0),
     "ti_kernel": Transfer(ti_kernel=5),
     "eot": Transfer(eot=1.0),
+    "warp": Transfer(warp=1.0),
 }
 
 
@@ -123,7 +127,7 @@ def test_translation_invariance_smooths_the_gradient() -> None:
 
 def test_input_transforms_keep_the_shape_and_range_and_pass_gradients() -> None:
     x = tf.constant(faces()[0])
-    for kwargs in ({"diversity": 1.0}, {"eot": 1.0}):
+    for kwargs in ({"diversity": 1.0}, {"eot": 1.0}, {"warp": 1.0}):
         t = _inputs(len(x), **kwargs)
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -134,6 +138,57 @@ def test_input_transforms_keep_the_shape_and_range_and_pass_gradients() -> None:
         assert float(tf.reduce_min(y)) >= 0.0 and float(tf.reduce_max(y)) <= 1.0
         assert float(tf.reduce_max(tf.abs(y - x))) > 1e-3, f"{kwargs} left the input unchanged"
         assert np.all(np.isfinite(grad.numpy())) and float(tf.reduce_max(tf.abs(grad))) > 0
+
+
+@pytest.mark.parametrize(
+    ("degrees", "scale", "shift"),
+    [(0.0, 1.0, (0.0, 0.0)), (8.0, 1.1, (3.0, -2.0)), (-30.0, 0.8, (-5.0, 4.5))],
+)
+def test_warp_moves_landmarks_where_the_similarity_says(
+    degrees: float, scale: float, shift: tuple[float, float]
+) -> None:
+    """Five landmark dots (eyes, nose, mouth corners, as in the 5-point template) land within
+    half a pixel of ``c + scale * R (p - c) + shift``, and the warp passes gradients."""
+    size = 64
+    landmarks = np.array([[22.0, 26.0], [42.0, 26.0], [32.0, 36.0], [24.0, 46.0], [40.0, 46.0]])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    image = np.zeros((1, size, size, 1), np.float32)
+    for x, y in landmarks:  # a small Gaussian dot per landmark, so bilinear resampling keeps it
+        image[0, :, :, 0] += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5**2)).astype(
+            np.float32
+        )
+    angle = np.deg2rad(degrees)
+    matrix = warp_matrix(tf.constant(angle, tf.float32), tf.constant(scale, tf.float32),
+                         tf.constant(shift, tf.float32), size)  # fmt: skip
+    source = tf.constant(image)
+    with tf.GradientTape() as tape:
+        tape.watch(source)
+        warped = tf.raw_ops.ImageProjectiveTransformV3(
+            images=source, transforms=matrix, output_shape=[size, size], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="CONSTANT",
+        )  # fmt: skip
+        total = tf.reduce_sum(warped * warped)
+    assert float(tf.reduce_max(tf.abs(tape.gradient(total, source)))) > 0
+    out = warped.numpy()[0, :, :, 0]
+    c = (size - 1) / 2
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    for point in landmarks:
+        expected = c + scale * rotation @ (point - c) + np.array(shift)
+        x0, y0 = np.round(expected).astype(int)
+        window = out[y0 - 4 : y0 + 5, x0 - 4 : x0 + 5]
+        wy, wx = np.mgrid[y0 - 4 : y0 + 5, x0 - 4 : x0 + 5]
+        found = np.array([(window * wx).sum(), (window * wy).sum()]) / window.sum()
+        assert np.linalg.norm(found - expected) < 0.5, (point, expected, found)
+
+
+def test_warp_draws_differ_per_face_and_iteration_and_repeat_for_a_seed() -> None:
+    x = tf.constant(np.repeat(faces()[0][:1], 2, axis=0))  # the same face twice
+    t = _inputs(2, warp=1.0)
+    a = transform_input(x, t, tf.constant(0)).numpy()
+    assert np.abs(a[0] - a[1]).max() > 1e-3, "two faces drew the same warp"
+    b = transform_input(x, t, tf.constant(1)).numpy()
+    assert np.abs(a - b).max() > 1e-3, "two iterations drew the same warp"
+    np.testing.assert_array_equal(a, transform_input(x, t, tf.constant(0)).numpy())
 
 
 def test_eot_forward_pass_is_a_real_jpeg() -> None:
@@ -161,6 +216,8 @@ def test_transforms_off_return_the_input_exactly() -> None:
         ({"ti_kernel": 17}, "ti_kernel"),
         ({"ti_kernel": 1}, "ti_kernel"),
         ({"ti_kernel": True}, "ti_kernel"),
+        ({"warp": -0.5}, "warp"),
+        ({"warp": 1.01}, "warp"),
     ],
 )
 def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
@@ -213,6 +270,103 @@ def test_attack_on_an_ensemble_moves_every_member() -> None:
             probes + result.delta
         )
         assert np.all(after < before), f"the ensemble attack did not move member {member} away"
+
+
+class Steep(ToyEmbedding):
+    """The toy model with its input contrast raised: its gradients are much larger."""
+
+    def preprocess(self, images01: tf.Tensor) -> tf.Tensor:
+        return (images01 - 0.5) * 40.0
+
+
+def _member_gradients(balance: bool) -> list[np.ndarray]:
+    """The step's gradient, and its cosine with each member's own gradient, on (steep, toy)."""
+    steep, toy = Steep(seed=0), ToyEmbedding(seed=1)
+    ens = Ensemble([steep, toy])
+    probes, references = faces()
+    refs = [ens.embed(r).numpy() for r in references]
+    loss = make_loss("target", ens, refs)
+    x = tf.constant(probes)
+    grad, _, _ = step_gradient(
+        type(loss),
+        ens,
+        loss.inputs,
+        balance,
+        x,
+        lambda v, step: (v, tf.constant(0.0)),
+        tf.constant(0),
+    )
+    out = []
+    for member, part in ((steep, slice(0, 16)), (toy, slice(16, 32))):
+        own = make_loss("target", member, [r[:, part] for r in refs])
+        g, _, _ = step_gradient(
+            type(own),
+            member,
+            own.inputs,
+            False,
+            x,
+            lambda v, step: (v, tf.constant(0.0)),
+            tf.constant(0),
+        )
+        a, b = grad.numpy().reshape(len(probes), -1), g.numpy().reshape(len(probes), -1)
+        out.append((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    return out
+
+
+def test_balance_gives_a_member_with_small_gradients_its_say() -> None:
+    """Unbalanced, the steep member's gradient drowns the other's; balanced, both count."""
+    steep_plain, toy_plain = _member_gradients(balance=False)
+    steep_bal, toy_bal = _member_gradients(balance=True)
+    gap_plain, gap_bal = (
+        float(np.mean(steep_plain - toy_plain)),
+        float(np.mean(steep_bal - toy_bal)),
+    )
+    assert gap_plain > 0.3, (steep_plain, toy_plain)
+    assert float(np.mean(toy_bal)) > float(np.mean(toy_plain)) + 0.1, (toy_plain, toy_bal)
+    assert gap_bal < 0.6 * gap_plain, (gap_plain, gap_bal)
+
+
+def test_balance_off_is_the_plain_gradient_and_on_a_single_model_its_direction() -> None:
+    probes, _ = faces()
+    loss = loss_for("target", False)
+    x = tf.constant(probes)
+    view = lambda v, step: (v, tf.constant(0.0))  # noqa: E731
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(loss.evaluate_graph(loss.model, x, loss.inputs)[0])
+    plain = tape.gradient(total, x).numpy()
+    off, _, _ = step_gradient(type(loss), loss.model, loss.inputs, False, x, view, tf.constant(0))
+    on, _, _ = step_gradient(type(loss), loss.model, loss.inputs, True, x, view, tf.constant(0))
+    np.testing.assert_allclose(off.numpy(), plain, rtol=1e-5, atol=1e-8)
+    scale = np.abs(plain).mean(axis=(1, 2, 3), keepdims=True)
+    np.testing.assert_allclose(on.numpy(), plain / scale, rtol=1e-4, atol=1e-6)
+
+
+def test_a_member_past_its_hinge_margin_stops_pulling() -> None:
+    """Balanced, the hinge is per member: once one member ranks another identity nearer by
+    kappa, its objective is 0 and its gradient is 0, while the other member still pulls."""
+    a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
+    ens = Ensemble([a, b])
+    probes, references = faces()
+    e = np.stack([ens.embed(r).numpy() for r in references])  # (I, R, 32)
+    # For member a, probe 0's own identity is swapped with identity 1's: a already ranks
+    # another identity (its true one, now "other") far nearer than its "own" references.
+    own = e[0].copy()
+    own[:, :16] = e[1][:, :16]
+    others = [[e[j] for j in range(1, IDENTITIES)]]
+    loss = HingeLoss(ens, [own], others, kappa=0.05)
+    x = tf.constant(probes[:1])
+    objectives, _, _ = HingeLoss.member_objectives(ens, x, loss.inputs)
+    assert float(objectives[0][0]) == 0.0 and float(objectives[1][0]) > 0.0
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        objectives, _, _ = HingeLoss.member_objectives(ens, x, loss.inputs)
+        first = tf.reduce_sum(objectives[0])
+    assert not np.any(tape.gradient(first, x, unconnected_gradients="zero").numpy())
+    grad, _, _ = step_gradient(
+        HingeLoss, ens, loss.inputs, True, x, lambda v, step: (v, tf.constant(0.0)), tf.constant(0)
+    )
+    assert float(tf.reduce_max(tf.abs(grad))) > 0, "the member still inside its margin pulls"
 
 
 @pytest.mark.parametrize(
@@ -363,6 +517,11 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"adaptive_alpha": True, "loop_recognizers": ()}, "at least one loop recogniser"),
         ({"adaptive_alpha": True, "alpha": 0.5}, ">= 1"),
         ({"psnr_floor": 5.0}, "psnr_floor"),
+        ({"warp": 1.5}, "warp"),
+        ({"warp": -0.1}, "warp"),
+        ({"balance": "yes"}, "balance"),
+        ({"attack": "cw", "balance": True}, "PGD techniques"),
+        ({"attack": "cw", "warp": 0.5}, "PGD techniques"),
     ],
 )
 def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:
@@ -382,6 +541,10 @@ def test_transfer_options_reach_the_attack_and_split_batches() -> None:
     )
     assert o.surrogates == ("facenet", "facenet512")
     assert o.attack_params()["transfer"] == Transfer(0.9, 0.5, 5, 0.25)
+    balanced = resolve("medium", warp=0.5, balance=True)
+    assert balanced.attack_params()["transfer"].warp == 0.5
+    assert balanced.attack_params()["balance"] is True
+    assert balanced.batch_key() != resolve("medium").batch_key()
     assert o.batch_key() != plain.batch_key()
     assert dataclasses.replace(o, alpha=4.0).batch_key() == o.batch_key()
     assert dataclasses.replace(o, adaptive_alpha=True).batch_key() == o.batch_key()

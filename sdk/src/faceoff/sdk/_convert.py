@@ -88,6 +88,10 @@ class ProtectOptions(TypedDict, total=False):
     texture: float
     #: Shaping (PGD): weight of the 1 - SSIM penalty in the loss, in [0, 1000] (0: none).
     ssim: float
+    #: Transfer technique (PGD): probability of a random alignment warp per step (0: off).
+    warp: float
+    #: Ensemble (PGD): normalise each surrogate's gradient so that none dominates.
+    balance: bool
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -303,6 +307,8 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         chroma=msg.chroma,
         texture=msg.texture,
         ssim=msg.ssim,
+        warp=msg.warp,
+        balance=msg.balance,
     )
 
 

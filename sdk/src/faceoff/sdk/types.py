@@ -172,6 +172,8 @@ class AppliedOptions:
     chroma: float = 1.0
     texture: float = 0.0
     ssim: float = 0.0
+    warp: float = 0.0
+    balance: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -196,6 +198,8 @@ class AppliedOptions:
             "chroma": round(self.chroma, 6),
             "texture": round(self.texture, 6),
             "ssim": round(self.ssim, 6),
+            "warp": round(self.warp, 6),
+            "balance": self.balance,
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -24,6 +24,12 @@ alpha's faces (original | protected, as displayed), the worst and the best by Bu
 ``--plot PNG`` the frontier: evasion of each independent recogniser against face Butteraugli.
 ``faceoff bench frontier A.json B.json ... --plot PNG`` puts several runs on one frontier plot.
 
+Face size. ``--face-size small`` protects each probe photo scaled down so that its face's
+longer box side is about :data:`SMALL_FACE_PX` pixels (as in many web photos and thumbnails;
+a photo whose face is already smaller is kept as it is), re-encoded as a JPEG of quality 95;
+the references and the recognisers' galleries stay the photos as they are. ``large`` (the
+default) protects the photos as they are.
+
 Any protection option can be set with ``--set NAME=VALUE`` (repeatable), e.g.
 ``--set momentum=1 --set surrogates=facenet,facenet512 --set adaptive_alpha=true``.
 """
@@ -61,6 +67,24 @@ SHEET_EACH = 6
 DEFAULT_DATA = CELEBS / "photos"
 #: Attacks are run for this many probes at once (one compiled batch).
 ATTACK_BATCH = 8
+#: ``--face-size small``: the probe's face box is scaled to about this longer side, in pixels.
+SMALL_FACE_PX = 115
+FACE_SIZES = ("large", "small")
+
+
+def shrink_to_face(data: bytes, box: tuple[float, float, float, float], side: int) -> bytes:
+    """The photo scaled so that ``box``'s longer side is ``side`` px (never enlarged), as a
+    JPEG of quality 95 (``data`` itself when it would not shrink)."""
+    scale = side / max(box[2], box[3], 1.0)
+    if scale >= 1:
+        return data
+    with Image.open(io.BytesIO(data)) as img:
+        rgb = img.convert("RGB")
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        small = rgb.resize(size, Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        small.save(buf, "JPEG", quality=95)
+        return buf.getvalue()
 
 
 def platform_copy(data: bytes) -> bytes:
@@ -163,6 +187,7 @@ def run(
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
     sheet: list[dict[str, Any]] | None = None,
+    face_size: str = "large",
 ) -> dict[str, Any]:
     """Run the experiment; returns the JSON-ready result (see the module docstring).
 
@@ -186,6 +211,19 @@ def run(
     detector = FaceDetector()
     protector = Protector()
     detections = {p: detector.detect(photos[p]) for p in photos}
+    if face_size not in FACE_SIZES:
+        raise ValueError(f"face_size must be one of {', '.join(FACE_SIZES)}, got {face_size!r}")
+    # What is protected: each probe photo as it is, or shrunk to a small face.
+    probe_data = {p: photos[p] for _, p in probes}
+    probe_detections = {p: detections[p] for _, p in probes}
+    if face_size == "small":
+        for _, p in probes:
+            if detections[p].faces:
+                probe_data[p] = shrink_to_face(photos[p], detections[p].faces[0].box, SMALL_FACE_PX)
+                probe_detections[p] = detector.detect(probe_data[p])
+    probe_face_px = [
+        max(d.faces[0].box[2], d.faces[0].box[3]) for d in probe_detections.values() if d.faces
+    ]
     galleries = {}
     for name in recognizers:
         rec = get_local(name)
@@ -207,7 +245,9 @@ def run(
             chunk = []
             for name, probe in probes[start : start + ATTACK_BATCH]:
                 refs = [(photos[r], detections[r]) for r in identities[name] if r != probe]
-                chunk.append(protector.prepare(photos[probe], options, detections[probe], refs))
+                chunk.append(
+                    protector.prepare(probe_data[probe], options, probe_detections[probe], refs)
+                )
             t0 = time.perf_counter()
             deltas += protector.attack(chunk)
             attack_seconds += time.perf_counter() - t0
@@ -252,14 +292,19 @@ def run(
                                 "label": f"{probe.name} face {face.index}",
                                 "butteraugli": face.butteraugli,
                                 "psnr": face.psnr,
-                                "config": _label(profile, overrides),
+                                "config": _label(profile, overrides, face_size),
                                 "original": before,
                                 "protected": after,
                             }
                         )
                 degraded = platform_copy(result.data)
                 for rec_name, gallery in galleries.items():
-                    clean = gallery.rank(gallery.embeddings[probe], probe)
+                    clean_embedding = (
+                        gallery.embeddings[probe]
+                        if face_size == "large"
+                        else gallery.embed(probe_data[probe])
+                    )
+                    clean = gallery.rank(clean_embedding, probe)
                     protected = gallery.rank(gallery.embed(result.data), probe)
                     after_platform = gallery.rank(gallery.embed(degraded), probe)
                     o = outcome[rec_name]
@@ -316,7 +361,9 @@ def run(
         "dataset": str(data),
         "identities": len(identities),
         "probes": len(probes),
-        "label": _label(profile, overrides),
+        "face_size": face_size,
+        "probe_face_px_median": float(np.median(probe_face_px)) if probe_face_px else None,
+        "label": _label(profile, overrides, face_size),
         "config": {
             "profile": profile,
             "attack": resolved.attack,
@@ -332,6 +379,8 @@ def run(
             "diversity": resolved.diversity,
             "ti_kernel": resolved.ti_kernel,
             "eot": resolved.eot,
+            "warp": resolved.warp,
+            "balance": resolved.balance,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],
@@ -353,14 +402,14 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(values, q)) if values else None
 
 
-def _label(profile: str, overrides: dict[str, Any] | None) -> str:
-    """A configuration's name on plots and sheets: the profile and its overrides."""
+def _label(profile: str, overrides: dict[str, Any] | None, face_size: str = "large") -> str:
+    """A configuration's name on plots and sheets: the profile, its overrides, small faces."""
     parts = [
         f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
         for k, v in sorted((overrides or {}).items())
         if k != "seed"
     ]
-    return " ".join([profile, *parts])
+    return " ".join([profile, *parts, *(["(small faces)"] if face_size == "small" else [])])
 
 
 def goal(
@@ -579,6 +628,7 @@ def main(args: Any) -> int:
         args.seed,
         parse_settings(args.set or []),
         faces,
+        getattr(args, "face_size", "large"),
     )
     if getattr(args, "label", None):
         result["label"] = args.label

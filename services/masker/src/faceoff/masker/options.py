@@ -72,6 +72,8 @@ class ProtectionOptions:
         texture: PGD shaping: texture-masking strength (0: a uniform budget).
         ssim: PGD shaping: weight of the perceptual penalty, 1 - SSIM of the face's luminance
             at the work size, added to the loss (0: none).
+        warp: PGD transfer technique: probability of a random alignment warp per step (0: off).
+        balance: PGD ensemble: normalise each surrogate's gradient before combining them.
     """
 
     profile: str = "medium"
@@ -105,6 +107,8 @@ class ProtectionOptions:
     chroma: float = 1.0
     texture: float = 0.0
     ssim: float = 0.0
+    warp: float = 0.0
+    balance: bool = False
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -117,6 +121,7 @@ class ProtectionOptions:
                 diversity=self.diversity,
                 ti_kernel=self.ti_kernel,
                 eot=self.eot,
+                warp=self.warp,
             )
             return {
                 "epsilon": self.epsilon,
@@ -126,6 +131,7 @@ class ProtectionOptions:
                 "shape": Shape(
                     feather=self.feather, chroma=self.chroma, texture=self.texture, ssim=self.ssim
                 ),
+                "balance": self.balance,
             }
         return {
             "iterations": self.iterations,
@@ -247,6 +253,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             "diversity",
             "ti_kernel",
             "eot",
+            "warp",
             "feather",
             "texture",
             "ssim",
@@ -256,6 +263,8 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
                 values[key] = 0
         if "chroma" not in explicit:
             values["chroma"] = 1
+        if "balance" not in explicit:
+            values["balance"] = False
     for key in ("face_indices", "surrogates", "surrogate_weights", "loop_recognizers"):
         value = values.get(key)
         if isinstance(value, str):
@@ -322,10 +331,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             f"got {o.iterations} x {o.search_steps}",
             field="options.iterations",
         )
-    if o.attack != "pgd" and (o.momentum or o.diversity or o.ti_kernel or o.eot):
+    if o.attack != "pgd" and (
+        o.momentum or o.diversity or o.ti_kernel or o.eot or o.warp or o.balance
+    ):
         raise InvalidOption(
-            f"momentum, diversity, ti_kernel and eot are PGD techniques; attack {o.attack} "
-            "takes none of them (set them to 0)",
+            f"momentum, diversity, ti_kernel, eot, warp and balance are PGD techniques; attack "
+            f"{o.attack} takes none of them (set them to 0 / false)",
             field="options.attack",
         )
     if o.attack != "pgd" and (o.feather or o.chroma != 1 or o.texture or o.ssim):

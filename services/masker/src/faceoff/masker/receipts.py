@@ -113,6 +113,8 @@ class ProtectionResult:
                 "chroma": o.chroma,
                 "texture": o.texture,
                 "ssim": o.ssim,
+                "warp": o.warp,
+                "balance": o.balance,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha

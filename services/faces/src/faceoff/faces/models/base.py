@@ -51,6 +51,17 @@ class EmbeddingModel(abc.ABC):
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Return ``(N, D)`` embeddings of ``(N, S, S, 3)`` images in [0, 1] (differentiable)."""
 
+    @property
+    def segments(self) -> tuple[tuple[int, int], ...]:
+        """Where each surrogate's part of an embedding lies, as ``(start, end)`` column ranges:
+        the whole vector for one model; one range per member for an ensemble."""
+        return ((0, self.embedding_dim),)
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        """Each part's weight in :meth:`distance` (summing to 1), in :attr:`segments`' order."""
+        return (1.0,)
+
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Distance ``(...)`` represented by difference vectors ``u`` ``(..., D)`` (differentiable).
 

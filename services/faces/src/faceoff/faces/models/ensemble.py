@@ -56,8 +56,18 @@ class Ensemble(EmbeddingModel):
         self.weights = weights
         self.name = "+".join(m.name for m in members)
         bounds = np.cumsum([0] + [m.embedding_dim for m in members])
-        self.segments = tuple((int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
+        self._segments = tuple((int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
         self._share = tuple(w / sum(weights) for w in weights)
+
+    @property
+    def segments(self) -> tuple[tuple[int, int], ...]:
+        """Each member's columns of the ensemble's embedding."""
+        return self._segments
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        """Each member's weight divided by the sum of the weights."""
+        return self._share
 
     @property
     def input_size(self) -> int:

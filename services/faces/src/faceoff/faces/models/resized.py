@@ -52,6 +52,14 @@ class Resized(EmbeddingModel):
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.model.embed(self.shrink(images01), training=training)
 
+    @property
+    def segments(self) -> tuple[tuple[int, int], ...]:
+        return self.model.segments
+
+    @property
+    def shares(self) -> tuple[float, ...]:
+        return self.model.shares
+
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         return self.model.distance(u)
 

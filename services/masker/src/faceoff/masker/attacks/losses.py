@@ -190,6 +190,34 @@ class Loss(abc.ABC):
         batch serves every later batch.
         """
         embeddings = embed_unconverted(model, images01)
+        return cls._decide(model, embeddings, inputs)
+
+    @classmethod
+    def member_objectives(
+        cls, model: EmbeddingModel, images01: tf.Tensor, inputs: LossInputs
+    ) -> tuple[list[tf.Tensor], tf.Tensor, tf.Tensor]:
+        """Each surrogate's own ``(N,)`` objective, then :meth:`evaluate_graph`'s loss and success.
+
+        An ensemble's members each get the objective on their own distances (for the hinge, a
+        hinge per member: a member already past its margin stops pulling); a single model has
+        one, equal to the loss. The embeddings are computed once.
+        """
+        embeddings = embed_unconverted(model, images01)
+        loss, success = cls._decide(model, embeddings, inputs)
+        if len(model.segments) == 1:
+            return [loss], loss, success
+        objectives = []
+        for a, b in model.segments:
+            mean, _, present = set_distances(
+                embeddings[:, a:b], inputs.references[..., a:b], inputs.mask
+            )
+            objectives.append(cls._objective(mean, present, inputs))
+        return objectives, loss, success
+
+    @classmethod
+    def _decide(
+        cls, model: EmbeddingModel, embeddings: tf.Tensor, inputs: LossInputs
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         mean, centroid, present = set_distances(
             embeddings, inputs.references, inputs.mask, model.distance
         )

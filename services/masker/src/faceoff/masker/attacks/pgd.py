@@ -71,6 +71,12 @@ class PGD(Attack):
         shape: Perceptual shaping (soft mask, chroma budget, texture masking); off by default.
             When on, epsilon bounds the shaped variable, not the RGB change: see
             :mod:`faceoff.masker.attacks.shape`.
+        balance: With an ensemble, give every member an equal say in each step: each member's
+            gradient (of its own objective, see
+            :meth:`~faceoff.masker.attacks.losses.Loss.member_objectives`) is divided by its
+            per-face mean absolute value before the members' weights combine them, so that no
+            member dominates because its gradients happen to be larger. Off by default (the
+            gradient of the combined loss).
 
     ``attack(images01 (N, S, S, 3) in [0, 1], loss)`` returns the iterate (the last one
     included) with the best (success, loss) for each face, or the last iterate when an input
@@ -87,6 +93,7 @@ class PGD(Attack):
         random_start: bool = True,
         transfer: Transfer | None = None,
         shape: Shape | None = None,
+        balance: bool = False,
     ) -> None:
         self.epsilon = check_positive("epsilon", epsilon)
         self.step_size = check_positive("step_size", step_size)
@@ -98,12 +105,13 @@ class PGD(Attack):
         if shape is not None and not isinstance(shape, Shape):
             raise ValueError(f"shape must be a Shape, got {type(shape).__name__}")
         self.shape = shape or Shape()
+        self.balance = check_bool("balance", balance)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(epsilon={self.epsilon}, step_size={self.step_size}, "
             f"iterations={self.iterations}, random_start={self.random_start}, transfer={self.transfer}, "
-            f"shape={self.shape})"
+            f"shape={self.shape}, balance={self.balance})"
         )
 
     # Norm-specific parts -----------------------------------------------------------------------
@@ -158,7 +166,9 @@ class PGD(Attack):
             tf.zeros_like(delta),
             tf.constant(0, tf.int32),
         )
-        run = self._compiled(loss, "run", self._builder(type(loss)))
+        run = self._compiled(
+            loss, f"run/balance={self.balance}", self._builder(type(loss), self.balance)
+        )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         transfer = self.transfer.inputs(rng.integers(0, 2**62, size=(n,)))
@@ -176,7 +186,7 @@ class PGD(Attack):
         return tf.where(as_rows(take), delta, best_delta).numpy(), self.iterations
 
     @classmethod
-    def _builder(cls, loss_class: type[Loss]) -> Callable[[Callable[[], Any]], Any]:
+    def _builder(cls, loss_class: type[Loss], balance: bool) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
             def run(
@@ -194,13 +204,14 @@ class PGD(Attack):
                 transfer: TransferInputs,
             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 model = model_ref()
+
+                def view(d: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                    return transform_input(x + d, transfer, step), tf.constant(0.0)
+
                 for i in tf.range(steps):
-                    with tf.GradientTape() as tape:
-                        tape.watch(delta)
-                        seen = transform_input(x + delta, transfer, done + i)
-                        loss, success = loss_class.evaluate_graph(model, seen, inputs)
-                        total = tf.reduce_sum(loss)
-                    grad = finite_or_zero(tape.gradient(total, delta))
+                    grad, loss, success = step_gradient(
+                        loss_class, model, inputs, balance, delta, view, done + i
+                    )
                     take = better(success, loss, best_success, best_loss)
                     best_delta = tf.where(as_rows(take), delta, best_delta)
                     best_loss = tf.where(take, loss, best_loss)
@@ -230,7 +241,11 @@ class PGD(Attack):
             tf.zeros_like(z),
             tf.constant(0, tf.int32),
         )
-        run = self._compiled(loss, "run_shaped", self._shaped_builder(type(loss)))
+        run = self._compiled(
+            loss,
+            f"run_shaped/balance={self.balance}",
+            self._shaped_builder(type(loss), self.balance),
+        )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         transfer = self.transfer.inputs(rng.integers(0, 2**62, size=(n,)))
@@ -252,7 +267,9 @@ class PGD(Attack):
         return tf.where(as_rows(take), delta, best).numpy(), self.iterations
 
     @classmethod
-    def _shaped_builder(cls, loss_class: type[Loss]) -> Callable[[Callable[[], Any]], Any]:
+    def _shaped_builder(
+        cls, loss_class: type[Loss], balance: bool
+    ) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
             def run(
@@ -272,14 +289,17 @@ class PGD(Attack):
             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 model = model_ref()
                 room = budget(x, shape)
+
+                def view(v: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                    adv = tf.clip_by_value(x + to_rgb(v, room, shape), 0.0, 1.0)
+                    return transform_input(adv, transfer, step), tf.reduce_sum(
+                        penalty(x, adv, shape)
+                    )
+
                 for i in tf.range(steps):
-                    with tf.GradientTape() as tape:
-                        tape.watch(z)
-                        adv = tf.clip_by_value(x + to_rgb(z, room, shape), 0.0, 1.0)
-                        seen = transform_input(adv, transfer, done + i)
-                        loss, success = loss_class.evaluate_graph(model, seen, inputs)
-                        total = tf.reduce_sum(loss) + tf.reduce_sum(penalty(x, adv, shape))
-                    grad = finite_or_zero(tape.gradient(total, z))
+                    grad, loss, success = step_gradient(
+                        loss_class, model, inputs, balance, z, view, done + i
+                    )
                     take = better(success, loss, best_success, best_loss)
                     best_z = tf.where(as_rows(take), z, best_z)
                     best_loss = tf.where(take, loss, best_loss)
@@ -291,6 +311,51 @@ class PGD(Attack):
             return run
 
         return build
+
+
+def step_gradient(
+    loss_class: type[Loss],
+    model: Any,
+    inputs: LossInputs,
+    balance: bool,
+    variable: tf.Tensor,
+    view: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
+    step: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One step's gradient with respect to ``variable``, and the per-face loss and success.
+
+    ``view(variable, step)`` returns what the surrogates see at iteration ``step`` (``(N, S, S, 3)``) and a scalar
+    penalty added to the loss. Without ``balance`` the gradient is that of the summed loss plus
+    the penalty. With it, each surrogate's objective is differentiated with respect to the view
+    on its own, divided by its per-face mean absolute value, weighted by the surrogate's share and
+    summed, and that combined gradient of the view is carried back to ``variable`` (with the
+    penalty's) in one more backward pass.
+    """
+    if not balance:
+        with tf.GradientTape() as tape:
+            tape.watch(variable)
+            seen, extra = view(variable, step)
+            loss, success = loss_class.evaluate_graph(model, seen, inputs)
+            total = tf.reduce_sum(loss) + extra
+        return finite_or_zero(tape.gradient(total, variable)), loss, success
+    # Two tapes: the view's (random transforms in a per-face loop) is differentiated once; the
+    # surrogates' once per member, from the view.
+    with tf.GradientTape() as view_tape:
+        view_tape.watch(variable)
+        seen, extra = view(variable, step)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(seen)
+        objectives, loss, success = loss_class.member_objectives(model, seen, inputs)
+        totals = [tf.reduce_sum(objective) for objective in objectives]
+    combined = tf.zeros_like(seen)
+    for share, total in zip(model.shares, totals):
+        g = finite_or_zero(tape.gradient(total, seen))
+        combined += share * g / (tf.reduce_mean(tf.abs(g), axis=[1, 2, 3], keepdims=True) + 1e-12)
+    del tape
+    grad = view_tape.gradient(
+        [seen, extra], variable, output_gradients=[combined, tf.ones_like(extra)]
+    )
+    return finite_or_zero(grad), loss, success
 
 
 class PGDL2(PGD):

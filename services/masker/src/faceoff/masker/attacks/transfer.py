@@ -16,6 +16,13 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   to a random 50-100% and a JPEG round trip at a random quality in 60-95. JPEG is not
   differentiable; the backward pass treats it as the identity (straight-through / BPDA), while
   the forward pass sees the real JPEG artefacts.
+* **warp** (expectation over alignments): with this probability per iteration the crop goes
+  through a random similarity transform, a rotation of up to :data:`WARP_ROTATION` degrees, a
+  scale change of up to :data:`WARP_SCALE` and a shift of up to :data:`WARP_SHIFT` of the side
+  in each direction, resampled bilinearly (the edge reflected where the warp reaches past it).
+  Each recogniser finds and aligns a face its own way (a 5-point template warp to 112 px, a
+  150 px chip, a box with a margin); a perturbation fitted to one fixed crop window is partly
+  undone by another. The warp is differentiable, so the gradient is that of the warped view.
 
 Randomness comes from stateless ops seeded by each face's own seed and the iteration number:
 every face of a batch draws its own transforms, so the same seed gives the same perturbation
@@ -45,6 +52,10 @@ DIVERSITY_MIN_SCALE = 0.875
 EOT_MIN_SCALE = 0.5
 #: EOT: JPEG quality is drawn from this range (inclusive).
 EOT_JPEG_QUALITY = (60, 95)
+#: Warp: largest rotation (degrees), relative scale change and shift (fraction of the side).
+WARP_ROTATION = 8.0
+WARP_SCALE = 0.10
+WARP_SHIFT = 0.05
 
 
 class TransferInputs(NamedTuple):
@@ -53,6 +64,7 @@ class TransferInputs(NamedTuple):
     momentum: tf.Tensor  # () float32
     diversity: tf.Tensor  # () float32 probability
     eot: tf.Tensor  # () float32 probability
+    warp: tf.Tensor  # () float32 probability
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
     seed: tf.Tensor  # (N,) int64, one per face
 
@@ -70,15 +82,18 @@ class Transfer:
         ti_kernel: Side of the Gaussian gradient-smoothing kernel: 0 (off) or an odd number in
             3..15.
         eot: Probability in [0, 1] of a platform transform (resize + JPEG) per iteration.
+        warp: Probability in [0, 1] of a random similarity warp (rotation, scale, shift) per
+            iteration.
     """
 
     momentum: float = 0.0
     diversity: float = 0.0
     ti_kernel: int = 0
     eot: float = 0.0
+    warp: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("momentum", "diversity", "eot"):
+        for name in ("momentum", "diversity", "eot", "warp"):
             check_fraction(name, getattr(self, name))
         k = self.ti_kernel
         if (
@@ -92,8 +107,8 @@ class Transfer:
 
     @property
     def transforms_input(self) -> bool:
-        """Whether a step sees a randomly transformed crop (diversity or eot)."""
-        return self.diversity > 0 or self.eot > 0
+        """Whether a step sees a randomly transformed crop (diversity, eot or warp)."""
+        return self.diversity > 0 or self.eot > 0 or self.warp > 0
 
     @property
     def active(self) -> bool:
@@ -106,6 +121,7 @@ class Transfer:
             momentum=tf.constant(self.momentum, tf.float32),
             diversity=tf.constant(self.diversity, tf.float32),
             eot=tf.constant(self.eot, tf.float32),
+            warp=tf.constant(self.warp, tf.float32),
             kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
             seed=tf.constant(np.asarray(seeds, np.int64).reshape(-1) % (2**62), tf.int64),
         )
@@ -130,14 +146,18 @@ def _seed(seed: tf.Tensor, step: tf.Tensor, salt: int) -> tf.Tensor:
 
 
 def transform_input(images01: tf.Tensor, t: TransferInputs, step: tf.Tensor) -> tf.Tensor:
-    """``images01`` through this iteration's random platform transform and/or diversity, drawn
-    for each face from its own seed."""
+    """``images01`` through this iteration's random warp, platform transform and/or diversity,
+    drawn for each face from its own seed."""
     size = images01.shape[1]
 
     def one(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         image, seed = args
         out = image[None]
         draw = tf.random.stateless_uniform([2], _seed(seed, step, 0))
+        warp_draw = tf.random.stateless_uniform([], _seed(seed, step, 3))
+        out = tf.cond(
+            warp_draw < t.warp, lambda: _warp(out, size, _seed(seed, step, 4)), lambda: out
+        )
         out = tf.cond(
             draw[0] < t.eot, lambda: _platform(out, size, _seed(seed, step, 1)), lambda: out
         )
@@ -165,6 +185,38 @@ def _diversity(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
         small, [[0, 0], [top, room - top], [left, room - left], [0, 0]], constant_values=0.5
     )
     return tf.reshape(padded, tf.shape(images))
+
+
+def warp_matrix(angle: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor, size: int) -> tf.Tensor:
+    """The ``(1, 8)`` projective-transform row that maps each *output* pixel to where it is read
+    in the input, for a similarity that rotates by ``angle`` (radians) and scales by ``scale``
+    about the image centre, then shifts by ``shift`` (x, y) pixels.
+
+    The forward map is ``out = c + scale * R(angle) (in - c) + shift``; its inverse,
+    ``in = c + R(-angle) (out - c - shift) / scale``, is what the transform op takes.
+    """
+    c = (size - 1) / 2.0
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    ox, oy = c + shift[0], c + shift[1]
+    a2 = c - (cos * ox + sin * oy)
+    b2 = c - (-sin * ox + cos * oy)
+    zero = tf.zeros_like(cos)
+    return tf.reshape(tf.stack([cos, sin, a2, -sin, cos, b2, zero, zero]), [1, 8])
+
+
+def _warp(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    r = tf.random.stateless_uniform([4], seed, minval=-1.0, maxval=1.0)
+    angle = r[0] * (WARP_ROTATION * math.pi / 180.0)
+    scale = 1.0 + r[1] * WARP_SCALE
+    shift = r[2:] * (WARP_SHIFT * size)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=warp_matrix(angle, scale, shift, size),
+        output_shape=tf.constant([size, size], tf.int32),
+        fill_value=tf.constant(0.0),
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
 
 
 def _platform(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
