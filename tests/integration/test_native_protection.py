@@ -134,3 +134,33 @@ def test_a_photo_gets_the_same_perturbation_alone_or_batched_with_other_requests
     batched, reseeded = (float(v) for v in line.split()[1:])
     assert batched == 0.0, f"batched with other requests, the perturbation moved by {batched}"
     assert reseeded > 1e-3, "the request's seed does not reach its face"
+
+
+def test_aligned_protection_reads_each_face_through_its_own_landmarks(
+    protector: Protector, detector: FaceDetector
+) -> None:
+    """With ``align``, each face gets the alignment its MTCNN landmarks give (not the identity),
+    the aligned surrogate sees the face that way (its embedding changes), the attack still moves
+    the face away from the user, and without ``align`` the job carries none."""
+    from faceoff.faces.alignment import IDENTITY
+
+    data = (PHOTOS / "matt/matt_02.jpg").read_bytes()  # a tilted head
+    detection = detector.detect(data)
+    options = resolve("medium", surrogates=("sface",), iterations=6, align=True, seed=2)
+    job = protector.prepare(data, options, detection)
+    assert job.aligns is not None and job.aligns.shape == (1, 6)
+    rotation = np.degrees(np.arctan2(job.aligns[0, 3], job.aligns[0, 0]))
+    assert abs(rotation) > 3, f"the tilted face's alignment turns by only {rotation:.1f} degrees"
+    model = job.model
+    assert model is not None
+    fixed = model.embed_numpy(job.crops)
+    aligned = model.embed_numpy(job.crops, align=job.aligns)
+    identity = model.embed_numpy(job.crops, align=IDENTITY[None])
+    np.testing.assert_allclose(identity, fixed, atol=1e-4)
+    assert float(np.linalg.norm(aligned - fixed)) > 0.05
+    (delta,) = protector.attack([job])
+    result = protector.finish(job, delta)
+    face = result.faces[0]
+    assert face.distance_after > face.distance_before + 0.2
+    plain = protector.prepare(data, resolve("medium", surrogates=("sface",)), detection)
+    assert plain.aligns is None

@@ -381,6 +381,7 @@ def run(
             "eot": resolved.eot,
             "warp": resolved.warp,
             "balance": resolved.balance,
+            "align": resolved.align,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

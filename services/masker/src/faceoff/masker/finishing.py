@@ -94,6 +94,7 @@ class Finisher:
                 choices=choices,
                 model=model,
                 size=self.surrogates.size,
+                aligns=job.aligns,
             )
         return ProtectionResult(
             data=out,

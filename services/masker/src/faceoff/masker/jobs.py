@@ -18,6 +18,7 @@ from faceoff.common.crops import CropRegion, crop_region, extract_crop
 from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode
 from faceoff.detector.detection import DetectionResult
+from faceoff.faces.alignment import IDENTITY, crop_alignment
 from faceoff.faces.models import EmbeddingModel
 from faceoff.masker.cost import REFERENCE_MAX_SIDE
 from faceoff.masker.decoys import SAME_PERSON_DISTANCE
@@ -54,6 +55,9 @@ class Job:
     #: ``(n, W, W, 3)`` the faces at the options' work size, when it differs from the crop's
     #: (the attack runs on these and the perturbation is pasted back from them).
     work: np.ndarray | None = None
+    #: ``(n, 6)`` each face's alignment (:mod:`faceoff.faces.alignment`); None: the identity
+    #: (the options do not align, or the job is of bare crops).
+    aligns: np.ndarray | None = None
 
     @property
     def attacked(self) -> np.ndarray:
@@ -91,16 +95,21 @@ class Preparer:
         photos: Sequence[Photo],
         detections: Sequence[DetectionResult],
         model: EmbeddingModel | None = None,
+        align: bool = False,
     ) -> np.ndarray | None:
-        """Embeddings ``(M, D)`` of the largest face of each decoded reference photo (None if none given)."""
+        """Embeddings ``(M, D)`` of the largest face of each decoded reference photo (None if none
+        given); with ``align``, each through its own landmarks' alignment."""
         if not photos:
             return None
-        crops = []
+        crops, aligns = [], []
         for i, (photo, detection) in enumerate(zip(photos, detections)):
+            alignment = IDENTITY
             if detection.faces:  # the box is in full-size coordinates; the photo may be reduced
                 x, y, w, h = detection.faces[0].box
                 s = photo.scale
                 region = crop_region((x * s, y * s, w * s, h * s), photo.width, photo.height)
+                if align and detection.faces[0].landmarks:
+                    alignment = _alignment(detection.faces[0].landmarks, region, s)
             elif max(photo.full_width, photo.full_height) <= MAX_CROP_SIDE:
                 region = CropRegion(0, 0, photo.width, photo.height)  # already a face crop
             else:
@@ -110,7 +119,10 @@ class Preparer:
                     field=f"reference_images[{i}]",
                 )
             crops.append(extract_crop(photo.pixels, region, self.surrogates.size))
-        return (model or self.surrogates.model).embed_numpy(np.stack(crops))
+            aligns.append(alignment)
+        return (model or self.surrogates.model).embed_numpy(
+            np.stack(crops), align=np.stack(aligns) if align else None
+        )
 
     def prepare(
         self,
@@ -155,10 +167,24 @@ class Preparer:
             if regions and side != self.surrogates.size
             else None
         )
+        aligns = (
+            np.stack(
+                [
+                    _alignment(detection.faces[i].landmarks, r, 1.0)
+                    if detection.faces[i].landmarks
+                    else IDENTITY
+                    for i, r in zip(indices, regions)
+                ]
+            )
+            if options.align and regions
+            else None
+        )
         model = self.surrogates.model_for(options)
         reference_photos = self.decode_references(references)
-        embeddings = self.reference_embeddings(reference_photos, [d for _, d in references], model)
-        user_refs = self.user_sets(crops, embeddings, model)
+        embeddings = self.reference_embeddings(
+            reference_photos, [d for _, d in references], model, options.align
+        )
+        user_refs = self.user_sets(crops, embeddings, model, aligns)
         anchors, others, targets = self.goals(user_refs, options, model)
         kept = reference_photos if options.adaptive_alpha else []
         return Job(
@@ -178,6 +204,7 @@ class Preparer:
             references=kept,
             started=started,
             work=work,
+            aligns=aligns,
         )
 
     def crop_job(
@@ -217,16 +244,23 @@ class Preparer:
         )
 
     def user_sets(
-        self, crops: np.ndarray, user: np.ndarray | None, model: EmbeddingModel | None = None
+        self,
+        crops: np.ndarray,
+        user: np.ndarray | None,
+        model: EmbeddingModel | None = None,
+        aligns: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """Each face's reference set A_y.
 
         With the user's reference embeddings ``user``, a face that looks like the user (or the
         only face) gets them; any other face, or every face without ``user``, gets its own crop
-        and light augmentations of it.
+        and light augmentations of it (each embedded through the face's alignment, when
+        ``aligns`` gives them).
         """
         model = model or self.surrogates.model
-        probe = model.embed_numpy(crops) if user is not None and len(crops) > 1 else None
+        probe = (
+            model.embed_numpy(crops, align=aligns) if user is not None and len(crops) > 1 else None
+        )
         sets: list[np.ndarray] = []
         for k in range(len(crops)):
             if user is not None and (
@@ -235,7 +269,15 @@ class Preparer:
             ):
                 sets.append(user)
             else:
-                sets.append(model.embed_numpy(augment_probe(crops[k])))
+                augmented = augment_probe(crops[k])
+                sets.append(
+                    model.embed_numpy(
+                        augmented,
+                        align=None
+                        if aligns is None
+                        else np.repeat(aligns[k : k + 1], len(augmented), 0),
+                    )
+                )
         return sets
 
     def goals(
@@ -260,3 +302,12 @@ class Preparer:
                 others.append(decoys.others(None, refs))
                 targets.append(None)
         return anchors, others, targets
+
+
+def _alignment(
+    landmarks: dict[str, tuple[float, float]], region: CropRegion, scale: float
+) -> np.ndarray:
+    """The alignment of a face with ``landmarks`` in full-size photo pixels, cropped at ``region``
+    of the photo decoded at ``scale`` of its full size."""
+    scaled = {k: (x * scale, y * scale) for k, (x, y) in landmarks.items()}
+    return crop_alignment(scaled, (region.left, region.top, region.width, region.height))

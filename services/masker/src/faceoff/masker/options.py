@@ -74,6 +74,8 @@ class ProtectionOptions:
             at the work size, added to the loss (0: none).
         warp: PGD transfer technique: probability of a random alignment warp per step (0: off).
         balance: PGD ensemble: normalise each surrogate's gradient before combining them.
+        align: Surrogates trained on aligned faces read each face through its own landmarks'
+            alignment (:mod:`faceoff.faces.alignment`) instead of one fixed window.
     """
 
     profile: str = "medium"
@@ -109,6 +111,7 @@ class ProtectionOptions:
     ssim: float = 0.0
     warp: float = 0.0
     balance: bool = False
+    align: bool = False
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""

@@ -198,6 +198,7 @@ class Protector:
         crops = np.concatenate([j.attacked for j in jobs])
         anchors = [a for j in jobs for a in j.anchors]
         others = [o for j in jobs for o in j.others]
+        aligns = np.concatenate([_aligns(j) for j in jobs])
         loss_params: dict[str, Any] = {"targeted": options.targeted}
         if options.loss == "hinge":
             loss_params["kappa"] = options.kappa
@@ -222,7 +223,12 @@ class Protector:
         for k, start in enumerate(range(0, len(crops), per_run)):
             end = start + per_run
             loss = make_loss(
-                options.loss, attacked, anchors[start:end], others[start:end], **loss_params
+                options.loss,
+                attacked,
+                anchors[start:end],
+                others[start:end],
+                align=aligns[start:end],
+                **loss_params,
             )
             told = None
             if progress is not None:
@@ -248,3 +254,10 @@ class Protector:
     ) -> ProtectionResult:
         """Amplify, paste back, encode and measure (see :class:`Finisher`)."""
         return self.finisher.finish(job, delta, progress, should_stop)
+
+
+def _aligns(job: Job) -> np.ndarray:
+    """``(n, 6)``: the job's alignments, or the identity for each face."""
+    from faceoff.faces.alignment import IDENTITY
+
+    return job.aligns if job.aligns is not None else np.tile(IDENTITY, (job.size, 1))

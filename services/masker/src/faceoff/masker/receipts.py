@@ -115,6 +115,7 @@ class ProtectionResult:
                 "ssim": o.ssim,
                 "warp": o.warp,
                 "balance": o.balance,
+                "align": o.align,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha
@@ -144,13 +145,14 @@ def face_receipts(
     choices: list[Choice],
     model: EmbeddingModel,
     size: int,
+    aligns: np.ndarray | None = None,
 ) -> list[FaceReceipt]:
     """One receipt per face: the change applied, the face region's PSNR/SSIM and Butteraugli in
     the encoded output ``shown``, and the surrogate's distance to the user's references before
     and after."""
     after_crops = np.stack([extract_crop(shown, r, size) for r in regions])
-    before = model.embed_numpy(crops)
-    after = model.embed_numpy(after_crops)
+    before = model.embed_numpy(crops, align=aligns)
+    after = model.embed_numpy(after_crops, align=aligns)
     seen = face_butteraugli(original, shown, boxes)
     receipts = []
     for k, region in enumerate(regions):

@@ -62,6 +62,17 @@ class EmbeddingModel(abc.ABC):
         """Each part's weight in :meth:`distance` (summing to 1), in :attr:`segments`' order."""
         return (1.0,)
 
+    #: Whether the model reads its input through each face's alignment
+    #: (:mod:`faceoff.faces.alignment`): True for networks trained on landmark-aligned faces.
+    aligned: bool = False
+
+    def embed_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+        """:meth:`embed` of faces with their alignments ``(N, 6)`` (see
+        :mod:`faceoff.faces.alignment`). A model that is not :attr:`aligned` sees the crop as it
+        is; an aligned one overrides this to read its window through each face's alignment."""
+        del align
+        return self.embed(images01)
+
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Distance ``(...)`` represented by difference vectors ``u`` ``(..., D)`` (differentiable).
 
@@ -81,12 +92,16 @@ class EmbeddingModel(abc.ABC):
         return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
     def embed_numpy(
-        self, images01: np.ndarray | Sequence[np.ndarray], batch_size: int = 32
+        self,
+        images01: np.ndarray | Sequence[np.ndarray],
+        batch_size: int = 32,
+        align: np.ndarray | None = None,
     ) -> np.ndarray:
         """Embed ``(N, S, S, 3)`` images in [0, 1] in compiled chunks; returns float32 ``(N, D)``.
 
         For evaluation and enrolment, where no gradient is needed. Calling :meth:`embed` eagerly
-        dispatches a deep graph op by op; this wraps it in one ``tf.function``.
+        dispatches a deep graph op by op; this wraps it in one ``tf.function``. With ``align``
+        ``(N, 6)``, each face is embedded through its alignment (:meth:`embed_aligned`).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size is {batch_size}; it must be at least 1")
@@ -94,6 +109,8 @@ class EmbeddingModel(abc.ABC):
         size = self.input_size
         if arr.ndim != 4 or arr.shape[1:] != (size, size, 3):
             raise ValueError(f"images01 has shape {arr.shape}; expected (N, {size}, {size}, 3)")
+        if align is not None:
+            return self._embed_aligned_numpy(arr, np.asarray(align, np.float32), batch_size)
         compiled = getattr(self, "_embed_compiled", None)
         if compiled is None:
             # traced once, for any number of images (a trace per batch shape would round
@@ -107,4 +124,27 @@ class EmbeddingModel(abc.ABC):
         out = np.zeros((len(arr), self.embedding_dim), np.float32)
         for i in range(0, len(arr), batch_size):
             out[i : i + batch_size] = compiled(tf.constant(arr[i : i + batch_size]))
+        return out
+
+    def _embed_aligned_numpy(
+        self, arr: np.ndarray, align: np.ndarray, batch_size: int
+    ) -> np.ndarray:
+        if align.shape != (len(arr), 6) or not np.all(np.isfinite(align)):
+            raise ValueError(f"align has shape {align.shape}; expected ({len(arr)}, 6), finite")
+        compiled = getattr(self, "_embed_aligned_compiled", None)
+        if compiled is None:
+            size = self.input_size
+            compiled = tf.function(
+                self.embed_aligned,
+                input_signature=[
+                    tf.TensorSpec([None, size, size, 3], tf.float32),
+                    tf.TensorSpec([None, 6], tf.float32),
+                ],
+                autograph=False,
+            )
+            self._embed_aligned_compiled = compiled
+        out = np.zeros((len(arr), self.embedding_dim), np.float32)
+        for i in range(0, len(arr), batch_size):
+            part = slice(i, i + batch_size)
+            out[part] = compiled(tf.constant(arr[part]), tf.constant(align[part]))
         return out

@@ -85,6 +85,15 @@ class Ensemble(EmbeddingModel):
         """``(N, sum D_i)``: the members' embeddings side by side."""
         return tf.concat([m.embed(images01, training=training) for m in self.members], axis=-1)
 
+    @property
+    def aligned(self) -> bool:  # type: ignore[override]
+        """Whether any member reads its input through the faces' alignments."""
+        return any(m.aligned for m in self.members)
+
+    def embed_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+        """``(N, sum D_i)``: each member's :meth:`~EmbeddingModel.embed_aligned`."""
+        return tf.concat([m.embed_aligned(images01, align) for m in self.members], axis=-1)
+
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Weighted mean of the members' smoothed L2 norms of their parts of ``u``."""
         parts = [

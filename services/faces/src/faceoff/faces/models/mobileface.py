@@ -265,6 +265,14 @@ class MobileFace(EmbeddingModel):
         """Raw (unnormalised) embeddings of ``(N, 112, 112, 3)`` RGB images in 0..255."""
         return self.network(images112)
 
+    aligned = True
+
+    def embed_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+        """:meth:`embed` with the window read through each face's alignment ``(N, 6)``."""
+        return tf.math.l2_normalize(
+            self.features(self._crop.aligned(images01, align) * 255.0), axis=-1, epsilon=1e-12
+        )
+
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         """L2-normalised ``(N, 256)`` embeddings of ``(N, 160, 160, 3)`` crops in [0, 1].
 

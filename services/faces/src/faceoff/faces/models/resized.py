@@ -53,6 +53,14 @@ class Resized(EmbeddingModel):
         return self.model.embed(self.shrink(images01), training=training)
 
     @property
+    def aligned(self) -> bool:  # type: ignore[override]
+        return self.model.aligned
+
+    def embed_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+        # alignments are in normalised crop coordinates: the same at any size
+        return self.model.embed_aligned(self.shrink(images01), align)
+
+    @property
     def segments(self) -> tuple[tuple[int, int], ...]:
         return self.model.segments
 

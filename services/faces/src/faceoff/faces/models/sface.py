@@ -468,6 +468,27 @@ class SFaceModel(EmbeddingModel):
         """
         return self.network(tf.cast(images112, tf.float32))
 
+    aligned = True
+
+    def embed_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+        """:meth:`embed` with :attr:`window` read through each face's alignment ``(N, 6)`` (see
+        :mod:`faceoff.faces.alignment`): the face as ``alignCrop`` would place it from the
+        landmarks the alignment was computed from."""
+        from faceoff.faces.alignment import window_transforms
+
+        w = self.window
+        crops = tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(images01, tf.float32),
+            transforms=window_transforms(
+                align, w.center_x, w.center_y, w.side, INPUT_SIZE, NETWORK_SIZE
+            ),
+            output_shape=tf.constant([NETWORK_SIZE, NETWORK_SIZE], tf.int32),
+            fill_value=tf.constant(0.0),
+            interpolation="BILINEAR",
+            fill_mode="NEAREST",
+        )
+        return tf.math.l2_normalize(self.features(crops * 255.0), axis=-1, epsilon=1e-12)
+
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         """L2-normalised ``(N, 128)`` embeddings of ``(N, 160, 160, 3)`` crops in [0, 1].
 

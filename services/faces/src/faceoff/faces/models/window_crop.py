@@ -48,6 +48,23 @@ class WindowCrop:
         padded = Window(window.center_x + self.pad, window.center_y + self.pad, window.side)
         self._boxes = tf.constant([padded.box(size + 2 * self.pad, out_size)], tf.float32)
 
+    def aligned(self, images: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+        """The window read through each face's alignment ``(N, 6)`` (see
+        :mod:`faceoff.faces.alignment`): bilinear, the edge repeated, differentiable."""
+        from faceoff.faces.alignment import window_transforms
+
+        w = self.window
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(images, tf.float32),
+            transforms=window_transforms(
+                align, w.center_x, w.center_y, w.side, self.size, self.out_size
+            ),
+            output_shape=tf.constant([self.out_size, self.out_size], tf.int32),
+            fill_value=tf.constant(0.0),
+            interpolation="BILINEAR",
+            fill_mode="NEAREST",
+        )
+
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
         """``(N, out_size, out_size, C)`` float32 windows of ``(N, size, size, C)`` images."""
         images = tf.cast(images, tf.float32)

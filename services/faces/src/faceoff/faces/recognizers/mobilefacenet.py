@@ -45,45 +45,14 @@ import cv2
 import numpy as np
 
 from faceoff.common.imaging import Photo
+from faceoff.faces.alignment import ARCFACE_TEMPLATE, similarity_transform
 from faceoff.faces.recognizers.sface import _NMS_THRESHOLD, _TOP_K, DETECT_PASSES, SFaceRecognizer
 
-__all__ = ["ARCFACE_TEMPLATE", "MobileFaceNetRecognizer", "align", "similarity_transform"]
+__all__ = ["MobileFaceNetRecognizer", "align"]
 
 log = logging.getLogger(__name__)
 
-#: insightface's ArcFace landmarks in the 112x112 crop: eyes, nose tip, mouth corners (x, y), in
-#: the order YuNet reports them (right eye, left eye of the person: left, right in the image).
-ARCFACE_TEMPLATE = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ]
-)
 CROP_SIZE = 112
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity (rotation, uniform scale, shift) taking ``src`` points onto ``dst``.
-
-    Least squares (Umeyama 1991), as insightface's ``norm_crop`` and OpenCV's ``alignCrop``.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rot = u @ sign @ vt
-    scale = np.trace(np.diag(sig) @ sign) / s.var(0).sum()
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
 
 
 def align(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

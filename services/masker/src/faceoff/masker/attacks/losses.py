@@ -64,6 +64,9 @@ class LossInputs(NamedTuple):
         targeted: ``()`` bool, whether the anchor is a decoy to approach.
         kappa: ``()`` float32 hinge margin (0 for the target loss).
         threshold: ``()`` float32 success threshold used when a face has no other identities.
+        align: ``(N, 6)`` float32, each face's alignment (:mod:`faceoff.faces.alignment`), which
+            surrogates trained on aligned faces read their window through; the identity when the
+            faces are not aligned.
     """
 
     references: tf.Tensor
@@ -71,21 +74,22 @@ class LossInputs(NamedTuple):
     targeted: tf.Tensor
     kappa: tf.Tensor
     threshold: tf.Tensor
+    align: tf.Tensor
 
 
 # traced with faces, identities and references per identity open (see attacks._compile)
-relax_dims(LossInputs, references=3, mask=3)
+relax_dims(LossInputs, references=3, mask=3, align=1)
 
 
-def embed_unconverted(model: EmbeddingModel, images01: tf.Tensor) -> tf.Tensor:
-    """``model.embed(images01)`` traced as written, not through AutoGraph.
+def embed_unconverted(model: EmbeddingModel, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
+    """``model.embed_aligned(images01, align)`` traced as written, not through AutoGraph.
 
     The models' graphs have no data-dependent Python control flow, so AutoGraph's conversion of
     every layer call changes nothing in the graph (the protected bytes are the same) but adds
     seconds of Python tracing to each trace of an attack step (the "trace of the attack" row of
     ``faceoff bench startup``).
     """
-    return tf.autograph.experimental.do_not_convert(model.embed)(images01, training=False)
+    return tf.autograph.experimental.do_not_convert(model.embed_aligned)(images01, align)
 
 
 def set_distances(
@@ -141,6 +145,9 @@ class Loss(abc.ABC):
         targeted: ``False`` pushes each face away from its anchor, ``True`` pulls it towards.
         threshold: Success threshold on ``d'(x, A_anchor)`` for faces without other identities
             (untargeted: exceeded; targeted: undercut), > 0, in embedding units.
+        align: ``(N, 6)`` alignments of the faces (:mod:`faceoff.faces.alignment`); default the
+            identity (the crops as they are). The references must come from faces embedded the
+            same way.
 
     Raises:
         ValueError: A parameter or array is malformed; the message names it.
@@ -157,6 +164,7 @@ class Loss(abc.ABC):
         *,
         targeted: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        align: np.ndarray | None = None,
     ) -> None:
         if not isinstance(model, EmbeddingModel):
             raise ValueError(f"model must be an EmbeddingModel, got {type(model).__name__}")
@@ -165,6 +173,7 @@ class Loss(abc.ABC):
         self.threshold = check_positive("threshold", threshold)
         refs, mask = _pad_identities(references, others, model.embedding_dim)
         self.inputs = LossInputs(
+            align=tf.constant(_alignments(align, len(refs))),
             references=tf.constant(refs),
             mask=tf.constant(mask),
             targeted=tf.constant(self.targeted),
@@ -189,7 +198,7 @@ class Loss(abc.ABC):
         Depends only on the class, ``model`` and ``inputs``, so a compiled step traced for one
         batch serves every later batch.
         """
-        embeddings = embed_unconverted(model, images01)
+        embeddings = embed_unconverted(model, images01, inputs.align)
         return cls._decide(model, embeddings, inputs)
 
     @classmethod
@@ -202,7 +211,7 @@ class Loss(abc.ABC):
         hinge per member: a member already past its margin stops pulling); a single model has
         one, equal to the loss. The embeddings are computed once.
         """
-        embeddings = embed_unconverted(model, images01)
+        embeddings = embed_unconverted(model, images01, inputs.align)
         loss, success = cls._decide(model, embeddings, inputs)
         if len(model.segments) == 1:
             return [loss], loss, success
@@ -264,7 +273,7 @@ class Loss(abc.ABC):
             @tf.function(reduce_retracing=True)
             def distance(images01: tf.Tensor, inputs: LossInputs) -> tf.Tensor:
                 model = model_ref()
-                embeddings = embed_unconverted(model, images01)
+                embeddings = embed_unconverted(model, images01, inputs.align)
                 return set_distances(embeddings, inputs.references, inputs.mask, model.distance)[0][
                     :, 0
                 ]
@@ -325,9 +334,12 @@ class HingeLoss(Loss):
         targeted: bool = False,
         kappa: float = DEFAULT_KAPPA,
         threshold: float = DEFAULT_THRESHOLD,
+        align: np.ndarray | None = None,
     ) -> None:
         self.kappa = check_non_negative("kappa", kappa)
-        super().__init__(model, references, others, targeted=targeted, threshold=threshold)
+        super().__init__(
+            model, references, others, targeted=targeted, threshold=threshold, align=align
+        )
 
     def _kappa(self) -> float:
         return self.kappa
@@ -339,6 +351,18 @@ class HingeLoss(Loss):
         hinge = tf.nn.relu(gap + inputs.kappa)
         has_others = tf.reduce_any(present[:, 1:], axis=1)
         return tf.where(has_others, hinge, _target_objective(mean, inputs))
+
+
+def _alignments(align: np.ndarray | None, faces: int) -> np.ndarray:
+    """The faces' ``(N, 6)`` alignments, checked (the identity for each when None)."""
+    from faceoff.faces.alignment import IDENTITY
+
+    if align is None:
+        return np.tile(IDENTITY, (faces, 1))
+    array = np.asarray(align, np.float32)
+    if array.shape != (faces, 6) or not np.all(np.isfinite(array)):
+        raise ValueError(f"align has shape {array.shape}; expected ({faces}, 6), all finite")
+    return array
 
 
 def _as_set(value: object, where: str, dim: int) -> np.ndarray:
