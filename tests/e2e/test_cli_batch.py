@@ -186,12 +186,14 @@ def test_summary_table_with_checks_and_a_failed_photo(tmp_path: Path, stack: Ser
         "sface",
         "output",
     ]
-    rows = {line.split()[0]: line.split() for line in table[1:-1]}
+    # cells are two spaces apart at least; a verdict may be two words ("NOT protected")
+    rows = {cells[0]: cells for cells in (re.split(r" {2,}", line) for line in table[1:-1])}
     assert (
         rows["broken.jpg"][1] == "failed"
         and rows["leo_01.jpg"][1] == rows["morgan_01.jpg"][1] == "protected"
     )
-    assert {rows["leo_01.jpg"][-3], rows["leo_01.jpg"][-2]} <= {"MATCH", "fooled"}
+    # dlib and sface (black-box under low) rank the person among their decoys
+    assert {rows["leo_01.jpg"][-3], rows["leo_01.jpg"][-2]} <= {"protected", "NOT protected"}
     assert table[-1].startswith("3 photo(s): 2 protected, 0 skipped, 1 failed")
     assert "broken.jpg: bytes are not an image" in run.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -244,7 +246,7 @@ def test_one_photo_to_a_named_file_with_progress_bars_on_a_terminal(
     reader.join(timeout=10)
     os.close(primary)
     assert proc.returncode == 0
-    assert proc.stdout.startswith(f"{output}: 176x177 JPEG, 1 of 1 face(s) protected")
+    assert proc.stdout.startswith(f"{output}: 176x177 JPEG, 1 of 1 face(s) perturbed")
     assert output.is_file() and not list(tmp_path.glob(".*.part"))
     bars = b"".join(chunks).decode(errors="replace")
     assert "photo" in bars and "100%" in bars, bars[-2000:]

@@ -91,7 +91,14 @@ def test_summary_lists_every_photo_and_the_totals() -> None:
                 "seconds": 2.5,
                 "faces": [face, {**face, "psnr": 38.0}],
                 "verdicts": [
-                    {"recognizer": "dlib", "configured": True, "match": False},
+                    {
+                        "recognizer": "dlib",
+                        "configured": True,
+                        "match": False,
+                        "identified": False,
+                        "rank": 4,
+                        "gallery_size": 10,
+                    },
                     {
                         "recognizer": "sface",
                         "configured": True,
@@ -123,7 +130,7 @@ def test_summary_lists_every_photo_and_the_totals() -> None:
         "->",
         "0.90",
         "2.5",
-        "fooled",
+        "protected",
         "no_face",
         "out/a.protected.jpg",
     ]

@@ -220,6 +220,72 @@ def test_the_check_names_the_models_the_protection_used() -> None:
     assert got == {"facenet512": (True, False), "dlib": (False, True), "sface": (False, False)}
 
 
+def test_the_check_asks_about_the_references_or_else_the_original_photo() -> None:
+    from faceoff.sdk.client import check_request
+
+    original = common_pb2.Image(data=encode(PIXELS))
+    protected = common_pb2.Image(data=encode(PIXELS[::-1]))
+    response = masker_pb2.ProtectResponse(image=protected)
+    alone = check_request(masker_pb2.ProtectRequest(image=original), response, ["dlib"])
+    assert list(alone.reference_images) == [original] and alone.image == protected
+    refs = [common_pb2.Image(data=b"me1"), common_pb2.Image(data=b"me2")]
+    given = check_request(
+        masker_pb2.ProtectRequest(image=original, reference_images=refs), response, ["dlib"]
+    )
+    assert list(given.reference_images) == refs
+
+
+def test_verdicts_carry_the_identification_among_decoys() -> None:
+    from faceoff.sdk._convert import verdicts
+    from faceoff.v1 import evaluator_pb2
+
+    response = evaluator_pb2.EvaluateResponse(
+        verdicts=[
+            evaluator_pb2.Verdict(
+                recognizer="dlib",
+                configured=True,
+                verified=True,
+                confidence=0.2,
+                threshold=0.5,
+                distance=0.7,
+                identified=False,
+                rank=4,
+                gallery_size=10,
+            ),
+            evaluator_pb2.Verdict(
+                recognizer="mobilefacenet",
+                configured=True,
+                verified=True,
+                confidence=0.9,
+                threshold=0.5,
+                match=True,
+                distance=0.3,
+                identified=True,
+                rank=1,
+                gallery_size=11,
+            ),
+            # a cloud API: verification only, no gallery
+            evaluator_pb2.Verdict(
+                recognizer="facepp", configured=True, verified=True, confidence=0.8, threshold=0.5
+            ),
+        ]
+    )
+    # the message survives the wire
+    dlib, mobile, cloud = verdicts(
+        evaluator_pb2.EvaluateResponse.FromString(response.SerializeToString())
+    )
+    assert (dlib.identified, dlib.rank, dlib.gallery_size) == (False, 4, 10)
+    assert (mobile.identified, mobile.rank, mobile.gallery_size) == (True, 1, 11)
+    assert (cloud.identified, cloud.rank, cloud.gallery_size) == (None, None, None)
+    assert {k: dlib.to_json()[k] for k in ("identified", "rank", "gallery_size")} == {
+        "identified": False,
+        "rank": 4,
+        "gallery_size": 10,
+    }
+    assert mobile.to_json()["identified"] is True
+    assert not {"identified", "rank", "gallery_size"} & set(cloud.to_json())
+
+
 def test_protect_request_refuses_what_cannot_be_sent() -> None:
     with pytest.raises(TypeError, match="unexpected keyword.*epsilonn"):
         protect_request(

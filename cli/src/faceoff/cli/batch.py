@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from faceoff.cli.main import IMAGE_SUFFIXES
+from faceoff.cli.verdicts import verdict_word
 from faceoff.sdk import Client, FaceOffError, Progress, ProtectedPhoto
 
 #: Marks an output's name; folder inputs skip such files so an output folder can be the input one.
@@ -195,18 +196,12 @@ class Bars:
         self.photos.close()
 
 
-def _verdict_word(verdict: dict[str, Any]) -> str:
-    if not verdict.get("configured", True):
-        return "n/a"
-    if verdict.get("error"):
-        return verdict.get("error_kind") or "error"
-    if "match" not in verdict:
-        return "-"
-    return "MATCH" if verdict["match"] else "fooled"
-
-
 def summary(items: Sequence[Item], checks: Sequence[str], seconds: float) -> str:
-    """The table printed at the end of a batch, and a totals line."""
+    """The table printed at the end of a batch, and a totals line.
+
+    Each ``--check`` column says whether the photo is protected against that recogniser
+    (:func:`faceoff.cli.verdicts.verdict_word`).
+    """
     head = ["photo", "status", "faces", "PSNR min", "distance", "seconds", *checks, "output"]
     rows = [head]
     for item in items:
@@ -226,7 +221,7 @@ def summary(items: Sequence[Item], checks: Sequence[str], seconds: float) -> str
                 if before
                 else "",
                 f"{r['seconds']:.1f}" if "seconds" in r else "",
-                *(_verdict_word(verdicts[c]) if c in verdicts else "" for c in checks),
+                *(verdict_word(verdicts[c]) if c in verdicts else "" for c in checks),
                 str(item.output),
             ]
         )
@@ -295,7 +290,7 @@ def protect_one(
         message = f"cannot write {item.output}: {exc.strerror}"
         return _failed(item, "OS_ERROR", message), f"{item.source}: {message}", True
     receipt = receipt_of(item, protected, time.perf_counter() - began)
-    line = f"{item.source} -> {item.output}: {len(protected.faces)} face(s) protected in {receipt['seconds']:.1f} s"
+    line = f"{item.source} -> {item.output}: {len(protected.faces)} face(s) perturbed in {receipt['seconds']:.1f} s"
     return receipt, line, False
 
 

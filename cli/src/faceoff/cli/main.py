@@ -223,12 +223,15 @@ def read_reference_dir(folder: Path) -> list[bytes]:
 
 
 def print_receipt(receipt: dict[str, Any], output: Path) -> None:
-    """A short human-readable receipt."""
+    """A short human-readable receipt: the photo, the ``--check`` verdicts first (is it
+    protected?), then per face what was done to it."""
     print(
         f"{output}: {receipt['width']}x{receipt['height']} {receipt['format']}, "
-        f"{receipt['faces_protected']} of {receipt['faces_found']} face(s) protected in {receipt['seconds']:.1f} s "
+        f"{receipt['faces_protected']} of {receipt['faces_found']} face(s) perturbed in {receipt['seconds']:.1f} s "
         f"(profile {receipt['profile']})"
     )
+    if receipt.get("verdicts"):
+        print_verdict_lines(receipt["verdicts"], largest_face=receipt.get("faces_found", 1) > 1)
     for f in receipt["faces"]:
         target = f" -> looks like {f['target']}" if f["target"] else ""
         psnr = "unchanged" if f["psnr"] is None else f"{f['psnr']:.1f} dB"
@@ -300,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluator",
         help="evaluator HOST:PORT for --check with --server (default: the --server address)",
     )
-    p.add_argument("--check", help="recognisers to ask about each protected photo, e.g. dlib,sface")
+    p.add_argument(
+        "--check",
+        help="recognisers to ask whether each protected photo still picks you out among public "
+        "figures, e.g. dlib,mobilefacenet (the independent ones: no profile attacks them)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -725,11 +732,6 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             **sdk_options,
         )
 
-    def on_receipt(receipt: dict[str, Any], output: Path) -> None:
-        print_receipt(receipt, output)
-        if receipt.get("verdicts"):
-            print_verdict_lines(receipt["verdicts"])
-
     with client:
         return batch.run(
             client,
@@ -739,26 +741,18 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             json_lines=args.json,
             receipts=args.receipts,
             checks=checks,
-            on_receipt=on_receipt,
+            on_receipt=print_receipt,
         )
 
 
-def print_verdict_lines(verdicts: list[dict[str, Any]]) -> None:
-    """The ``--check`` verdicts of a receipt, one line per recogniser."""
+def print_verdict_lines(verdicts: list[dict[str, Any]], largest_face: bool = False) -> None:
+    """The ``--check`` verdicts of a receipt: whether the photo is protected, then one line per
+    recogniser (:mod:`faceoff.cli.verdicts`); ``largest_face`` says they are about that face."""
+    from faceoff.cli.verdicts import overall_line, verdict_line
+
+    print(f"  {overall_line(verdicts)}{' (largest face)' if largest_face else ''}")
     for v in verdicts:
-        if not v["configured"]:
-            line = "not configured"
-        elif v.get("error"):
-            line = f"error ({v['error_kind']}): {v['error']}"
-        elif "match" in v:
-            line = (
-                f"{'still MATCHES' if v['match'] else 'fooled       '} confidence {v['confidence']:.3f} "
-                f"(threshold {v['threshold']:.2f})"
-            )
-        else:
-            line = "no verification"
-        kind = "white-box" if v["white_box"] else "in-loop" if v.get("in_loop") else "black-box"
-        print(f"  {v['recognizer']:12s} {kind:9s}  {line}")
+        print(f"    {verdict_line(v)}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -859,6 +853,10 @@ def print_verdicts(photo: Path, verdicts: list[Any]) -> None:
         else:
             line = "identification only"
         print(f"  {v.recognizer:12s} {box}  {line}")
+        if v.decoys is not None:
+            d = v.decoys
+            among = f"rank {d.rank} of {d.gallery_size} among public-figure decoys"
+            print(f"  {'':12s} {'still identified' if d.identified else 'not identified'}: {among}")
         if v.top_k:
             print(f"  {'':12s} top: " + ", ".join(f"{s.name} {s.confidence:.3f}" for s in v.top_k))
 

@@ -92,6 +92,8 @@ class ProtectOptions(TypedDict, total=False):
     warp: float
     #: Ensemble (PGD): normalise each surrogate's gradient so that none dominates.
     balance: bool
+    #: Aligned surrogates (sface) see each face aligned by its own landmarks.
+    align: bool
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -309,6 +311,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         ssim=msg.ssim,
         warp=msg.warp,
         balance=msg.balance,
+        align=msg.align,
     )
 
 
@@ -396,6 +399,9 @@ def verdicts(msg: evaluator_pb2.EvaluateResponse) -> list[Verdict]:
                 ),
                 error=v.error or None,
                 error_kind=v.error_kind or None,
+                identified=v.identified if v.HasField("identified") else None,
+                rank=v.rank if v.HasField("rank") else None,
+                gallery_size=v.gallery_size if v.HasField("gallery_size") else None,
             )
         )
     return out

@@ -5,10 +5,12 @@ Example::
     from faceoff.sdk import Client
 
     with Client("localhost:50052", detector="localhost:50051", evaluator="localhost:50053") as client:
-        protected = client.protect("me.jpg", reference_photos=["me1.jpg", "me2.jpg"], check="dlib,sface")
+        protected = client.protect(
+            "me.jpg", reference_photos=["me1.jpg", "me2.jpg"], check="dlib,mobilefacenet"
+        )
         protected.save("me.protected.jpg")
-        for verdict in protected.verdicts:
-            print(verdict.recognizer, "still matches" if verdict.match else "fooled")
+        for verdict in protected.verdicts:  # rank 1 of gallery_size: still identified
+            print(verdict.recognizer, verdict.identified, verdict.rank, verdict.gallery_size)
 
     local = Client.local()  # the same calls, in-process, no servers
 """
@@ -288,9 +290,12 @@ class Client:
             reference_photos: Other photos of the person (their set A_y); without them the face
                 itself and light augmentations of it stand in.
             target: A decoy identity to make the face look like (implies targeted mode).
-            check: Recognisers to ask about the protected photo afterwards, e.g. ``"dlib,sface"``
-                or ``["dlib", "sface"]``; their verdicts (against the reference photos, or the
-                original photo without them) are in :attr:`ProtectedPhoto.verdicts`.
+            check: Recognisers to ask about the protected photo afterwards, e.g.
+                ``"dlib,mobilefacenet"`` or ``["dlib", "mobilefacenet"]``; their verdicts are in
+                :attr:`ProtectedPhoto.verdicts`. The person is the reference photos, or the
+                original photo without them; each local recogniser says whether it still picks
+                them out of its gallery of public figures (:attr:`Verdict.identified`,
+                :attr:`Verdict.rank`).
             on_progress: Called with each :class:`Progress` event (stage detect, attack
                 iteration k of N, paste), in order. The call streams when it is given.
             seed: Random seed; the same seed, photo and options give the same photo.

@@ -174,6 +174,7 @@ class AppliedOptions:
     ssim: float = 0.0
     warp: float = 0.0
     balance: bool = False
+    align: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -200,6 +201,7 @@ class AppliedOptions:
             "ssim": round(self.ssim, 6),
             "warp": round(self.warp, 6),
             "balance": self.balance,
+            "align": self.align,
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)
@@ -218,10 +220,16 @@ class IdentityScore:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One recogniser's answer: would it still match the photo to the person?
+    """One recogniser's answer: would it still match the photo to the person, or pick them out?
+
+    The question that says whether a photo is protected against a recogniser is
+    :attr:`identified`: does the recogniser still pick the person out of a gallery of the person
+    and public figures? A verdict marked :attr:`white_box` or :attr:`in_loop` says nothing about
+    that, whatever it holds: the protection was computed against that very model.
 
     Attributes:
-        recognizer: ``"dlib"``, ``"sface"``, ``"facenet"``, ``"rekognition"``, ``"azure"`` or ``"facepp"``.
+        recognizer: ``"dlib"``, ``"mobilefacenet"``, ``"sface"``, ``"facenet"``, ``"facenet512"``,
+            ``"rekognition"``, ``"azure"`` or ``"facepp"``.
         white_box: True for a model the attack ran on (the masker's surrogate, or a member of
             its ensemble): its answer says nothing about transfer.
         in_loop: True for a recogniser the masker consulted while choosing alpha (adaptive
@@ -233,6 +241,13 @@ class Verdict:
         match: ``confidence >= threshold``: the recogniser still says "same person".
         distance: Distance to the references' centroid (local recognisers only).
         top_k: Ranked gallery identities, when a gallery was given.
+        identified: True when the recogniser still picks the person out of its built-in decoy
+            gallery (the person ranks first): the photo is not protected against it. False when
+            it ranks someone else first. None when the identification did not run (cloud APIs,
+            which have no built-in gallery; no reference photos; an error).
+        rank: The person's rank in that gallery, 1 = nearest (None as for ``identified``).
+        gallery_size: Identities ranked: the person plus the public figures kept (a public
+            figure who is the person themselves is left out).
         error: What went wrong with this recogniser, or None.
         error_kind: ``"no_face"``, ``"timeout"``, ``"auth"``, ``"throttled"``, ... or None.
     """
@@ -248,6 +263,9 @@ class Verdict:
     error: str | None = None
     error_kind: str | None = None
     in_loop: bool = False
+    identified: bool | None = None
+    rank: int | None = None
+    gallery_size: int | None = None
 
     @property
     def verified(self) -> bool:
@@ -280,6 +298,8 @@ class Verdict:
                 }
                 for s in self.top_k
             ]
+        if self.rank is not None:
+            out.update(identified=self.identified, rank=self.rank, gallery_size=self.gallery_size)
         if self.error:
             out.update(error=self.error, error_kind=self.error_kind)
         return out

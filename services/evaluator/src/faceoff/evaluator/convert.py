@@ -49,6 +49,10 @@ def verdict_to_proto(verdict: Verdict) -> evaluator_pb2.Verdict:
         msg.threshold = v.threshold
         msg.match = v.match
         msg.distance = v.distance or 0.0
+    if verdict.decoys is not None:
+        msg.identified = verdict.decoys.identified
+        msg.rank = verdict.decoys.rank
+        msg.gallery_size = verdict.decoys.gallery_size
     return msg
 
 

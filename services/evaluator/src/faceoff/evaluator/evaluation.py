@@ -9,6 +9,11 @@ whole evaluation is a bad request: an undecodable photo, an unknown recogniser n
 references nor a gallery, or limits exceeded (all :class:`~faceoff.common.errors.InvalidImage`
 or :class:`~faceoff.common.errors.InvalidOption`, naming what is accepted).
 
+With reference photos, each local recogniser also ranks the photo's face among the person (the
+centroid of the references) and its built-in decoys, public figures
+(:mod:`faceoff.evaluator.decoys`): its verdict says whether it still identifies the person
+(rank 1) or not.
+
 Photos are decoded to a copy whose longer side is at most ``max_side`` pixels (2048 by
 default): recognisers look at faces of at most a few hundred pixels, and this bounds the
 memory one request can take. Nothing here writes photos, crops or embeddings anywhere.
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from faceoff.common import tracing
 from faceoff.common.errors import FaceOffError, InvalidImage, InvalidOption, NoFaceFound
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode
+from faceoff.evaluator import decoys as decoy_galleries
 from faceoff.evaluator.cloud import CLOUD_BACKENDS, build_cloud
 from faceoff.evaluator.cloud.credentials import CloudConfig
 from faceoff.evaluator.cloud.errors import CloudError
@@ -34,6 +40,8 @@ from faceoff.evaluator.cloud.retry import RetryPolicy
 from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS, get_local
 from faceoff.faces.recognizers.base import (
     Assessment,
+    DecoyRank,
+    Decoys,
     FacePhoto,
     IdentityScore,
     Recognizer,
@@ -109,6 +117,8 @@ class Verdict:
             server does not run; nothing else is filled in then.
         verification: Against the references (None without references or on error).
         top_k: Ranked identities (empty without a gallery or on error).
+        decoys: The person's rank among this recogniser's built-in decoys (local recognisers
+            given references; None otherwise or on error).
         error: What went wrong, or "".
         error_kind: One of :data:`OUTCOMES` other than "ok", or "".
         seconds: Time the backend took (the timeout when it did not answer).
@@ -119,6 +129,7 @@ class Verdict:
     configured: bool = True
     verification: Verification | None = None
     top_k: list[IdentityScore] = field(default_factory=list)
+    decoys: DecoyRank | None = None
     error: str = ""
     error_kind: str = ""
     seconds: float = 0.0
@@ -146,6 +157,12 @@ class Verdict:
                 }
                 for s in self.top_k
             ]
+        if self.decoys is not None:
+            out.update(
+                identified=self.decoys.identified,
+                rank=self.decoys.rank,
+                gallery_size=self.decoys.gallery_size,
+            )
         if self.error:
             out.update(error=self.error, error_kind=self.error_kind)
         return out
@@ -176,6 +193,8 @@ class Evaluator:
         max_side: Longer side of the decoded copies the recognisers see.
         observer: Called as ``observer(backend, outcome, seconds)`` after each backend call.
         backends: Extra or replacement backends by name (for embedding this class elsewhere).
+        decoys: Extra or replacement decoy galleries by backend name (default: each local
+            recogniser's built-in one, :func:`faceoff.evaluator.decoys.load`).
     """
 
     def __init__(
@@ -188,6 +207,7 @@ class Evaluator:
         max_side: int = 2048,
         observer: Observer | None = None,
         backends: Mapping[str, Recognizer] | None = None,
+        decoys: Mapping[str, Decoys] | None = None,
     ) -> None:
         if backend_timeout <= 0:
             raise ValueError(f"backend_timeout must be > 0 seconds, got {backend_timeout}")
@@ -203,6 +223,11 @@ class Evaluator:
         for name in CLOUD_BACKENDS:
             self._backends[name] = build_cloud(name, cloud_config, retry_policy)
         self._backends.update(backends or {})
+        # Each local recogniser's public-figure decoys (small files, read once per process).
+        self._decoys: dict[str, Decoys] = {
+            name: decoy_galleries.load(name).centroids for name in local
+        }
+        self._decoys.update(decoys or {})
         self.backend_timeout = backend_timeout
         self.max_pixels = max_pixels
         self.max_side = max_side
@@ -328,6 +353,7 @@ class Evaluator:
                         top_k,
                         use_api_threshold=request.use_api_threshold,
                         deadline=backend_deadline,
+                        decoys=self._decoys.get(name),
                     )
             finally:
                 took[name] = time.monotonic() - began
@@ -377,6 +403,7 @@ class Evaluator:
                 white_box=white_box,
                 verification=assessment.verification,
                 top_k=assessment.ranking,
+                decoys=assessment.decoys,
                 seconds=elapsed,
             )
         kind = error_kind(exc)

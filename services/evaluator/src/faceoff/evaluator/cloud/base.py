@@ -34,6 +34,7 @@ from faceoff.faces.recognizers.base import (
     DEFAULT_TOP_K,
     PAPER_TAU,
     Assessment,
+    Decoys,
     FacePhoto,
     Gallery,
     IdentityScore,
@@ -191,8 +192,13 @@ class CloudRecognizer(Recognizer):
         *,
         use_api_threshold: bool = False,
         deadline: float | None = None,
+        decoys: Decoys | None = None,
     ) -> Assessment:
-        """As :meth:`Recognizer.assess`, preparing the probe (e.g. detecting it) once."""
+        """As :meth:`Recognizer.assess`, preparing the probe (e.g. detecting it) once.
+
+        ``decoys`` are ignored: they are embeddings in a local model's space, and a cloud API
+        has no gallery of its own to rank against.
+        """
         top_k = check_top_k(top_k)
         if gallery:
             self._check_gallery(gallery)

@@ -6,6 +6,11 @@ protected photo with a *confidence* in [0, 1] and a threshold on it:
 - **verify**: is the largest face of the photo the person of the reference photos?
 - **identify**: which identities of a gallery is it closest to (ranked, top-k)?
 
+Local recognisers also answer the question a person protecting a photo asks: would this
+recogniser still pick me out of a crowd? :meth:`EmbeddingRecognizer.rank_among_decoys` ranks the
+photo's face among the person (the centroid of their references) and a gallery of decoys (public
+figures), leaving out any decoy that is the same person as the user (:class:`DecoyRank`).
+
 Local recognisers (:class:`EmbeddingRecognizer`) embed the largest face of each photo and compare
 embeddings: verification measures the distance from the photo's embedding to the centroid of the
 references' embeddings, identification ranks the gallery identities by the distance to their
@@ -100,20 +105,48 @@ class IdentityScore:
 
 
 @dataclass(frozen=True)
+class DecoyRank:
+    """Where the person ranks when the photo's face is identified among them and the decoys.
+
+    Attributes:
+        rank: 1-based rank of the person among ``gallery_size`` identities by nearest centroid;
+            1 means the recogniser still identifies the photo as the person.
+        gallery_size: Identities ranked: the person plus the decoys kept.
+        excluded: Decoys left out as the same person as the user (their centroid is within the
+            recogniser's verification threshold of the person's).
+    """
+
+    rank: int
+    gallery_size: int
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def identified(self) -> bool:
+        """True when the person ranks first: the photo is not protected against this recogniser."""
+        return self.rank == 1
+
+
+@dataclass(frozen=True)
 class Assessment:
     """A recogniser's answers for one photo: verification and/or identification.
 
     Attributes:
         verification: Against the references, or None when none were given.
         ranking: The best gallery identities, best first (empty without a gallery).
+        decoys: The person's rank among the decoys (local recognisers given references and
+            decoys), else None.
     """
 
     verification: Verification | None
     ranking: list[IdentityScore]
+    decoys: DecoyRank | None = None
 
 
 #: A gallery: identity name -> photos of that identity.
 Gallery = Mapping[str, Sequence[FacePhoto]]
+#: Decoy identities for :meth:`EmbeddingRecognizer.rank_among_decoys`: name -> the recogniser's
+#: centroid embedding of that identity.
+Decoys = Mapping[str, np.ndarray]
 
 
 def distance_confidence(distance: float, threshold: float, scale: float) -> float:
@@ -210,8 +243,13 @@ class Recognizer(abc.ABC):
         *,
         use_api_threshold: bool = False,
         deadline: float | None = None,
+        decoys: Decoys | None = None,
     ) -> Assessment:
-        """Verify against ``references`` when there are any and identify in ``gallery`` when there is one."""
+        """Verify against ``references`` when there are any and identify in ``gallery`` when there is one.
+
+        ``decoys`` (embeddings in a local recogniser's own space) are for
+        :class:`EmbeddingRecognizer`; other recognisers ignore them.
+        """
         verification = (
             self.verify(probe, references, use_api_threshold=use_api_threshold, deadline=deadline)
             if references
@@ -339,6 +377,31 @@ class EmbeddingRecognizer(Recognizer):
             confidence=confidence, threshold=PAPER_TAU, match=confidence >= PAPER_TAU, distance=d
         )
 
+    def rank_among_decoys(self, probe: np.ndarray, person: np.ndarray, decoys: Decoys) -> DecoyRank:
+        """Rank the person among themselves and ``decoys`` for the face embedded as ``probe``.
+
+        Nearest centroid: the person's rank is 1 plus the number of decoys strictly nearer to
+        ``probe`` than ``person`` is (a tie counts as identified: an evaluator must not overstate
+        the protection). A decoy whose centroid is within :attr:`distance_threshold` of
+        ``person`` is the same person as the user (say, a photo of a public figure who is also
+        a decoy) and is left out, so that nobody competes with themselves.
+
+        Args:
+            probe: The embedding of the photo's face.
+            person: The person's centroid (:meth:`centroid` of their references' embeddings).
+            decoys: Decoy name -> this recogniser's centroid of that identity.
+        """
+        own = self.distance(probe, person)
+        kept: list[float] = []
+        excluded: list[str] = []
+        for name, centroid in decoys.items():
+            if self.distance(person, centroid) < self.distance_threshold:
+                excluded.append(name)
+            else:
+                kept.append(self.distance(probe, centroid))
+        rank = 1 + sum(1 for d in kept if d < own)
+        return DecoyRank(rank=rank, gallery_size=1 + len(kept), excluded=tuple(excluded))
+
     def identify_embeddings(
         self,
         probe: np.ndarray,
@@ -390,19 +453,25 @@ class EmbeddingRecognizer(Recognizer):
         *,
         use_api_threshold: bool = False,
         deadline: float | None = None,
+        decoys: Decoys | None = None,
     ) -> Assessment:
-        """As :meth:`Recognizer.assess`, embedding the probe once."""
+        """As :meth:`Recognizer.assess`, embedding the probe once; with references and
+        ``decoys``, also the person's rank among the decoys (:meth:`rank_among_decoys`)."""
         top_k = check_top_k(top_k)
         if gallery:
             check_gallery(gallery)
         probe_embedding = self.embed(probe)
         verification = None
+        decoy_rank = None
         if references:
-            verification = self.verify_embeddings(
-                probe_embedding, [self.embed(r) for r in references]
-            )
+            embedded_references = [self.embed(r) for r in references]
+            verification = self.verify_embeddings(probe_embedding, embedded_references)
+            if decoys:
+                decoy_rank = self.rank_among_decoys(
+                    probe_embedding, self.centroid(embedded_references), decoys
+                )
         ranking: list[IdentityScore] = []
         if gallery:
             embedded = {name: [self.embed(p) for p in photos] for name, photos in gallery.items()}
             ranking = self.identify_embeddings(probe_embedding, embedded, top_k)
-        return Assessment(verification=verification, ranking=ranking)
+        return Assessment(verification=verification, ranking=ranking, decoys=decoy_rank)
