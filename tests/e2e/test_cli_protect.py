@@ -109,7 +109,7 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
             "--set",
             "adaptive_alpha=true",
             "--set",
-            "loop_recognizers=dlib",
+            "loop_recognizers=sface",
             "--set",
             "momentum=0.9",
             "--set",
@@ -132,15 +132,15 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     assert doc["label"] == "a small run"
     result = doc["results"][0]
     assert result["alpha"] == 3.0 and 25 < result["psnr_face_mean"] < 60 and result["l2_mean"] > 0
-    assert doc["config"]["momentum"] == 0.9 and doc["config"]["loop_recognizers"] == ["dlib"]
+    assert doc["config"]["momentum"] == 0.9 and doc["config"]["loop_recognizers"] == ["sface"]
     assert 1.0 <= result["alpha_applied_mean"] <= 3.0
-    assert result["goal"]["judged_on"] == ["sface"], (
+    assert result["goal"]["judged_on"] == ["dlib"], (
         "the surrogate and the loop recogniser are not judges"
     )
     for name in ("dlib", "sface", "facenet"):
         r = result["recognizers"][name]
         assert r["white_box"] is (name == "facenet")
-        assert r["in_loop"] is (name == "dlib")
+        assert r["in_loop"] is (name == "sface")
         assert r["clean_top1"] == 1.0
         for key in ("protected_top1", "protected_top3", "evasion_rate", "evasion_rate_jpeg75_half"):
             assert 0.0 <= r[key] <= 1.0

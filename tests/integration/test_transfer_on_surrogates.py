@@ -103,13 +103,13 @@ def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
         adaptive_alpha=True,
         alpha=6.0,
         psnr_floor=33.0,
-        loop_recognizers=("dlib",),
+        loop_recognizers=("sface",),
         **plain,
     )
     result = protect_in_process(ProtectCall(data, options, references), protector, detector)
     (face,) = result.faces
     assert 1.0 <= face.alpha <= 6.0
-    assert [v.recognizer for v in face.verdicts] == ["dlib"]
+    assert [v.recognizer for v in face.verdicts] == ["sface"]
     assert face.psnr >= 33.0 - 0.5, "the PSNR floor holds (up to the output's JPEG re-encoding)"
     if face.verdicts[0].matched:
         assert face.alpha == 6.0 or face.psnr < 33.5, (

@@ -35,7 +35,7 @@ from faceoff.v1 import masker_pb2
             surrogate_weights=(2.0, 1.0),
             adaptive_alpha=True,
             psnr_floor=33.0,
-            loop_recognizers=("dlib", "sface"),
+            loop_recognizers=("facenet512", "sface"),
         ),
     ],
 )

@@ -499,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pb.add_argument(
         "--recognizers",
-        default="dlib,facenet512,sface,facenet",
-        help="comma-separated local recognisers (default dlib,facenet512,sface,facenet)",
+        default="dlib,mobilefacenet,facenet512,sface,facenet",
+        help="comma-separated local recognisers (default dlib,mobilefacenet,facenet512,sface,"
+        "facenet; the ones the profile attacks are reported as white-box)",
     )
     pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
     pb.add_argument("--alpha", help="comma-separated amplification factors (default 1,1.5,2,3,4)")

@@ -28,6 +28,8 @@ SURROGATE_NAMES = OPTIONS["surrogates"].names
 LOOP_RECOGNIZER_NAMES = OPTIONS["loop_recognizers"].names
 #: The linf norm's bound on epsilon (the contract declares the l2 norm's), in [0, 1] pixel units.
 MAX_EPSILON_LINF = 1.0
+#: Recognisers that only ever judge a protection: never a surrogate, never consulted in a loop.
+INDEPENDENT_JUDGES = ("dlib", "mobilefacenet")
 #: Attributes of :class:`ProtectionOptions` that are not contract fields of the same name.
 ATTRIBUTES = {"mode": "targeted"}
 
@@ -103,7 +105,7 @@ class ProtectionOptions:
     surrogate_weights: tuple[float, ...] = ()
     adaptive_alpha: bool = False
     psnr_floor: float = 32.0
-    loop_recognizers: tuple[str, ...] = ("dlib",)
+    loop_recognizers: tuple[str, ...] = ("sface",)
     work_size: int = 0
     feather: float = 0.0
     chroma: float = 1.0
@@ -283,6 +285,14 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
         if not all(isinstance(v, str) for v in values.get(key, ())):
             raise InvalidOption(
                 f"{key} must be model names, got {list(values[key])!r}", field=f"options.{key}"
+            )
+        judges = sorted(set(values.get(key, ())) & set(INDEPENDENT_JUDGES))
+        if judges:
+            raise InvalidOption(
+                f"{', '.join(judges)} is an independent judge: it never enters the attack or its "
+                f"loop (a model the protection consults stops being a judge); {key} accepts "
+                f"{', '.join(OPTIONS[key].names)}",
+                field=f"options.{key}",
             )
     options = ProtectionOptions(profile=name, **values)
     return validate(options)
