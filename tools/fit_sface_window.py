@@ -41,23 +41,6 @@ TEMPLATE = np.array(
 )
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity transform (rotation, uniform scale, shift) taking ``src`` onto ``dst``."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    sign = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1, 1] = -1
-    rot = u @ sign @ vt
-    scale = np.trace(np.diag(sig) @ sign) / s.var(0).sum()
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = mu_d - scale * rot @ mu_s
-    return m
-
-
 def loo_top1(emb: np.ndarray, labels: list[str]) -> float:
     """Leave-one-out nearest-centroid top-1 with unit-length centroids (cosine)."""
     labels_arr = np.asarray(labels)
@@ -86,6 +69,7 @@ def main() -> int:
     from faceoff.common.crops import crop_region, extract_crop
     from faceoff.common.imaging import decode
     from faceoff.detector.detection import FaceDetector
+    from faceoff.faces.alignment import similarity_transform
     from faceoff.faces.models.sface import SFaceModel, Window
     from faceoff.faces.recognizers.sface import SFaceRecognizer
 
@@ -109,7 +93,7 @@ def main() -> int:
         region = crop_region(face.box, w, h)
         crop = extract_crop(photo.pixels, region)
         aligned = real._sface.alignCrop(bgr, yunet.reshape(1, -1))
-        m = umeyama(yunet[4:14].reshape(5, 2).astype(np.float64), TEMPLATE)
+        m = similarity_transform(yunet[4:14].reshape(5, 2).astype(np.float64), TEMPLATE)
         mine = cv2.warpAffine(bgr, m, (112, 112), flags=cv2.INTER_LINEAR)
         diff = np.abs(mine.astype(int) - aligned.astype(int)).mean()
         if diff > 1.0:

@@ -52,9 +52,8 @@ import tensorflow as tf
 
 from faceoff.faces.models.base import EmbeddingModel
 from faceoff.faces.models.sface import WINDOW as SFACE_WINDOW
-from faceoff.faces.models.sface import Window
 from faceoff.faces.models.weights import WeightTable
-from faceoff.faces.models.window_crop import WindowCrop
+from faceoff.faces.models.window_crop import Window, WindowCrop
 
 __all__ = ["STAGES", "WINDOW", "MobileFace", "MobileFaceNetwork", "weight_shapes"]
 

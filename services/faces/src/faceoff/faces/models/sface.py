@@ -29,9 +29,7 @@ No device is pinned: TensorFlow places the model on a GPU when one is visible, e
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -41,6 +39,7 @@ import tensorflow as tf
 from onnx import numpy_helper
 
 from faceoff.faces.models.base import EmbeddingModel
+from faceoff.faces.models.window_crop import Window, WindowCrop
 
 __all__ = ["ALLOWED_OPS", "WINDOW", "OnnxNetwork", "SFaceModel", "Window", "parse_model"]
 
@@ -54,37 +53,6 @@ OUTPUT_NAME = "fc1"
 ALLOWED_OPS = frozenset(
     {"Sub", "Mul", "Conv", "BatchNormalization", "PRelu", "Dropout", "Flatten", "Gemm"}
 )
-
-
-@dataclass(frozen=True)
-class Window:
-    """A square window inside the ``S x S`` input crop, in its pixel units (edges, not centres).
-
-    Attributes:
-        center_x: horizontal centre, from the crop's left edge.
-        center_y: vertical centre, from the crop's top edge.
-        side: side length.
-    """
-
-    center_x: float
-    center_y: float
-    side: float
-
-    def box(self, size: int, out_size: int) -> list[float]:
-        """``[y1, x1, y2, x2]`` for :func:`tf.image.crop_and_resize` on an ``size``-px image.
-
-        ``crop_and_resize`` puts the first and last output samples on ``y1 * (size - 1)`` and
-        ``y2 * (size - 1)`` (pixel-centre coordinates); the window's ``out_size`` output pixels
-        have their centres half an output pixel inside its edges.
-        """
-        half = self.side / 2 - self.side / (2 * out_size)
-        to_norm = 1.0 / (size - 1)
-        return [
-            (self.center_y - half - 0.5) * to_norm,
-            (self.center_x - half - 0.5) * to_norm,
-            (self.center_y + half - 0.5) * to_norm,
-            (self.center_x + half - 0.5) * to_norm,
-        ]
 
 
 #: Where the real pipeline's 112x112 aligned crop lies inside the masker's 160x160 crop, on
@@ -417,19 +385,7 @@ class SFaceModel(EmbeddingModel):
                 f"expected SFace's {INPUT_NAME!r} -> {OUTPUT_NAME!r}"
             )
         self.window = window
-        # Edge replication for a window that reaches outside the crop: rows/columns gathered with
-        # clamped indices (differentiable; the gradient of a repeated pixel adds up on it).
-        half = window.side / 2
-        overhang = max(half - window.center_x, half - window.center_y,
-                       window.center_x + half - INPUT_SIZE, window.center_y + half - INPUT_SIZE)  # fmt: skip
-        self._pad = math.ceil(overhang) + 1 if overhang > 0 else 0
-        self._edge_index = tf.constant(
-            np.clip(np.arange(-self._pad, INPUT_SIZE + self._pad), 0, INPUT_SIZE - 1), tf.int32
-        )
-        padded = Window(window.center_x + self._pad, window.center_y + self._pad, window.side)
-        self._boxes = tf.constant(
-            [padded.box(INPUT_SIZE + 2 * self._pad, NETWORK_SIZE)], tf.float32
-        )
+        self._crop = WindowCrop(window, INPUT_SIZE, NETWORK_SIZE)
         self._embed_compiled: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     @property
@@ -449,17 +405,7 @@ class SFaceModel(EmbeddingModel):
         pixels repeated where the window reaches outside it; the graph's own
         first two nodes then normalise to ``(x - 127.5) / 128``.
         """
-        images01 = tf.cast(images01, tf.float32)
-        if self._pad:
-            images01 = tf.gather(
-                tf.gather(images01, self._edge_index, axis=1), self._edge_index, axis=2
-            )
-        n = tf.shape(images01)[0]
-        boxes = tf.tile(self._boxes, [n, 1])
-        crops = tf.image.crop_and_resize(
-            images01, boxes, tf.range(n), [NETWORK_SIZE, NETWORK_SIZE], "bilinear"
-        )
-        return crops * 255.0
+        return self._crop(images01) * 255.0
 
     def features(self, images112: tf.Tensor) -> tf.Tensor:
         """Raw (unnormalised) SFace features of ``(N, 112, 112, 3)`` RGB images in 0..255.
@@ -474,19 +420,7 @@ class SFaceModel(EmbeddingModel):
         """:meth:`embed` with :attr:`window` read through each face's alignment ``(N, 6)`` (see
         :mod:`faceoff.faces.alignment`): the face as ``alignCrop`` would place it from the
         landmarks the alignment was computed from."""
-        from faceoff.faces.alignment import window_transforms
-
-        w = self.window
-        crops = tf.raw_ops.ImageProjectiveTransformV3(
-            images=tf.cast(images01, tf.float32),
-            transforms=window_transforms(
-                align, w.center_x, w.center_y, w.side, INPUT_SIZE, NETWORK_SIZE
-            ),
-            output_shape=tf.constant([NETWORK_SIZE, NETWORK_SIZE], tf.int32),
-            fill_value=tf.constant(0.0),
-            interpolation="BILINEAR",
-            fill_mode="NEAREST",
-        )
+        crops = self._crop.aligned(images01, align)
         return tf.math.l2_normalize(self.features(crops * 255.0), axis=-1, epsilon=1e-12)
 
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:

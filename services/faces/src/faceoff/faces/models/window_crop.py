@@ -1,20 +1,50 @@
 """A fixed square window cut out of a batch of crops and resized: differentiable alignment.
 
 A surrogate trained on aligned faces (an ArcFace-style 5-point similarity warp to 112x112) sees
-the masker's 160x160 crop (MTCNN box plus 10% margin) through a fixed :class:`~faceoff.faces.models.sface.Window`
+the masker's 160x160 crop (MTCNN box plus 10% margin) through a fixed :class:`Window`
 fitted to where the aligned square lies in that crop on average.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from faceoff.faces.models.sface import Window
+__all__ = ["Window", "WindowCrop"]
 
-__all__ = ["WindowCrop"]
+
+@dataclass(frozen=True)
+class Window:
+    """A square window inside the ``S x S`` input crop, in its pixel units (edges, not centres).
+
+    Attributes:
+        center_x: horizontal centre, from the crop's left edge.
+        center_y: vertical centre, from the crop's top edge.
+        side: side length.
+    """
+
+    center_x: float
+    center_y: float
+    side: float
+
+    def box(self, size: int, out_size: int) -> list[float]:
+        """``[y1, x1, y2, x2]`` for :func:`tf.image.crop_and_resize` on an ``size``-px image.
+
+        ``crop_and_resize`` puts the first and last output samples on ``y1 * (size - 1)`` and
+        ``y2 * (size - 1)`` (pixel-centre coordinates); the window's ``out_size`` output pixels
+        have their centres half an output pixel inside its edges.
+        """
+        half = self.side / 2 - self.side / (2 * out_size)
+        to_norm = 1.0 / (size - 1)
+        return [
+            (self.center_y - half - 0.5) * to_norm,
+            (self.center_x - half - 0.5) * to_norm,
+            (self.center_y + half - 0.5) * to_norm,
+            (self.center_x + half - 0.5) * to_norm,
+        ]
 
 
 class WindowCrop:
