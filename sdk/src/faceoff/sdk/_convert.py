@@ -94,6 +94,8 @@ class ProtectOptions(TypedDict, total=False):
     balance: bool
     #: Aligned surrogates (sface) see each face aligned by its own landmarks.
     align: bool
+    #: Per face, the largest alpha up to ``alpha`` within this face Butteraugli (0: off).
+    visibility: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -312,6 +314,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         warp=msg.warp,
         balance=msg.balance,
         align=msg.align,
+        visibility=msg.visibility,
     )
 
 

@@ -175,6 +175,7 @@ class AppliedOptions:
     warp: float = 0.0
     balance: bool = False
     align: bool = False
+    visibility: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -202,6 +203,7 @@ class AppliedOptions:
             "warp": round(self.warp, 6),
             "balance": self.balance,
             "align": self.align,
+            "visibility": round(self.visibility, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -382,6 +382,7 @@ def run(
             "warp": resolved.warp,
             "balance": resolved.balance,
             "align": resolved.align,
+            "visibility": resolved.visibility,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -17,6 +17,7 @@ from faceoff.common import tracing
 from faceoff.common.crops import paste_delta
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode, encode, output_format
 from faceoff.masker.adaptive import Choice, choose_alphas
+from faceoff.masker.budget import visibility_alphas
 from faceoff.masker.jobs import Job
 from faceoff.masker.receipts import FaceReceipt, ProtectionResult, face_receipts
 from faceoff.masker.surrogates import Surrogates
@@ -63,6 +64,20 @@ class Finisher:
                 job.references,
                 should_stop,
             )
+        elif o.visibility and job.size:
+            if progress:
+                progress("adapt", 0, 0)
+            budgeted = visibility_alphas(
+                job.photo.pixels,
+                job.boxes,
+                job.regions,
+                job.attacked,
+                delta,
+                o.alpha,
+                o.visibility,
+                should_stop,
+            )
+            choices = [Choice(a, ()) for a in budgeted]
         else:
             choices = [Choice(o.alpha, ()) for _ in range(job.size)]
         if progress:

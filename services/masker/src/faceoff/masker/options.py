@@ -78,6 +78,8 @@ class ProtectionOptions:
         balance: PGD ensemble: normalise each surrogate's gradient before combining them.
         align: Surrogates trained on aligned faces read each face through its own landmarks'
             alignment (:mod:`faceoff.faces.alignment`) instead of one fixed window.
+        visibility: Per face, the largest alpha up to ``alpha`` whose face Butteraugli as
+            displayed stays within this target (:mod:`faceoff.masker.budget`; 0: off).
     """
 
     profile: str = "medium"
@@ -114,6 +116,7 @@ class ProtectionOptions:
     warp: float = 0.0
     balance: bool = False
     align: bool = False
+    visibility: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -363,6 +366,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), "
             f"got {len(o.surrogate_weights)}",
             field="options.surrogate_weights",
+        )
+    if o.adaptive_alpha and o.visibility:
+        raise InvalidOption(
+            "visibility and adaptive_alpha each choose alpha per face; set one of them "
+            f"(visibility={o.visibility:g}, adaptive_alpha=true)",
+            field="options.visibility",
         )
     if o.adaptive_alpha and not o.loop_recognizers:
         raise InvalidOption(

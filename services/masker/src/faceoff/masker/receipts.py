@@ -116,6 +116,7 @@ class ProtectionResult:
                 "warp": o.warp,
                 "balance": o.balance,
                 "align": o.align,
+                "visibility": o.visibility,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha
