@@ -103,3 +103,19 @@ def test_visibility_and_adaptive_alpha_are_not_combined() -> None:
         resolve("medium", visibility=5.0, adaptive_alpha=True, alpha=2.0)
     with pytest.raises(InvalidOption, match="visibility"):
         resolve("medium", visibility=0.1)
+
+
+def test_a_distance_that_grows_fastest_at_small_alpha_still_gets_its_alpha() -> None:
+    """Butteraugli rises faster than linearly at small alpha: a search that interpolates linearly
+    from alpha 0 overshoots every time and ends at 0. B = c * sqrt(change) must get its alpha."""
+    pixels, boxes, regions, faces, deltas = _setup()
+
+    def concave(a: np.ndarray, b: np.ndarray) -> float:
+        return 3.0 * float(np.sqrt(_mean_change(a, b)))
+
+    at_one = concave(*_windows(pixels, boxes[0], regions[0], faces[0], deltas[0]))
+    target = at_one * np.sqrt(0.3)  # reached at alpha 0.3
+    (alpha,) = budget.visibility_alphas(
+        pixels, boxes[:1], regions[:1], faces, deltas, 2.0, target, distance=concave
+    )
+    assert 0.3 * 0.8 <= alpha <= 0.3 + 0.03, alpha

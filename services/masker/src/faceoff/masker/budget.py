@@ -9,10 +9,10 @@ with room get more protection, the most visible ones less.
 
 The search runs on a linear model of the displayed face: the clean window and the pasted
 perturbation at alpha 1 are scaled to display size once (Lanczos), and the window at alpha is
-``clip(round(clean + alpha * change))``. Butteraugli grows about linearly with alpha, so after
-trying ``alpha`` itself the search interpolates between the nearest alphas known to be under and
-over the target (regula falsi from Butteraugli 0 at alpha 0), at most :data:`MAX_CALLS`
-Butteraugli calls per face, and keeps the largest alpha found within the target. The receipt
+``clip(round(clean + alpha * change))``. After trying ``alpha`` itself, each guess fits a power
+law ``B = c * alpha**p`` through the last two alphas tried (a secant in log-log), at most
+:data:`MAX_CALLS` Butteraugli calls per face, and the largest alpha found within the target is
+kept. The receipt
 then measures the encoded photo exactly.
 """
 
@@ -28,7 +28,7 @@ from faceoff.common.crops import CropRegion, resize_delta
 from faceoff.masker.quality import _display_size, _window, butteraugli_distance
 
 #: Butteraugli calls per face at most (each about 0.05-0.3 s for a face window on one core).
-MAX_CALLS = 4
+MAX_CALLS = 5
 #: A face this close under the target is close enough (Butteraugli units).
 TOLERANCE = 0.15
 
@@ -67,22 +67,33 @@ def _display_window(
 
 
 def _largest_within(seen: Callable[[float], float], alpha_max: float, target: float) -> float:
-    """The largest alpha in ``[0, alpha_max]`` found with ``seen(alpha) <= target``."""
-    high, seen_high = alpha_max, seen(alpha_max)
-    if seen_high <= target:
+    """The largest alpha in ``[0, alpha_max]`` found with ``seen(alpha) <= target``.
+
+    Butteraugli grows with alpha but not linearly (faster at small alpha), so each guess fits
+    ``B = c * alpha**p`` through the last two alphas tried (p = 1 through the first and the
+    origin) and aims a little under the target; the largest alpha seen within the target wins.
+    """
+    tried = [(alpha_max, seen(alpha_max))]
+    if tried[0][1] <= target:
         return alpha_max
-    low, seen_low = 0.0, 0.0
+    best = 0.0
+    aim = target - TOLERANCE / 2
     for _ in range(MAX_CALLS - 1):
-        if target - seen_low <= TOLERANCE and low > 0:
-            break
-        guess = low + (high - low) * (target - seen_low) / max(seen_high - seen_low, 1e-9)
-        guess = min(max(guess, low + 0.02 * (high - low)), high - 0.02 * (high - low))
-        value = seen(guess)
-        if value <= target:
-            low, seen_low = guess, value
+        (a1, b1), (a2, b2) = (tried[-2] if len(tried) > 1 else (0.0, 0.0)), tried[-1]
+        if a1 > 0 and b1 > 0 and b2 > 0 and a1 != a2 and b1 != b2:
+            power = np.log(b2 / b1) / np.log(a2 / a1)
+            power = float(np.clip(power, 0.2, 3.0))
         else:
-            high, seen_high = guess, value
-    return low
+            power = 1.0
+        guess = a2 * (aim / max(b2, 1e-9)) ** (1 / power)
+        guess = float(np.clip(guess, 0.02 * alpha_max, alpha_max))
+        value = seen(guess)
+        tried.append((guess, value))
+        if value <= target:
+            best = max(best, guess)
+            if target - value <= TOLERANCE:
+                break
+    return best
 
 
 def visibility_alphas(
