@@ -119,3 +119,22 @@ def test_a_distance_that_grows_fastest_at_small_alpha_still_gets_its_alpha() -> 
         pixels, boxes[:1], regions[:1], faces, deltas, 2.0, target, distance=concave
     )
     assert 0.3 * 0.8 <= alpha <= 0.3 + 0.03, alpha
+
+
+def test_a_masker_without_the_tool_refuses_a_target_before_the_attack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from faceoff.masker.jobs import Preparer
+
+    monkeypatch.setattr(budget, "available", lambda: False)
+
+    class _Surrogates:
+        def resolved(self, options: object) -> object:
+            return options
+
+    with pytest.raises(InvalidOption, match="butteraugli tool"):
+        Preparer(_Surrogates()).prepare(  # type: ignore[arg-type]
+            b"",
+            resolve("medium", visibility=5.0),
+            None,  # type: ignore[arg-type]
+        )

@@ -20,6 +20,7 @@ from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo, decode
 from faceoff.detector.detection import DetectionResult
 from faceoff.faces.alignment import IDENTITY, crop_alignment
 from faceoff.faces.models import EmbeddingModel
+from faceoff.masker import budget
 from faceoff.masker.cost import REFERENCE_MAX_SIDE
 from faceoff.masker.decoys import SAME_PERSON_DISTANCE
 from faceoff.masker.options import ProtectionOptions
@@ -139,6 +140,12 @@ class Preparer:
         """
         started = time.perf_counter() if started is None else started
         options = self.surrogates.resolved(options)
+        if options.visibility and not budget.available():
+            raise InvalidOption(
+                f"visibility={options.visibility:g} needs the butteraugli tool on the masker, "
+                "which this one does not have (apt-get install butteraugli); send visibility=0",
+                field="options.visibility",
+            )
         with tracing.span("decode", bytes=len(data)):
             photo = decode(data, max_pixels=self.max_pixels)
         if (detection.width, detection.height) != (photo.width, photo.height):
