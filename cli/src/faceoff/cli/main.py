@@ -286,7 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         choices=("low", "medium", "high"),
-        help="bundle of attack settings (default medium)",
+        help="bundle of attack settings (default medium). Measured on the shared photos: medium "
+        "stops independent recognisers identifying only about 1 face in 4 (dlib 24%%, "
+        "FaceNet-512 30%%; fewer after a platform's re-encode), low almost none, high about 3 "
+        "in 4 (dlib 80%%) with a visible texture; add --check dlib,mobilefacenet to see what "
+        "your photo got",
     )
     p.add_argument(
         "--reference", type=Path, help="folder of the person's own photos (the reference set A_y)"
