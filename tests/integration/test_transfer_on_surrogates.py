@@ -123,4 +123,4 @@ def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
     assert fixed.faces[0].l2 == pytest.approx(face.l2, rel=1e-4), (
         "the receipt's alpha is the one applied"
     )
-    assert result.receipt()["faces"][0]["verdicts"][0]["recognizer"] == "dlib"
+    assert result.receipt()["faces"][0]["verdicts"][0]["recognizer"] == "sface"
