@@ -506,10 +506,22 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("top-1 evasion (%)")
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    # one legend for every panel, below them, so that it hides no point
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    columns = 2
+    rows = max(1, math.ceil(len(handles) / columns))
+    bottom = min(0.5, (0.3 + 0.28 * rows) / fig.get_figheight())
+    fig.set_figheight(fig.get_figheight() + 0.28 * rows)
+    if handles:
+        fig.legend(
+            list(handles.values()), list(handles), loc="lower center", ncol=columns, fontsize=8
+        )
     probes = sorted({r["probes"] for r in results})
     fig.suptitle(f"Face-Off frontier: evasion vs visibility, {'/'.join(map(str, probes))} probes")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
