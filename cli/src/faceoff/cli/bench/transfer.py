@@ -512,9 +512,9 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     columns = 2
-    rows = max(1, math.ceil(len(handles) / columns))
-    bottom = min(0.5, (0.3 + 0.28 * rows) / fig.get_figheight())
-    fig.set_figheight(fig.get_figheight() + 0.28 * rows)
+    legend_rows = max(1, math.ceil(len(handles) / columns))
+    bottom = min(0.5, (0.3 + 0.28 * legend_rows) / fig.get_figheight())
+    fig.set_figheight(fig.get_figheight() + 0.28 * legend_rows)
     if handles:
         fig.legend(
             list(handles.values()), list(handles), loc="lower center", ncol=columns, fontsize=8
