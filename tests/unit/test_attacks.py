@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from faceoff.faces.models.augment import drop
 from faceoff.faces.models.base import EmbeddingModel
 from faceoff.masker.attacks import (
     ATTACKS,
@@ -38,7 +39,10 @@ REFERENCES = 4
 
 
 class ToyEmbedding(EmbeddingModel):
-    """conv(3x3, 8, stride 2) -> tanh -> conv(3x3, 16, stride 2) -> tanh -> dense(16) -> L2 norm."""
+    """conv(3x3, 8, stride 2) -> tanh -> conv(3x3, 16, stride 2) -> tanh -> dense(16) -> L2 norm.
+
+    The first feature map is a dropout site (:mod:`faceoff.faces.models.augment`), as in the
+    real surrogates."""
 
     name = "toy"
 
@@ -61,7 +65,7 @@ class ToyEmbedding(EmbeddingModel):
 
     def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
         h = tf.tanh(tf.nn.conv2d(self.preprocess(images01), self.k1, 2, "SAME"))
-        h = tf.tanh(tf.nn.conv2d(h, self.k2, 2, "SAME"))
+        h = tf.tanh(tf.nn.conv2d(drop(h, "toy/conv1"), self.k2, 2, "SAME"))
         h = tf.reshape(h, [tf.shape(h)[0], -1]) @ self.w
         return tf.math.l2_normalize(h, axis=1)
 
@@ -381,7 +385,7 @@ def test_compiled_step_is_traced_once_for_any_parameters_and_batch_sizes() -> No
     probes, _ = faces()
     loss_5 = loss_for("target", False)
     PGDL2(epsilon=1.0, iterations=2).attack(probes, loss_5)
-    run = PGDL2()._compiled(loss_5, "run/balance=False", None)
+    run = PGDL2()._compiled(loss_5, "run/balance=False/dropout=False", None)
     assert run.tracing_count() == 1  # the first call traced the relaxed shapes, not its own
     e = embeddings()
     loss_3 = TargetLoss(model(), list(e[:3]), [[e[4]]] * 3)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from faceoff.common.crops import crop_region, extract_crop
 from faceoff.common.errors import InvalidOption
 from faceoff.common.imaging import Photo
+from faceoff.faces.models.augment import drop, feature_dropout
 from faceoff.faces.models.ensemble import Ensemble
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
@@ -40,6 +41,7 @@ TECHNIQUES = {
     "ti_kernel": Transfer(ti_kernel=5),
     "eot": Transfer(eot=1.0),
     "warp": Transfer(warp=1.0),
+    "dropout": Transfer(dropout=0.2),
 }
 
 
@@ -191,6 +193,43 @@ def test_warp_draws_differ_per_face_and_iteration_and_repeat_for_a_seed() -> Non
     np.testing.assert_array_equal(a, transform_input(x, t, tf.constant(0)).numpy())
 
 
+def _dropped(rate: float, seeds: list[int], step: int) -> np.ndarray:
+    x = tf.ones([len(seeds), 6, 6, 4])
+    with feature_dropout(tf.constant(rate), tf.constant(seeds, tf.int64), tf.constant(step)):
+        return drop(x, "toy/site").numpy()
+
+
+def test_dropout_draws_differ_per_face_and_iteration_and_repeat_for_a_seed() -> None:
+    a = _dropped(0.3, [7, 8], 0)
+    assert np.abs(a[0] - a[1]).max() > 0, "two faces drew the same mask"
+    b = _dropped(0.3, [7, 8], 1)
+    assert np.abs(a - b).max() > 0, "two iterations drew the same mask"
+    np.testing.assert_array_equal(a, _dropped(0.3, [7, 8], 0))
+    # a face's draw is its own: the same seed gives the same mask whichever face is beside it
+    np.testing.assert_array_equal(a[0], _dropped(0.3, [7, 99], 0)[0])
+    # inverted dropout: kept units scaled by 1 / (1 - rate), the rest zero, about rate dropped
+    kept = _dropped(0.3, list(range(40)), 2)
+    np.testing.assert_allclose(np.unique(kept), [0.0, 1 / 0.7], rtol=1e-6)
+    assert abs(float(np.mean(kept == 0)) - 0.3) < 0.03
+
+
+def test_dropout_sites_are_the_identity_outside_an_attack_and_at_rate_0() -> None:
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype(np.float32))
+    assert drop(x, "toy/site") is x  # nothing added to the graph
+    with feature_dropout(tf.constant(0.0), tf.constant([1, 2], tf.int64), tf.constant(0)):
+        np.testing.assert_array_equal(drop(x, "toy/site").numpy(), x.numpy())
+
+
+def test_dropout_passes_gradients_through_the_kept_units() -> None:
+    x = tf.ones([1, 6, 6, 4])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        with feature_dropout(tf.constant(0.5), tf.constant([3], tf.int64), tf.constant(0)):
+            y = tf.reduce_sum(drop(x, "toy/site"))
+    grad = tape.gradient(y, x).numpy()
+    np.testing.assert_array_equal(grad, np.where(_dropped(0.5, [3], 0) > 0, 2, 0))
+
+
 def test_eot_forward_pass_is_a_real_jpeg() -> None:
     """The forward pass sees 8-bit JPEG output: values on the 1/255 grid, unlike the resize alone."""
     x = tf.constant(faces()[0])
@@ -218,6 +257,8 @@ def test_transforms_off_return_the_input_exactly() -> None:
         ({"ti_kernel": True}, "ti_kernel"),
         ({"warp": -0.5}, "warp"),
         ({"warp": 1.01}, "warp"),
+        ({"dropout": -0.1}, "dropout"),
+        ({"dropout": 0.6}, "dropout"),
     ],
 )
 def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
@@ -525,6 +566,9 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"balance": "yes"}, "balance"),
         ({"attack": "cw", "balance": True}, "PGD techniques"),
         ({"attack": "cw", "warp": 0.5}, "PGD techniques"),
+        ({"dropout": 0.51}, "dropout"),
+        ({"dropout": -0.01}, "dropout"),
+        ({"attack": "cw", "dropout": 0.2}, "PGD techniques"),
     ],
 )
 def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:
@@ -544,8 +588,9 @@ def test_transfer_options_reach_the_attack_and_split_batches() -> None:
     )
     assert o.surrogates == ("facenet", "facenet512")
     assert o.attack_params()["transfer"] == Transfer(0.9, 0.5, 5, 0.25)
-    balanced = resolve("medium", warp=0.5, balance=True)
+    balanced = resolve("medium", warp=0.5, balance=True, dropout=0.3)
     assert balanced.attack_params()["transfer"].warp == 0.5
+    assert balanced.attack_params()["transfer"].dropout == 0.3
     assert balanced.attack_params()["balance"] is True
     assert balanced.batch_key() != resolve("medium").batch_key()
     assert o.batch_key() != plain.batch_key()

@@ -96,6 +96,8 @@ class ProtectOptions(TypedDict, total=False):
     align: bool
     #: Per face, the largest alpha up to ``alpha`` within this face Butteraugli (0: off).
     visibility: float
+    #: Transfer technique (PGD): dropout rate on the surrogates' feature maps (0: off).
+    dropout: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -315,6 +317,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         balance=msg.balance,
         align=msg.align,
         visibility=msg.visibility,
+        dropout=msg.dropout,
     )
 
 

@@ -176,6 +176,7 @@ class AppliedOptions:
     balance: bool = False
     align: bool = False
     visibility: float = 0.0
+    dropout: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -204,6 +205,7 @@ class AppliedOptions:
             "balance": self.balance,
             "align": self.align,
             "visibility": round(self.visibility, 6),
+            "dropout": round(self.dropout, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

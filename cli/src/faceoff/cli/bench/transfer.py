@@ -383,6 +383,7 @@ def run(
             "balance": resolved.balance,
             "align": resolved.align,
             "visibility": resolved.visibility,
+            "dropout": resolved.dropout,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -80,6 +80,7 @@ class ProtectionOptions:
             alignment (:mod:`faceoff.faces.alignment`) instead of one fixed window.
         visibility: Per face, the largest alpha up to ``alpha`` whose face Butteraugli as
             displayed stays within this target (:mod:`faceoff.masker.budget`; 0: off).
+        dropout: PGD transfer technique: dropout rate on the surrogates' feature maps (0: off).
     """
 
     profile: str = "medium"
@@ -117,6 +118,7 @@ class ProtectionOptions:
     balance: bool = False
     align: bool = False
     visibility: float = 0.0
+    dropout: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -130,6 +132,7 @@ class ProtectionOptions:
                 ti_kernel=self.ti_kernel,
                 eot=self.eot,
                 warp=self.warp,
+                dropout=self.dropout,
             )
             return {
                 "epsilon": self.epsilon,
@@ -262,6 +265,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             "ti_kernel",
             "eot",
             "warp",
+            "dropout",
             "feather",
             "texture",
             "ssim",
@@ -348,10 +352,10 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             field="options.iterations",
         )
     if o.attack != "pgd" and (
-        o.momentum or o.diversity or o.ti_kernel or o.eot or o.warp or o.balance
+        o.momentum or o.diversity or o.ti_kernel or o.eot or o.warp or o.dropout or o.balance
     ):
         raise InvalidOption(
-            f"momentum, diversity, ti_kernel, eot, warp and balance are PGD techniques; attack "
+            f"momentum, diversity, ti_kernel, eot, warp, dropout and balance are PGD techniques; attack "
             f"{o.attack} takes none of them (set them to 0 / false)",
             field="options.attack",
         )

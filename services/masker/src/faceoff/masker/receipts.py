@@ -117,6 +117,7 @@ class ProtectionResult:
                 "balance": o.balance,
                 "align": o.align,
                 "visibility": o.visibility,
+                "dropout": o.dropout,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from faceoff.faces.models.augment import FACENET_SCALE, drop
 from faceoff.faces.models.base import EmbeddingModel
 
 __all__ = [
@@ -50,7 +51,8 @@ class ScaleResidual(layers.Layer):
         self.scale = float(scale)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return inputs * self.scale
+        # a dropout site of surrogate augmentation (the identity unless an attack opens one)
+        return drop(inputs * self.scale, f"facenet/{self.name}", FACENET_SCALE)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from faceoff.faces.models.augment import FACERES_SCALE, drop
 from faceoff.faces.models.base import EmbeddingModel
 from faceoff.faces.models.weights import WeightTable
 
@@ -174,8 +175,9 @@ class FaceResNetwork:
         """The 1024-D descriptors (``global_pooling/Mean``) of ``(N, H, W, 3)`` RGB images in 0..255."""
         x = tf.nn.conv2d(tf.cast(images, tf.float32), self.stem, 2, "SAME")
         x = tf.nn.relu6(x + self.stem_shift)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks, start=1):
+            # a dropout site of surrogate augmentation (the identity unless an attack opens one)
+            x = drop(block(x), f"faceres/block_{i}", FACERES_SCALE)
         return tf.reduce_mean(x, axis=[1, 2])
 
 

@@ -38,6 +38,7 @@ import onnx
 import tensorflow as tf
 from onnx import numpy_helper
 
+from faceoff.faces.models.augment import SFACE_SCALE, drop
 from faceoff.faces.models.base import EmbeddingModel
 from faceoff.faces.models.window_crop import Window, WindowCrop
 
@@ -298,7 +299,14 @@ class OnnxNetwork:
         slope = self._frozen(
             self._channel_vector(node, self._const(node, consts, 1), "slope"), node.input[1]
         )
-        return (lambda x: tf.maximum(x, 0.0) + slope * tf.minimum(x, 0.0)), [node.input[0]]
+        site = f"sface/{node.name or node.output[0]}"
+
+        def prelu(x: tf.Tensor) -> tf.Tensor:
+            y = tf.maximum(x, 0.0) + slope * tf.minimum(x, 0.0)
+            # a dropout site of surrogate augmentation (feature maps only, not the embedding)
+            return drop(y, site, SFACE_SCALE) if y.shape.rank == 4 else y
+
+        return prelu, [node.input[0]]
 
     def _op_Dropout(  # noqa: N802
         self, node: onnx.NodeProto, attrs: dict[str, object], consts: dict[str, np.ndarray]

@@ -47,6 +47,7 @@ from faceoff.masker.attacks.transfer import (
     Transfer,
     TransferInputs,
     process_gradient,
+    surrogate_draws,
     transform_input,
 )
 
@@ -80,7 +81,7 @@ class PGD(Attack):
 
     ``attack(images01 (N, S, S, 3) in [0, 1], loss)`` returns the iterate (the last one
     included) with the best (success, loss) for each face, or the last iterate when an input
-    transform is on; see :meth:`Attack.attack`.
+    transform or dropout is on; see :meth:`Attack.attack`.
     """
 
     name = "pgd"
@@ -166,8 +167,11 @@ class PGD(Attack):
             tf.zeros_like(delta),
             tf.constant(0, tf.int32),
         )
+        dropout = self.transfer.dropout > 0
         run = self._compiled(
-            loss, f"run/balance={self.balance}", self._builder(type(loss), self.balance)
+            loss,
+            f"run/balance={self.balance}/dropout={dropout}",
+            self._builder(type(loss), self.balance, dropout),
         )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
@@ -179,14 +183,16 @@ class PGD(Attack):
 
         run_chunked(self.iterations, progress, self.iterations, step)
         delta, best_delta, best_loss, best_success, _, _ = state
-        if self.transfer.transforms_input:
+        if self.transfer.randomises:
             return delta.numpy(), self.iterations
         last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
         take = better(last_success, last_loss, best_success, best_loss)
         return tf.where(as_rows(take), delta, best_delta).numpy(), self.iterations
 
     @classmethod
-    def _builder(cls, loss_class: type[Loss], balance: bool) -> Callable[[Callable[[], Any]], Any]:
+    def _builder(
+        cls, loss_class: type[Loss], balance: bool, dropout: bool
+    ) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
             def run(
@@ -209,9 +215,10 @@ class PGD(Attack):
                     return transform_input(x + d, transfer, step), tf.constant(0.0)
 
                 for i in tf.range(steps):
-                    grad, loss, success = step_gradient(
-                        loss_class, model, inputs, balance, delta, view, done + i
-                    )
+                    with surrogate_draws(transfer, done + i, dropout):
+                        grad, loss, success = step_gradient(
+                            loss_class, model, inputs, balance, delta, view, done + i
+                        )
                     take = better(success, loss, best_success, best_loss)
                     best_delta = tf.where(as_rows(take), delta, best_delta)
                     best_loss = tf.where(take, loss, best_loss)
@@ -241,10 +248,11 @@ class PGD(Attack):
             tf.zeros_like(z),
             tf.constant(0, tf.int32),
         )
+        dropout = self.transfer.dropout > 0
         run = self._compiled(
             loss,
-            f"run_shaped/balance={self.balance}",
-            self._shaped_builder(type(loss), self.balance),
+            f"run_shaped/balance={self.balance}/dropout={dropout}",
+            self._shaped_builder(type(loss), self.balance, dropout),
         )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
@@ -259,7 +267,7 @@ class PGD(Attack):
         z, best_z, best_loss, best_success, _, _ = state
         room = budget(images, shape)
         delta = tf.clip_by_value(images + to_rgb(z, room, shape), 0.0, 1.0) - images
-        if self.transfer.transforms_input:
+        if self.transfer.randomises:
             return delta.numpy(), self.iterations
         best = tf.clip_by_value(images + to_rgb(best_z, room, shape), 0.0, 1.0) - images
         last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
@@ -268,7 +276,7 @@ class PGD(Attack):
 
     @classmethod
     def _shaped_builder(
-        cls, loss_class: type[Loss], balance: bool
+        cls, loss_class: type[Loss], balance: bool, dropout: bool
     ) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
@@ -297,9 +305,10 @@ class PGD(Attack):
                     )
 
                 for i in tf.range(steps):
-                    grad, loss, success = step_gradient(
-                        loss_class, model, inputs, balance, z, view, done + i
-                    )
+                    with surrogate_draws(transfer, done + i, dropout):
+                        grad, loss, success = step_gradient(
+                            loss_class, model, inputs, balance, z, view, done + i
+                        )
                     take = better(success, loss, best_success, best_loss)
                     best_z = tf.where(as_rows(take), z, best_z)
                     best_loss = tf.where(take, loss, best_loss)

@@ -23,6 +23,10 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   Each recogniser finds and aligns a face its own way (a 5-point template warp to 112 px, a
   150 px chip, a box with a margin); a perturbation fitted to one fixed crop window is partly
   undone by another. The warp is differentiable, so the gradient is that of the warped view.
+* **dropout** (surrogate augmentation, DFANet / Ghost Networks): each iteration every surrogate
+  runs with dropout at this rate on its intermediate feature maps, a fresh draw per iteration
+  and per face (:mod:`faceoff.faces.models.augment`), so the perturbation is fitted to a family
+  of nearby networks rather than to one network's exact units.
 
 Randomness comes from stateless ops seeded by each face's own seed and the iteration number:
 every face of a batch draws its own transforms, so the same seed gives the same perturbation
@@ -33,6 +37,7 @@ of the "best" one (which would favour iterations that drew a mild transform).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -40,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from faceoff.faces.models.augment import feature_dropout
 from faceoff.masker.attacks._checks import check_fraction
 from faceoff.masker.attacks._compile import relax_dims
 from faceoff.masker.schema import bound
@@ -56,6 +62,8 @@ EOT_JPEG_QUALITY = (60, 95)
 WARP_ROTATION = 8.0
 WARP_SCALE = 0.10
 WARP_SHIFT = 0.05
+#: Largest dropout rate accepted: the contract's bound.
+MAX_DROPOUT = bound("dropout")
 
 
 class TransferInputs(NamedTuple):
@@ -65,6 +73,7 @@ class TransferInputs(NamedTuple):
     diversity: tf.Tensor  # () float32 probability
     eot: tf.Tensor  # () float32 probability
     warp: tf.Tensor  # () float32 probability
+    dropout: tf.Tensor  # () float32 rate
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
     seed: tf.Tensor  # (N,) int64, one per face
 
@@ -84,6 +93,8 @@ class Transfer:
         eot: Probability in [0, 1] of a platform transform (resize + JPEG) per iteration.
         warp: Probability in [0, 1] of a random similarity warp (rotation, scale, shift) per
             iteration.
+        dropout: Rate in [0, :data:`MAX_DROPOUT`] of dropout on the surrogates' intermediate
+            feature maps per iteration (0: off).
     """
 
     momentum: float = 0.0
@@ -91,10 +102,13 @@ class Transfer:
     ti_kernel: int = 0
     eot: float = 0.0
     warp: float = 0.0
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("momentum", "diversity", "eot", "warp"):
+        for name in ("momentum", "diversity", "eot", "warp", "dropout"):
             check_fraction(name, getattr(self, name))
+        if self.dropout > MAX_DROPOUT:
+            raise ValueError(f"dropout must be in [0, {MAX_DROPOUT:g}], got {self.dropout!r}")
         k = self.ti_kernel
         if (
             isinstance(k, bool)
@@ -113,7 +127,13 @@ class Transfer:
     @property
     def active(self) -> bool:
         """Whether any technique is on."""
-        return self.transforms_input or self.momentum > 0 or self.ti_kernel > 0
+        return self.transforms_input or self.momentum > 0 or self.ti_kernel > 0 or self.dropout > 0
+
+    @property
+    def randomises(self) -> bool:
+        """Whether a step's loss is that of a random draw (an input transform or dropout), so
+        that the last iterate, not the "best" one, is what the attack returns."""
+        return self.transforms_input or self.dropout > 0
 
     def inputs(self, seeds: np.ndarray) -> TransferInputs:
         """The settings as the tensors the compiled steps take; ``seeds``: one per face."""
@@ -122,6 +142,7 @@ class Transfer:
             diversity=tf.constant(self.diversity, tf.float32),
             eot=tf.constant(self.eot, tf.float32),
             warp=tf.constant(self.warp, tf.float32),
+            dropout=tf.constant(self.dropout, tf.float32),
             kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
             seed=tf.constant(np.asarray(seeds, np.int64).reshape(-1) % (2**62), tf.int64),
         )
@@ -234,6 +255,16 @@ def _platform(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     )
     # Straight-through: forward through the real JPEG, backward as if it were the identity.
     return resized + tf.stop_gradient(jpeg - resized)
+
+
+def surrogate_draws(
+    t: TransferInputs, step: tf.Tensor, dropout: bool
+) -> contextlib.AbstractContextManager[None]:
+    """The context the surrogates run in at iteration ``step``: their feature dropout when
+    ``dropout`` (a trace-time switch: off adds nothing to the graph)."""
+    if not dropout:
+        return contextlib.nullcontext()
+    return feature_dropout(t.dropout, t.seed, step)
 
 
 def process_gradient(
