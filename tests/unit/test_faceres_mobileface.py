@@ -170,12 +170,13 @@ def test_a_whole_crop_window_is_the_identity_and_an_overhang_repeats_the_edge() 
     assert grad[:, 0].sum() > grad[:, 8].sum()  # the repeated edge gathers the gradient
 
 
-def test_faceres_is_a_registered_surrogate_with_a_decoy_gallery() -> None:
-    assert "faceres" in SURROGATES and "faceres" in SURROGATE_NAMES
-    doc = json.loads(DECOYS.read_text())
-    assert doc["surrogate"] == "faceres"
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_each_is_a_registered_surrogate_with_a_decoy_gallery(name: str) -> None:
+    assert name in SURROGATES and name in SURROGATE_NAMES
+    doc = json.loads((DECOYS.parent / f"decoys_{name}.json").read_text())
+    assert doc["surrogate"] == name
     centroids = np.asarray(list(doc["centroids"].values()))
-    assert centroids.shape == (10, faceres.EMBEDDING_DIM)
+    assert centroids.shape == (10, NETWORKS[name][2])
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
 
 

@@ -3,7 +3,7 @@ about as far, and the perturbed networks still know the faces.
 
 The draws' own properties (per face, per iteration, repeatable, inverted scaling, gradients) are
 tested on a toy site in ``test_transfer.py``; here the question is whether the sites are wired
-into FaceNet, SFace and FaceRes and whether the site scales of
+into FaceNet, SFace, FaceRes and MobileFace and whether the site scales of
 :mod:`faceoff.faces.models.augment` keep one setting comparable across them. Models come from the
 model cache (skipping, saying so, when they have not been fetched).
 """
@@ -26,6 +26,7 @@ SURROGATES_WITH_SITES = {
     "facenet": ("facenet",),
     "sface": ("sface",),
     "faceres": ("faceres_json", "faceres_bin"),
+    "mobileface": ("mobileface_json", "mobileface_bin"),
 }
 
 

@@ -567,6 +567,7 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"attack": "cw", "balance": True}, "PGD techniques"),
         ({"attack": "cw", "warp": 0.5}, "PGD techniques"),
         ({"dropout": 0.51}, "dropout"),
+        ({"surrogates": "facenet,mobileface"}, "mobileface knows faces only when each is aligned"),
         ({"dropout": -0.01}, "dropout"),
         ({"attack": "cw", "dropout": 0.2}, "PGD techniques"),
     ],
@@ -588,6 +589,10 @@ def test_transfer_options_reach_the_attack_and_split_batches() -> None:
     )
     assert o.surrogates == ("facenet", "facenet512")
     assert o.attack_params()["transfer"] == Transfer(0.9, 0.5, 5, 0.25)
+    assert resolve("medium", surrogates="sface,mobileface", align=True).surrogates == (
+        "sface",
+        "mobileface",
+    )
     balanced = resolve("medium", warp=0.5, balance=True, dropout=0.3)
     assert balanced.attack_params()["transfer"].warp == 0.5
     assert balanced.attack_params()["transfer"].dropout == 0.3

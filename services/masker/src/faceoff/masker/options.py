@@ -30,6 +30,8 @@ LOOP_RECOGNIZER_NAMES = OPTIONS["loop_recognizers"].names
 MAX_EPSILON_LINF = 1.0
 #: Recognisers that only ever judge a protection: never a surrogate, never consulted in a loop.
 INDEPENDENT_JUDGES = ("dlib", "mobilefacenet")
+#: Surrogates accepted only with ``align``: they identify faces only when each is aligned.
+ALIGNED_ONLY = ("mobileface",)
 #: Attributes of :class:`ProtectionOptions` that are not contract fields of the same name.
 ATTRIBUTES = {"mode": "targeted"}
 
@@ -370,6 +372,14 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             f"surrogate_weights must give one weight per surrogate ({len(o.surrogates)}), "
             f"got {len(o.surrogate_weights)}",
             field="options.surrogate_weights",
+        )
+    needy = sorted(set(o.surrogates) & set(ALIGNED_ONLY))
+    if needy and not o.align:
+        raise InvalidOption(
+            f"{', '.join(needy)} knows faces only when each is aligned by its own landmarks "
+            "(leave-one-out 64% through the fixed window, 100% aligned): set align=true, or "
+            f"choose other surrogates",
+            field="options.surrogates",
         )
     if o.adaptive_alpha and o.visibility:
         raise InvalidOption(

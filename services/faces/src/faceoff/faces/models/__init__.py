@@ -37,12 +37,19 @@ def _faceres() -> EmbeddingModel:
     return FaceRes()
 
 
+def _mobileface() -> EmbeddingModel:
+    from faceoff.faces.models.mobileface import MobileFace
+
+    return MobileFace()
+
+
 # Factories import their module lazily so that importing this package stays cheap.
 _SURROGATES: dict[str, Callable[[], EmbeddingModel]] = {
     "facenet": _facenet,
     "facenet512": _facenet512,
     "sface": _sface,
     "faceres": _faceres,
+    "mobileface": _mobileface,
 }
 
 #: Names :func:`load_surrogate` accepts.

@@ -7,8 +7,8 @@ member of a family of *perturbed* surrogates: each iteration, dropout on interme
 maps gives a slightly different network, so the perturbation cannot lean on any one unit.
 
 How it is wired. A surrogate marks its dropout sites by calling :func:`drop` on a feature map
-(FaceNet: every residual branch before its add; SFace: every PReLU activation of a feature map;
-FaceRes: every depthwise-separable block's output), with a site scale that makes one setting
+(FaceNet and MobileFace: every residual branch before its add; SFace: every PReLU activation of
+a feature map; FaceRes: every depthwise-separable block's output), with a site scale that makes one setting
 mean about the same for every surrogate (see :data:`FACENET_SCALE`). Outside a :func:`feature_dropout` context
 :func:`drop` returns its input unchanged and adds nothing to the graph, so evaluation,
 enrolment and references never see dropout. Inside it, each site multiplies the map by a
@@ -35,13 +35,15 @@ import tensorflow as tf
 __all__ = ["DropoutDraw", "drop", "feature_dropout"]
 
 #: Site scales: the rate each surrogate's sites apply is the setting times its scale, so that one
-#: setting moves every surrogate about as far. FaceNet drops only its residual branches (the skip
-#: path stays whole), SFace and FaceRes every activation of a feature map, which compounds; on
-#: the shared 160 px crops at setting 0.3 each surrogate's embedding keeps a median cosine of
-#: 0.96 to its clean one (FaceNet 0.962, SFace 0.968, FaceRes 0.961), and every face its identity.
+#: setting moves every surrogate about as far. FaceNet and MobileFace drop only their residual
+#: branches (the skip path stays whole; MobileFace has four, each a large part of the network),
+#: SFace and FaceRes every activation of a feature map, which compounds; on the shared 160 px
+#: crops at setting 0.3 each surrogate's embedding keeps a median cosine of 0.96 to its clean one
+#: (FaceNet 0.962, SFace 0.968, FaceRes 0.961, MobileFace 0.963), and every face its identity.
 FACENET_SCALE = 1.0
 SFACE_SCALE = 1 / 60
 FACERES_SCALE = 1 / 60
+MOBILEFACE_SCALE = 0.2
 
 #: Mixed into each face's seed so that dropout draws never coincide with the input transforms'.
 _SALT = 0x5EED_D40F

