@@ -201,8 +201,9 @@ class MobileFaceNetwork:
                         gamma=var(f"{unit}_prelu{j}_gamma"),
                     )
                 )
+            down, first, second = convs
             self.stages.append(
-                _Stage(var(f"{unit}_conv0_0_weight"), *convs, site=f"{model}/{unit}")
+                _Stage(var(f"{unit}_conv0_0_weight"), down, first, second, f"{model}/{unit}")
             )
         self.flat = shapes["dense/kernel"][0]
         table.expect("flatten/Const", [-1, self.flat])
