@@ -153,106 +153,27 @@ class PGD(Attack):
     def _run(
         self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
     ) -> tuple[np.ndarray, int]:
-        if self.shape.active:
-            return self._run_shaped(x, loss, rng, progress)
+        """PGD on the attack's variable: the RGB change itself, or with shaping on the shaped
+        variable z (see :mod:`.shape`); returns the RGB change."""
+        shaped = self.shape.active
         radius = self.epsilon if self.random_start else TINY_START * self.epsilon
         images = tf.constant(x)
-        delta = tf.constant(self._start(x, rng, radius))
+        start = self._sample(x.shape, radius, rng) if shaped else self._start(x, rng, radius)
+        variable = tf.constant(start)
         n = x.shape[0]
         state = (
-            delta,
-            delta,
+            variable,
+            variable,
             tf.fill([n], np.float32(np.inf)),
             tf.zeros([n], tf.bool),
-            tf.zeros_like(delta),
+            tf.zeros_like(variable),
             tf.constant(0, tf.int32),
         )
         dropout = self.transfer.dropout > 0
         run = self._compiled(
             loss,
-            f"run/balance={self.balance}/dropout={dropout}",
-            self._builder(type(loss), self.balance, dropout),
-        )
-        epsilon = tf.constant(self.epsilon, tf.float32)
-        step_size = tf.constant(self.step_size, tf.float32)
-        transfer = self.transfer.inputs(rng.integers(0, 2**62, size=(n,)))
-
-        def step(chunk: tf.Tensor) -> None:
-            nonlocal state
-            state = run(images, *state, chunk, epsilon, step_size, loss.inputs, transfer)
-
-        run_chunked(self.iterations, progress, self.iterations, step)
-        delta, best_delta, best_loss, best_success, _, _ = state
-        if self.transfer.randomises:
-            return delta.numpy(), self.iterations
-        last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
-        take = better(last_success, last_loss, best_success, best_loss)
-        return tf.where(as_rows(take), delta, best_delta).numpy(), self.iterations
-
-    @classmethod
-    def _builder(
-        cls, loss_class: type[Loss], balance: bool, dropout: bool
-    ) -> Callable[[Callable[[], Any]], Any]:
-        def build(model_ref: Callable[[], Any]) -> Any:
-            @tf.function(reduce_retracing=True)
-            def run(
-                x: tf.Tensor,
-                delta: tf.Tensor,
-                best_delta: tf.Tensor,
-                best_loss: tf.Tensor,
-                best_success: tf.Tensor,
-                velocity: tf.Tensor,
-                done: tf.Tensor,
-                steps: tf.Tensor,
-                epsilon: tf.Tensor,
-                step_size: tf.Tensor,
-                inputs: LossInputs,
-                transfer: TransferInputs,
-            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-                model = model_ref()
-
-                def view(d: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                    return transform_input(x + d, transfer, step), tf.constant(0.0)
-
-                for i in tf.range(steps):
-                    with surrogate_draws(transfer, done + i, dropout):
-                        grad, loss, success = step_gradient(
-                            loss_class, model, inputs, balance, delta, view, done + i
-                        )
-                    take = better(success, loss, best_success, best_loss)
-                    best_delta = tf.where(as_rows(take), delta, best_delta)
-                    best_loss = tf.where(take, loss, best_loss)
-                    best_success = tf.where(take, success, best_success)
-                    grad, velocity = process_gradient(grad, velocity, transfer)
-                    delta = cls._project(delta - step_size * cls._direction(grad), epsilon)
-                    delta = tf.clip_by_value(x + delta, 0.0, 1.0) - x
-                return delta, best_delta, best_loss, best_success, velocity, done + steps
-
-            return run
-
-        return build
-
-    def _run_shaped(
-        self, x: np.ndarray, loss: Loss, rng: FaceRandom, progress: Progress
-    ) -> tuple[np.ndarray, int]:
-        """PGD on the shaped variable z (see :mod:`.shape`); returns the RGB change."""
-        radius = self.epsilon if self.random_start else TINY_START * self.epsilon
-        images = tf.constant(x)
-        z = tf.constant(self._sample(x.shape, radius, rng))
-        n = x.shape[0]
-        state = (
-            z,
-            z,
-            tf.fill([n], np.float32(np.inf)),
-            tf.zeros([n], tf.bool),
-            tf.zeros_like(z),
-            tf.constant(0, tf.int32),
-        )
-        dropout = self.transfer.dropout > 0
-        run = self._compiled(
-            loss,
-            f"run_shaped/balance={self.balance}/dropout={dropout}",
-            self._shaped_builder(type(loss), self.balance, dropout),
+            f"run/shaped={shaped}/balance={self.balance}/dropout={dropout}",
+            self._builder(type(loss), shaped, self.balance, dropout),
         )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
@@ -264,26 +185,33 @@ class PGD(Attack):
             state = run(images, *state, chunk, epsilon, step_size, loss.inputs, transfer, shape)
 
         run_chunked(self.iterations, progress, self.iterations, step)
-        z, best_z, best_loss, best_success, _, _ = state
-        room = budget(images, shape)
-        delta = tf.clip_by_value(images + to_rgb(z, room, shape), 0.0, 1.0) - images
+        last, best, best_loss, best_success, _, _ = state
+        delta = self._change(images, last, shape)
         if self.transfer.randomises:
             return delta.numpy(), self.iterations
-        best = tf.clip_by_value(images + to_rgb(best_z, room, shape), 0.0, 1.0) - images
         last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
         take = better(last_success, last_loss, best_success, best_loss)
-        return tf.where(as_rows(take), delta, best).numpy(), self.iterations
+        chosen = tf.where(as_rows(take), delta, self._change(images, best, shape))
+        return chosen.numpy(), self.iterations
+
+    def _change(self, images: tf.Tensor, variable: tf.Tensor, shape: ShapeInputs) -> tf.Tensor:
+        """The RGB change of the attack's variable: itself unshaped (kept in the box by every
+        step), else z mapped through the shaping and clipped to the box."""
+        if not self.shape.active:
+            return variable
+        room = budget(images, shape)
+        return tf.clip_by_value(images + to_rgb(variable, room, shape), 0.0, 1.0) - images
 
     @classmethod
-    def _shaped_builder(
-        cls, loss_class: type[Loss], balance: bool, dropout: bool
+    def _builder(
+        cls, loss_class: type[Loss], shaped: bool, balance: bool, dropout: bool
     ) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
             def run(
                 x: tf.Tensor,
-                z: tf.Tensor,
-                best_z: tf.Tensor,
+                variable: tf.Tensor,
+                best: tf.Tensor,
                 best_loss: tf.Tensor,
                 best_success: tf.Tensor,
                 velocity: tf.Tensor,
@@ -296,9 +224,12 @@ class PGD(Attack):
                 shape: ShapeInputs,
             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 model = model_ref()
-                room = budget(x, shape)
+                # shaped and unshaped are one loop; which one is a trace-time switch
+                room = budget(x, shape) if shaped else None
 
                 def view(v: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                    if room is None:
+                        return transform_input(x + v, transfer, step), tf.constant(0.0)
                     adv = tf.clip_by_value(x + to_rgb(v, room, shape), 0.0, 1.0)
                     return transform_input(adv, transfer, step), tf.reduce_sum(
                         penalty(x, adv, shape)
@@ -307,15 +238,17 @@ class PGD(Attack):
                 for i in tf.range(steps):
                     with surrogate_draws(transfer, done + i, dropout):
                         grad, loss, success = step_gradient(
-                            loss_class, model, inputs, balance, z, view, done + i
+                            loss_class, model, inputs, balance, variable, view, done + i
                         )
                     take = better(success, loss, best_success, best_loss)
-                    best_z = tf.where(as_rows(take), z, best_z)
+                    best = tf.where(as_rows(take), variable, best)
                     best_loss = tf.where(take, loss, best_loss)
                     best_success = tf.where(take, success, best_success)
                     grad, velocity = process_gradient(grad, velocity, transfer)
-                    z = cls._project(z - step_size * cls._direction(grad), epsilon)
-                return z, best_z, best_loss, best_success, velocity, done + steps
+                    variable = cls._project(variable - step_size * cls._direction(grad), epsilon)
+                    if room is None:  # the RGB change itself: kept in the [0, 1] box
+                        variable = tf.clip_by_value(x + variable, 0.0, 1.0) - x
+                return variable, best, best_loss, best_success, velocity, done + steps
 
             return run
 
