@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,8 @@ def test_protect_writes_the_photo_and_a_receipt(tmp_path: Path) -> None:
         timeout=600,
     )
     assert run.returncode == 0, run.stderr
+    # a quiet command line: TensorFlow's and OpenCV's own lines only with --verbose
+    assert not re.search(r"onednn|absl|WARN:", run.stderr, re.IGNORECASE), run.stderr
     receipt = json.loads(run.stdout)
     assert (
         receipt["output"] == str(out)

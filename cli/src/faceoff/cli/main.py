@@ -257,8 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"faceoff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    # in-process commands load TensorFlow and OpenCV, whose own log lines stay off the terminal
+    loud = argparse.ArgumentParser(add_help=False)
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' own log lines (TensorFlow, OpenCV)",
+    )
 
-    p = sub.add_parser("detect", help="find the faces in a photo (in-process)")
+    p = sub.add_parser("detect", help="find the faces in a photo (in-process)", parents=[loud])
     p.add_argument("photo", type=Path, help="a JPEG, PNG, WebP, BMP, TIFF or GIF file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
@@ -268,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-confidence", type=float, default=0.9, help="smallest confidence (default 0.9)"
     )
 
-    p = sub.add_parser("protect", help="protect the faces in photos (in-process, or with --server)")
+    p = sub.add_parser(
+        "protect", help="protect the faces in photos (in-process, or with --server)", parents=[loud]
+    )
     p.add_argument(
         "photos",
         nargs="+",
@@ -325,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protect_flags(p)
 
     p = sub.add_parser(
-        "evaluate", help="would recognisers still match a photo to the person? (in-process)"
+        "evaluate",
+        help="would recognisers still match a photo to the person? (in-process)",
+        parents=[loud],
     )
     p.add_argument("photo", type=Path, help="the (protected) photo to check")
     p.add_argument(
@@ -996,6 +1008,10 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter is noise on a terminal; real warnings still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", None) is False:  # an in-process command, not asked to be verbose
+        from faceoff.cli.quiet import quiet_native_stderr
+
+        quiet_native_stderr()
     handlers = {
         "detect": _cmd_detect,
         "protect": _cmd_protect,
