@@ -65,3 +65,12 @@ def test_invalid_values_name_the_field(overrides: dict[str, object], field: str)
 def test_unknown_profile() -> None:
     with pytest.raises(InvalidOption, match="profile must be one of low, medium, high"):
         resolve("extreme")
+
+
+def test_the_masker_fills_exactly_the_contract_s_profiles() -> None:
+    import faceoff.sdk
+    from faceoff.masker.options import DEFAULT_PROFILE, PROFILE_NAMES, PROFILES, resolve
+
+    assert tuple(PROFILES) == PROFILE_NAMES == faceoff.sdk.PROFILES
+    assert resolve(None).profile == resolve("").profile == DEFAULT_PROFILE
+    assert DEFAULT_PROFILE == faceoff.sdk.DEFAULT_PROFILE

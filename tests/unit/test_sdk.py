@@ -8,6 +8,7 @@ call over a real channel; the services themselves are exercised in tests/integra
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import os
 import shutil
@@ -43,7 +44,7 @@ from faceoff.sdk import (
 )
 from faceoff.sdk._convert import protect_request
 from faceoff.sdk.photos import read_photo
-from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc
+from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc, schema_pb2
 from tests.conftest import REPO, encode
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
@@ -733,3 +734,14 @@ def test_errors_carry_the_servers_reason_field_and_request_id(masker: str, scrip
         client.protect(b"photo")
     ids = [m.get("x-request-id") for m in script.metadata]
     assert len(ids) == 2 and ids[0] == ids[1] and len(ids[0] or "") == 32
+
+
+def test_profiles_come_from_the_contract() -> None:
+    """The profile names and the default are written once, in the contract (issue 26)."""
+    declared = masker_pb2.ProtectOptions.DESCRIPTOR.GetOptions().Extensions[schema_pb2.profiles]
+    assert faceoff.sdk.PROFILES == tuple(declared.names) == ("low", "medium", "high")
+    assert faceoff.sdk.DEFAULT_PROFILE == declared.default
+    assert faceoff.sdk.DEFAULT_PROFILE in faceoff.sdk.PROFILES
+    assert inspect.signature(Client.protect).parameters["profile"].default == (
+        faceoff.sdk.DEFAULT_PROFILE
+    )

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from faceoff.cli._version import __version__
+from faceoff.sdk import DEFAULT_PROFILE, PROFILES
 
 
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
@@ -295,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--profile",
-        choices=("low", "medium", "high"),
-        help="bundle of attack settings (default medium). Measured on the shared photos: medium "
+        choices=PROFILES,
+        help=f"bundle of attack settings (default {DEFAULT_PROFILE}). Measured on the shared photos: medium "
         "stops independent recognisers identifying only about 1 face in 4 (dlib 24%%, "
         "FaceNet-512 30%%; fewer after a platform's re-encode), low almost none, high about 3 "
         "in 4 (dlib 80%%) with a visible texture; add --check dlib,mobilefacenet to see what "
@@ -474,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument(
         "--data", help="the faceoff-celebs folder (default ../shared/data/faceoff-celebs)"
     )
-    pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
+    pb.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
     pb.add_argument("--repeats", type=int, default=3)
     pb.add_argument(
         "--batches", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)"
@@ -501,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         "startup",
         help="where the seconds of a cold faceoff protect go (a fresh process, step by step)",
     )
-    pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
+    pb.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
     pb.add_argument("--photo", help="a one-face photo (default: a shared celebrity photo)")
     pb.add_argument(
         "--photos", type=int, default=3, help="photos protected in the process (default 3)"
@@ -519,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated local recognisers (default dlib,mobilefacenet,facenet512,sface,"
         "facenet; the ones the profile attacks are reported as white-box)",
     )
-    pb.add_argument("--profile", default="medium", choices=("low", "medium", "high"))
+    pb.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
     pb.add_argument("--alpha", help="comma-separated amplification factors (default 1,1.5,2,3,4)")
     pb.add_argument("--kappa", help="comma-separated hinge margins (default: the profile's)")
     pb.add_argument(
@@ -593,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--photo", help="photo every request sends (default: a small shared celebrity photo)"
     )
     pb.add_argument(
-        "--profile", choices=("low", "medium", "high"), help="protection profile (default medium)"
+        "--profile", choices=PROFILES, help=f"protection profile (default {DEFAULT_PROFILE})"
     )
     pb.add_argument(
         "--iterations",
@@ -740,7 +741,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     ) -> ProtectedPhoto:
         return client.protect(
             source,
-            profile=args.profile or "medium",
+            profile=args.profile or DEFAULT_PROFILE,
             reference_photos=references,
             target=overrides["target"],
             seed=overrides["seed"],

@@ -11,12 +11,12 @@ Example::
     from faceoff.sdk import Client
 
     with Client("localhost:50052") as client:
-        protected = client.protect("me.jpg", profile="medium", seed=7, on_progress=print)
+        protected = client.protect("me.jpg", seed=7, on_progress=print)
     protected.save("me.protected.jpg")
     print([f.psnr for f in protected.faces])
 """
 
-from faceoff.sdk._convert import ProtectOptions
+from faceoff.sdk._convert import DEFAULT_PROFILE, PROFILES, ProtectOptions
 from faceoff.sdk.aio import AsyncClient
 from faceoff.sdk.client import Client
 from faceoff.sdk.config import RetryPolicy, TLSConfig
@@ -53,6 +53,7 @@ __all__ = [
     "Box",
     "CancelledError",
     "Client",
+    "DEFAULT_PROFILE",
     "DeadlineExceededError",
     "Detection",
     "Face",
@@ -63,6 +64,7 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "NotFoundError",
+    "PROFILES",
     "PermissionDeniedError",
     "PhotoInput",
     "Progress",

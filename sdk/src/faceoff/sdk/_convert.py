@@ -24,7 +24,7 @@ from faceoff.sdk.types import (
     ProtectedPhoto,
     Verdict,
 )
-from faceoff.v1 import common_pb2, detector_pb2, evaluator_pb2, masker_pb2
+from faceoff.v1 import common_pb2, detector_pb2, evaluator_pb2, masker_pb2, schema_pb2
 
 
 class ProtectOptions(TypedDict, total=False):
@@ -134,6 +134,11 @@ def _declared_options() -> tuple[
 
 
 _ENUMS, _SCALARS, _LISTS = _declared_options()
+_PROFILES = masker_pb2.ProtectOptions.DESCRIPTOR.GetOptions().Extensions[schema_pb2.profiles]
+#: The protection profiles, weakest first, as the contract declares them.
+PROFILES: tuple[str, ...] = tuple(_PROFILES.names)
+#: The profile a request that names none takes (the contract's default).
+DEFAULT_PROFILE: str = _PROFILES.default
 _DETECT = tuple(f.name for f in detector_pb2.DetectOptions.DESCRIPTOR.fields)
 #: Every keyword :func:`protect_request` accepts beyond the named ones.
 OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, *_LISTS, "faces", *_DETECT)

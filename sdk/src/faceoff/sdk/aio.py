@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from faceoff.sdk import _convert
-from faceoff.sdk._convert import ProtectOptions
+from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
 from faceoff.sdk._grpc import Caller, Deadline, TLSOption, aio_channel, metadata
 from faceoff.sdk.client import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -282,7 +282,7 @@ class AsyncClient:
         self,
         photo: PhotoInput,
         *,
-        profile: str = "medium",
+        profile: str = DEFAULT_PROFILE,
         reference_photos: Iterable[PhotoInput] | PhotoInput = (),
         target: str | None = None,
         check: str | Iterable[str] = (),

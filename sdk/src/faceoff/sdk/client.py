@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from faceoff.sdk import _convert
-from faceoff.sdk._convert import ProtectOptions
+from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
 from faceoff.sdk._grpc import Caller, Deadline, TLSOption, metadata, sync_channel
 from faceoff.sdk.config import RetryPolicy
 from faceoff.sdk.errors import InternalError
@@ -272,7 +272,7 @@ class Client:
         self,
         photo: PhotoInput,
         *,
-        profile: str = "medium",
+        profile: str = DEFAULT_PROFILE,
         reference_photos: Iterable[PhotoInput] | PhotoInput = (),
         target: str | None = None,
         check: str | Iterable[str] = (),
@@ -286,7 +286,8 @@ class Client:
         Args:
             photo: A path, bytes, a binary file object, a PIL image or a uint8 ``(H, W, 3)`` array
                 (images and arrays are sent as PNG).
-            profile: ``"low"``, ``"medium"`` or ``"high"``: how strong (and slow) the protection is.
+            profile: One of :data:`~faceoff.sdk.PROFILES` (``low``, ``medium``, ``high``): how
+                strong (and slow) the protection is; default :data:`~faceoff.sdk.DEFAULT_PROFILE`.
             reference_photos: Other photos of the person (their set A_y); without them the face
                 itself and light augmentations of it stand in.
             target: A decoy identity to make the face look like (implies targeted mode).

@@ -51,13 +51,14 @@ from faceoff.cli.bench.load import DEFAULT_PHOTO, LoadError, serve_all
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.common.memory import reset_peak, status_bytes
+from faceoff.sdk import DEFAULT_PROFILE
 
 #: Seconds after a case before its "after" memory is read.
 SETTLE_SECONDS = 3.0
 #: How long a killed or stopped child may take to serve again before the case fails.
 RECOVERY_SECONDS = 180.0
 #: A cheap protection of the default profile (what an app sends), cut to 20 iterations.
-CHEAP: dict[str, Any] = {"profile": "medium", "iterations": 20, "seed": 0}
+CHEAP: dict[str, Any] = {"profile": DEFAULT_PROFILE, "iterations": 20, "seed": 0}
 MIB = 1 << 20
 
 
@@ -283,7 +284,7 @@ def case_work_over_budget(stack: Stack) -> Outcome:
 
 
 def case_cheap_under_maximal(stack: Stack) -> Outcome:
-    request = protect_request(stack.photo, [], profile="medium", iterations=10_000, seed=0)
+    request = protect_request(stack.photo, [], profile=DEFAULT_PROFILE, iterations=10_000, seed=0)
     big = stack.masker().Protect.future(request, timeout=900)
     time.sleep(8.0)  # detection, preparation, the first chunks of its attack
     code, seconds, _ = stack.protect(**CHEAP)
@@ -321,7 +322,7 @@ def case_weights(stack: Stack) -> Outcome:
     for k in range(6):
         w = 0.3 + 0.08 * k
         code, _, _ = stack.protect(
-            profile="medium", iterations=2, seed=0, surrogate_weights=[w, 1 - w]
+            profile=DEFAULT_PROFILE, iterations=2, seed=0, surrogate_weights=[w, 1 - w]
         )
         codes.append(code)
     pid = stack.pid("masker")

@@ -38,6 +38,7 @@ import numpy as np
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import SUPPORTED_FORMATS, Photo, decode, encode
+from faceoff.sdk import PROFILES
 
 #: Pixel limit of the fuzz run: lower than the services' 50 MP so that an input that claims a
 #: large size is refused (or decoded) quickly; the check runs the same way at any limit.
@@ -248,7 +249,7 @@ _BENIGN: dict[str, tuple[Any, ...]] = {
     "int32": (0, 1, 2),
     "enum": (0, 1, 2),
     "bool": (False, True),
-    "string": ("", "low", "medium", "facenet", "dlib", "sface"),
+    "string": ("", *PROFILES, "facenet", "dlib", "sface"),
 }
 
 
@@ -269,9 +270,7 @@ def random_value(rng: random.Random, kind: str) -> Any:
     return rng.choice(
         (
             "",
-            "low",
-            "medium",
-            "high",
+            *PROFILES,
             "pgd",
             "cw",
             "l2",
@@ -382,7 +381,7 @@ def random_overrides(rng: random.Random) -> tuple[Any, dict[str, Any]]:
             if kind < 0.6
             else rng.choice(pool)
         )
-    profile = rng.choice((None, "low", "medium", "high", "", "ultra", 3))
+    profile = rng.choice((None, *PROFILES, "", "ultra", 3))
     return profile, overrides
 
 

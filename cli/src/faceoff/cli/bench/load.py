@@ -41,6 +41,7 @@ from typing import Any, cast
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.common.memory import reset_peak, status_bytes
+from faceoff.sdk import DEFAULT_PROFILE
 
 DEFAULT_PHOTO = CELEBS / "photos/bill/bill_03.jpg"
 #: Wait after a refusal without a retry hint, and after any other failure (no busy loop).
@@ -340,7 +341,7 @@ def main(args: argparse.Namespace) -> int:
             {
                 "photo": photo_path.name,
                 "photo_bytes": len(photo),
-                "profile": args.profile or "medium",
+                "profile": args.profile or DEFAULT_PROFILE,
                 "iterations": args.iterations,
                 "seed": args.seed,
                 "seeds": args.seeds,

@@ -30,6 +30,7 @@ from PIL import Image
 
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
+from faceoff.sdk import DEFAULT_PROFILE
 
 SHARED = CELEBS
 
@@ -96,7 +97,7 @@ def run(
     data: Path = SHARED,
     batches: tuple[int, ...] = (1, 8, 32),
     repeats: int = 3,
-    profile: str = "medium",
+    profile: str = DEFAULT_PROFILE,
     overrides: dict[str, Any] | None = None,
     xla: bool = False,
     device: str = "auto",

@@ -25,6 +25,7 @@ from typing import Any
 
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
+from faceoff.sdk import DEFAULT_PROFILE
 
 DEFAULT_PHOTO = CELEBS / "photos/barack/barack_01.jpg"
 #: The goals of issue 15 (docs/speed.md): cold at most 3x warm and 20 s, warm at most 5 s.
@@ -92,7 +93,9 @@ def child(profile: str, photo: Path, photos: int, spawned: float) -> dict[str, A
     return {"steps": steps, "photos": runs}
 
 
-def run(profile: str = "medium", photo: Path = DEFAULT_PHOTO, photos: int = 3) -> dict[str, Any]:
+def run(
+    profile: str = DEFAULT_PROFILE, photo: Path = DEFAULT_PHOTO, photos: int = 3
+) -> dict[str, Any]:
     """Start the fresh process, collect its stamps and summarise them."""
     if photos < 2:
         raise SystemExit(f"faceoff bench startup: --photos is {photos}; at least 2 (cold + warm)")

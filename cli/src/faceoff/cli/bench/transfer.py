@@ -53,6 +53,7 @@ from PIL import Image
 from faceoff.cli.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.faces.whitebox import is_white_box
+from faceoff.sdk import DEFAULT_PROFILE
 
 if TYPE_CHECKING:
     from faceoff.faces.recognizers import EmbeddingRecognizer
@@ -180,7 +181,7 @@ def _progress(total: int, desc: str) -> Any:
 def run(
     data: Path,
     recognizers: Sequence[str],
-    profile: str = "medium",
+    profile: str = DEFAULT_PROFILE,
     alphas: Sequence[float] = (1, 1.5, 2, 3, 4),
     kappas: Sequence[float | None] = (None,),
     probes_per_identity: int = 0,

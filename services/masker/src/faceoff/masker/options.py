@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faceoff.common.errors import InvalidOption
-from faceoff.masker.schema import OPTIONS, bound
+from faceoff.masker.schema import DEFAULT_PROFILE, OPTIONS, PROFILE_NAMES, bound
 
 #: What each option accepts comes from the contract (:mod:`faceoff.masker.schema`); these names
 #: are kept for readers and callers that need one bound or list.
@@ -85,7 +85,7 @@ class ProtectionOptions:
         dropout: PGD transfer technique: dropout rate on the surrogates' feature maps (0: off).
     """
 
-    profile: str = "medium"
+    profile: str = DEFAULT_PROFILE
     attack: str = "pgd"
     norm: str = "l2"
     loss: str = "target"
@@ -223,12 +223,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         **_VISIBILITY,
     },
 }
+if tuple(PROFILES) != PROFILE_NAMES:  # the contract names the profiles; this module fills them
+    raise RuntimeError(f"profiles {tuple(PROFILES)} differ from the contract's {PROFILE_NAMES}")
 CW_LEARNING_RATE = 0.01
-DEFAULT_PROFILE = "medium"
 
 
 def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
-    """The options of ``profile`` (default ``medium``) with ``overrides`` applied and checked.
+    """The options of ``profile`` (default: the contract's :data:`DEFAULT_PROFILE`) with ``overrides`` applied and checked.
 
     Overrides whose value is None are ignored (an unset field takes the profile's value).
 

@@ -158,6 +158,14 @@ OPTIONS: dict[str, OptionSpec] = {
 }
 
 
+_PROFILES = masker_pb2.ProtectOptions.DESCRIPTOR.GetOptions().Extensions[schema_pb2.profiles]
+#: The protection profiles, weakest first, as the contract declares them (what each sets is
+#: :data:`faceoff.masker.options.PROFILES`).
+PROFILE_NAMES: tuple[str, ...] = tuple(_PROFILES.names)
+#: The profile a request that names none takes (the contract's default).
+DEFAULT_PROFILE: str = _PROFILES.default
+
+
 def bound(name: str) -> float:
     """The declared upper bound of option ``name`` (for the attacks' own checks)."""
     value = OPTIONS[name].max
