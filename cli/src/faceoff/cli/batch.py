@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from faceoff.cli.main import IMAGE_SUFFIXES
+from faceoff.cli.paths import IMAGE_SUFFIXES
 from faceoff.cli.verdicts import verdict_word
 from faceoff.sdk import Client, FaceOffError, Progress, ProtectedPhoto
 

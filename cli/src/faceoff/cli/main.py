@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from faceoff.cli._version import __version__
+from faceoff.cli.paths import IMAGE_SUFFIXES
 from faceoff.sdk import DEFAULT_PROFILE, PROFILES
 
 
@@ -206,9 +207,6 @@ def _list_flag(flag: str, kind: str, text: str) -> tuple[Any, ...]:
     except ValueError:
         what = "integers" if kind == "int" else "numbers"
         raise SystemExit(f"faceoff: {flag} takes comma-separated {what}, got {text!r}") from None
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
 def read_reference_dir(folder: Path) -> list[bytes]:

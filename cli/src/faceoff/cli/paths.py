@@ -14,5 +14,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[4]
 #: The shared data (the celebrity photos and crops) the benchmarks default to.
 SHARED = Path(os.environ.get("FACEOFF_SHARED_DIR") or CHECKOUT.parent / "shared")
+#: The photo files a folder argument picks up (the formats the services decode).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 #: The shared celebrity set.
 CELEBS = SHARED / "data" / "faceoff-celebs"

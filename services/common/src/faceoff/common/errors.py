@@ -127,3 +127,11 @@ class DeadlineExceeded(FaceOffError):
 
     status = "DEADLINE_EXCEEDED"
     reason = "DEADLINE_EXCEEDED"
+
+
+class SettingsError(ValueError):
+    """A setting is malformed or out of range; the message names the variable.
+
+    Raised at start-up (a server's or the command line's), never in answer to a request; also
+    importable as :class:`faceoff.common.settings.SettingsError`.
+    """

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from faceoff.common.settings import SettingsError
+from faceoff.common.errors import SettingsError
 
 __all__ = [
     "MIN_TOKEN_LENGTH",

@@ -15,14 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+# defined beside the other errors (security.py raises it too); re-exported here, its old home
+from faceoff.common.errors import SettingsError as SettingsError
+
 T = TypeVar("T")
 
 ENV_PREFIX = "FACEOFF_"
 MIB = 1024 * 1024
-
-
-class SettingsError(ValueError):
-    """A setting is malformed or out of range; the message names the variable."""
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

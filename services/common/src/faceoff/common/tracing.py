@@ -31,6 +31,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from faceoff.common.errors import SettingsError
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
@@ -39,7 +40,6 @@ from faceoff.common.interceptors._wrap import (
     code_name,
     wrap_handler,
 )
-from faceoff.common.settings import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,11 @@ face as the template would place it, whatever its position in the crop.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import tensorflow as tf
+# read by the aligned surrogates, which live below this module (no import back from there)
+from faceoff.faces.models.window_crop import window_transforms
 
 __all__ = [
     "ARCFACE_TEMPLATE",
@@ -118,36 +117,3 @@ def crop_alignment(
     normalised = (points - [left, top]) / [width, height]
     m = similarity_transform(CANONICAL, normalised)
     return m.reshape(6).astype(np.float32)
-
-
-def window_transforms(
-    align: tf.Tensor, center_x: float, center_y: float, side: float, size: int, out_size: int
-) -> tf.Tensor:
-    """``(N, 8)`` rows for ``ImageProjectiveTransformV3``: each output pixel of an ``out_size``
-    window (centre and side in the canonical ``size``-px crop's pixels) mapped through the face's
-    alignment ``(N, 6)`` to where it is read in that face's crop (pixel-centre coordinates).
-
-    With :data:`IDENTITY` the samples fall exactly where a fixed bilinear crop-and-resize of the
-    window puts them.
-    """
-    import tensorflow as tf
-
-    align = tf.cast(align, tf.float32)
-    a, b, c, d, e, f = (align[:, i] for i in range(6))
-    k = side / out_size
-    x0 = center_x - side / 2 + 0.5 * k  # canonical pixel of the first output sample's centre
-    y0 = center_y - side / 2 + 0.5 * k
-    zero = tf.zeros_like(a)
-    return tf.stack(
-        [
-            a * k,
-            b * k,
-            a * x0 + b * y0 + size * c - 0.5,
-            d * k,
-            e * k,
-            d * x0 + e * y0 + size * f - 0.5,
-            zero,
-            zero,
-        ],
-        axis=1,
-    )

@@ -81,8 +81,6 @@ class WindowCrop:
     def aligned(self, images: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
         """The window read through each face's alignment ``(N, 6)`` (see
         :mod:`faceoff.faces.alignment`): bilinear, the edge repeated, differentiable."""
-        from faceoff.faces.alignment import window_transforms
-
         w = self.window
         return tf.raw_ops.ImageProjectiveTransformV3(
             images=tf.cast(images, tf.float32),
@@ -110,3 +108,34 @@ class WindowCrop:
             [self.out_size, self.out_size],
             "bilinear",
         )
+
+
+def window_transforms(
+    align: tf.Tensor, center_x: float, center_y: float, side: float, size: int, out_size: int
+) -> tf.Tensor:
+    """``(N, 8)`` rows for ``ImageProjectiveTransformV3``: each output pixel of an ``out_size``
+    window (centre and side in the canonical ``size``-px crop's pixels) mapped through the face's
+    alignment ``(N, 6)`` to where it is read in that face's crop (pixel-centre coordinates).
+
+    With :data:`IDENTITY` the samples fall exactly where a fixed bilinear crop-and-resize of the
+    window puts them.
+    """
+    align = tf.cast(align, tf.float32)
+    a, b, c, d, e, f = (align[:, i] for i in range(6))
+    k = side / out_size
+    x0 = center_x - side / 2 + 0.5 * k  # canonical pixel of the first output sample's centre
+    y0 = center_y - side / 2 + 0.5 * k
+    zero = tf.zeros_like(a)
+    return tf.stack(
+        [
+            a * k,
+            b * k,
+            a * x0 + b * y0 + size * c - 0.5,
+            d * k,
+            e * k,
+            d * x0 + e * y0 + size * f - 0.5,
+            zero,
+            zero,
+        ],
+        axis=1,
+    )
