@@ -186,6 +186,7 @@ def test_every_asset_package_has_a_pinned_archive_hash() -> None:
         assert (a.package, a.version) in assets._ARCHIVE_SHA256, a.name
 
 
+@pytest.mark.slow
 def test_real_facenet_file_verifies() -> None:
     asset = assets.ASSETS["facenet"]
     file = assets.default_cache_dir() / asset.filename

@@ -143,6 +143,7 @@ def _tampered_copy(folder: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_tampered_graph_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = _tampered_copy(tmp_path)
     want = assets.ASSETS["facenet512"].sha256

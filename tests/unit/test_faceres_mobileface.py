@@ -359,6 +359,7 @@ def test_a_faceres_batch_embeds_as_its_faces_one_by_one(faceres_model: faceres.F
     np.testing.assert_allclose(batched, singles, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tampered_faceres_weights_are_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,6 +182,7 @@ CONV_0 = "MobileFaceNet/MobileFaceNet/Conv2d_0/Conv2D_weights"
 DW_7 = "MobileFaceNet/MobileFaceNet/Conv2d_4_InvResBlock_3/SeparableConv2d/depthwise_weights"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "message"),
     [

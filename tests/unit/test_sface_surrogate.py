@@ -153,6 +153,7 @@ def test_the_window_is_the_fitted_one() -> None:
 # --- the real model file ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_tampered_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = bytearray(_cached_model().read_bytes())
     data[len(data) // 2] ^= 0x01  # one weight byte: still parses, but is not the reviewed file

@@ -21,6 +21,8 @@ from faceoff.faces.models.augment import feature_dropout
 from faceoff.faces.models.base import EmbeddingModel
 from tests.conftest import ALIGNED
 
+pytestmark = pytest.mark.slow
+
 #: The surrogates with dropout sites, and the assets each needs.
 SURROGATES_WITH_SITES = {
     "facenet": ("facenet",),

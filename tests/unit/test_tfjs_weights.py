@@ -204,6 +204,7 @@ def _need(*names: str) -> None:
             pytest.skip(f"{file} not in the model cache; run `faceoff models fetch` to test it")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stem", "count"),
     [("mobilefacenet", 139), ("faceres", 128), ("mobileface", 75)],
@@ -215,6 +216,7 @@ def test_the_human_models_files_read(stem: str, count: int) -> None:
     assert all(np.all(np.isfinite(w)) for w in weights.values())
 
 
+@pytest.mark.slow
 def test_load_asset_weights_checks_the_shard_name(monkeypatch: pytest.MonkeyPatch) -> None:
     _need("mobilefacenet_json", "faceres_bin")
     with pytest.raises(
