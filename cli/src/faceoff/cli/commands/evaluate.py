@@ -1,0 +1,128 @@
+"""``faceoff evaluate PHOTO --reference DIR``: would recognisers still match a photo to the person?
+In-process (no server)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from faceoff.cli.folders import read_gallery_dir, read_reference_dir
+
+
+def register(sub: Any, loud: argparse.ArgumentParser) -> None:
+    """Add ``evaluate`` to the command's sub-parsers (``loud``: the shared ``--verbose`` flag)."""
+    p = sub.add_parser(
+        "evaluate",
+        help="would recognisers still match a photo to the person? (in-process)",
+        parents=[loud],
+    )
+    p.add_argument("photo", type=Path, help="the (protected) photo to check")
+    p.add_argument(
+        "--reference", type=Path, help="folder of the person's own photos, to verify against"
+    )
+    p.add_argument(
+        "--gallery",
+        type=Path,
+        help="folder with one sub-folder of photos per identity, to identify in",
+    )
+    p.add_argument(
+        "--recognizers",
+        help="comma-separated: dlib, sface, facenet, facenet512, mobilefacenet, rekognition, "
+        "azure, facepp (default: dlib, sface, facenet and every configured cloud API)",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=0, help="identities to rank with --gallery (default 3)"
+    )
+    p.add_argument(
+        "--use-api-threshold",
+        action="store_true",
+        help="each API's own threshold instead of tau = 0.5",
+    )
+    p.add_argument(
+        "--attacked",
+        help="models the photo's protection used (its surrogates and loop recognisers), "
+        "comma-separated; their verdicts are marked white-box (default: the default "
+        "profile's surrogates, facenet,sface)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=run, traced=True)
+
+
+def print_verdicts(photo: Path, verdicts: list[Any]) -> None:
+    """One line per recogniser, plus its ranking when there is one."""
+    print(f"{photo}:")
+    for v in verdicts:
+        box = "white-box" if v.white_box else "black-box"
+        if not v.configured:
+            line = "not configured"
+        elif v.error:
+            line = f"error ({v.error_kind}): {v.error}"
+        elif v.verification is not None:
+            ver = v.verification
+            distance = f", distance {ver.distance:.3f}" if ver.distance is not None else ""
+            line = (
+                f"{'MATCH   ' if ver.match else 'no match'} confidence {ver.confidence:.3f} "
+                f"(threshold {ver.threshold:.2f}{distance})"
+            )
+        else:
+            line = "identification only"
+        print(f"  {v.recognizer:12s} {box}  {line}")
+        if v.decoys is not None:
+            d = v.decoys
+            among = f"rank {d.rank} of {d.gallery_size} among public-figure decoys"
+            print(f"  {'':12s} {'still identified' if d.identified else 'not identified'}: {among}")
+        if v.top_k:
+            print(f"  {'':12s} top: " + ", ".join(f"{s.name} {s.confidence:.3f}" for s in v.top_k))
+
+
+def run(args: argparse.Namespace) -> int:
+    from faceoff.common.errors import FaceOffError
+    from faceoff.common.settings import SettingsError
+    from faceoff.evaluator.cloud.credentials import CloudConfig
+    from faceoff.evaluator.evaluation import EvaluationRequest, Evaluator
+    from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
+
+    if args.reference is None and args.gallery is None:
+        print("faceoff evaluate: give --reference DIR, --gallery DIR or both", file=sys.stderr)
+        return 2
+    try:
+        data = args.photo.read_bytes()
+    except OSError as exc:
+        print(f"faceoff evaluate: cannot read {args.photo}: {exc.strerror}", file=sys.stderr)
+        return 2
+    references = read_reference_dir(args.reference) if args.reference else []
+    gallery = read_gallery_dir(args.gallery) if args.gallery else {}
+    names = [n.strip() for n in (args.recognizers or "").split(",") if n.strip()]
+    # Load only the local models that were asked for (the default ones when none was named).
+    local = (
+        [n for n in LOCAL_RECOGNIZERS if n in names] if names else list(DEFAULT_LOCAL_RECOGNIZERS)
+    )
+    try:
+        evaluator = Evaluator(local=local, cloud_config=CloudConfig.from_env())
+    except SettingsError as exc:
+        print(f"faceoff evaluate: bad setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        request = EvaluationRequest(
+            photo=data,
+            references=references,
+            gallery=gallery,
+            recognizers=names,
+            top_k=args.top_k,
+            use_api_threshold=args.use_api_threshold,
+            attacked_models=[n.strip() for n in (args.attacked or "").split(",") if n.strip()],
+        )
+        verdicts = evaluator.evaluate(request)
+    except FaceOffError as exc:
+        print(f"faceoff evaluate: {args.photo}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        evaluator.close()
+    if args.json:
+        print(json.dumps({"photo": str(args.photo), "verdicts": [v.to_json() for v in verdicts]}))
+    else:
+        print_verdicts(args.photo, verdicts)
+    return 0
