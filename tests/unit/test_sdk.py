@@ -745,3 +745,32 @@ def test_profiles_come_from_the_contract() -> None:
     assert inspect.signature(Client.protect).parameters["profile"].default == (
         faceoff.sdk.DEFAULT_PROFILE
     )
+
+
+def test_a_client_runs_on_the_backend_it_is_given() -> None:
+    """Client and AsyncClient share one base: a backend in place of the services (what
+    ``local()`` passes), never both, and the same repr."""
+    from faceoff.v1 import detector_pb2
+
+    class Backend:
+        closed = False
+
+        def detect(
+            self, request: detector_pb2.DetectRequest, timeout: float | None = None
+        ) -> detector_pb2.DetectResponse:
+            assert request.image.data  # the photo, encoded
+            return detector_pb2.DetectResponse(width=32, height=24)
+
+        def close(self) -> None:
+            self.closed = True
+
+    backend = Backend()
+    with Client(backend=backend) as client:  # type: ignore[arg-type]
+        assert client.detect(PIXELS).width == 32
+        assert repr(client) == "Client.local()" and client.target is None
+    assert backend.closed
+    with pytest.raises(ValueError, match="not both"):
+        Client("localhost:1", backend=backend)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"AsyncClient\.local\(\)"):
+        AsyncClient("")
+    assert repr(Client("localhost:1")) == "Client('localhost:1')"

@@ -26,17 +26,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from faceoff.sdk import _convert
+from faceoff.sdk._base import DETECTOR, EVALUATOR, MASKER, ClientBase, RemoteBase, check_request
 from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
-from faceoff.sdk._grpc import Caller, Deadline, TLSOption, aio_channel, metadata
-from faceoff.sdk.client import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_TIMEOUT,
-    DETECTOR,
-    EVALUATOR,
-    MASKER,
-    check_request,
-)
-from faceoff.sdk.config import RetryPolicy
+from faceoff.sdk._grpc import Deadline, aio_channel
 from faceoff.sdk.errors import InternalError
 from faceoff.sdk.photos import PhotoInput
 from faceoff.sdk.types import Detection, Progress, ProtectedPhoto, Verdict
@@ -75,35 +67,14 @@ class _AsyncBackend(Protocol):
     async def close(self) -> None: ...
 
 
-class _AsyncRemote:
+class _AsyncRemote(RemoteBase[grpc.aio.Channel]):
     """The services over ``grpc.aio`` channels, with retries; one channel per distinct address."""
 
-    def __init__(
-        self,
-        target: str,
-        detector: str | None,
-        evaluator: str | None,
-        tls: TLSOption,
-        token: str | None,
-        timeout: float,
-        retries: int | RetryPolicy,
-        max_message_bytes: int,
-    ) -> None:
-        self.addresses = {
-            MASKER: target,
-            DETECTOR: detector or target,
-            EVALUATOR: evaluator or target,
-        }
-        self._caller = Caller(RetryPolicy.of(retries), timeout, metadata(token))
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        for address in self.addresses.values():
-            if address not in self._channels:
-                self._channels[address] = aio_channel(address, tls, max_message_bytes)
-        self._masker = masker_pb2_grpc.MaskerStub(self._channels[self.addresses[MASKER]])
-        self._detector = detector_pb2_grpc.DetectorStub(self._channels[self.addresses[DETECTOR]])
-        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(
-            self._channels[self.addresses[EVALUATOR]]
-        )
+    def __init__(self, *args: Any) -> None:
+        super().__init__(aio_channel, *args)
+        self._masker = masker_pb2_grpc.MaskerStub(self.channel(MASKER))
+        self._detector = detector_pb2_grpc.DetectorStub(self.channel(DETECTOR))
+        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self.channel(EVALUATOR))
 
     async def protect(
         self,
@@ -217,7 +188,7 @@ class _AsyncLocal:
         self.pipeline.close()
 
 
-class AsyncClient:
+class AsyncClient(ClientBase[_AsyncBackend]):
     """The asyncio form of :class:`faceoff.sdk.Client`: same arguments, same results, coroutines.
 
     Create it inside a running event loop (gRPC's asyncio channels belong to one loop).
@@ -229,54 +200,13 @@ class AsyncClient:
             protected = await client.protect("me.jpg", on_progress=lambda p: print(p.stage, p.iteration))
     """
 
-    _backend: _AsyncBackend
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        detector: str | None = None,
-        evaluator: str | None = None,
-        tls: TLSOption = None,
-        token: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int | RetryPolicy = 3,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        if not isinstance(target, str) or not target:
-            raise ValueError(
-                "target must be the masker's address, host:port (or use AsyncClient.local())"
-            )
-        self._backend = _AsyncRemote(
-            target, detector, evaluator, tls, token, timeout, retries, max_message_bytes
-        )
-        self.target: str | None = target
+    @staticmethod
+    def _remote(*args: Any) -> _AsyncBackend:
+        return _AsyncRemote(*args)
 
     @classmethod
-    def local(
-        cls,
-        *,
-        recognizers: Iterable[str] | None = None,
-        detect_max_side: int = 1024,
-        max_pixels: int | None = None,
-    ) -> AsyncClient:
-        """The pipeline in this process, on worker threads (see :meth:`faceoff.sdk.Client.local`).
-
-        Example::
-
-            client = AsyncClient.local()
-            protected = await client.protect("me.jpg", seed=1)
-        """
-        from faceoff.sdk.local import LocalPipeline
-
-        client = object.__new__(cls)
-        client._backend = _AsyncLocal(
-            LocalPipeline(
-                list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels
-            )
-        )
-        client.target = None
-        return client
+    def _local(cls, pipeline: LocalPipeline) -> _AsyncBackend:
+        return _AsyncLocal(pipeline)
 
     async def protect(
         self,
@@ -368,6 +298,3 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        return f"AsyncClient({self.target!r})" if self.target else "AsyncClient.local()"

@@ -23,9 +23,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from faceoff.sdk import _convert
+from faceoff.sdk._base import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TIMEOUT,
+    DETECTOR,
+    EVALUATOR,
+    MASKER,
+    ClientBase,
+    RemoteBase,
+    check_request,
+)
 from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
-from faceoff.sdk._grpc import Caller, Deadline, TLSOption, metadata, sync_channel
-from faceoff.sdk.config import RetryPolicy
+from faceoff.sdk._grpc import Deadline, sync_channel
 from faceoff.sdk.errors import InternalError
 from faceoff.sdk.photos import PhotoInput
 from faceoff.sdk.types import Detection, Progress, ProtectedPhoto, Verdict
@@ -41,14 +50,17 @@ from faceoff.v1 import (
 if TYPE_CHECKING:
     from typing import Unpack
 
-__all__ = ["Client"]
+    from faceoff.sdk.local import LocalPipeline
 
-#: Default deadline of one attempt, in seconds: protecting a large photo on a CPU can take a minute.
-DEFAULT_TIMEOUT = 300.0
-#: Largest message the client sends or accepts (the services' own limit is 20 MiB by default).
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-MASKER, DETECTOR, EVALUATOR = "faceoff.v1.Masker", "faceoff.v1.Detector", "faceoff.v1.Evaluator"
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TIMEOUT",
+    "DETECTOR",
+    "EVALUATOR",
+    "MASKER",
+    "Client",
+    "check_request",
+]
 
 EventSink = Callable[[masker_pb2.ProtectProgress], None]
 
@@ -71,35 +83,14 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
-class _Remote:
+class _Remote(RemoteBase[grpc.Channel]):
     """The services over gRPC, with retries; one channel per distinct address."""
 
-    def __init__(
-        self,
-        target: str,
-        detector: str | None,
-        evaluator: str | None,
-        tls: TLSOption,
-        token: str | None,
-        timeout: float,
-        retries: int | RetryPolicy,
-        max_message_bytes: int,
-    ) -> None:
-        self.addresses = {
-            MASKER: target,
-            DETECTOR: detector or target,
-            EVALUATOR: evaluator or target,
-        }
-        self._caller = Caller(RetryPolicy.of(retries), timeout, metadata(token))
-        self._channels: dict[str, grpc.Channel] = {}
-        for address in self.addresses.values():
-            if address not in self._channels:
-                self._channels[address] = sync_channel(address, tls, max_message_bytes)
-        self._masker = masker_pb2_grpc.MaskerStub(self._channels[self.addresses[MASKER]])
-        self._detector = detector_pb2_grpc.DetectorStub(self._channels[self.addresses[DETECTOR]])
-        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(
-            self._channels[self.addresses[EVALUATOR]]
-        )
+    def __init__(self, *args: Any) -> None:
+        super().__init__(sync_channel, *args)
+        self._masker = masker_pb2_grpc.MaskerStub(self.channel(MASKER))
+        self._detector = detector_pb2_grpc.DetectorStub(self.channel(DETECTOR))
+        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self.channel(EVALUATOR))
 
     def protect(
         self,
@@ -163,25 +154,7 @@ class _Remote:
             channel.close()
 
 
-def check_request(
-    request: masker_pb2.ProtectRequest, response: masker_pb2.ProtectResponse, recognizers: list[str]
-) -> evaluator_pb2.EvaluateRequest:
-    """The evaluation of a protected photo against the request's references (or the original photo).
-
-    It names the models the protection has seen (its surrogates and, with adaptive
-    amplification, the loop's recognisers), so the evaluator marks their verdicts white-box.
-    """
-    options = response.options
-    attacked = [*options.surrogates, *(options.loop_recognizers if options.adaptive_alpha else ())]
-    return evaluator_pb2.EvaluateRequest(
-        image=response.image,
-        reference_images=list(request.reference_images) or [request.image],
-        recognizers=recognizers,
-        attacked_models=list(dict.fromkeys(attacked)),
-    )
-
-
-class Client:
+class Client(ClientBase[_Backend]):
     """A client of the Face-Off services (or, from :meth:`local`, of the same pipeline in-process).
 
     Args:
@@ -210,63 +183,13 @@ class Client:
         client.close()
     """
 
-    _backend: _Backend
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        detector: str | None = None,
-        evaluator: str | None = None,
-        tls: TLSOption = None,
-        token: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retries: int | RetryPolicy = 3,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        if not isinstance(target, str) or not target:
-            raise ValueError(
-                "target must be the masker's address, host:port (or use Client.local())"
-            )
-        self._backend = _Remote(
-            target, detector, evaluator, tls, token, timeout, retries, max_message_bytes
-        )
-        self.target: str | None = target
+    @staticmethod
+    def _remote(*args: Any) -> _Backend:
+        return _Remote(*args)
 
     @classmethod
-    def local(
-        cls,
-        *,
-        recognizers: Iterable[str] | None = None,
-        detect_max_side: int = 1024,
-        max_pixels: int | None = None,
-    ) -> Client:
-        """A client that runs the pipeline in this process: no servers, the same calls and results.
-
-        Models load, and each kind of attack is traced, on first use (about 20 s before the
-        first photo on a 2-core CPU: docs/speed.md) and stay loaded. With the same seed (and
-        ``FACEOFF_DETERMINISTIC=1`` on both sides), a protection gives the same bytes as a masker
-        service that ran the request, alone or batched with others.
-
-        Args:
-            recognizers: Local recognisers :meth:`evaluate` may use (default dlib, sface,
-                facenet); cloud APIs answer ``configured=False`` in-process.
-            detect_max_side: Longer side of the copy faces are detected on.
-            max_pixels: Largest photo accepted (default 50 megapixels).
-
-        Example::
-
-            client = Client.local()
-            client.protect("me.jpg", seed=1).save("me.protected.jpg")
-        """
-        from faceoff.sdk.local import LocalPipeline
-
-        client = object.__new__(cls)
-        client._backend = LocalPipeline(
-            list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels
-        )
-        client.target = None
-        return client
+    def _local(cls, pipeline: LocalPipeline) -> _Backend:
+        return pipeline
 
     def protect(
         self,
@@ -408,6 +331,3 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"Client({self.target!r})" if self.target else "Client.local()"
