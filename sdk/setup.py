@@ -18,7 +18,6 @@ RUNTIME = [
     "grpcio>=1.71,<2",
     "protobuf>=6.31,<8",
     "googleapis-common-protos>=1.63,<2",
-    "pillow>=10",
 ]
 
 protos = Path(__file__).resolve().parent.parent / "protos"

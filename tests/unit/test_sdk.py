@@ -774,3 +774,21 @@ def test_a_client_runs_on_the_backend_it_is_given() -> None:
     with pytest.raises(ValueError, match=r"AsyncClient\.local\(\)"):
         AsyncClient("")
     assert repr(Client("localhost:1")) == "Client('localhost:1')"
+
+
+def test_the_protected_photo_s_size_comes_from_the_masker_without_decoding() -> None:
+    """The thin SDK needs no Pillow: the masker reports the display size (Pillow only reads it
+    from the image for a masker that does not)."""
+    from faceoff.sdk._convert import protected_photo
+
+    msg = masker_pb2.ProtectResponse(
+        image=common_pb2.Image(data=b"not decoded", format=common_pb2.IMAGE_FORMAT_JPEG),
+        width=640,
+        height=480,
+    )
+    photo = protected_photo(msg)
+    assert (photo.width, photo.height, photo.format) == (640, 480, "JPEG")
+    old = masker_pb2.ProtectResponse(
+        image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG)
+    )
+    assert (protected_photo(old).width, protected_photo(old).height) == (32, 24)

@@ -273,9 +273,20 @@ def _box(b: common_pb2.BoundingBox) -> Box:
     return Box(x=b.x, y=b.y, width=b.width, height=b.height)
 
 
-def _size_and_format(data: bytes, hint: int) -> tuple[int, int, str]:
-    """Display size and format of an encoded photo, from its header."""
-    from PIL import Image
+def _size_and_format(msg: masker_pb2.ProtectResponse) -> tuple[int, int, str]:
+    """Display size and format of the protected photo: as the masker reports them, or read from
+    the image's header (with Pillow, ``faceoff-sdk[images]``) from a masker that does not."""
+    fmt = _FORMATS.get(msg.image.format)
+    if msg.width and msg.height and fmt:
+        return msg.width, msg.height, fmt
+    data, hint = msg.image.data, msg.image.format
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(
+            "this masker does not report the photo's size; install faceoff-sdk[images] "
+            "(Pillow) to read it from the image"
+        ) from None
 
     with Image.open(io.BytesIO(data)) as img:
         width, height = img.size
@@ -331,7 +342,7 @@ def protected_photo(
 ) -> ProtectedPhoto:
     """A :class:`ProtectedPhoto` from the masker's response (and the evaluator's verdicts)."""
     data = msg.image.data
-    width, height, fmt = _size_and_format(data, msg.image.format)
+    width, height, fmt = _size_and_format(msg)
     if msg.HasField("options"):  # the evaluator marked white-box verdicts; mark the adaptive loop's
         loop = set(msg.options.loop_recognizers) if msg.options.adaptive_alpha else set()
         verdicts = [dataclasses.replace(v, in_loop=v.recognizer in loop) for v in verdicts]

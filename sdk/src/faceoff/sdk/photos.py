@@ -50,7 +50,13 @@ def _ndarray(photo: Any) -> bool:
 
 def _array_to_png(array: Any) -> bytes:
     import numpy as np
-    from PIL import Image
+
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(
+            "a photo given as an array is encoded to PNG with Pillow: install faceoff-sdk[numpy]"
+        ) from None
 
     if array.dtype != np.uint8:
         raise TypeError(f"a photo array must be uint8 (values 0..255), got {array.dtype}")

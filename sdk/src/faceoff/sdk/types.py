@@ -420,7 +420,12 @@ class ProtectedPhoto:
         return out
 
     def image(self) -> Any:
-        """The photo as a Pillow image (imports Pillow)."""
-        from PIL import Image
+        """The photo as a Pillow image (needs Pillow: ``faceoff-sdk[images]``)."""
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError(
+                "ProtectedPhoto.image() needs Pillow: install faceoff-sdk[images]"
+            ) from None
 
         return Image.open(io.BytesIO(self.data))

@@ -99,4 +99,6 @@ def result_to_proto(result: ProtectionResult) -> masker_pb2.ProtectResponse:
         faces_found=result.faces_found,
         options=options_to_proto(result.options),
         notes=list(result.notes),
+        width=result.width,
+        height=result.height,
     )
