@@ -363,7 +363,7 @@ def test_chaos_costly_inputs_end_in_documented_codes_and_cheap_calls_are_not_stu
     subject): over-budget pixels, work and faces are refused with the documented codes, a cheap
     call under a maximal one finishes within 2x its solo latency, and the masker stays under its
     memory bound."""
-    from faceoff.cli.bench import chaos
+    from faceoff.bench import chaos
 
     chaos_stack = chaos.Stack(stack.info, stack.process.pid, chaos.DEFAULT_PHOTO.read_bytes())
     cases = ("warm", "refs_over_budget", "work_over_budget", "crowd", "cheap_under_maximal")

@@ -1,6 +1,6 @@
 """Property-based tests (Hypothesis) of photo decoding and option checks, and a short fuzz run.
 
-The properties are the ones ``faceoff bench fuzz`` runs for minutes (:mod:`faceoff.cli.bench.fuzz`):
+The properties are the ones ``faceoff bench fuzz`` runs for minutes (:mod:`faceoff.bench.fuzz`):
 on any bytes, ``decode`` returns a sane photo that re-encodes, or raises InvalidImage; on any
 values, option checks return valid options or raise InvalidOption; never another exception.
 Here Hypothesis draws the inputs (arbitrary bytes, mutated valid photos of every format, PNG
@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from faceoff.cli.bench import fuzz
-from faceoff.cli.bench.hostile import encode, exif_block, no_face_texture, raw_png
+from faceoff.bench import fuzz
+from faceoff.bench.hostile import encode, exif_block, no_face_texture, raw_png
 from faceoff.masker.options import PROFILES, ProtectionOptions
 from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
 
@@ -85,7 +85,7 @@ def test_every_seed_photo_decodes(index: int, max_side: int | None) -> None:
 
 def test_hostile_photos_decode_as_the_services_answer() -> None:
     """Every photo of the hostile corpus: decoded (sane, re-encodable) exactly when the services accept it."""
-    from faceoff.cli.bench.hostile import hostile_inputs
+    from faceoff.bench.hostile import hostile_inputs
     from faceoff.common.imaging import DEFAULT_MAX_PIXELS
     from tests.conftest import CELEBS
 

@@ -1,6 +1,6 @@
 """Every hostile input through every RPC and the CLI: a clear error or a correct result.
 
-The cases come from :func:`faceoff.cli.bench.hostile.hostile_inputs` (generated in code). Each goes
+The cases come from :func:`faceoff.bench.hostile.hostile_inputs` (generated in code). Each goes
 to Detect, Protect, ProtectStream and Evaluate on real servers (the field cases only to the
 RPCs that have the field); the answer must be the expected status with a message naming the
 problem, or a result that is right (display size, faces, output format, alpha, colour profile).
@@ -28,7 +28,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from PIL import Image
 
-from faceoff.cli.bench.hostile import (
+from faceoff.bench.hostile import (
     EVALUATE_RECOGNIZERS,
     RPCS,
     HostileCase,

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 import faceoff.sdk._grpc as sdk_grpc
-from faceoff.cli.bench import load
+from faceoff.bench import load
 from faceoff.common.errors import Overloaded
 from faceoff.common.retry_hint import retry_after_from
 from faceoff.common.server import ServiceSpec, start_server
@@ -416,7 +416,7 @@ def test_bench_load_only_targets_this_machine(capsys: pytest.CaptureFixture[str]
 def test_bench_load_takes_one_concurrency_or_a_sweep_and_names_a_bad_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from faceoff.cli.bench import load
+    from faceoff.bench import load
     from faceoff.cli.main import build_parser
 
     assert load.parse_levels("8") == [8] and load.parse_levels("1,4,8") == [1, 4, 8]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faceoff.cli.bench import startup
+from faceoff.bench import startup
 
 
 def stamps() -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceoff.cli.bench.transfer import contact_sheet, goal, judged_recognizers, parse_settings, plot
+from faceoff.bench.transfer import contact_sheet, goal, judged_recognizers, parse_settings, plot
 from faceoff.masker.options import resolve
 
 

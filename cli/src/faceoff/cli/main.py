@@ -24,10 +24,15 @@ import sys
 from typing import Any
 
 from faceoff.cli._version import __version__
-from faceoff.cli.commands import bench, detect, evaluate, models, protect, serve
+from faceoff.cli.commands import detect, evaluate, models, protect, serve
 
-#: The sub-commands in the order ``faceoff --help`` lists them (deploy adds itself last).
-COMMANDS = (detect, protect, evaluate, serve, models, bench)
+#: The sub-commands in the order ``faceoff --help`` lists them; then the plugins' (entry point
+#: group ``faceoff.commands``: ``bench`` from faceoff-bench), then deploy.
+COMMANDS = (detect, protect, evaluate, serve, models)
+#: Plugins whose absence gets a sub-command that says how to install them.
+PLUGINS = {
+    "bench": "the benchmarks are the project's dev tooling: pip install ./bench (faceoff-bench)"
+}
 
 # Kept importable from here, where they used to live.
 print_receipt = protect.print_receipt
@@ -50,11 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for command in COMMANDS:
         command.register(sub, loud)
+    _add_plugins(sub, loud)
     from faceoff.cli.deploy.commands import add_deploy_parser, run  # argparse only until used
 
     add_deploy_parser(sub)
     sub.choices["deploy"].set_defaults(run=run)
     return parser
+
+
+def _add_plugins(sub: Any, loud: argparse.ArgumentParser) -> None:
+    """The sub-commands other distributions provide (``register(sub, loud)`` modules named in the
+    entry point group ``faceoff.commands``); a missing one of :data:`PLUGINS` says how to get it."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="faceoff.commands"):
+        if entry.name not in sub.choices:
+            entry.load().register(sub, loud)
+    for name, hint in PLUGINS.items():
+        if name not in sub.choices:
+            p = sub.add_parser(name, help=f"(not installed) {hint}")
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(run=lambda args, name=name, hint=hint: _missing(name, hint))
+
+
+def _missing(name: str, hint: str) -> int:
+    print(f"faceoff {name}: not installed here; {hint}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

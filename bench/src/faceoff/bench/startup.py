@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.sdk import DEFAULT_PROFILE
 
@@ -106,7 +106,7 @@ def run(
         [
             sys.executable,
             "-m",
-            "faceoff.cli.bench.startup",
+            "faceoff.bench.startup",
             "--child",
             profile,
             str(photo),

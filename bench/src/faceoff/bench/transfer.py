@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.faces.whitebox import is_white_box
 from faceoff.sdk import DEFAULT_PROFILE

@@ -1,4 +1,10 @@
-"""``faceoff bench ...``: the benchmarks that print figures (each in :mod:`faceoff.cli.bench`)."""
+"""``faceoff bench ...``: the benchmarks that print figures, one module each in this package.
+
+The ``faceoff`` command finds this sub-command through the entry point group
+``faceoff.commands`` (``bench/pyproject.toml``), so the user's ``faceoff`` distribution neither
+ships nor imports the benchmarks; without ``faceoff-bench`` installed, ``faceoff bench`` says how
+to get it.
+"""
 
 from __future__ import annotations
 
@@ -218,11 +224,11 @@ def _fuzz(bench_sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.bench == "detector":
-        from faceoff.cli.bench import detector
+        from faceoff.bench import detector
 
         return detector.main(args.photo, args.repeats, args.json_out, args.detect_max_side)
     if args.bench == "speed":
-        from faceoff.cli.bench import speed
+        from faceoff.bench import speed
 
         return speed.main(
             args.data,
@@ -235,27 +241,27 @@ def run(args: argparse.Namespace) -> int:
             args.device,
         )
     if args.bench == "startup":
-        from faceoff.cli.bench import startup
+        from faceoff.bench import startup
 
         return startup.main(args.profile, args.photo, args.photos, args.json_out)
     if args.bench == "transfer":
-        from faceoff.cli.bench import transfer
+        from faceoff.bench import transfer
 
         return transfer.main(args)
     if args.bench == "frontier":
-        from faceoff.cli.bench import transfer
+        from faceoff.bench import transfer
 
         return transfer.frontier_main(args)
     if args.bench == "load":
-        from faceoff.cli.bench import load
+        from faceoff.bench import load
 
         return load.main(args)
     if args.bench == "chaos":
-        from faceoff.cli.bench import chaos
+        from faceoff.bench import chaos
 
         return chaos.main(args)
     if args.bench == "fuzz":
-        from faceoff.cli.bench import fuzz
+        from faceoff.bench import fuzz
 
         return fuzz.main(args.duration, args.seed, args.json_out, args.crashes)
     return 2

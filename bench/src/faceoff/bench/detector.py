@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 
 DEFAULT_PHOTO = CELEBS / "photos/barack/barack_01.jpg"

@@ -15,7 +15,7 @@ The ``check_*`` functions below assert that contract for one input and return it
 (``"ok"`` or the expected exception's name); any other exception propagates. The test suite
 drives them with Hypothesis (``tests/reliability/test_fuzz_properties.py``); :func:`run` drives
 them for a given time with a seeded mutation loop over the hostile corpus of
-:mod:`faceoff.cli.bench.hostile` and random option values (no Hypothesis needed), and reports the
+:mod:`faceoff.bench.hostile` and random option values (no Hypothesis needed), and reports the
 outcomes, the unexpected exceptions, the slowest input and the peak memory.
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.report import emit, print_table
 from faceoff.common.errors import InvalidImage, InvalidOption
 from faceoff.common.imaging import SUPPORTED_FORMATS, Photo, decode, encode
 from faceoff.sdk import PROFILES
@@ -183,8 +183,8 @@ def check_evaluate_request(message: Any) -> str:
 
 def seed_corpus(data_dir: Path | None = None) -> list[bytes]:
     """Valid small photos of every format plus the photo cases of the hostile corpus."""
-    from faceoff.cli.bench.hostile import encode as encode_image
-    from faceoff.cli.bench.hostile import hostile_inputs, no_face_texture
+    from faceoff.bench.hostile import encode as encode_image
+    from faceoff.bench.hostile import hostile_inputs, no_face_texture
 
     small = no_face_texture(48, 32, seed=7)
     corpus = [encode_image(small, fmt) for fmt in ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.sdk import DEFAULT_PROFILE
 
@@ -212,7 +212,7 @@ def main(
         raise SystemExit(
             f"faceoff bench speed: --batches is {batches!r}; give positive integers, e.g. 1,8,32"
         )
-    from faceoff.cli.bench.transfer import parse_settings
+    from faceoff.bench.transfer import parse_settings
 
     result = run(
         Path(data) if data else SHARED,

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.common.memory import reset_peak, status_bytes
 from faceoff.sdk import DEFAULT_PROFILE

@@ -47,8 +47,8 @@ from typing import Any
 
 from PIL import Image
 
-from faceoff.cli.bench.load import DEFAULT_PHOTO, LoadError, serve_all
-from faceoff.cli.bench.report import emit, print_table
+from faceoff.bench.load import DEFAULT_PHOTO, LoadError, serve_all
+from faceoff.bench.report import emit, print_table
 from faceoff.cli.paths import CELEBS
 from faceoff.common.memory import reset_peak, status_bytes
 from faceoff.sdk import DEFAULT_PROFILE
