@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from faceoff.cli.paths import IMAGE_SUFFIXES
+from faceoff.cli.progress import Bars, Lines, Reporter
 from faceoff.cli.verdicts import verdict_word
 from faceoff.sdk import Client, FaceOffError, Progress, ProtectedPhoto
 
@@ -119,81 +120,6 @@ def remove_leftovers(output: Path) -> None:
     if output.parent.is_dir():
         for leftover in output.parent.glob(f".{output.name}.*.part"):
             leftover.unlink(missing_ok=True)
-
-
-class Reporter(Protocol):
-    """Where progress goes."""
-
-    def start(self, index: int, item: Item) -> None: ...
-    def progress(self, event: Progress) -> None: ...
-    def done(self, index: int, item: Item, line: str) -> None: ...
-    def close(self) -> None: ...
-
-
-class Lines:
-    """One plain line per photo on standard error (for logs and pipes)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def start(self, index: int, item: Item) -> None:
-        pass
-
-    def progress(self, event: Progress) -> None:
-        pass
-
-    def done(self, index: int, item: Item, line: str) -> None:
-        print(f"[{index + 1}/{self.total}] {line}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class Bars:
-    """tqdm bars on a terminal: photos done, and the current photo's attack iterations."""
-
-    def __init__(self, total: int) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self.photos = tqdm(
-            total=total, unit="photo", position=0, file=sys.stderr, dynamic_ncols=True
-        )
-        self.iterations: Any = None
-
-    def start(self, index: int, item: Item) -> None:
-        self.iterations = self._tqdm(
-            total=0,
-            desc=item.source.name,
-            unit="it",
-            position=1,
-            leave=False,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-
-    def progress(self, event: Progress) -> None:
-        bar = self.iterations
-        if bar is None:
-            return
-        bar.set_postfix_str(event.stage, refresh=False)
-        if event.iterations and bar.total != event.iterations:
-            bar.reset(total=event.iterations)
-        if event.iterations:
-            bar.n = event.iteration
-        bar.refresh()
-
-    def done(self, index: int, item: Item, line: str) -> None:
-        if self.iterations is not None:
-            self.iterations.close()
-            self.iterations = None
-        self.photos.update(1)
-        self._tqdm.write(line, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.iterations is not None:
-            self.iterations.close()
-        self.photos.close()
 
 
 def summary(items: Sequence[Item], checks: Sequence[str], seconds: float) -> str:
@@ -326,12 +252,12 @@ def run(
                 }
                 line, stop = f"{item.source}: {item.output} exists, skipped", False
             else:
-                reporter.start(index, item)
+                reporter.start(index, item.source.name)
                 item.receipt, line, stop = protect_one(client, item, protect, reporter.progress)
             if item.receipt["status"] == "failed":
                 code = 1
                 line = f"faceoff protect: {line}"
-            reporter.done(index, item, line)
+            reporter.done(index, line)
             if json_lines:
                 print(json.dumps(item.receipt), flush=True)
             if stop:

@@ -24,33 +24,30 @@ detector, and this command's health probes use them too (health checks need no t
 
 from __future__ import annotations
 
-import ctypes
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import grpc
+from faceoff.cli.children import (
+    GRPC_NAMES,
+    SERVICES,
+    Child,
+    _die_with_parent,
+    _kill,
+    announce,
+    dial_host,
+    drain,
+    free_port,
+    plan,
+)
+from faceoff.cli.commands._flags import DETECTOR_CLIENT_SECURITY, SERVER_SECURITY
+from faceoff.cli.health import Probe, probe_for, serving
 
-#: The services in the order they start and are listed: the data flows this way.
-SERVICES: tuple[str, ...] = ("detector", "masker", "evaluator")
-GRPC_NAMES = {
-    "detector": "faceoff.v1.Detector",
-    "masker": "faceoff.v1.Masker",
-    "evaluator": "faceoff.v1.Evaluator",
-}
-DEFAULT_BASE_PORT = 50051
-DEFAULT_METRICS_BASE_PORT = 9101
-#: Time the supervisor gives the children beyond their own grace period before killing them.
-KILL_MARGIN_SECONDS = 10.0
 #: How often the supervisor checks a serving child's health (``""``), and how many failed
 #: checks in a row (each with a 2 s deadline) make it hung.
 HEALTH_INTERVAL_SECONDS = 2.0
@@ -62,168 +59,9 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 300.0
 
 
-@dataclass
-class Child:
-    """One service process and where it listens."""
-
-    name: str
-    port: int
-    metrics_port: int
-    argv: list[str]
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    #: Supervision: restart times in the window, failed checks in a row, whether it has served
-    #: since its last start, when it was started, when it is due to start again, next check.
-    restarts: list[float] = field(default_factory=list)
-    failed_checks: int = 0
-    ready: bool = True
-    started: float = 0.0
-    restart_at: float | None = None
-    next_check: float = 0.0
-
-
-def dial_host(host: str) -> str:
-    """The host a client on this machine dials for a server listening on ``host``."""
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::", "[::]") else host
-
-
-def free_port(host: str) -> int:
-    """A port on ``host`` that is free right now (the child binds it a moment later)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host.strip("[]"), 0))
-        return int(s.getsockname()[1])
-
-
-def plan(
-    host: str,
-    base_port: int,
-    metrics_base_port: int,
-    free_ports: bool,
-    log_level: str | None,
-    local_recognizers: str | None,
-) -> list[Child]:
-    """The three children: ports (consecutive from the bases, or free ones) and command lines."""
-    children: list[Child] = []
-    for i, name in enumerate(SERVICES):
-        port = free_port(host) if free_ports else base_port + i
-        if metrics_base_port < 0:
-            metrics = -1
-        else:
-            metrics = free_port(host) if free_ports else metrics_base_port + i
-        argv = [
-            sys.executable,
-            "-m",
-            "faceoff.cli",
-            "serve",
-            name,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics),
-        ]
-        if log_level:
-            argv += ["--log-level", log_level]
-        if name == "masker":
-            argv += ["--detector", f"{dial_host(host)}:{children[0].port}"]
-        if name == "evaluator" and local_recognizers is not None:
-            argv += ["--local-recognizers", local_recognizers]
-        children.append(Child(name, port, metrics, argv))
-    return children
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if the supervisor dies without draining it (e.g. SIGKILL)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-#: Flags of ``faceoff serve all`` that become the children's ``FACEOFF_*`` variables.
-SECURITY_FLAGS: tuple[str, ...] = (
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-    "auth_tokens_file",
-    "rate_limit_per_client",
-    "rate_limit_burst",
-    "detector_tls_ca",
-    "detector_tls_cert",
-    "detector_tls_key",
-    "detector_tls_server_name",
-    "detector_token_file",
-)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """How the supervisor dials its children's health service: plaintext, or TLS like the masker."""
-
-    credentials: grpc.ChannelCredentials | None = None
-    server_name: str | None = None
-
-
-def probe_for(env: Mapping[str, str]) -> Probe:
-    """The probe for children started with ``env``; SettingsError when TLS lacks a client side.
-
-    With ``FACEOFF_TLS_CERT`` the three serve TLS, so the masker (and this probe) need the CA to
-    trust (``FACEOFF_DETECTOR_TLS_CA``), and with ``FACEOFF_TLS_CLIENT_CA`` a client certificate
-    (``FACEOFF_DETECTOR_TLS_CERT``/``_KEY``); with ``FACEOFF_AUTH_TOKENS_FILE`` the masker needs
-    its token (``FACEOFF_DETECTOR_TOKEN_FILE``).
-    """
-    from faceoff.common import security
-    from faceoff.common.settings import SettingsError
-
-    def get(name: str) -> str | None:
-        return env.get("FACEOFF_" + name) or None
-
-    if get("AUTH_TOKENS_FILE") and not get("DETECTOR_TOKEN_FILE"):
-        raise SettingsError(
-            "FACEOFF_AUTH_TOKENS_FILE is set: the masker needs FACEOFF_DETECTOR_TOKEN_FILE "
-            "(--detector-token-file) to call the detector"
-        )
-    if not get("TLS_CERT"):
-        return Probe()
-    if not get("DETECTOR_TLS_CA") and not get("DETECTOR_TLS_CERT"):
-        raise SettingsError(
-            "FACEOFF_TLS_CERT is set: the masker and the health probes need FACEOFF_DETECTOR_TLS_CA "
-            "(--detector-tls-ca), the CA that signed it"
-        )
-    if get("TLS_CLIENT_CA") and not get("DETECTOR_TLS_CERT"):
-        raise SettingsError(
-            "FACEOFF_TLS_CLIENT_CA is set (mutual TLS): the masker and the health probes need "
-            "FACEOFF_DETECTOR_TLS_CERT and FACEOFF_DETECTOR_TLS_KEY (--detector-tls-cert/--detector-tls-key)"
-        )
-    credentials = security.channel_credentials(
-        get("DETECTOR_TLS_CA"),
-        get("DETECTOR_TLS_CERT"),
-        get("DETECTOR_TLS_KEY"),
-        names=("FACEOFF_DETECTOR_TLS_CA", "FACEOFF_DETECTOR_TLS_CERT", "FACEOFF_DETECTOR_TLS_KEY"),
-    )
-    return Probe(credentials, get("DETECTOR_TLS_SERVER_NAME"))
-
-
-def serving(address: str, service: str, probe: Probe = Probe()) -> bool:
-    """Whether ``service`` at ``address`` answers health SERVING (over TLS when ``probe`` says so)."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    if probe.credentials is None:
-        channel = grpc.insecure_channel(address)
-    else:
-        options = (
-            [("grpc.ssl_target_name_override", probe.server_name)] if probe.server_name else []
-        )
-        channel = grpc.secure_channel(address, probe.credentials, options)
-    try:
-        with channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2
-            )
-    except grpc.RpcError:
-        return False
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+#: Flags of ``faceoff serve all`` that become the children's ``FACEOFF_*`` variables: the servers'
+#: security flags and the masker's to reach the detector.
+SECURITY_FLAGS: tuple[str, ...] = SERVER_SECURITY + DETECTOR_CLIENT_SECURITY
 
 
 def _check(c: Child, host: str, probe: Probe, ready_timeout: float) -> str | None:
@@ -265,12 +103,6 @@ def _check(c: Child, host: str, probe: Probe, ready_timeout: float) -> str | Non
     return None
 
 
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL: a hung or stopped process would not drain on SIGTERM."""
-    process.kill()
-    process.wait()
-
-
 def _restart_counter(host: str, port: int | None) -> Any:
     """``faceoff_serve_all_restarts_total{service}`` served on ``port`` (None: no metrics)."""
     if port is None:
@@ -296,45 +128,6 @@ def _restart_counter(host: str, port: int | None) -> Any:
             file=sys.stderr,
         )
     return counter
-
-
-def announce(children: list[Child], host: str, metrics_port: int | None = None) -> None:
-    """Print where each service listens: a table for people, then one JSON line for programs."""
-    doc: dict[str, Any] = {}
-    for c in children:
-        address = f"{dial_host(host)}:{c.port}"
-        assert c.process is not None
-        metrics = (
-            f"http://{dial_host(host)}:{c.metrics_port}/metrics" if c.metrics_port >= 0 else "off"
-        )
-        print(f"{c.name:9s} {address:21s} metrics {metrics}  (pid {c.process.pid})")
-        doc[c.name] = {
-            "address": address,
-            "metrics_port": c.metrics_port if c.metrics_port >= 0 else None,
-            "pid": c.process.pid,
-        }
-    if metrics_port is not None:
-        print(f"{'supervisor':9s} restarts at http://{dial_host(host)}:{metrics_port}/metrics")
-        doc["supervisor"] = {"metrics_port": metrics_port, "pid": os.getpid()}
-    print("all three SERVING; Ctrl-C or SIGTERM drains them")
-    print(json.dumps(doc), flush=True)
-
-
-def drain(children: list[Child], grace: float) -> bool:
-    """SIGTERM every running child, wait ``grace`` plus a margin, kill what is left; True if none was killed."""
-    running = [c.process for c in children if c.process is not None and c.process.poll() is None]
-    for p in running:
-        p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace + KILL_MARGIN_SECONDS
-    clean = True
-    for p in running:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            clean = False
-    return clean
 
 
 def run(
