@@ -45,7 +45,7 @@ from faceoff.cli.children import (
     free_port,
     plan,
 )
-from faceoff.cli.commands._flags import DETECTOR_CLIENT_SECURITY, SERVER_SECURITY
+from faceoff.cli.flags import DETECTOR_CLIENT_SECURITY, SERVER_SECURITY
 from faceoff.cli.health import Probe, probe_for, serving
 
 #: How often the supervisor checks a serving child's health (``""``), and how many failed

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from faceoff.cli.commands._flags import add_client_security_flags, client_security
+from faceoff.cli.flags import add_client_security_flags, client_security
 from faceoff.cli.folders import read_reference_dir
 from faceoff.sdk import DEFAULT_PROFILE, PROFILES, Client
 

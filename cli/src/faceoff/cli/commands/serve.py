@@ -8,7 +8,7 @@ import asyncio
 import sys
 from typing import Any
 
-from faceoff.cli.commands._flags import (
+from faceoff.cli.flags import (
     DETECTOR_CLIENT_SECURITY,
     SERVER_SECURITY,
     add_detector_client_flags,
