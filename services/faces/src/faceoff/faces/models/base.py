@@ -33,6 +33,9 @@ class EmbeddingModel(abc.ABC):
     #: Short name used in receipts and benchmark output (e.g. ``"facenet"``).
     name: str = "embedding"
 
+    # A model of fixed sizes declares both as class attributes (``input_size = 160``); one whose
+    # sizes follow its parts (an ensemble, a resized view) as properties.
+
     @property
     @abc.abstractmethod
     def input_size(self) -> int:

@@ -290,15 +290,9 @@ class FaceNet(EmbeddingModel):
         self.network.trainable = False
         self._embed_compiled: Callable[[tf.Tensor], tf.Tensor] | None = None
 
-    @property
-    def input_size(self) -> int:
-        """Side length of the square input: 160 px."""
-        return INPUT_SIZE
-
-    @property
-    def embedding_dim(self) -> int:
-        """Length of the embedding: 128."""
-        return EMBEDDING_DIM
+    #: Side length of the square input: 160 px; length of the embedding: 128.
+    input_size = INPUT_SIZE
+    embedding_dim = EMBEDDING_DIM
 
     def preprocess(self, images01: tf.Tensor) -> tf.Tensor:
         """Per-image standardisation of ``(N, 160, 160, 3)`` images in [0, 1] (differentiable)."""

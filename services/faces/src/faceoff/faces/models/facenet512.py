@@ -208,15 +208,9 @@ class FaceNet512(EmbeddingModel):
         self._network, self._weights = import_embedding_function(graph_def, INPUT_SIZE)
         self._embed_compiled: Callable[[tf.Tensor], tf.Tensor] | None = None
 
-    @property
-    def input_size(self) -> int:
-        """Side length of the square input: 160 px."""
-        return INPUT_SIZE
-
-    @property
-    def embedding_dim(self) -> int:
-        """Length of the embedding: 512."""
-        return EMBEDDING_DIM
+    #: Side length of the square input: 160 px; length of the embedding: 512.
+    input_size = INPUT_SIZE
+    embedding_dim = EMBEDDING_DIM
 
     def preprocess(self, images01: tf.Tensor) -> tf.Tensor:
         """facenet's ``prewhiten`` of ``(N, 160, 160, 3)`` images in [0, 1], on the 0-255 scale.

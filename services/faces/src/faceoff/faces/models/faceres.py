@@ -205,15 +205,9 @@ class FaceRes(EmbeddingModel):
         self.network = FaceResNetwork(weights, self.name)
         self._embed_compiled: Callable[[tf.Tensor], tf.Tensor] | None = None
 
-    @property
-    def input_size(self) -> int:
-        """Side length of the square input: 160 px (the masker's crops)."""
-        return INPUT_SIZE
-
-    @property
-    def embedding_dim(self) -> int:
-        """Length of the embedding: 1024."""
-        return EMBEDDING_DIM
+    #: Side length of the square input: 160 px (the masker's crops); length of the embedding: 1024.
+    input_size = INPUT_SIZE
+    embedding_dim = EMBEDDING_DIM
 
     def preprocess(self, images01: tf.Tensor) -> tf.Tensor:
         """``(N, 160, 160, 3)`` crops in [0, 1] resized to ``(N, 224, 224, 3)`` RGB in 0..255.

@@ -396,15 +396,9 @@ class SFaceModel(EmbeddingModel):
         self._crop = WindowCrop(window, INPUT_SIZE, NETWORK_SIZE)
         self._embed_compiled: Callable[[tf.Tensor], tf.Tensor] | None = None
 
-    @property
-    def input_size(self) -> int:
-        """Side length of the square input: 160 px (the masker's crops)."""
-        return INPUT_SIZE
-
-    @property
-    def embedding_dim(self) -> int:
-        """Length of the embedding: 128."""
-        return EMBEDDING_DIM
+    #: Side length of the square input: 160 px (the masker's crops); length of the embedding: 128.
+    input_size = INPUT_SIZE
+    embedding_dim = EMBEDDING_DIM
 
     def preprocess(self, images01: tf.Tensor) -> tf.Tensor:
         """Cut :attr:`window` out of ``(N, 160, 160, 3)`` crops in [0, 1]; ``(N, 112, 112, 3)`` RGB 0..255.
