@@ -7,6 +7,7 @@ channels; nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import threading
@@ -29,6 +30,34 @@ SHARED = Path(os.environ.get("FACEOFF_SHARED_DIR", REPO.parent / "shared"))
 CELEBS = SHARED / "data" / "faceoff-celebs"
 PHOTOS = CELEBS / "photos"
 ALIGNED = CELEBS / "aligned160"
+
+
+def cached_model_file(name: str) -> Path:
+    """The model cache's file of asset ``name``; skips the test, saying so, when not fetched."""
+    from faceoff.common import assets
+
+    file = assets.default_cache_dir() / assets.ASSETS[name].filename
+    if not file.exists():
+        pytest.skip(f"{file} is not in the model cache; run `faceoff models fetch`")
+    return file
+
+
+@functools.cache
+def _aligned_crops() -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for label, folder in enumerate(sorted(p for p in ALIGNED.iterdir() if p.is_dir())):
+        for png in sorted(folder.glob("*.png")):
+            images.append(np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255.0)
+            labels.append(label)
+    return np.stack(images), np.asarray(labels)
+
+
+def aligned_crops() -> tuple[np.ndarray, np.ndarray]:
+    """The 90 shared 160 px crops in [0, 1] and their identities (read once per process)."""
+    if not ALIGNED.is_dir():
+        pytest.skip(f"{ALIGNED} not found")
+    images, labels = _aligned_crops()
+    return images.copy(), labels.copy()
 
 
 def celeb_photos() -> list[Path]:

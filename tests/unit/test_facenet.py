@@ -15,37 +15,22 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from faceoff.common import assets
 from faceoff.faces.models import SURROGATES, load_surrogate
 from faceoff.faces.models.facenet import (
     FaceNet,
     load_h5_weights,
     per_image_standardization,
 )
+from tests.conftest import aligned_crops, cached_model_file
 
 Weights = dict[str, dict[str, np.ndarray]]
-ALIGNED = Path(__file__).resolve().parents[3] / "shared" / "data" / "faceoff-celebs" / "aligned160"
 
 
 @pytest.fixture(scope="module")
 def facenet() -> FaceNet:
-    file = assets.default_cache_dir() / assets.ASSETS["facenet"].filename
-    if not file.exists():
-        pytest.skip(f"FaceNet weights {file} not in the model cache; run `faceoff models fetch`")
+    cached_model_file("facenet")
     return FaceNet()
-
-
-def _aligned() -> tuple[np.ndarray, np.ndarray]:
-    if not ALIGNED.is_dir():
-        pytest.skip(f"{ALIGNED} not found")
-    images, labels = [], []
-    for label, folder in enumerate(sorted(p for p in ALIGNED.iterdir() if p.is_dir())):
-        for png in sorted(folder.glob("*.png")):
-            images.append(np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255.0)
-            labels.append(label)
-    return np.stack(images), np.asarray(labels)
 
 
 # --- fast tests: no weights needed -------------------------------------------------------------
@@ -134,7 +119,7 @@ def test_load_surrogate_rejects_unknown_name() -> None:
 
 @pytest.mark.slow
 def test_leave_one_out_nearest_centroid_is_perfect(facenet: FaceNet) -> None:
-    images, labels = _aligned()
+    images, labels = aligned_crops()
     emb = facenet.embed_numpy(images)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     classes = np.unique(labels)
@@ -151,7 +136,7 @@ def test_leave_one_out_nearest_centroid_is_perfect(facenet: FaceNet) -> None:
 
 @pytest.mark.slow
 def test_gradients_are_finite_even_at_the_reference(facenet: FaceNet) -> None:
-    images, _ = _aligned()
+    images, _ = aligned_crops()
     x = tf.constant(np.concatenate([images[:2], np.full((1, 160, 160, 3), 0.5, np.float32)]))
     reference = facenet.embed(x)  # the input equals the reference: distance 0
     with tf.GradientTape(persistent=True) as tape:

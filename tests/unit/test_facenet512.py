@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from faceoff.common import assets
 from faceoff.common.assets import AssetError
@@ -27,34 +26,16 @@ from faceoff.faces.models.facenet512 import (
     parse_graph,
     patch_batch_constants,
 )
-from tests.conftest import ALIGNED
+from tests.conftest import aligned_crops, cached_model_file
 
 FLATTEN_SHAPE = "InceptionResnetV1/Logits/Flatten/flatten/Reshape/shape/_1__cf__3"
 BOTTLENECK_SHAPE = "InceptionResnetV1/Bottleneck/BatchNorm/Shape/_0__cf__2"
 
 
-def _cached_graph() -> Path:
-    file = assets.default_cache_dir() / assets.ASSETS["facenet512"].filename
-    if not file.exists():
-        pytest.skip(f"FaceNet512 graph {file} not in the model cache; run `faceoff models fetch`")
-    return file
-
-
 @pytest.fixture(scope="module")
 def model() -> FaceNet512:
-    _cached_graph()
+    cached_model_file("facenet512")
     return FaceNet512()
-
-
-def _aligned() -> tuple[np.ndarray, np.ndarray]:
-    if not ALIGNED.is_dir():
-        pytest.skip(f"{ALIGNED} not found")
-    images, labels = [], []
-    for label, folder in enumerate(sorted(p for p in ALIGNED.iterdir() if p.is_dir())):
-        for png in sorted(folder.glob("*.png")):
-            images.append(np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255.0)
-            labels.append(label)
-    return np.stack(images), np.asarray(labels)
 
 
 # --- fast tests: a small graph shaped like graph_final.pb --------------------------------------
@@ -136,7 +117,7 @@ def test_facenet512_is_a_registered_surrogate() -> None:
 
 def _tampered_copy(folder: Path) -> Path:
     """The cached graph with one weight byte flipped: it still parses, but is not the reviewed file."""
-    data = bytearray(_cached_graph().read_bytes())
+    data = bytearray(cached_model_file("facenet512").read_bytes())
     data[len(data) // 2] ^= 0x01
     out = folder / assets.ASSETS["facenet512"].filename
     out.write_bytes(bytes(data))
@@ -160,7 +141,7 @@ def test_a_tampered_graph_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.slow
 def test_leave_one_out_nearest_centroid_on_aligned_crops(model: FaceNet512) -> None:
-    images, labels = _aligned()
+    images, labels = aligned_crops()
     emb = model.embed_numpy(images)
     assert emb.shape == (len(images), 512)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -182,7 +163,7 @@ def test_leave_one_out_nearest_centroid_on_aligned_crops(model: FaceNet512) -> N
 
 @pytest.mark.slow
 def test_a_batch_embeds_as_its_faces_one_by_one(model: FaceNet512) -> None:
-    images, _ = _aligned()
+    images, _ = aligned_crops()
     x = images[::11][:8]
     batched = model.embed(tf.constant(x)).numpy()
     singles = np.concatenate(
@@ -195,7 +176,7 @@ def test_a_batch_embeds_as_its_faces_one_by_one(model: FaceNet512) -> None:
 @pytest.mark.slow
 def test_gradients_inside_a_compiled_step(model: FaceNet512) -> None:
     # As the attacks use it: model.embed inside their own tf.function, under a GradientTape.
-    images, _ = _aligned()
+    images, _ = aligned_crops()
     ref = weakref.ref(model)  # the compiled-step cache keys on a weak reference
     assert ref() is model
 

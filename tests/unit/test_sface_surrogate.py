@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
 
 from faceoff.common import assets
 from faceoff.common.assets import AssetError
 from faceoff.faces.models import SURROGATES, load_surrogate
 from faceoff.faces.models.sface import WINDOW, OnnxNetwork, SFaceModel, parse_model
 from faceoff.masker.options import SURROGATE_NAMES
-from tests.conftest import ALIGNED
+from tests.conftest import ALIGNED, aligned_crops, cached_model_file
 
 PHOTOS = ALIGNED.parent / "photos"
 DECOYS = (
@@ -31,28 +30,10 @@ DECOYS = (
 )
 
 
-def _cached_model() -> Path:
-    file = assets.default_cache_dir() / assets.ASSETS["sface"].filename
-    if not file.exists():
-        pytest.skip(f"SFace model {file} not in the model cache; run `faceoff models fetch`")
-    return file
-
-
 @pytest.fixture(scope="module")
 def model() -> SFaceModel:
-    _cached_model()
+    cached_model_file("sface")
     return SFaceModel()
-
-
-def _aligned() -> tuple[np.ndarray, np.ndarray]:
-    if not ALIGNED.is_dir():
-        pytest.skip(f"{ALIGNED} not found")
-    images, labels = [], []
-    for label, folder in enumerate(sorted(p for p in ALIGNED.iterdir() if p.is_dir())):
-        for png in sorted(folder.glob("*.png")):
-            images.append(np.asarray(Image.open(png).convert("RGB"), dtype=np.float32) / 255.0)
-            labels.append(label)
-    return np.stack(images), np.asarray(labels)
 
 
 # --- fast tests: tiny ONNX graphs ---------------------------------------------------------------
@@ -155,7 +136,7 @@ def test_the_window_is_the_fitted_one() -> None:
 
 @pytest.mark.slow
 def test_a_tampered_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = bytearray(_cached_model().read_bytes())
+    data = bytearray(cached_model_file("sface").read_bytes())
     data[len(data) // 2] ^= 0x01  # one weight byte: still parses, but is not the reviewed file
     file = tmp_path / assets.ASSETS["sface"].filename
     file.write_bytes(bytes(data))
@@ -197,7 +178,7 @@ def test_the_network_equals_opencv_sface_on_real_aligned_crops(model: SFaceModel
 
 @pytest.mark.slow
 def test_leave_one_out_nearest_centroid_on_aligned_crops(model: SFaceModel) -> None:
-    images, labels = _aligned()
+    images, labels = aligned_crops()
     emb = model.embed_numpy(images)
     assert emb.shape == (len(images), 128)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
@@ -217,7 +198,7 @@ def test_leave_one_out_nearest_centroid_on_aligned_crops(model: SFaceModel) -> N
 
 @pytest.mark.slow
 def test_a_batch_embeds_as_its_faces_one_by_one(model: SFaceModel) -> None:
-    images, _ = _aligned()
+    images, _ = aligned_crops()
     x = images[::11][:8]
     batched = model.embed(tf.constant(x)).numpy()
     singles = np.concatenate(
@@ -229,7 +210,7 @@ def test_a_batch_embeds_as_its_faces_one_by_one(model: SFaceModel) -> None:
 
 @pytest.mark.slow
 def test_gradients_inside_a_compiled_step(model: SFaceModel) -> None:
-    images, _ = _aligned()
+    images, _ = aligned_crops()
     ref = weakref.ref(model)  # the attacks' compiled-step cache keys on a weak reference
     assert ref() is model
 
