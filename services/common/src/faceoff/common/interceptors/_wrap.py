@@ -172,3 +172,26 @@ def code_name(context: Context, failure: str | None) -> str:
         if member.value[0] == code:
             return member.name
     return str(code)
+
+
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler once it is looked up.
+
+    grpc.aio asks every interceptor for a method's handler on each call; this one takes it from
+    the next interceptor (or the servicer) and returns :meth:`wrap`'s, or None (an unknown
+    method) as it is. Subclasses write only :meth:`wrap`.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return self.wrap(handler, handler_call_details.method)
+
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        """``handler`` of the method at ``path`` (``/package.Service/Method``), wrapped."""
+        raise NotImplementedError

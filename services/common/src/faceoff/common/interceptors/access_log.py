@@ -7,29 +7,25 @@ It also gives each call its request id (:mod:`faceoff.common.status`): the clien
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
-
 from faceoff.common import status
-from faceoff.common.interceptors._wrap import Context, Handler, code_name, observe
+from faceoff.common.interceptors._wrap import (
+    Context,
+    Handler,
+    HandlerInterceptor,
+    code_name,
+    observe,
+)
 
 log = logging.getLogger("faceoff.access")
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+class AccessLogInterceptor(HandlerInterceptor):
     """Logs every RPC at INFO (health checks at DEBUG, since probes call them every few seconds)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        method = path
         level = logging.DEBUG if method.startswith("/grpc.") else logging.INFO
 
         def on_start(context: Context) -> tuple[str, str]:

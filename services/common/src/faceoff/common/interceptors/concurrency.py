@@ -15,7 +15,7 @@ interceptor sees it), but it is dropped at once: only the admitted calls stay in
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -24,6 +24,7 @@ from faceoff.common import status
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
+    HandlerInterceptor,
     StreamBehaviour,
     UnaryBehaviour,
     wrap_handler,
@@ -39,7 +40,7 @@ INITIAL_RETRY_SECONDS = 1.0
 _SMOOTHING = 0.2
 
 
-class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
+class ConcurrencyLimitInterceptor(HandlerInterceptor):
     """Admits at most ``limit`` RPCs at once (see the module docstring).
 
     Runs on the server's event loop, so the counter needs no lock.
@@ -70,13 +71,8 @@ class ConcurrencyLimitInterceptor(grpc.aio.ServerInterceptor):
             retry_after=hint,
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(EXEMPT_PREFIXES):
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        if path.startswith(EXEMPT_PREFIXES):
             return handler
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:

@@ -10,7 +10,7 @@ with a generic message (never a stack trace).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from faceoff.common.errors import FaceOffError
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
+    HandlerInterceptor,
     StreamBehaviour,
     UnaryBehaviour,
     wrap_handler,
@@ -48,18 +49,11 @@ async def _abort_for(exc: BaseException, context: Context, method: str) -> None:
     await status.abort(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "INTERNAL")
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(HandlerInterceptor):
     """Maps exceptions raised by servicers to status codes (see module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        method = path
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
             async def wrapped(request: Any, context: Context) -> Any:

@@ -16,13 +16,17 @@ The registry is injected so that tests (and several servers in one process) do n
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from faceoff.common.interceptors._wrap import Context, Handler, code_name, observe
+from faceoff.common.interceptors._wrap import (
+    Context,
+    Handler,
+    HandlerInterceptor,
+    code_name,
+    observe,
+)
 
 #: Latency buckets in seconds: detection is ~0.1-1 s, protection ~1-60 s.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0, 300.0)
@@ -78,21 +82,14 @@ class ServerMetrics:
         )
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(HandlerInterceptor):
     """Records :class:`ServerMetrics` for every RPC. Put it first so it sees the final status."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        service, _, method = path.lstrip("/").rpartition("/")
         kind = "server_stream" if handler.unary_stream is not None else "unary"
         if handler.stream_unary is not None or handler.stream_stream is not None:
             kind = "bidi_stream" if handler.stream_stream is not None else "client_stream"

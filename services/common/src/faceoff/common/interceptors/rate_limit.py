@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -32,6 +32,7 @@ from faceoff.common import status
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
+    HandlerInterceptor,
     StreamBehaviour,
     UnaryBehaviour,
     wrap_handler,
@@ -111,7 +112,7 @@ def client_identity(context: Context) -> str:
     return f"ip:{host}"
 
 
-class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+class RateLimitInterceptor(HandlerInterceptor):
     """Applies :class:`TokenBuckets` per client to every unary and server-streaming RPC."""
 
     def __init__(self, buckets: TokenBuckets, namespace: str, registry: CollectorRegistry) -> None:
@@ -139,15 +140,8 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             retry_after=wait,
         )
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        method = path.rsplit("/", 1)[-1]
 
         def unary(behaviour: UnaryBehaviour) -> UnaryBehaviour:
             async def wrapped(request: Any, context: Context) -> Any:
