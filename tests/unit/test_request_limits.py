@@ -22,7 +22,7 @@ from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode
 from faceoff.detector.detection import DetectedFace, DetectionResult, DetectOptions
 from faceoff.masker import cost
 from faceoff.masker.options import resolve
-from faceoff.masker.pipeline import DEFAULT_MAX_FACES, ProtectCall, protect
+from faceoff.masker.pipeline import DEFAULT_MAX_FACES, ProtectCall, RequestLimits, protect
 
 
 def _image(width: int, height: int, fmt: str = "JPEG") -> bytes:
@@ -67,7 +67,8 @@ def _protect(
     **options: Any,
 ) -> None:
     call = ProtectCall(photo=PHOTO, options=resolve("low", **options), references=references)
-    asyncio.run(protect(call, StandIn(), _crowd(faces), _never, **(limits or {})))  # type: ignore[arg-type]
+    request_limits = RequestLimits(**(limits or {}))
+    asyncio.run(protect(call, StandIn(), _crowd(faces), _never, limits=request_limits))  # type: ignore[arg-type]
 
 
 def test_a_crowd_over_the_limit_is_refused_naming_both_numbers() -> None:

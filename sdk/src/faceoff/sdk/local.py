@@ -159,9 +159,8 @@ class LocalPipeline:
     ) -> masker_pb2.ProtectResponse:
         """What ``Masker.ProtectStream`` does, in-process: progress to ``on_event``, then the
         result. ``timeout`` is accepted for the clients' sake: an in-process call runs to its end."""
-        from faceoff.detector.convert import options_from_proto as detect_options_from_proto
-        from faceoff.masker.convert import options_from_proto, result_to_proto
-        from faceoff.masker.pipeline import ProtectCall, protect_in_process
+        from faceoff.masker.convert import call_from_proto, result_to_proto
+        from faceoff.masker.pipeline import protect_in_process
         from faceoff.masker.server import MaskerSettings
 
         def progress(stage: str, faces: int, iteration: int, iterations: int) -> None:
@@ -173,18 +172,13 @@ class LocalPipeline:
                 )
 
         with _as_sdk_errors():
-            call = ProtectCall(
-                photo=request.image.data,
-                options=options_from_proto(request.options),
-                references=[r.data for r in request.reference_images],
-                detect_options=detect_options_from_proto(request.options.detect),
-            )
+            call = call_from_proto(request)
             result = protect_in_process(
                 call,
                 self.protector(),
                 self.detector(),
                 lock=_attack_lock,
-                max_reference_photos=MaskerSettings().max_reference_photos,
+                limits=MaskerSettings().limits(),
                 progress=progress,
             )
             return result_to_proto(result)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from faceoff.common.errors import InvalidOption
+from faceoff.detector.convert import options_from_proto as detect_options_from_proto
 from faceoff.masker.options import ATTRIBUTES, ProtectionOptions, resolve
+from faceoff.masker.pipeline import ProtectCall
 from faceoff.masker.receipts import FaceReceipt, ProtectionResult
 from faceoff.masker.schema import OPTIONS, OptionSpec
 from faceoff.v1 import common_pb2, masker_pb2
@@ -101,4 +103,20 @@ def result_to_proto(result: ProtectionResult) -> masker_pb2.ProtectResponse:
         notes=list(result.notes),
         width=result.width,
         height=result.height,
+    )
+
+
+def call_from_proto(request: masker_pb2.ProtectRequest) -> ProtectCall:
+    """The protection a Protect request asks for (the masker's servicer and ``Client.local()``
+    alike); bad detection options are refused naming them under ``options.detect``."""
+    try:
+        detect = detect_options_from_proto(request.options.detect)
+    except InvalidOption as exc:
+        field = exc.field and exc.field.replace("options.", "options.detect.", 1)
+        raise exc.again(f"detect.{exc.message}", field=field) from None
+    return ProtectCall(
+        photo=request.image.data,
+        options=options_from_proto(request.options),
+        references=[r.data for r in request.reference_images],
+        detect_options=detect,
     )

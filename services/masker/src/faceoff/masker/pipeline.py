@@ -47,6 +47,29 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the masker, checked by :func:`protect` before the work.
+
+    Args:
+        max_reference_photos: The limit on a call's reference photos.
+        max_faces: The limit on the faces to protect (after detection, before any work on
+            them): the photo's faces, or those ``face_indices`` selects.
+        max_request_pixels: The budget of decoded pixels, photo and references together,
+            checked from the headers before any detection (:mod:`faceoff.masker.cost`).
+        max_request_work: The budget of attack face-steps, checked after detection.
+    """
+
+    max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS
+    max_faces: int = DEFAULT_MAX_FACES
+    max_request_pixels: int = cost.DEFAULT_MAX_REQUEST_PIXELS
+    max_request_work: int = cost.DEFAULT_MAX_REQUEST_WORK
+
+
+#: The limits of a caller that sets none.
+DEFAULT_LIMITS = RequestLimits()
+
+
+@dataclass(frozen=True)
 class ProtectCall:
     """One protection to run: the photo, the user's reference photos and the settings."""
 
@@ -62,10 +85,7 @@ async def protect(
     detect: Detect,
     attack: Attack,
     *,
-    max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS,
-    max_faces: int = DEFAULT_MAX_FACES,
-    max_request_pixels: int = cost.DEFAULT_MAX_REQUEST_PIXELS,
-    max_request_work: int = cost.DEFAULT_MAX_REQUEST_WORK,
+    limits: RequestLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
     before_detect: Callable[[], None] | None = None,
 ) -> ProtectionResult:
@@ -76,12 +96,7 @@ async def protect(
         protector: Prepares the faces and finishes the photo (models, paste-back, receipts).
         detect: How a photo is detected (a gRPC client, or the in-process detector).
         attack: How the attack is scheduled (the batcher, or alone).
-        max_reference_photos: The limit on ``call.references``.
-        max_faces: The limit on the faces to protect (after detection, before any work on
-            them): the photo's faces, or those ``face_indices`` selects.
-        max_request_pixels: The budget of decoded pixels, photo and references together,
-            checked from the headers before any detection (:mod:`faceoff.masker.cost`).
-        max_request_work: The budget of attack face-steps, checked after detection.
+        limits: What the request may ask (:class:`RequestLimits`).
         progress: Told of each stage.
         before_detect: Called after the cheap checks and before any detection; it may raise to
             refuse the call early (the masker's full-queue check).
@@ -96,13 +111,13 @@ async def protect(
         if progress is not None:
             progress(stage, faces, iteration, iterations)
 
-    if len(call.references) > max_reference_photos:
+    if len(call.references) > limits.max_reference_photos:
         raise InvalidOption(
             f"reference_images has {len(call.references)} photos; "
-            f"at most {max_reference_photos} are accepted",
+            f"at most {limits.max_reference_photos} are accepted",
             field="reference_images",
         )
-    cost.check_pixels(call.photo, call.references, max_request_pixels, protector.max_pixels)
+    cost.check_pixels(call.photo, call.references, limits.max_request_pixels, protector.max_pixels)
     if before_detect is not None:
         before_detect()
     tell("detect")
@@ -113,15 +128,15 @@ async def protect(
         )
     found = len(detections[0].faces)
     wanted = len(set(call.options.face_indices)) if call.options.face_indices else found
-    if wanted > max_faces:
+    if wanted > limits.max_faces:
         raise InvalidOption(
-            f"the photo has {wanted} faces to protect; at most {max_faces} are accepted per "
+            f"the photo has {wanted} faces to protect; at most {limits.max_faces} are accepted per "
             "request (FACEOFF_MAX_FACES_PER_REQUEST): choose some with faces (face_indices), or "
             "detect.max_faces to take the largest",
             field="options.face_indices" if call.options.face_indices else "image",
             reason="TOO_MANY_FACES",
         )
-    cost.check_work(wanted, protector.resolved(call.options), max_request_work)
+    cost.check_work(wanted, protector.resolved(call.options), limits.max_request_work)
     with tracing.span("prepare", faces=wanted):  # decode, crops, reference sets, targets
         job = await asyncio.to_thread(
             protector.prepare,
@@ -204,7 +219,7 @@ def protect_in_process(
     detector: FaceDetector,
     *,
     lock: threading.Lock | None = None,
-    max_reference_photos: int = DEFAULT_MAX_REFERENCE_PHOTOS,
+    limits: RequestLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
 ) -> ProtectionResult:
     """:func:`protect` with the detector in this process and the attack run alone, blocking."""
@@ -214,7 +229,7 @@ def protect_in_process(
             protector,
             detect_in_process(detector),
             attack_alone(protector, lock),
-            max_reference_photos=max_reference_photos,
+            limits=limits,
             progress=progress,
         )
     )

@@ -27,7 +27,7 @@ from faceoff.masker.cost import DEFAULT_MAX_REQUEST_PIXELS, DEFAULT_MAX_REQUEST_
 from faceoff.masker.detector_client import DetectorClient
 from faceoff.masker.devices import DEVICES, resolve_device
 from faceoff.masker.metrics import MaskerMetrics
-from faceoff.masker.pipeline import DEFAULT_MAX_FACES, DEFAULT_MAX_REFERENCE_PHOTOS
+from faceoff.masker.pipeline import DEFAULT_MAX_FACES, DEFAULT_MAX_REFERENCE_PHOTOS, RequestLimits
 from faceoff.masker.protection import Protector
 from faceoff.masker.servicer import MaskerServicer
 from faceoff.v1 import masker_pb2_grpc
@@ -148,6 +148,15 @@ class MaskerSettings:
         detector_credentials(self)  # the files exist and parse
         detector_token(self)
 
+    def limits(self) -> RequestLimits:
+        """What one request may ask, as the pipeline checks it."""
+        return RequestLimits(
+            max_reference_photos=self.max_reference_photos,
+            max_faces=self.max_faces_per_request,
+            max_request_pixels=self.max_request_pixels,
+            max_request_work=self.max_request_work,
+        )
+
     @property
     def detector_tls(self) -> bool:
         """Whether the channel to the detector is TLS."""
@@ -225,11 +234,8 @@ def build_spec(
             max_queue_work=settings.max_queue_work,
             interleave=settings.interleave,
         ),
-        settings.max_reference_photos,
+        settings.limits(),
         metrics.result,
-        max_faces=settings.max_faces_per_request,
-        max_request_pixels=settings.max_request_pixels,
-        max_request_work=settings.max_request_work,
         max_reply_bytes=server_settings.max_message_bytes,
     )
     return ServiceSpec(

@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from faceoff.common import memory
-from faceoff.common.errors import InvalidOption, ModelNotReady, ReplyTooLarge
-from faceoff.detector.convert import options_from_proto as detect_options_from_proto
+from faceoff.common.errors import ModelNotReady, ReplyTooLarge
 from faceoff.detector.detection import DetectionResult, DetectOptions
-from faceoff.masker import cost, pipeline
+from faceoff.masker import pipeline
 from faceoff.masker.batching import AttackBatcher
-from faceoff.masker.convert import options_from_proto, result_to_proto
+from faceoff.masker.convert import call_from_proto, result_to_proto
 from faceoff.masker.detector_client import DetectorClient
-from faceoff.masker.pipeline import ProtectCall
+from faceoff.masker.pipeline import DEFAULT_LIMITS, RequestLimits
 from faceoff.masker.protection import Protector
 from faceoff.masker.receipts import ProtectionResult
 from faceoff.masker.surrogates import WEIGHTED_IDLE_SECONDS
@@ -50,22 +49,16 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
         factory: Callable[[], Protector],
         detector: DetectorClient,
         batcher_factory: Callable[[Protector], AttackBatcher],
-        max_reference_photos: int = 16,
+        limits: RequestLimits = DEFAULT_LIMITS,
         on_result: Callable[[ProtectionResult], None] | None = None,
         max_reply_bytes: int = 0,
-        max_faces: int = pipeline.DEFAULT_MAX_FACES,
-        max_request_pixels: int = cost.DEFAULT_MAX_REQUEST_PIXELS,
-        max_request_work: int = cost.DEFAULT_MAX_REQUEST_WORK,
     ) -> None:
         self._factory = factory
         self._detector = detector
         self._batcher_factory = batcher_factory
-        self._max_refs = max_reference_photos
+        self._limits = limits
         self._on_result = on_result
         self.max_reply_bytes = max_reply_bytes
-        self._max_faces = max_faces
-        self._max_request_pixels = max_request_pixels
-        self._max_request_work = max_request_work
         self._protector: Protector | None = None
         self._batcher: AttackBatcher | None = None
         self._housekeeping: set[asyncio.Future[None]] = set()
@@ -109,22 +102,14 @@ class MaskerServicer(masker_pb2_grpc.MaskerServicer):
                 )
 
         call_options_weighted = bool(request.options.surrogate_weights)
-        call = ProtectCall(
-            photo=request.image.data,
-            options=options_from_proto(request.options),
-            references=[r.data for r in request.reference_images],
-            detect_options=_detect_options(request.options.detect),
-        )
+        call = call_from_proto(request)
         try:
             result = await pipeline.protect(
                 call,
                 protector,
                 detect,
                 batcher.submit,
-                max_reference_photos=self._max_refs,
-                max_faces=self._max_faces,
-                max_request_pixels=self._max_request_pixels,
-                max_request_work=self._max_request_work,
+                limits=self._limits,
                 progress=progress,
                 # before detection: a full queue would refuse the attack anyway
                 before_detect=batcher.refuse_if_full,
@@ -211,12 +196,3 @@ def _collect_and_trim() -> None:
     return their memory."""
     gc.collect()
     memory.trim(0.0)
-
-
-def _detect_options(msg: Any) -> DetectOptions:
-    """The detection options of a Protect request (a refusal names them under ``options.detect``)."""
-    try:
-        return detect_options_from_proto(msg)
-    except InvalidOption as exc:
-        field = exc.field and exc.field.replace("options.", "options.detect.", 1)
-        raise exc.again(f"detect.{exc.message}", field=field) from None
