@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from faceoff.common.imaging import DEFAULT_MAX_PIXELS, Photo
+from faceoff.common.imaging import DEFAULT_MAX_PIXELS
 from faceoff.detector.detection import DetectionResult
 from faceoff.faces.models import EmbeddingModel
 from faceoff.masker.attacks import make_attack, make_loss
@@ -83,16 +83,6 @@ class Protector:
         """The default surrogate."""
         return self.surrogates.model
 
-    @property
-    def decoys(self) -> DecoyGallery:
-        """The default surrogate's decoy gallery."""
-        return self.surrogates.decoys
-
-    @property
-    def size(self) -> int:
-        """Side of the surrogates' square face crops."""
-        return self.surrogates.size
-
     def resolved(self, options: ProtectionOptions) -> ProtectionOptions:
         """``options`` naming the surrogates it will run on."""
         return self.surrogates.resolved(options)
@@ -104,10 +94,6 @@ class Protector:
     def gallery_for(self, model: EmbeddingModel) -> DecoyGallery:
         """The decoy gallery in ``model``'s embedding space."""
         return self.surrogates.gallery_for(model)
-
-    def recognizers_for(self, options: ProtectionOptions) -> dict[str, Any]:
-        """The loaded loop recognisers of ``options`` (adaptive alpha)."""
-        return self.surrogates.recognizers_for(options)
 
     def warm_up(self, options: ProtectionOptions | None = None) -> None:
         """Load the options' surrogates and trace their attack before the first request."""
@@ -128,19 +114,6 @@ class Protector:
 
     # -- preparation -----------------------------------------------------------------------
 
-    def decode_references(self, references: Sequence[tuple[bytes, DetectionResult]]) -> list[Photo]:
-        """Each reference photo decoded (see :meth:`Preparer.decode_references`)."""
-        return self.preparer.decode_references(references)
-
-    def reference_embeddings(
-        self,
-        photos: Sequence[Photo],
-        detections: Sequence[DetectionResult],
-        model: EmbeddingModel | None = None,
-    ) -> np.ndarray | None:
-        """Embeddings of the reference photos' faces (see :meth:`Preparer.reference_embeddings`)."""
-        return self.preparer.reference_embeddings(photos, detections, model)
-
     def prepare(
         self,
         data: bytes,
@@ -160,21 +133,6 @@ class Protector:
     ) -> Job:
         """A job of bare face crops, for :meth:`attack` (benchmarks, tests)."""
         return self.preparer.crop_job(crops, options, references)
-
-    def user_sets(
-        self, crops: np.ndarray, user: np.ndarray | None, model: EmbeddingModel | None = None
-    ) -> list[np.ndarray]:
-        """Each face's reference set A_y (see :meth:`Preparer.user_sets`)."""
-        return self.preparer.user_sets(crops, user, model)
-
-    def goals(
-        self,
-        user_refs: Sequence[np.ndarray],
-        options: ProtectionOptions,
-        model: EmbeddingModel | None = None,
-    ) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[str | None]]:
-        """Each face's loss anchor, other identities and decoy name (see :meth:`Preparer.goals`)."""
-        return self.preparer.goals(user_refs, options, model)
 
     # -- the attack ------------------------------------------------------------------------
 
