@@ -36,9 +36,12 @@ ALIGNED_ONLY = ("mobileface",)
 ATTRIBUTES = {"mode": "targeted"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProtectionOptions:
     """Everything that decides how a photo is protected (after resolving the profile).
+
+    Built by :func:`resolve` only. The fields every profile sets (:data:`PROFILES`) have no
+    default here, so the one place their values are written is the profile.
 
     Attributes:
         profile: The profile the values started from.
@@ -86,36 +89,36 @@ class ProtectionOptions:
     """
 
     profile: str = DEFAULT_PROFILE
-    attack: str = "pgd"
-    norm: str = "l2"
-    loss: str = "target"
+    attack: str
+    norm: str
+    loss: str
     targeted: bool = False
-    epsilon: float = 1.5
-    iterations: int = 30
-    learning_rate: float = 0.125
+    epsilon: float
+    iterations: int
+    learning_rate: float
     kappa: float = 0.2
-    alpha: float = 2.5
+    alpha: float
     initial_const: float = 0.3
-    search_steps: int = 3
+    search_steps: int
     target: str | None = None
     face_indices: tuple[int, ...] = field(default_factory=tuple)
     seed: int = 0
     strip_gps: bool = False
     margin: float = 0.1
-    momentum: float = 0.0
-    diversity: float = 0.0
-    ti_kernel: int = 0
-    eot: float = 0.0
-    surrogates: tuple[str, ...] = ()
+    momentum: float
+    diversity: float
+    ti_kernel: int
+    eot: float
+    surrogates: tuple[str, ...]
     surrogate_weights: tuple[float, ...] = ()
     adaptive_alpha: bool = False
     psnr_floor: float = 32.0
     loop_recognizers: tuple[str, ...] = ("sface",)
-    work_size: int = 0
-    feather: float = 0.0
-    chroma: float = 1.0
-    texture: float = 0.0
-    ssim: float = 0.0
+    work_size: int
+    feather: float
+    chroma: float
+    texture: float
+    ssim: float
     warp: float = 0.0
     balance: bool = False
     align: bool = False
@@ -261,6 +264,8 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             and values["iterations"] > 0
         ):
             values["learning_rate"] = 2.5 * float(values["epsilon"]) / values["iterations"]
+        else:  # epsilon or iterations is malformed: validate() refuses it, naming it, first
+            values["learning_rate"] = 0.0
     if values.get("attack") == "cw":  # a profile's PGD techniques do not carry over to CW
         for key in (
             "momentum",
