@@ -18,6 +18,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def weights_sha256(surrogate: str) -> str:
+    """The SHA-256 of the file holding the surrogate's weights: its own asset, or the ``.bin`` of
+    a TF.js graph model (``faceres_bin``, ``mobileface_bin``), whose ``.json`` only describes it."""
+    from faceoff.common import assets
+
+    name = surrogate if surrogate in assets.ASSETS else f"{surrogate}_bin"
+    return assets.ASSETS[name].sha256
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surrogate", default="facenet")
@@ -26,7 +35,6 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from faceoff.common import assets
     from faceoff.faces.models import load_surrogate
 
     model = load_surrogate(args.surrogate)
@@ -47,9 +55,7 @@ def main() -> int:
     out = ROOT / "services/masker/src/faceoff/masker/data" / f"decoys_{args.surrogate}.json"
     doc = {
         "surrogate": args.surrogate,
-        "weights_sha256": assets.ASSETS[args.surrogate].sha256
-        if args.surrogate in assets.ASSETS
-        else None,
+        "weights_sha256": weights_sha256(args.surrogate),
         "source": "shared/data/faceoff-celebs/aligned160 (public figures), unit-length mean embedding per identity",
         "generated_by": "tools/build_decoys.py",
         "centroids": centroids,

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from faceoff.common import assets
 from faceoff.common.assets import AssetError
-from faceoff.faces.models import SURROGATES, load_surrogate
+from faceoff.faces.models import load_surrogate
 from faceoff.faces.models.facenet512 import (
     FaceNet512,
     check_ops,
@@ -106,10 +106,6 @@ def test_a_graph_with_file_ops_is_refused() -> None:
 def test_bytes_that_are_no_graph_are_refused() -> None:
     with pytest.raises(ValueError, match="not a TensorFlow GraphDef"):
         parse_graph(b"\xff\xff\xff\xff not a graph")
-
-
-def test_facenet512_is_a_registered_surrogate() -> None:
-    assert "facenet512" in SURROGATES
 
 
 # --- the real graph file ----------------------------------------------------------------------

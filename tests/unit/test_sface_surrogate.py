@@ -7,7 +7,6 @@ fails its hash is an error.
 
 from __future__ import annotations
 
-import json
 import weakref
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from faceoff.common import assets
 from faceoff.common.assets import AssetError
-from faceoff.faces.models import SURROGATES, load_surrogate
+from faceoff.faces.models import load_surrogate
 from faceoff.faces.models.sface import WINDOW, OnnxNetwork, SFaceModel, parse_model
-from faceoff.masker.options import SURROGATE_NAMES
 from tests.conftest import ALIGNED, aligned_crops, cached_model_file
 
 PHOTOS = ALIGNED.parent / "photos"
@@ -115,15 +113,6 @@ def test_asymmetric_padding_is_refused_by_name() -> None:
 def test_bytes_that_are_no_model_are_refused() -> None:
     with pytest.raises(ValueError, match="not an ONNX model"):
         parse_model(b"\xff\x00 certainly not protobuf")
-
-
-def test_sface_is_a_registered_surrogate_with_a_decoy_gallery() -> None:
-    assert "sface" in SURROGATES and "sface" in SURROGATE_NAMES
-    doc = json.loads(DECOYS.read_text())
-    assert doc["surrogate"] == "sface" and doc["weights_sha256"] == assets.ASSETS["sface"].sha256
-    centroids = np.asarray(list(doc["centroids"].values()))
-    assert centroids.shape == (10, 128)
-    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
 
 
 def test_the_window_is_the_fitted_one() -> None:
