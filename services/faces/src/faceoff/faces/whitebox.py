@@ -17,9 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-#: The surrogates of the masker's default profile (``medium``): what an evaluation assumes was
-#: attacked when the caller does not say.
-DEFAULT_ATTACKED_MODELS: tuple[str, ...] = ("facenet", "sface")
+from faceoff.v1 import masker_pb2, schema_pb2
+
+#: The surrogates of the masker's default profile, as the contract declares them (``option
+#: (profiles)`` on ProtectOptions): what an evaluation assumes was attacked when the caller does
+#: not say. The masker's default profile takes its surrogates from the same declaration.
+DEFAULT_ATTACKED_MODELS: tuple[str, ...] = tuple(
+    masker_pb2.ProtectOptions.DESCRIPTOR.GetOptions()
+    .Extensions[schema_pb2.profiles]
+    .default_surrogates
+)
 
 
 def attacked_models(

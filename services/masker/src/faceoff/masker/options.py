@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faceoff.common.errors import InvalidOption
-from faceoff.masker.schema import DEFAULT_PROFILE, OPTIONS, PROFILE_NAMES, bound
+from faceoff.masker.schema import (
+    DEFAULT_PROFILE,
+    DEFAULT_SURROGATES,
+    OPTIONS,
+    PROFILE_NAMES,
+    bound,
+)
 
 #: What each option accepts comes from the contract (:mod:`faceoff.masker.schema`); these names
 #: are kept for readers and callers that need one bound or list.
@@ -209,7 +215,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "alpha": 1.0,
         "search_steps": 3,
         "epsilon": {"l2": 7.0, "linf": 5 / 255},
-        "surrogates": ("facenet", "sface"),
+        "surrogates": DEFAULT_SURROGATES,  # the contract's: the evaluator assumes them too
         **_TRANSFER,
         **_VISIBILITY,
     },

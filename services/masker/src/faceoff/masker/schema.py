@@ -164,6 +164,9 @@ _PROFILES = masker_pb2.ProtectOptions.DESCRIPTOR.GetOptions().Extensions[schema_
 PROFILE_NAMES: tuple[str, ...] = tuple(_PROFILES.names)
 #: The profile a request that names none takes (the contract's default).
 DEFAULT_PROFILE: str = _PROFILES.default
+#: The surrogates the default profile attacks, as the contract declares them (the evaluator
+#: assumes them when a caller does not say which models a protection attacked).
+DEFAULT_SURROGATES: tuple[str, ...] = tuple(_PROFILES.default_surrogates)
 
 
 def bound(name: str) -> float:
