@@ -389,7 +389,7 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
     if needy and not o.align:
         raise InvalidOption(
             f"{', '.join(needy)} knows faces only when each is aligned by its own landmarks "
-            "(leave-one-out 64% through the fixed window, 100% aligned): set align=true, or "
+            "(leave-one-out 64% through the fixed window, 100% aligned): set align (--align), or "
             f"choose other surrogates",
             field="options.surrogates",
         )
