@@ -139,11 +139,8 @@ class PGD(Attack):
 
     def _fallback(self, x: np.ndarray, rng: FaceRandom) -> np.ndarray:
         if self.shape.active:  # shaped too, so nothing changes outside the mask
-            images = tf.constant(x)
             z = tf.constant(self._sample(x.shape, TINY_START * self.epsilon, rng))
-            shape = self.shape.inputs()
-            moved = tf.clip_by_value(images + to_rgb(z, budget(images, shape), shape), 0.0, 1.0)
-            return (moved - images).numpy()
+            return self._change_of(tf.constant(x), self.shape.inputs())(z).numpy()
         return self._start(x, rng, TINY_START * self.epsilon)
 
     @abc.abstractmethod
@@ -186,21 +183,23 @@ class PGD(Attack):
 
         run_chunked(self.iterations, progress, self.iterations, step)
         last, best, best_loss, best_success, _, _ = state
-        delta = self._change(images, last, shape)
+        change = self._change_of(images, shape)
+        delta = change(last)
         if self.transfer.randomises:
             return delta.numpy(), self.iterations
         last_loss, last_success = evaluate_perturbed(loss)(images, delta, loss.inputs)
         take = better(last_success, last_loss, best_success, best_loss)
-        chosen = tf.where(as_rows(take), delta, self._change(images, best, shape))
+        chosen = tf.where(as_rows(take), delta, change(best))
         return chosen.numpy(), self.iterations
 
-    def _change(self, images: tf.Tensor, variable: tf.Tensor, shape: ShapeInputs) -> tf.Tensor:
-        """The RGB change of the attack's variable: itself unshaped (kept in the box by every
-        step), else z mapped through the shaping and clipped to the box."""
+    def _change_of(self, images: tf.Tensor, shape: ShapeInputs) -> Callable[[tf.Tensor], tf.Tensor]:
+        """The map from the attack's variable to the RGB change of ``images``: the identity
+        unshaped (every step keeps it in the box), else z through the shaping (its budget
+        computed once) and clipped to the box."""
         if not self.shape.active:
-            return variable
+            return lambda variable: variable
         room = budget(images, shape)
-        return tf.clip_by_value(images + to_rgb(variable, room, shape), 0.0, 1.0) - images
+        return lambda z: tf.clip_by_value(images + to_rgb(z, room, shape), 0.0, 1.0) - images
 
     @classmethod
     def _builder(
