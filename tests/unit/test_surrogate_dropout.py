@@ -15,11 +15,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from faceoff.common import assets
 from faceoff.faces.models import load_surrogate
 from faceoff.faces.models.augment import feature_dropout
 from faceoff.faces.models.base import EmbeddingModel
-from tests.conftest import ALIGNED
+from tests.conftest import ALIGNED, cached_model_file
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +47,7 @@ def _crops(size: int) -> np.ndarray:
 @pytest.fixture(scope="module", params=sorted(SURROGATES_WITH_SITES))
 def surrogate(request: pytest.FixtureRequest) -> EmbeddingModel:
     for name in SURROGATES_WITH_SITES[request.param]:
-        file = assets.default_cache_dir() / assets.ASSETS[name].filename
-        if not file.exists():
-            pytest.skip(f"{file} is not in the model cache; run `faceoff models fetch`")
+        cached_model_file(name)
     return load_surrogate(request.param)
 
 
