@@ -123,19 +123,10 @@ class ClientBase(Generic[Backend]):
         )
         self.target = target
 
-    def _remote(
-        self,
-        target: str,
-        detector: str | None,
-        evaluator: str | None,
-        tls: TLSOption,
-        token: str | None,
-        timeout: float,
-        retries: int | RetryPolicy,
-        max_message_bytes: int,
-    ) -> Backend:
-        """The services at the given addresses as this client's backend."""
-        raise NotImplementedError
+    #: The services at the constructor's addresses as this client's backend, made from
+    #: ``(target, detector, evaluator, tls, token, timeout, retries, max_message_bytes)``:
+    #: the client's :class:`RemoteBase` subclass.
+    _remote: Callable[..., Backend]
 
     @classmethod
     def _local(cls, pipeline: LocalPipeline) -> Backend:

@@ -200,9 +200,7 @@ class AsyncClient(ClientBase[_AsyncBackend]):
             protected = await client.protect("me.jpg", on_progress=lambda p: print(p.stage, p.iteration))
     """
 
-    @staticmethod
-    def _remote(*args: Any) -> _AsyncBackend:
-        return _AsyncRemote(*args)
+    _remote = _AsyncRemote
 
     @classmethod
     def _local(cls, pipeline: LocalPipeline) -> _AsyncBackend:

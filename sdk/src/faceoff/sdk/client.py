@@ -183,9 +183,7 @@ class Client(ClientBase[_Backend]):
         client.close()
     """
 
-    @staticmethod
-    def _remote(*args: Any) -> _Backend:
-        return _Remote(*args)
+    _remote = _Remote
 
     @classmethod
     def _local(cls, pipeline: LocalPipeline) -> _Backend:
