@@ -138,3 +138,134 @@ def test_a_masker_without_the_tool_refuses_a_target_before_the_attack(
             resolve("medium", visibility=5.0),
             None,  # type: ignore[arg-type]
         )
+
+
+# -- the visibility map ------------------------------------------------------------------------
+
+
+def _heat_picture(values: np.ndarray) -> np.ndarray:
+    """Butteraugli's CreateHeatMapImage (Debian's 0~20170116), written forward for the test."""
+    from faceoff.masker.quality import _BAD, _GOOD
+
+    out = np.zeros((*values.shape, 3), np.uint8)
+    for idx, d in np.ndenumerate(values):
+        if d < 0.5 * _GOOD:
+            rgb = (0, d * (255 - 153) / (0.5 * _GOOD) + 153, 0)
+        elif d < _GOOD:
+            rgb = ((d - 0.5 * _GOOD) * 255 / (0.5 * _GOOD), 255, 0)
+        elif d < _BAD:
+            rgb = (255, 255 - (d - _GOOD) * 255 / (_BAD - _GOOD), 0)
+        elif d < 5 * _BAD:
+            rgb = (255, 0, 255 * (d - _BAD) / (4 * _BAD))
+        elif d < 10 * _BAD:
+            rgb = (255, 255 * (d - 5 * _BAD) / (5 * _BAD), 255)
+        else:
+            rgb = (255, 255, 255)
+        out[idx] = [int(c) for c in rgb]  # the tool's uint8 cast truncates
+    return out
+
+
+def test_the_heat_map_is_read_back_to_its_values() -> None:
+    from faceoff.masker.quality import _BAD, _GOOD, heatmap_values
+
+    # the thresholds of butteraugli 2017: ButteraugliFuzzyInverse(1.5) and (0.5)
+    assert _GOOD == pytest.approx(0.8425, abs=1e-3) and _BAD == pytest.approx(1.1068, abs=1e-3)
+    values = np.linspace(0.0, 10.5, 400).reshape(20, 20)
+    read = heatmap_values(_heat_picture(values))
+    # one colour step: 4 * bad / 255 (0.017) in the blue range, 5 * bad / 255 (0.022) above
+    assert np.abs(read - values).max() < 0.03
+    assert heatmap_values(_heat_picture(np.array([[20.0]])))[0, 0] == pytest.approx(10 * _BAD)
+
+
+@pytest.mark.skipif(not budget.available(), reason="the butteraugli tool is not installed")
+def test_the_real_tools_map_peaks_at_its_distance() -> None:
+    from faceoff.masker.quality import butteraugli_map
+
+    pixels = _photo(160, 160)
+    rng = np.random.default_rng(1)
+    noisy = (
+        pixels.astype(float) + rng.normal(0, 6, pixels.shape) * (np.arange(160) > 80)[:, None, None]
+    )
+    result = butteraugli_map(pixels, np.clip(noisy, 0, 255).astype(np.uint8))
+    assert result is not None
+    distance, heat = result
+    assert heat.shape == (160, 160)
+    assert heat.max() == pytest.approx(distance, abs=0.05)
+    assert heat[:60].max() < 0.5 * heat[100:].max(), "the map is high where the change is"
+
+
+def _local_map(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+    """A stand-in map: the absolute change, blurred a little (a visibility that is local)."""
+    import cv2
+
+    heat = cv2.GaussianBlur(np.abs(a.astype(np.float32) - b.astype(np.float32)).max(2), (0, 0), 2)
+    return float(heat.max()), heat
+
+
+def _map_max(a: np.ndarray, b: np.ndarray) -> float:
+    return _local_map(a, b)[0]
+
+
+def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None:
+    pixels, boxes, regions, faces, deltas = _setup()
+    deltas = deltas[:1].copy()
+    deltas[0, :, 32:] *= 4.0  # the right half of the face changes four times more
+    target = 1.2 * _map_max(*_windows(pixels, boxes[0], regions[0], faces[0], deltas[0] / 4))
+    ((alpha, field),) = budget.visibility_fields(
+        pixels,
+        boxes[:1],
+        regions[:1],
+        faces,
+        deltas,
+        4.0,
+        target,
+        distance=_map_max,
+        distance_map=_local_map,
+    )
+    (plain,) = budget.visibility_alphas(
+        pixels, boxes[:1], regions[:1], faces, deltas, 4.0, target, distance=_map_max
+    )
+    assert (
+        field.shape == (64, 64, 1)
+        and field.min() >= budget.MAP_FLOOR - 1e-6
+        and field.max() <= 1.0 + 1e-6
+    )
+    assert field[20:44, 44:].mean() < 0.5 * field[20:44, :20].mean(), "less where it showed most"
+    assert alpha > 1.5 * plain, "the rest of the face gets more of the budget"
+    seen = _map_max(*_windows(pixels, boxes[0], regions[0], faces[0], alpha * field * deltas[0]))
+    assert seen <= target + 0.05
+    # a face already within the aim at alpha_max keeps its change as it is
+    ((alpha_q, field_q),) = budget.visibility_fields(
+        pixels,
+        boxes[:1],
+        regions[:1],
+        faces,
+        deltas * 0.01,
+        1.0,
+        target,
+        distance=_map_max,
+        distance_map=_local_map,
+    )
+    assert alpha_q == 1.0 and np.all(field_q == 1.0)
+
+
+def test_a_field_on_the_display_window_lands_on_the_same_place_of_the_crop() -> None:
+    pixels, boxes, regions, faces, _ = _setup()
+    box, region = boxes[0], regions[0]
+    from faceoff.masker.quality import _window
+
+    left, top, right, bottom = _window(box, 400, 300, 1.0)
+    field = np.ones((bottom - top, right - left), np.float32)
+    field[:, : (right - left) // 2] = 0.2  # the window's left half
+    on_crop = budget._field_on_crop(field, box, region, 400, 300, 64)
+    # the crop's column of the box centre's x: left of it low, right of it 1
+    cx = (box[0] + box[2] / 2 - region.left) / region.width * 64
+    assert on_crop[32, int(cx) - 4, 0] == pytest.approx(0.2, abs=0.05)
+    assert on_crop[32, int(cx) + 4, 0] == pytest.approx(1.0, abs=0.05)
+
+
+def test_visibility_map_needs_a_visibility_target() -> None:
+    assert resolve("medium", visibility=5.0, alpha=2.0, visibility_map=True).visibility_map
+    with pytest.raises(InvalidOption, match="visibility") as raised:
+        resolve("medium", visibility_map=True)
+    assert raised.value.field == "options.visibility_map"

@@ -385,6 +385,7 @@ def run(
             "align": resolved.align,
             "visibility": resolved.visibility,
             "dropout": resolved.dropout,
+            "visibility_map": resolved.visibility_map,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -98,6 +98,8 @@ class ProtectOptions(TypedDict, total=False):
     visibility: float
     #: Transfer technique (PGD): dropout rate on the surrogates' feature maps (0: off).
     dropout: float
+    #: With visibility: the change reshaped by Butteraugli's difference map first.
+    visibility_map: bool
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -334,6 +336,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         align=msg.align,
         visibility=msg.visibility,
         dropout=msg.dropout,
+        visibility_map=msg.visibility_map,
     )
 
 

@@ -177,6 +177,7 @@ class AppliedOptions:
     align: bool = False
     visibility: float = 0.0
     dropout: float = 0.0
+    visibility_map: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -206,6 +207,7 @@ class AppliedOptions:
             "align": self.align,
             "visibility": round(self.visibility, 6),
             "dropout": round(self.dropout, 6),
+            "visibility_map": self.visibility_map,
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -14,6 +14,16 @@ law ``B = c * alpha**p`` through the last two alphas tried (a secant in log-log)
 :data:`MAX_CALLS` Butteraugli calls per face, and the largest alpha found within the target is
 kept. The receipt
 then measures the encoded photo exactly.
+
+With ``visibility_map`` the budget is also spent unevenly *within* a face. Butteraugli's
+distance is the maximum of its difference map, so one smooth patch of skin where the change
+shows most decides the alpha of the whole face while hair, brows and the eyes' edges, which
+hide a change, stay far under the target. The map (read back from the tool's heat map,
+:func:`~faceoff.masker.quality.butteraugli_map`) at the largest alpha gives each pixel the
+fraction ``(aim / map) ** MAP_POWER`` of its change where the map exceeds the aim (the target
+less :data:`MAP_MARGIN`), blurred so the field itself leaves no edge; :data:`MAP_ROUNDS` such
+rounds, then the same alpha search runs on the reshaped change. The face keeps the same
+Butteraugli target; more of its change sits where the eye does not see it.
 """
 
 from __future__ import annotations
@@ -25,14 +35,27 @@ import cv2
 import numpy as np
 
 from faceoff.common.crops import CropRegion, resize_delta
-from faceoff.masker.quality import _display_size, _window, butteraugli_distance
+from faceoff.masker.quality import _display_size, _window, butteraugli_distance, butteraugli_map
 
 #: Butteraugli calls per face at most (each about 0.05-0.3 s for a face window on one core).
 MAX_CALLS = 5
 #: A face this close under the target is close enough (Butteraugli units).
 TOLERANCE = 0.15
 
+#: Rounds of reshaping by the difference map (``visibility_map``): one map call each.
+MAP_ROUNDS = 2
+#: The reshaping aims this far under the target (Butteraugli units), so that the map's peaks
+#: come down to the level the alpha search then fills.
+MAP_MARGIN = 0.5
+#: How strongly a pixel over the aim loses change: ``(aim / map) ** MAP_POWER``.
+MAP_POWER = 1.0
+#: No pixel keeps less than this fraction of its change.
+MAP_FLOOR = 0.1
+#: The field is blurred with a Gaussian of this fraction of the window's shorter side.
+MAP_BLUR = 0.02
+
 Box = tuple[float, float, float, float]
+DistanceMap = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray] | None"]
 
 
 def available() -> bool:
@@ -129,17 +152,116 @@ def visibility_alphas(
     for k, (box, region) in enumerate(zip(boxes, regions)):
         applied = np.clip(faces[k] + deltas[k], 0.0, 1.0) - faces[k]
         clean, change = _display_window(pixels, box, region, applied)
-        shown = np.clip(np.rint(clean), 0, 255).astype(np.uint8)
-
-        def seen(alpha: float, clean: np.ndarray = clean, change: np.ndarray = change) -> float:
-            should_stop()
-            protected = np.clip(np.rint(clean + alpha * change), 0, 255).astype(np.uint8)
-            d = distance(shown, protected)
-            if d is None:
-                raise RuntimeError(
-                    "a visibility target needs the butteraugli tool (apt-get install butteraugli)"
-                )
-            return d
-
-        alphas.append(_largest_within(seen, float(alpha_max), target))
+        alphas.append(visibility_alphas_of(clean, change, alpha_max, target, should_stop, distance))
     return alphas
+
+
+def visibility_alphas_of(
+    clean: np.ndarray,
+    change: np.ndarray,
+    alpha_max: float,
+    target: float,
+    should_stop: Callable[[], None],
+    distance: Callable[[np.ndarray, np.ndarray], float | None],
+) -> float:
+    """The largest alpha in ``[0, alpha_max]`` at which ``clean + alpha * change`` (a displayed
+    window and the change alpha 1 makes to it) stays within ``target``."""
+    shown = np.clip(np.rint(clean), 0, 255).astype(np.uint8)
+
+    def seen(alpha: float) -> float:
+        should_stop()
+        protected = np.clip(np.rint(clean + alpha * change), 0, 255).astype(np.uint8)
+        d = distance(shown, protected)
+        if d is None:
+            raise RuntimeError(
+                "a visibility target needs the butteraugli tool (apt-get install butteraugli)"
+            )
+        return d
+
+    return _largest_within(seen, float(alpha_max), target)
+
+
+def _reshaped(
+    clean: np.ndarray,
+    change: np.ndarray,
+    alpha_max: float,
+    target: float,
+    distance_map: DistanceMap,
+    should_stop: Callable[[], None],
+) -> np.ndarray:
+    """The field ``(h, w)`` in ``[MAP_FLOOR, 1]`` that lowers ``change`` where the map at
+    ``alpha_max`` exceeds the aim (see the module docstring)."""
+    shown = np.clip(np.rint(clean), 0, 255).astype(np.uint8)
+    field = np.ones(clean.shape[:2], np.float32)
+    aim = max(target - MAP_MARGIN, 0.5 * target)
+    sigma = max(0.5, MAP_BLUR * min(clean.shape[:2]))
+    for _ in range(MAP_ROUNDS):
+        should_stop()
+        protected = np.clip(np.rint(clean + alpha_max * field[..., None] * change), 0, 255)
+        result = distance_map(shown, protected.astype(np.uint8))
+        if result is None:
+            raise RuntimeError(
+                "a visibility map needs the butteraugli tool (apt-get install butteraugli)"
+            )
+        score, heat = result
+        if score <= aim:
+            break
+        ratio = np.minimum(1.0, (aim / np.maximum(heat, 1e-3)) ** MAP_POWER).astype(np.float32)
+        field = np.clip(field * ratio, MAP_FLOOR, 1.0)
+        field = cv2.GaussianBlur(field, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return field
+
+
+def _field_on_crop(
+    field: np.ndarray, box: Box, region: CropRegion, width: int, height: int, size: int
+) -> np.ndarray:
+    """A display-window field ``(h, w)`` as a ``(size, size, 1)`` field over the face's crop
+    (the window scaled back to the photo, extended past its border by its edge values)."""
+    left, top, right, bottom = _window(box, width, height, 1.0)
+    full = cv2.resize(field, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
+    pad = (
+        max(0, top - region.top),
+        max(0, region.bottom - bottom),
+        max(0, left - region.left),
+        max(0, region.right - right),
+    )
+    full = cv2.copyMakeBorder(full, *pad, borderType=cv2.BORDER_REPLICATE)
+    y0, x0 = region.top - (top - pad[0]), region.left - (left - pad[2])
+    over = full[y0 : y0 + region.height, x0 : x0 + region.width]
+    crop = cv2.resize(np.ascontiguousarray(over), (size, size), interpolation=cv2.INTER_LINEAR)
+    return crop.astype(np.float32)[..., None]
+
+
+def visibility_fields(
+    pixels: np.ndarray,
+    boxes: Sequence[Box],
+    regions: Sequence[CropRegion],
+    faces: np.ndarray,
+    deltas: np.ndarray,
+    alpha_max: float,
+    target: float,
+    should_stop: Callable[[], None] = lambda: None,
+    distance: Callable[[np.ndarray, np.ndarray], float | None] = butteraugli_distance,
+    distance_map: DistanceMap = butteraugli_map,
+) -> list[tuple[float, np.ndarray]]:
+    """Per face, ``(alpha, field)``: the change reshaped by Butteraugli's difference map (a
+    ``(S, S, 1)`` field in ``[MAP_FLOOR, 1]`` over the crop) and the largest alpha in
+    ``[0, alpha_max]`` at which ``alpha * field * delta`` keeps the face within ``target``.
+
+    Arguments and errors as :func:`visibility_alphas`; ``distance_map`` gives the distance
+    and its map (None: not measured).
+    """
+    if target <= 0 or alpha_max <= 0:
+        raise ValueError(f"target and alpha_max must be > 0, got {target} and {alpha_max}")
+    height, width = pixels.shape[:2]
+    chosen = []
+    for k, (box, region) in enumerate(zip(boxes, regions)):
+        applied = np.clip(faces[k] + deltas[k], 0.0, 1.0) - faces[k]
+        clean, change = _display_window(pixels, box, region, applied)
+        field = _reshaped(clean, change, alpha_max, target, distance_map, should_stop)
+        on_crop = _field_on_crop(field, box, region, width, height, faces.shape[1])
+        # the search runs on the field as it reaches the display: pasted, then scaled
+        clean, change = _display_window(pixels, box, region, on_crop * applied)
+        alpha = visibility_alphas_of(clean, change, alpha_max, target, should_stop, distance)
+        chosen.append((alpha, on_crop))
+    return chosen

@@ -17,7 +17,7 @@ from faceoff.common import tracing
 from faceoff.common.crops import paste_delta
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode, encode, output_format
 from faceoff.masker.adaptive import Choice, choose_alphas
-from faceoff.masker.budget import visibility_alphas
+from faceoff.masker.budget import visibility_alphas, visibility_fields
 from faceoff.masker.jobs import Job
 from faceoff.masker.receipts import FaceReceipt, ProtectionResult, face_receipts
 from faceoff.masker.surrogates import Surrogates
@@ -49,6 +49,7 @@ class Finisher:
             raise ValueError("a job made with crop_job has no photo to finish")
         o = job.options
         model = job.model or self.surrogates.model
+        fields: list[np.ndarray] = []
         if o.adaptive_alpha and job.size:
             if progress:
                 progress("adapt", 0, 0)
@@ -67,22 +68,23 @@ class Finisher:
         elif o.visibility and job.size:
             if progress:
                 progress("adapt", 0, 0)
-            budgeted = visibility_alphas(
-                job.photo.pixels,
-                job.boxes,
-                job.regions,
-                job.attacked,
-                delta,
-                o.alpha,
-                o.visibility,
-                should_stop,
-            )
-            choices = [Choice(a, ()) for a in budgeted]
+            args = (job.photo.pixels, job.boxes, job.regions, job.attacked, delta, o.alpha)
+            if o.visibility_map:
+                shaped = visibility_fields(*args, o.visibility, should_stop)
+                choices = [Choice(a, ()) for a, _ in shaped]
+                fields = [f for _, f in shaped]
+            else:
+                choices = [
+                    Choice(a, ()) for a in visibility_alphas(*args, o.visibility, should_stop)
+                ]
         else:
             choices = [Choice(o.alpha, ()) for _ in range(job.size)]
         if progress:
             progress("paste", 0, 0)
+        # one alpha per face, times the face's visibility field when the map shaped it
         alphas = np.asarray([c.alpha for c in choices], np.float32).reshape(-1, 1, 1, 1)
+        if fields:
+            alphas = alphas * np.stack(fields)
         faces = job.attacked
         applied = np.clip(faces + alphas * delta, 0.0, 1.0) - faces if job.size else delta
         pixels = job.photo.pixels

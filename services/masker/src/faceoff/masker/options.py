@@ -92,6 +92,8 @@ class ProtectionOptions:
         visibility: Per face, the largest alpha up to ``alpha`` whose face Butteraugli as
             displayed stays within this target (:mod:`faceoff.masker.budget`; 0: off).
         dropout: PGD transfer technique: dropout rate on the surrogates' feature maps (0: off).
+        visibility_map: With ``visibility``, reshape each face's change by Butteraugli's
+            difference map before the alpha search (:mod:`faceoff.masker.budget`).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -130,6 +132,7 @@ class ProtectionOptions:
     align: bool = False
     visibility: float = 0.0
     dropout: float = 0.0
+    visibility_map: bool = False
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -398,6 +401,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             "visibility and adaptive_alpha each choose alpha per face; set one of them "
             f"(visibility={o.visibility:g}, adaptive_alpha=true)",
             field="options.visibility",
+        )
+    if o.visibility_map and not o.visibility:
+        raise InvalidOption(
+            "visibility_map reshapes the change within a visibility target, and visibility is 0: "
+            "set visibility (--visibility B, e.g. 5) or leave visibility_map off",
+            field="options.visibility_map",
         )
     if o.adaptive_alpha and not o.loop_recognizers:
         raise InvalidOption(

@@ -86,6 +86,30 @@ def butteraugli_distance(original: np.ndarray, protected: np.ndarray) -> float |
     Raises:
         RuntimeError: the tool ran and failed (its message is included; no pixels are).
     """
+    result = _run_butteraugli(original, protected, with_map=False)
+    return None if result is None else result[0]
+
+
+def butteraugli_map(original: np.ndarray, protected: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """Butteraugli distance of two uint8 RGB arrays and its difference map (None: no tool).
+
+    The distance is the map's maximum. The tool writes the map only as a heat-map picture;
+    :func:`heatmap_values` reads the values back from its colours (exactly, to the colour
+    steps: about 0.02 Butteraugli units below 5.5, 0.05 up to 11; saturated above). The map
+    travels through an anonymous in-memory file like the crops.
+
+    Returns:
+        ``(distance, map)``, the map ``(H, W)`` float32 in Butteraugli units.
+
+    Raises:
+        RuntimeError: the tool ran and failed, or wrote no readable map.
+    """
+    return _run_butteraugli(original, protected, with_map=True)
+
+
+def _run_butteraugli(
+    original: np.ndarray, protected: np.ndarray, with_map: bool
+) -> tuple[float, np.ndarray] | None:
     tool = shutil.which("butteraugli")
     if tool is None:
         return None
@@ -98,6 +122,8 @@ def butteraugli_distance(original: np.ndarray, protected: np.ndarray) -> float |
             fds.append(fd)
             os.write(fd, buf.getvalue())
             os.lseek(fd, 0, os.SEEK_SET)
+        if with_map:
+            fds.append(os.memfd_create("faceoff-butteraugli-map", os.MFD_CLOEXEC))
         run = subprocess.run(
             [tool, *(f"/dev/fd/{fd}" for fd in fds)],
             pass_fds=fds,
@@ -106,12 +132,67 @@ def butteraugli_distance(original: np.ndarray, protected: np.ndarray) -> float |
             timeout=BUTTERAUGLI_TIMEOUT,
             check=False,
         )
+        heat = b""
+        if with_map and run.returncode == 0:
+            size = os.fstat(fds[2]).st_size
+            heat = os.pread(fds[2], size, 0)
     finally:
         for fd in fds:
             os.close(fd)
     if run.returncode != 0:
         raise RuntimeError(f"butteraugli failed ({run.returncode}): {run.stderr.strip()[:200]}")
-    return float(run.stdout.split()[0])
+    distance = float(run.stdout.split()[0])
+    if not with_map:
+        return distance, np.zeros((0, 0), np.float32)
+    try:
+        picture = np.asarray(Image.open(io.BytesIO(heat)).convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"butteraugli wrote no readable heat map ({len(heat)} bytes)") from exc
+    if picture.shape[:2] != original.shape[:2]:
+        raise RuntimeError(
+            f"butteraugli's heat map is {picture.shape[:2]}, not {original.shape[:2]}"
+        )
+    return distance, heatmap_values(picture)
+
+
+def _fuzzy_inverse(seek: float) -> float:
+    """The score at which butteraugli's fuzzy class (its 2017 version, Debian's) equals ``seek``."""
+
+    def fuzzy(score: float) -> float:
+        width = 6.97490803335 if score < 1.0 else 10.287189655
+        return 2.0 / (1.0 + math.exp((score - 1.0) * width))
+
+    pos, step = 0.0, 1.0
+    while step >= 1e-10:  # the tool's own bisection
+        pos = pos - step if fuzzy(pos) < seek else pos + step
+        step *= 0.5
+    return pos
+
+
+#: The heat map's colour thresholds: butteraugli's ``ButteraugliFuzzyInverse(1.5)`` and ``(0.5)``.
+_GOOD, _BAD = _fuzzy_inverse(1.5), _fuzzy_inverse(0.5)
+
+
+def heatmap_values(picture: np.ndarray) -> np.ndarray:
+    """The difference map behind butteraugli's heat-map picture ``(H, W, 3)`` uint8.
+
+    Inverts ``CreateHeatMapImage`` of the tool's main (Debian's 0~20170116): green rising to
+    half the good threshold, then red rising, green falling to the bad threshold, blue rising
+    to 5x bad, green rising again to 10x bad, white beyond (read as 10x bad).
+    """
+    r, g, b = (picture[..., i].astype(np.float32) / 255.0 for i in range(3))
+    values = np.full(r.shape, 10.0 * _BAD, np.float32)
+    dark = r == 0
+    values[dark] = (g[dark] - 0.6) / 0.4 * 0.5 * _GOOD
+    rising = (r > 0) & (r < 1) & (b == 0)
+    values[rising] = 0.5 * _GOOD + r[rising] * 0.5 * _GOOD
+    falling = (r == 1) & (b == 0) & (g > 0)
+    values[falling] = _GOOD + (1.0 - g[falling]) * (_BAD - _GOOD)
+    blue = (r == 1) & (g == 0)
+    values[blue] = _BAD + b[blue] * 4.0 * _BAD
+    pastel = (r == 1) & (b == 1) & (g > 0) & (g < 1)
+    values[pastel] = 5.0 * _BAD + g[pastel] * 5.0 * _BAD
+    return np.maximum(values, 0.0)
 
 
 @dataclass(frozen=True)

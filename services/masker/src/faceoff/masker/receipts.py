@@ -118,6 +118,7 @@ class ProtectionResult:
                 "align": o.align,
                 "visibility": o.visibility,
                 "dropout": o.dropout,
+                "visibility_map": o.visibility_map,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha
