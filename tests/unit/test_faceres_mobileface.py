@@ -27,7 +27,7 @@ from faceoff.common.assets import AssetError
 from faceoff.faces.models import faceres, load_surrogate, mobileface
 from faceoff.faces.models.sface import Window
 from faceoff.faces.models.window_crop import WindowCrop
-from tests.conftest import ALIGNED, celeb_photos
+from tests.conftest import ALIGNED, cached_model_file, celeb_photos
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DECOYS = (
@@ -41,6 +41,12 @@ NETWORKS: dict[str, tuple[ModuleType, Callable[..., Any], int]] = {
     "faceres": (faceres, faceres.FaceResNetwork, faceres.EMBEDDING_DIM),
     "mobileface": (mobileface, mobileface.MobileFaceNetwork, mobileface.EMBEDDING_DIM),
 }
+
+
+def _cached(*names: str) -> None:
+    """Skip, saying so, unless every asset in ``names`` is in the model cache."""
+    for name in names:
+        cached_model_file(name)
 
 
 def _constant(name: str) -> object | None:
@@ -170,13 +176,6 @@ def test_a_whole_crop_window_is_the_identity_and_an_overhang_repeats_the_edge() 
 
 
 # --- slow: the real files -----------------------------------------------------------------------
-
-
-def _cached(*names: str) -> None:
-    for name in names:
-        file = assets.default_cache_dir() / assets.ASSETS[name].filename
-        if not file.exists():
-            pytest.skip(f"{file} is not in the model cache; run `faceoff models fetch`")
 
 
 @pytest.fixture(scope="module")

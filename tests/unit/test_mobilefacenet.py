@@ -16,7 +16,6 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from faceoff.common import assets
 from faceoff.common.imaging import decode
 from faceoff.faces.models import SURROGATES
 from faceoff.faces.models.mobilefacenet import EMBEDDING_DIM, INPUT_SIZE, MobileFaceNet
@@ -24,22 +23,21 @@ from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZE
 from faceoff.faces.recognizers.mobilefacenet import MobileFaceNetRecognizer
 from faceoff.faces.whitebox import is_white_box
 from faceoff.masker.options import LOOP_RECOGNIZER_NAMES, SURROGATE_NAMES
-from tests.conftest import CELEBS, celeb_photos
+from tests.conftest import CELEBS, cached_model_file, celeb_photos
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REFERENCE = json.loads((FIXTURES / "tfjs_mobilefacenet.json").read_text())
 
 
-def _need_weights() -> None:
-    for name in ("mobilefacenet_json", "mobilefacenet_bin", "yunet"):
-        file = assets.default_cache_dir() / assets.ASSETS[name].filename
-        if not file.exists():
-            pytest.skip(f"{file} not in the model cache; run `faceoff models fetch`")
+def _need(*names: str) -> None:
+    """Skip, saying so, unless every asset in ``names`` is in the model cache."""
+    for name in names:
+        cached_model_file(name)
 
 
 @pytest.fixture(scope="module")
 def weights() -> dict[str, np.ndarray]:
-    _need_weights()
+    _need("mobilefacenet_json", "mobilefacenet_bin", "yunet")
     from faceoff.faces.models.tfjs import load_asset_weights
 
     return load_asset_weights("mobilefacenet_json", "mobilefacenet_bin")
@@ -132,7 +130,7 @@ def test_batches_shapes_and_gradients(
 
 @pytest.mark.slow
 def test_the_recogniser_reproduces_the_reference_crops(crops: tuple[list[str], np.ndarray]) -> None:
-    _need_weights()
+    _need("mobilefacenet_json", "mobilefacenet_bin", "yunet")
     names, images = crops
     r = get_local("mobilefacenet")
     assert isinstance(r, MobileFaceNetRecognizer)
@@ -151,7 +149,7 @@ def test_the_recogniser_reproduces_the_reference_crops(crops: tuple[list[str], n
 
 @pytest.mark.slow
 def test_leave_one_out_identification_and_verification_on_the_shared_photos() -> None:
-    _need_weights()
+    _need("mobilefacenet_json", "mobilefacenet_bin", "yunet")
     paths = celeb_photos()
     if len(paths) != 50:
         pytest.fail(f"the shared photo set is incomplete: {len(paths)} photos")

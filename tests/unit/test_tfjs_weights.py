@@ -12,10 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from faceoff.common import assets
 from faceoff.faces.models.tfjs import MAX_ELEMENTS, load_asset_weights, read_weights
+from tests.conftest import cached_model_file
 
 RNG = np.random.default_rng(7)
+
+
+def _need(*names: str) -> None:
+    """Skip, saying so, unless every asset in ``names`` is in the model cache."""
+    for name in names:
+        cached_model_file(name)
 
 
 def _json(groups: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -195,13 +201,6 @@ def test_the_topology_is_never_read() -> None:
 
 
 # --- the real files ---------------------------------------------------------------------------
-
-
-def _need(*names: str) -> None:
-    for name in names:
-        file = assets.default_cache_dir() / assets.ASSETS[name].filename
-        if not file.exists():
-            pytest.skip(f"{file} not in the model cache; run `faceoff models fetch` to test it")
 
 
 @pytest.mark.slow
