@@ -16,10 +16,11 @@ import pytest
 from faceoff.common import assets
 from faceoff.common.imaging import Photo
 from faceoff.evaluator import decoys
-from faceoff.evaluator.convert import verdict_to_proto
-from faceoff.evaluator.evaluation import EvaluationRequest, Evaluator
+from faceoff.evaluator.convert import verdict_to_proto, verdicts_to_proto
+from faceoff.evaluator.evaluation import EvaluationRequest, Evaluator, Verdict
 from faceoff.faces.recognizers import LOCAL_RECOGNIZERS, get_local
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
+from faceoff.sdk import Verdict as SdkVerdict
 from tests.conftest import encode
 
 
@@ -48,6 +49,13 @@ def vec(*values: float) -> np.ndarray:
 
 # Decoys far from each other and from the person at the origin (0, 0, 0).
 DECOYS = {"near": vec(0.5, 0, 0), "mid": vec(0, 0.7, 0), "far": vec(0, 0, 0.9)}
+
+
+def _as_received(verdict: Verdict) -> SdkVerdict:
+    """The verdict as a client (and the CLI) receives it: through the wire's conversion."""
+    from faceoff.sdk._convert import verdicts as sdk_verdicts
+
+    return sdk_verdicts(verdicts_to_proto([verdict]))[0]
 
 
 def test_the_person_ranks_after_every_decoy_nearer_to_the_face() -> None:
@@ -118,7 +126,7 @@ def test_the_evaluator_ranks_the_face_against_the_centroid_of_the_references() -
     assert verdict.decoys is not None and not verdict.error
     assert (verdict.decoys.rank, verdict.decoys.gallery_size) == (2, 4)
     assert verdict.verification is not None and not verdict.verification.match
-    doc = verdict.to_json()
+    doc = _as_received(verdict).to_json()
     assert (doc["identified"], doc["rank"], doc["gallery_size"]) == (False, 2, 4)
     msg = verdict_to_proto(verdict)
     assert (msg.identified, msg.rank, msg.gallery_size) == (False, 2, 4)
@@ -162,7 +170,7 @@ def test_no_rank_without_references_or_without_decoys() -> None:
     finally:
         ev.close()
     for verdict in (gallery_only, no_decoys):
-        assert verdict.decoys is None and "rank" not in verdict.to_json()
+        assert verdict.decoys is None and "rank" not in _as_received(verdict).to_json()
         msg = verdict_to_proto(verdict)
         assert not any(msg.HasField(f) for f in ("identified", "rank", "gallery_size"))
     assert no_decoys.verification is not None and gallery_only.top_k

@@ -239,10 +239,15 @@ def test_a_bad_photo_names_itself() -> None:
 
 
 def test_to_json_carries_no_embeddings() -> None:
+    # the one verdict serialiser is the SDK's: the CLI prints verdicts as a client receives them
+    from faceoff.evaluator.convert import verdicts_to_proto
+    from faceoff.sdk._convert import verdicts as sdk_verdicts
+
     evaluator, _ = make({"a": Scripted("a")})
-    (verdict,) = evaluator.evaluate(
+    verdicts = evaluator.evaluate(
         EvaluationRequest(photo=PHOTO, references=[PHOTO], gallery={"x": [PHOTO]})
     )
+    (verdict,) = sdk_verdicts(verdicts_to_proto(verdicts))
     doc = verdict.to_json()
     assert set(doc) == {
         "recognizer",

@@ -7,9 +7,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceoff.cli.folders import read_gallery_dir, read_reference_dir
+
+if TYPE_CHECKING:
+    from faceoff.sdk import Verdict
 
 
 def register(sub: Any, loud: argparse.ArgumentParser) -> None:
@@ -51,7 +54,7 @@ def register(sub: Any, loud: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run, traced=True)
 
 
-def print_verdicts(photo: Path, verdicts: list[Any]) -> None:
+def print_verdicts(photo: Path, verdicts: list[Verdict]) -> None:
     """One line per recogniser, plus its ranking when there is one."""
     print(f"{photo}:")
     for v in verdicts:
@@ -60,20 +63,18 @@ def print_verdicts(photo: Path, verdicts: list[Any]) -> None:
             line = "not configured"
         elif v.error:
             line = f"error ({v.error_kind}): {v.error}"
-        elif v.verification is not None:
-            ver = v.verification
-            distance = f", distance {ver.distance:.3f}" if ver.distance is not None else ""
+        elif v.verified:
+            distance = f", distance {v.distance:.3f}" if v.distance is not None else ""
             line = (
-                f"{'MATCH   ' if ver.match else 'no match'} confidence {ver.confidence:.3f} "
-                f"(threshold {ver.threshold:.2f}{distance})"
+                f"{'MATCH   ' if v.match else 'no match'} confidence {v.confidence:.3f} "
+                f"(threshold {v.threshold:.2f}{distance})"
             )
         else:
             line = "identification only"
         print(f"  {v.recognizer:12s} {box}  {line}")
-        if v.decoys is not None:
-            d = v.decoys
-            among = f"rank {d.rank} of {d.gallery_size} among public-figure decoys"
-            print(f"  {'':12s} {'still identified' if d.identified else 'not identified'}: {among}")
+        if v.rank is not None:
+            among = f"rank {v.rank} of {v.gallery_size} among public-figure decoys"
+            print(f"  {'':12s} {'still identified' if v.identified else 'not identified'}: {among}")
         if v.top_k:
             print(f"  {'':12s} top: " + ", ".join(f"{s.name} {s.confidence:.3f}" for s in v.top_k))
 
@@ -82,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     from faceoff.common.errors import FaceOffError
     from faceoff.common.settings import SettingsError
     from faceoff.evaluator.cloud.credentials import CloudConfig
+    from faceoff.evaluator.convert import verdicts_to_proto
     from faceoff.evaluator.evaluation import EvaluationRequest, Evaluator
     from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
+    from faceoff.sdk._convert import verdicts as sdk_verdicts
 
     if args.reference is None and args.gallery is None:
         print("faceoff evaluate: give --reference DIR, --gallery DIR or both", file=sys.stderr)
@@ -115,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
             use_api_threshold=args.use_api_threshold,
             attacked_models=[n.strip() for n in (args.attacked or "").split(",") if n.strip()],
         )
-        verdicts = evaluator.evaluate(request)
+        # the verdicts as a client receives them (the wire's conversion), so that the CLI prints
+        # and serialises one type of verdict, the SDK's
+        verdicts = sdk_verdicts(verdicts_to_proto(evaluator.evaluate(request)))
     except FaceOffError as exc:
         print(f"faceoff evaluate: {args.photo}: {exc.message}", file=sys.stderr)
         return 2

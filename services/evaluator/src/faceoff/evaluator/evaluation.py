@@ -134,39 +134,6 @@ class Verdict:
     error_kind: str = ""
     seconds: float = 0.0
 
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict (no embeddings, no image data)."""
-        out: dict[str, object] = {
-            "recognizer": self.recognizer,
-            "white_box": self.white_box,
-            "configured": self.configured,
-        }
-        if self.verification is not None:
-            v = self.verification
-            out.update(
-                confidence=round(v.confidence, 4), threshold=round(v.threshold, 4), match=v.match
-            )
-            if v.distance is not None:
-                out["distance"] = round(v.distance, 4)
-        if self.top_k:
-            out["top_k"] = [
-                {
-                    "name": s.name,
-                    "confidence": round(s.confidence, 4),
-                    **({"distance": round(s.distance, 4)} if s.distance is not None else {}),
-                }
-                for s in self.top_k
-            ]
-        if self.decoys is not None:
-            out.update(
-                identified=self.decoys.identified,
-                rank=self.decoys.rank,
-                gallery_size=self.decoys.gallery_size,
-            )
-        if self.error:
-            out.update(error=self.error, error_kind=self.error_kind)
-        return out
-
 
 def error_kind(exc: BaseException) -> str:
     """The outcome label of a backend failure."""
