@@ -44,7 +44,7 @@ from faceoff.sdk import (
 )
 from faceoff.sdk._convert import protect_request
 from faceoff.sdk.photos import read_photo
-from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc, schema_pb2
+from faceoff.v1 import common_pb2, detector_pb2, masker_pb2, masker_pb2_grpc, schema_pb2
 from tests.conftest import REPO, encode
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
@@ -792,3 +792,56 @@ def test_the_protected_photo_s_size_comes_from_the_masker_without_decoding() -> 
         image=common_pb2.Image(data=encode(PIXELS), format=common_pb2.IMAGE_FORMAT_PNG)
     )
     assert (protected_photo(old).width, protected_photo(old).height) == (32, 24)
+
+
+def test_detect_passes_its_options_and_serialises_as_the_detector_does() -> None:
+    seen: list[detector_pb2.DetectRequest] = []
+    landmarks = {  # the detector always finds all five (values off the rounding edges: the
+        # wire carries float32)
+        "left_eye": (12.34, 25.57),
+        "right_eye": (31.2, 25.93),
+        "nose": (20.0, 30.02),
+        "mouth_left": (14.81, 40.4),
+        "mouth_right": (28.66, 40.1),
+    }
+    face = common_pb2.Face(
+        box=common_pb2.BoundingBox(x=10.04, y=20.06, width=30.0, height=40.0), confidence=0.987654
+    )
+    for name, (x, y) in landmarks.items():
+        getattr(face.landmarks, name).x, getattr(face.landmarks, name).y = x, y
+
+    class Backend:
+        def detect(
+            self, request: detector_pb2.DetectRequest, timeout: float | None = None
+        ) -> detector_pb2.DetectResponse:
+            seen.append(request)
+            return detector_pb2.DetectResponse(width=64, height=48, faces=[face])
+
+        def close(self) -> None:
+            pass
+
+    with Client(backend=Backend()) as client:  # type: ignore[arg-type]
+        found = client.detect(PIXELS, min_face_size=30, min_confidence=0.95)
+        plain = client.detect(PIXELS)
+    options = seen[0].options
+    assert options.min_face_size == 30 and options.min_confidence == pytest.approx(0.95)
+    assert not seen[1].HasField("options"), "unset options take the detector's defaults"
+    expected = {
+        "width": 64,
+        "height": 48,
+        "faces": [
+            {
+                "box": [10.0, 20.1, 30.0, 40.0],
+                "confidence": 0.9877,
+                "landmarks": {k: [round(x, 1), round(y, 1)] for k, (x, y) in landmarks.items()},
+            }
+        ],
+    }
+    assert found.to_json() == plain.to_json() == expected
+    try:  # faceoff detect --json prints the SDK's Detection: the detector's own shape
+        from faceoff.detector.detection import DetectedFace, DetectionResult
+    except ImportError:  # the SDK alone (./dev test-sdk)
+        return
+    box = (10.04, 20.06, 30.0, 40.0)
+    ours = DetectionResult(64, 48, [DetectedFace(box, 0.987654, landmarks)]).to_json()
+    assert ours == expected

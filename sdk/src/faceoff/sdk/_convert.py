@@ -241,9 +241,16 @@ def protect_request(
     )
 
 
-def detect_request(photo: PhotoInput) -> detector_pb2.DetectRequest:
-    """The ``DetectRequest`` for a photo (the detector's default options)."""
-    return detector_pb2.DetectRequest(image=common_pb2.Image(data=read_photo(photo)))
+def detect_request(
+    photo: PhotoInput, min_face_size: int | None = None, min_confidence: float | None = None
+) -> detector_pb2.DetectRequest:
+    """The ``DetectRequest`` for a photo (None: the detector's default for that option)."""
+    request = detector_pb2.DetectRequest(image=common_pb2.Image(data=read_photo(photo)))
+    if min_face_size is not None:
+        request.options.min_face_size = min_face_size
+    if min_confidence is not None:
+        request.options.min_confidence = min_confidence
+    return request
 
 
 def evaluate_request(

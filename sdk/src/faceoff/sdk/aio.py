@@ -254,11 +254,17 @@ class AsyncClient(ClientBase[_AsyncBackend]):
         )
         return _convert.protected_photo(response, verdicts)
 
-    async def detect(self, photo: PhotoInput, *, timeout: float | None = None) -> Detection:
+    async def detect(
+        self,
+        photo: PhotoInput,
+        *,
+        min_face_size: int | None = None,
+        min_confidence: float | None = None,
+        timeout: float | None = None,
+    ) -> Detection:
         """Find the faces in ``photo``, largest first (see :meth:`faceoff.sdk.Client.detect`)."""
-        return _convert.detection(
-            await self._backend.detect(_convert.detect_request(photo), timeout)
-        )
+        request = _convert.detect_request(photo, min_face_size, min_confidence)
+        return _convert.detection(await self._backend.detect(request, timeout))
 
     async def evaluate(
         self,

@@ -269,15 +269,26 @@ class Client(ClientBase[_Backend]):
         )
         return _convert.protected_photo(response, verdicts)
 
-    def detect(self, photo: PhotoInput, *, timeout: float | None = None) -> Detection:
+    def detect(
+        self,
+        photo: PhotoInput,
+        *,
+        min_face_size: int | None = None,
+        min_confidence: float | None = None,
+        timeout: float | None = None,
+    ) -> Detection:
         """Find the faces in ``photo``, largest first (``timeout``: this call's budget).
+
+        ``min_face_size`` (the shorter side of a box, in pixels; default 20) and
+        ``min_confidence`` (default 0.9) leave out smaller or less certain faces.
 
         Example::
 
             for face in client.detect("group.jpg").faces:
                 print(face.box, face.confidence)
         """
-        return _convert.detection(self._backend.detect(_convert.detect_request(photo), timeout))
+        request = _convert.detect_request(photo, min_face_size, min_confidence)
+        return _convert.detection(self._backend.detect(request, timeout))
 
     def evaluate(
         self,

@@ -187,11 +187,16 @@ class LocalPipeline:
         self, request: detector_pb2.DetectRequest, timeout: float | None = None
     ) -> detector_pb2.DetectResponse:
         """What ``Detector.Detect`` does, in-process (``timeout`` as in :meth:`protect`)."""
+        from faceoff.common.imaging import decode
         from faceoff.detector.convert import options_from_proto, result_to_proto
 
         with _as_sdk_errors():
             options = options_from_proto(request.options)
-            return result_to_proto(self.detector().detect(request.image.data, options))
+            # the photo is checked before the model loads: a bad file is refused at once
+            photo = decode(
+                request.image.data, max_pixels=self._max_pixels, max_side=self._detect_max_side
+            )
+            return result_to_proto(self.detector().detect_photo(photo, options))
 
     def evaluate(
         self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None

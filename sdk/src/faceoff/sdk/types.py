@@ -64,6 +64,14 @@ class Face:
     confidence: float
     landmarks: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """``{"box": [x, y, w, h], "confidence": c, "landmarks": {name: [x, y]}}`` (rounded)."""
+        return {
+            "box": [round(v, 1) for v in self.box.as_tuple()],
+            "confidence": round(self.confidence, 4),
+            "landmarks": {k: [round(x, 1), round(y, 1)] for k, (x, y) in self.landmarks.items()},
+        }
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -72,6 +80,14 @@ class Detection:
     width: int
     height: int
     faces: tuple[Face, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"width": W, "height": H, "faces": [...]}`` (the shape ``faceoff detect --json`` prints)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "faces": [f.to_json() for f in self.faces],
+        }
 
 
 @dataclass(frozen=True)

@@ -24,31 +24,29 @@ def register(sub: Any, loud: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceoff.common.errors import FaceOffError
-    from faceoff.common.imaging import decode
-    from faceoff.detector.detection import DetectOptions, FaceDetector
+    from faceoff.sdk import Client, FaceOffError
 
     try:
         data = args.photo.read_bytes()
     except OSError as exc:
         print(f"faceoff detect: cannot read {args.photo}: {exc.strerror}", file=sys.stderr)
         return 2
-    try:
-        options = DetectOptions(
-            min_face_size=args.min_face_size, min_confidence=args.min_confidence
-        )
-        # The photo is checked before the model loads: a bad file is refused at once, not after ~5 s.
-        photo = decode(data, max_side=1024)
-        result = FaceDetector(detect_max_side=1024).detect_photo(photo, options)
-    except FaceOffError as exc:
-        print(f"faceoff detect: {args.photo}: {exc.message}", file=sys.stderr)
-        return 2
+    # in-process through the SDK, as an app would call the detector (the photo is checked
+    # before the model loads: a bad file is refused at once, not after ~5 s)
+    with Client.local(detect_max_side=1024) as client:
+        try:
+            result = client.detect(
+                data, min_face_size=args.min_face_size, min_confidence=args.min_confidence
+            )
+        except FaceOffError as exc:
+            print(f"faceoff detect: {args.photo}: {exc.message}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
     print(f"{args.photo}: {result.width}x{result.height} px, {len(result.faces)} face(s)")
     for i, face in enumerate(result.faces):
-        x, y, w, h = face.box
+        x, y, w, h = face.box.as_tuple()
         print(
             f"  face {i}: box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  confidence {face.confidence:.3f}"
         )
