@@ -81,14 +81,6 @@ class DetectedFace:
         """Box area in square pixels."""
         return self.box[2] * self.box[3]
 
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict: ``{"box": [x, y, w, h], "confidence": c, "landmarks": {...}}``."""
-        return {
-            "box": [round(v, 1) for v in self.box],
-            "confidence": round(self.confidence, 4),
-            "landmarks": {k: [round(x, 1), round(y, 1)] for k, (x, y) in self.landmarks.items()},
-        }
-
 
 @dataclass(frozen=True)
 class DetectionResult:
@@ -97,14 +89,6 @@ class DetectionResult:
     width: int
     height: int
     faces: list[DetectedFace]
-
-    def to_json(self) -> dict[str, object]:
-        """``{"width": W, "height": H, "faces": [...]}``."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "faces": [f.to_json() for f in self.faces],
-        }
 
 
 def _pick_device() -> str:
