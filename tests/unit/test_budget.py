@@ -31,6 +31,13 @@ def _setup(width: int = 400, height: int = 300) -> tuple:
     return pixels, boxes, regions, faces, deltas
 
 
+def _alphas(*args: object, **kwargs: object) -> list[float]:
+    """The alphas of :func:`budget.visibility_budget` without a map (its fields are None)."""
+    chosen = budget.visibility_budget(*args, **kwargs)  # type: ignore[arg-type]
+    assert all(field is None for _, field in chosen)
+    return [alpha for alpha, _ in chosen]
+
+
 def _mean_change(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(float) - b.astype(float)).mean())
 
@@ -43,9 +50,7 @@ def test_each_face_gets_the_largest_alpha_within_the_target() -> None:
         for b, r, f, d in zip(boxes, regions, faces, deltas)
     ]
     target = 1.5 * at_one[0]
-    alphas = budget.visibility_alphas(
-        pixels, boxes, regions, faces, deltas, 4.0, target, distance=_mean_change
-    )
+    alphas = _alphas(pixels, boxes, regions, faces, deltas, 4.0, target, distance=_mean_change)
     # the change is linear in alpha (up to rounding): alpha ~ target / change at alpha 1
     assert alphas[0] == pytest.approx(1.5, abs=0.1)
     assert alphas[0] <= 1.5 + 0.05, "the target is kept"
@@ -56,9 +61,7 @@ def test_each_face_gets_the_largest_alpha_within_the_target() -> None:
         calls.append(1.0)
         return _mean_change(a, b)
 
-    budget.visibility_alphas(
-        pixels, boxes[:1], regions[:1], faces, deltas, 4.0, target, distance=counting
-    )
+    _alphas(pixels, boxes[:1], regions[:1], faces, deltas, 4.0, target, distance=counting)
     assert len(calls) <= budget.MAX_CALLS
 
 
@@ -78,11 +81,9 @@ def test_a_large_photo_is_judged_at_display_size() -> None:
 def test_the_target_needs_the_tool_and_positive_settings() -> None:
     pixels, boxes, regions, faces, deltas = _setup()
     with pytest.raises(RuntimeError, match="butteraugli"):
-        budget.visibility_alphas(
-            pixels, boxes, regions, faces, deltas, 2.0, 1.0, distance=lambda a, b: None
-        )
+        _alphas(pixels, boxes, regions, faces, deltas, 2.0, 1.0, distance=lambda a, b: None)
     with pytest.raises(ValueError, match="target"):
-        budget.visibility_alphas(pixels, boxes, regions, faces, deltas, 2.0, 0.0)
+        _alphas(pixels, boxes, regions, faces, deltas, 2.0, 0.0)
 
 
 @pytest.mark.skipif(not budget.available(), reason="the butteraugli tool is not installed")
@@ -91,7 +92,7 @@ def test_with_the_real_tool_the_chosen_alpha_keeps_the_target() -> None:
     from faceoff.masker.quality import face_butteraugli
 
     pixels, boxes, regions, faces, deltas = _setup()
-    alphas = budget.visibility_alphas(pixels, boxes[:1], regions[:1], faces, deltas, 3.0, 2.0)
+    alphas = _alphas(pixels, boxes[:1], regions[:1], faces, deltas, 3.0, 2.0)
     applied = np.clip(faces[0] + alphas[0] * deltas[0], 0, 1) - faces[0]
     seen = face_butteraugli(pixels, paste_delta(pixels, regions[0], applied), boxes[:1])[0]
     assert seen.display is not None and seen.display <= 2.0 + 0.3
@@ -115,9 +116,7 @@ def test_a_distance_that_grows_fastest_at_small_alpha_still_gets_its_alpha() -> 
 
     at_one = concave(*_windows(pixels, boxes[0], regions[0], faces[0], deltas[0]))
     target = at_one * np.sqrt(0.3)  # reached at alpha 0.3
-    (alpha,) = budget.visibility_alphas(
-        pixels, boxes[:1], regions[:1], faces, deltas, 2.0, target, distance=concave
-    )
+    (alpha,) = _alphas(pixels, boxes[:1], regions[:1], faces, deltas, 2.0, target, distance=concave)
     assert 0.3 * 0.8 <= alpha <= 0.3 + 0.03, alpha
 
 
@@ -211,7 +210,7 @@ def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None
     deltas = deltas[:1].copy()
     deltas[0, :, 32:] *= 4.0  # the right half of the face changes four times more
     target = 1.2 * _map_max(*_windows(pixels, boxes[0], regions[0], faces[0], deltas[0] / 4))
-    ((alpha, field),) = budget.visibility_fields(
+    ((alpha, field),) = budget.visibility_budget(
         pixels,
         boxes[:1],
         regions[:1],
@@ -222,9 +221,10 @@ def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None
         distance=_map_max,
         distance_map=_local_map,
     )
-    (plain,) = budget.visibility_alphas(
+    (plain,) = _alphas(
         pixels, boxes[:1], regions[:1], faces, deltas, 4.0, target, distance=_map_max
     )
+    assert field is not None
     assert (
         field.shape == (64, 64, 1)
         and field.min() >= budget.MAP_FLOOR - 1e-6
@@ -235,7 +235,7 @@ def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None
     seen = _map_max(*_windows(pixels, boxes[0], regions[0], faces[0], alpha * field * deltas[0]))
     assert seen <= target + 0.05
     # a face already within the aim at alpha_max keeps its change as it is
-    ((alpha_q, field_q),) = budget.visibility_fields(
+    ((alpha_q, field_q),) = budget.visibility_budget(
         pixels,
         boxes[:1],
         regions[:1],
@@ -246,7 +246,7 @@ def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None
         distance=_map_max,
         distance_map=_local_map,
     )
-    assert alpha_q == 1.0 and np.all(field_q == 1.0)
+    assert alpha_q == 1.0 and field_q is not None and np.all(field_q == 1.0)
 
 
 def test_a_field_on_the_display_window_lands_on_the_same_place_of_the_crop() -> None:

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from faceoff.common.crops import CropRegion, resize_delta
-from faceoff.masker.quality import _display_size, _window, butteraugli_distance, butteraugli_map
+from faceoff.masker.quality import _display_size, _window, butteraugli_distance
 
 #: Butteraugli calls per face at most (each about 0.05-0.3 s for a face window on one core).
 MAX_CALLS = 5
@@ -119,43 +119,6 @@ def _largest_within(seen: Callable[[float], float], alpha_max: float, target: fl
     return best
 
 
-def visibility_alphas(
-    pixels: np.ndarray,
-    boxes: Sequence[Box],
-    regions: Sequence[CropRegion],
-    faces: np.ndarray,
-    deltas: np.ndarray,
-    alpha_max: float,
-    target: float,
-    should_stop: Callable[[], None] = lambda: None,
-    distance: Callable[[np.ndarray, np.ndarray], float | None] = butteraugli_distance,
-) -> list[float]:
-    """Per face, the largest alpha in ``[0, alpha_max]`` whose face Butteraugli as displayed is at
-    most ``target`` (see the module docstring).
-
-    Args:
-        pixels: The clean photo, ``(H, W, 3)`` uint8.
-        boxes, regions: Each face's box and crop region in the photo.
-        faces: ``(n, W, W, 3)`` the faces the perturbations were computed on, in [0, 1].
-        deltas: ``(n, W, W, 3)`` their perturbations before amplification.
-        alpha_max: The largest amplification (the options' alpha).
-        target: The face Butteraugli not to exceed, > 0.
-        should_stop: Called between Butteraugli calls; may raise to abort a cancelled request.
-        distance: The Butteraugli distance of two uint8 windows (None: not measured).
-
-    Raises:
-        RuntimeError: the Butteraugli tool is not installed, or failed.
-    """
-    if target <= 0 or alpha_max <= 0:
-        raise ValueError(f"target and alpha_max must be > 0, got {target} and {alpha_max}")
-    alphas = []
-    for k, (box, region) in enumerate(zip(boxes, regions)):
-        applied = np.clip(faces[k] + deltas[k], 0.0, 1.0) - faces[k]
-        clean, change = _display_window(pixels, box, region, applied)
-        alphas.append(visibility_alphas_of(clean, change, alpha_max, target, should_stop, distance))
-    return alphas
-
-
 def visibility_alphas_of(
     clean: np.ndarray,
     change: np.ndarray,
@@ -232,7 +195,7 @@ def _field_on_crop(
     return crop.astype(np.float32)[..., None]
 
 
-def visibility_fields(
+def visibility_budget(
     pixels: np.ndarray,
     boxes: Sequence[Box],
     regions: Sequence[CropRegion],
@@ -242,26 +205,40 @@ def visibility_fields(
     target: float,
     should_stop: Callable[[], None] = lambda: None,
     distance: Callable[[np.ndarray, np.ndarray], float | None] = butteraugli_distance,
-    distance_map: DistanceMap = butteraugli_map,
-) -> list[tuple[float, np.ndarray]]:
-    """Per face, ``(alpha, field)``: the change reshaped by Butteraugli's difference map (a
-    ``(S, S, 1)`` field in ``[MAP_FLOOR, 1]`` over the crop) and the largest alpha in
-    ``[0, alpha_max]`` at which ``alpha * field * delta`` keeps the face within ``target``.
+    distance_map: DistanceMap | None = None,
+) -> list[tuple[float, np.ndarray | None]]:
+    """Per face, ``(alpha, field)``: the largest alpha in ``[0, alpha_max]`` whose face
+    Butteraugli as displayed is at most ``target`` (see the module docstring), the face's change
+    first reshaped by ``distance_map`` when one is given (the ``visibility_map`` option:
+    ``field`` is then a ``(S, S, 1)`` multiplier in ``[MAP_FLOOR, 1]`` over the crop, else None).
 
-    Arguments and errors as :func:`visibility_alphas`; ``distance_map`` gives the distance
-    and its map (None: not measured).
+    Args:
+        pixels: The clean photo, ``(H, W, 3)`` uint8.
+        boxes, regions: Each face's box and crop region in the photo.
+        faces: ``(n, S, S, 3)`` the faces the perturbations were computed on, in [0, 1].
+        deltas: ``(n, S, S, 3)`` their perturbations before amplification.
+        alpha_max: The largest amplification (the options' alpha).
+        target: The face Butteraugli not to exceed, > 0.
+        should_stop: Called between Butteraugli calls; may raise to abort a cancelled request.
+        distance: The Butteraugli distance of two uint8 windows (None: not measured).
+        distance_map: The distance and its difference map (:func:`butteraugli_map`), or None.
+
+    Raises:
+        RuntimeError: the Butteraugli tool is not installed, or failed.
     """
     if target <= 0 or alpha_max <= 0:
         raise ValueError(f"target and alpha_max must be > 0, got {target} and {alpha_max}")
     height, width = pixels.shape[:2]
-    chosen = []
+    chosen: list[tuple[float, np.ndarray | None]] = []
     for k, (box, region) in enumerate(zip(boxes, regions)):
         applied = np.clip(faces[k] + deltas[k], 0.0, 1.0) - faces[k]
         clean, change = _display_window(pixels, box, region, applied)
-        field = _reshaped(clean, change, alpha_max, target, distance_map, should_stop)
-        on_crop = _field_on_crop(field, box, region, width, height, faces.shape[1])
-        # the search runs on the field as it reaches the display: pasted, then scaled
-        clean, change = _display_window(pixels, box, region, on_crop * applied)
+        on_crop = None
+        if distance_map is not None:
+            field = _reshaped(clean, change, alpha_max, target, distance_map, should_stop)
+            on_crop = _field_on_crop(field, box, region, width, height, faces.shape[1])
+            # the search runs on the field as it reaches the display: pasted, then scaled
+            clean, change = _display_window(pixels, box, region, on_crop * applied)
         alpha = visibility_alphas_of(clean, change, alpha_max, target, should_stop, distance)
         chosen.append((alpha, on_crop))
     return chosen

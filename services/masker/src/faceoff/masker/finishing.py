@@ -17,8 +17,9 @@ from faceoff.common import tracing
 from faceoff.common.crops import paste_delta
 from faceoff.common.imaging import DEFAULT_MAX_PIXELS, decode, encode, output_format
 from faceoff.masker.adaptive import Choice, choose_alphas
-from faceoff.masker.budget import visibility_alphas, visibility_fields
+from faceoff.masker.budget import visibility_budget
 from faceoff.masker.jobs import Job
+from faceoff.masker.quality import butteraugli_map
 from faceoff.masker.receipts import FaceReceipt, ProtectionResult, face_receipts
 from faceoff.masker.surrogates import Surrogates
 
@@ -68,15 +69,19 @@ class Finisher:
         elif o.visibility and job.size:
             if progress:
                 progress("adapt", 0, 0)
-            args = (job.photo.pixels, job.boxes, job.regions, job.attacked, delta, o.alpha)
-            if o.visibility_map:
-                shaped = visibility_fields(*args, o.visibility, should_stop)
-                choices = [Choice(a, ()) for a, _ in shaped]
-                fields = [f for _, f in shaped]
-            else:
-                choices = [
-                    Choice(a, ()) for a in visibility_alphas(*args, o.visibility, should_stop)
-                ]
+            budgeted = visibility_budget(
+                job.photo.pixels,
+                job.boxes,
+                job.regions,
+                job.attacked,
+                delta,
+                o.alpha,
+                o.visibility,
+                should_stop,
+                distance_map=butteraugli_map if o.visibility_map else None,
+            )
+            choices = [Choice(a, ()) for a, _ in budgeted]
+            fields = [f for _, f in budgeted if f is not None]
         else:
             choices = [Choice(o.alpha, ()) for _ in range(job.size)]
         if progress:
