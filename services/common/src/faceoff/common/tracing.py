@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +35,7 @@ from faceoff.common.errors import SettingsError
 from faceoff.common.interceptors._wrap import (
     Context,
     Handler,
+    HandlerInterceptor,
     StreamBehaviour,
     UnaryBehaviour,
     code_name,
@@ -119,19 +120,13 @@ def _extract(context: Context) -> otel_context.Context:
     return propagate.extract(carrier)
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):
+class TracingInterceptor(HandlerInterceptor):
     """A SERVER span per RPC (health checks and reflection excluded), continuing the caller's trace."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        full = handler_call_details.method
-        if handler is None or full.startswith("/grpc."):
+    def wrap(self, handler: Handler, path: str) -> Handler:
+        if path.startswith("/grpc."):
             return handler
-        service, _, method = full.lstrip("/").rpartition("/")
+        service, _, method = path.lstrip("/").rpartition("/")
         name = f"{service}/{method}"
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
