@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -55,6 +56,7 @@ MAP_FLOOR = 0.1
 MAP_BLUR = 0.02
 
 Box = tuple[float, float, float, float]
+_T = TypeVar("_T")
 DistanceMap = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray] | None"]
 
 
@@ -119,6 +121,15 @@ def _largest_within(seen: Callable[[float], float], alpha_max: float, target: fl
     return best
 
 
+def _measured(value: _T | None) -> _T:
+    """``value``, a Butteraugli measurement; None (the tool is not installed) is an error here."""
+    if value is None:
+        raise RuntimeError(
+            "a visibility target needs the butteraugli tool (apt-get install butteraugli)"
+        )
+    return value
+
+
 def visibility_alphas_of(
     clean: np.ndarray,
     change: np.ndarray,
@@ -134,12 +145,7 @@ def visibility_alphas_of(
     def seen(alpha: float) -> float:
         should_stop()
         protected = np.clip(np.rint(clean + alpha * change), 0, 255).astype(np.uint8)
-        d = distance(shown, protected)
-        if d is None:
-            raise RuntimeError(
-                "a visibility target needs the butteraugli tool (apt-get install butteraugli)"
-            )
-        return d
+        return _measured(distance(shown, protected))
 
     return _largest_within(seen, float(alpha_max), target)
 
@@ -161,12 +167,7 @@ def _reshaped(
     for _ in range(MAP_ROUNDS):
         should_stop()
         protected = np.clip(np.rint(clean + alpha_max * field[..., None] * change), 0, 255)
-        result = distance_map(shown, protected.astype(np.uint8))
-        if result is None:
-            raise RuntimeError(
-                "a visibility map needs the butteraugli tool (apt-get install butteraugli)"
-            )
-        score, heat = result
+        score, heat = _measured(distance_map(shown, protected.astype(np.uint8)))
         if score <= aim:
             break
         ratio = np.minimum(1.0, (aim / np.maximum(heat, 1e-3)) ** MAP_POWER).astype(np.float32)
