@@ -122,3 +122,49 @@ def test_frontier_plot_reads_runs(tmp_path: Path) -> None:
     with Image.open(path) as img:
         assert img.format == "PNG" and img.width > 400
     assert judged_recognizers(runs[0]) == ["dlib"]
+
+
+def test_native_faces_are_the_face_centre_at_one_to_one() -> None:
+    from faceoff.bench.transfer import native_faces
+
+    original = np.zeros((600, 800, 3), np.uint8)
+    protected = original.copy()
+    protected[300, 400] = 255  # the box's centre
+    ((before, after),) = native_faces(original, protected, [(300.0, 200.0, 200.0, 200.0)], 100)
+    assert before.shape == after.shape == (100, 100, 3), "the centre, side pixels square"
+    assert after[50, 50].tolist() == [255, 255, 255] and not before.any()
+    # a window smaller than side is shown whole (box + 25% of 40 px: 60 px)
+    ((small, _),) = native_faces(original, protected, [(10.0, 10.0, 40.0, 40.0)], 100)
+    assert small.shape == (60, 60, 3)
+
+
+def test_contact_sheet_adds_the_native_view_when_faces_carry_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    face = {
+        "label": "p.jpg face 0",
+        "butteraugli": 4.0,
+        "psnr": 36.0,
+        "config": "medium",
+        "original": rng.integers(0, 255, (50, 40, 3), dtype=np.uint8),
+        "protected": rng.integers(0, 255, (50, 40, 3), dtype=np.uint8),
+    }
+    native = {
+        "native_original": rng.integers(0, 255, (90, 90, 3), dtype=np.uint8),
+        "native_protected": rng.integers(0, 255, (90, 90, 3), dtype=np.uint8),
+    }
+    plain, both = tmp_path / "plain.png", tmp_path / "both.png"
+    contact_sheet([face], plain)
+    contact_sheet([{**face, **native}], both)
+    with Image.open(plain) as a, Image.open(both) as b:
+        # title 28, then the cell: its tallest tile, two caption lines (36), a 10 px gap
+        assert a.height == 28 + 50 + 36 + 10, "without it the displayed pair sets the height"
+        assert b.height == 28 + 90 + 36 + 10, "the taller native pair sets the cell's height"
+        # the protected native tile stands 1:1 beside the displayed pair (first cell)
+        x = 2 * (40 + 6) + 12 + 90 + 6
+        got = np.asarray(b)[28 : 28 + 90, x : x + 90]
+        assert np.array_equal(got, native["native_protected"])
+    # a face shown at its native size already gets no second, identical pair
+    same = {"native_original": face["original"], "native_protected": face["protected"]}
+    contact_sheet([{**face, **same}], tmp_path / "same.png")
+    with Image.open(tmp_path / "same.png") as c:
+        assert c.height == 28 + 50 + 36 + 10

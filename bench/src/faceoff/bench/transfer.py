@@ -65,6 +65,9 @@ GOAL_EVASION, GOAL_PLATFORM_LOSS = 0.90, 0.05
 GOAL_BUTTERAUGLI_MEDIAN, GOAL_BUTTERAUGLI_P90, GOAL_PSNR = 5.5, 10.0, 32.0
 #: Faces shown on the contact sheet: this many worst and this many best by Butteraugli.
 SHEET_EACH = 6
+#: Height of a face on the contact sheet, at most (displayed faces are scaled down to it; the
+#: native 1:1 view is the face's centre, this many pixels square at most).
+SHEET_HEIGHT = 320
 DEFAULT_DATA = CELEBS / "photos"
 #: Attacks are run for this many probes at once (one compiled batch).
 ATTACK_BATCH = 8
@@ -286,8 +289,12 @@ def run(
                         seen_native.append(face.butteraugli_native)
                 if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
                     shown = decode(result.data, max_pixels=protector.max_pixels).pixels
-                    pairs = display_faces(job.photo.pixels, shown, [f.box for f in result.faces])
-                    for face, (before, after) in zip(result.faces, pairs):
+                    boxes = [f.box for f in result.faces]
+                    pairs = display_faces(job.photo.pixels, shown, boxes)
+                    natives = native_faces(job.photo.pixels, shown, boxes, SHEET_HEIGHT)
+                    for face, (before, after), (close, close_after) in zip(
+                        result.faces, pairs, natives
+                    ):
                         sheet.append(
                             {
                                 "label": f"{probe.name} face {face.index}",
@@ -296,6 +303,8 @@ def run(
                                 "config": _label(profile, overrides, face_size),
                                 "original": before,
                                 "protected": after,
+                                "native_original": close,
+                                "native_protected": close_after,
                             }
                         )
                 degraded = platform_copy(result.data)
@@ -529,11 +538,33 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def native_faces(
+    original: np.ndarray,
+    protected: np.ndarray,
+    boxes: Sequence[tuple[float, float, float, float]],
+    side: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each face window (box + 25%) of two full-resolution photos at native size, 1:1: its
+    centre, at most ``side`` pixels square (what someone who zooms into the photo sees)."""
+    from faceoff.masker.quality import _window
+
+    height, width = original.shape[:2]
+    out = []
+    for box in boxes:
+        left, top, right, bottom = _window(box, width, height, 1.0)
+        w, h = min(side, right - left), min(side, bottom - top)
+        x0, y0 = left + (right - left - w) // 2, top + (bottom - top - h) // 2
+        out.append((original[y0 : y0 + h, x0 : x0 + w], protected[y0 : y0 + h, x0 : x0 + w]))
+    return out
+
+
 def contact_sheet(faces: Sequence[dict[str, Any]], path: Path, each: int = SHEET_EACH) -> None:
-    """Original | protected face pairs as displayed: the ``each`` worst and best by Butteraugli.
+    """Original | protected face pairs: the ``each`` worst and best by Butteraugli.
 
     Faces without a Butteraugli figure are ordered by PSNR instead. Each pair is shown at its
-    displayed size (capped at 320 px high) and labelled with the probe and the figures.
+    displayed size (capped at :data:`SHEET_HEIGHT` px high) and, when the face carries them,
+    beside it the centre of the face at native size (1:1), labelled with the probe and the
+    figures.
     """
     from PIL import ImageDraw, ImageFont
 
@@ -548,22 +579,33 @@ def contact_sheet(faces: Sequence[dict[str, Any]], path: Path, each: int = SHEET
     cells = []
     for f in picked:
         pair = [Image.fromarray(f["original"]), Image.fromarray(f["protected"])]
-        scale = min(1.0, 320 / pair[0].height)
+        scale = min(1.0, SHEET_HEIGHT / pair[0].height)
         size = (max(1, round(pair[0].width * scale)), max(1, round(pair[0].height * scale)))
-        pair = [p.resize(size, Image.Resampling.LANCZOS) for p in pair]
+        tiles = [p.resize(size, Image.Resampling.LANCZOS) for p in pair]
+        caption = "original | protected, as displayed"
+        if "native_original" in f and f["native_original"].shape == f["original"].shape:
+            caption += " (native size)"  # the photo is shown as it is: nothing more to see
+        elif "native_original" in f:
+            tiles += [Image.fromarray(f["native_original"]), Image.fromarray(f["native_protected"])]
+            caption += "   |   the same, native 1:1 (centre)"
         seen = f["butteraugli"]
         text = f"{f['label']}: Butteraugli {seen:.1f}" if seen is not None else f["label"]
         text += f", PSNR {f['psnr']:.1f} dB" if np.isfinite(f["psnr"]) else ""
-        width = max(2 * size[0] + 6, math.ceil(font.getlength(text)) + 4)
-        cell = Image.new("RGB", (width, size[1] + 36), "white")
-        cell.paste(pair[0], (0, 0))
-        cell.paste(pair[1], (size[0] + 6, 0))
-        ImageDraw.Draw(cell).text((2, size[1] + 2), text, fill="black", font=font)
-        ImageDraw.Draw(cell).text(
-            (2, size[1] + 18), "original | protected", fill="dimgray", font=font
+        tall = max(t.height for t in tiles)
+        across = sum(t.width + 6 for t in tiles) + (12 if len(tiles) > 2 else 0)
+        width = max(
+            across, math.ceil(font.getlength(text)) + 4, math.ceil(font.getlength(caption)) + 4
         )
+        cell = Image.new("RGB", (width, tall + 36), "white")
+        x = 0
+        for k, tile in enumerate(tiles):
+            x += 12 if k == 2 else 0  # a wider gap between the displayed and the native pair
+            cell.paste(tile, (x, 0))
+            x += tile.width + 6
+        ImageDraw.Draw(cell).text((2, tall + 2), text, fill="black", font=font)
+        ImageDraw.Draw(cell).text((2, tall + 18), caption, fill="dimgray", font=font)
         cells.append(cell)
-    columns = 3
+    columns = 2 if any("native_original" in f for f in picked) else 3
     width = max((c.width for c in cells), default=200)
     rows = [cells[i : i + columns] for i in range(0, len(cells), columns)]
     heights = [max(c.height for c in row) for row in rows]
