@@ -130,7 +130,7 @@ def _measured(value: _T | None) -> _T:
     return value
 
 
-def visibility_alphas_of(
+def _alpha_within(
     clean: np.ndarray,
     change: np.ndarray,
     alpha_max: float,
@@ -240,6 +240,6 @@ def visibility_budget(
             on_crop = _field_on_crop(field, box, region, width, height, faces.shape[1])
             # the search runs on the field as it reaches the display: pasted, then scaled
             clean, change = _display_window(pixels, box, region, on_crop * applied)
-        alpha = visibility_alphas_of(clean, change, alpha_max, target, should_stop, distance)
+        alpha = _alpha_within(clean, change, alpha_max, target, should_stop, distance)
         chosen.append((alpha, on_crop))
     return chosen
