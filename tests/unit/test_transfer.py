@@ -27,6 +27,7 @@ from faceoff.masker.attacks.pgd import step_gradient
 from faceoff.masker.attacks.transfer import (
     TransferInputs,
     gaussian_kernel,
+    member_mask,
     process_gradient,
     transform_input,
     warp_matrix,
@@ -259,6 +260,10 @@ def test_transforms_off_return_the_input_exactly() -> None:
         ({"warp": 1.01}, "warp"),
         ({"dropout": -0.1}, "dropout"),
         ({"dropout": 0.6}, "dropout"),
+        ({"subset": -1}, "subset"),
+        ({"subset": 8}, "subset"),
+        ({"subset": 1.5}, "subset"),
+        ({"subset": True}, "subset"),
     ],
 )
 def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
@@ -365,6 +370,74 @@ def test_balance_gives_a_member_with_small_gradients_its_say() -> None:
     assert gap_plain > 0.3, (steep_plain, toy_plain)
     assert float(np.mean(toy_bal)) > float(np.mean(toy_plain)) + 0.1, (toy_plain, toy_bal)
     assert gap_bal < 0.6 * gap_plain, (gap_plain, gap_bal)
+
+
+def _chosen(subset: int, seeds: list[int], step: int, members: int = 4) -> np.ndarray:
+    t = Transfer(subset=subset).inputs(np.array(seeds))
+    return member_mask(t, tf.constant(step), members).numpy()
+
+
+def test_subset_draws_k_members_per_face_fresh_each_iteration_and_repeats_for_a_seed() -> None:
+    seeds = list(range(30))
+    a = _chosen(2, seeds, 0)
+    assert a.shape == (30, 4) and set(np.unique(a)) == {0.0, 1.0}
+    np.testing.assert_array_equal(a.sum(1), 2)
+    assert len({tuple(row) for row in a}) > 3, "faces drew the same members"
+    b = _chosen(2, seeds, 1)
+    assert np.any(a != b), "two iterations drew the same members"
+    np.testing.assert_array_equal(a, _chosen(2, seeds, 0))
+    # a face's draw is its own, whichever faces share the batch
+    np.testing.assert_array_equal(a[5], _chosen(2, [5, 123], 0)[0])
+    # over many iterations every member is drawn about as often
+    counts = sum(_chosen(1, [7], step)[0] for step in range(200))
+    assert counts.min() > 30, counts
+    np.testing.assert_array_equal(_chosen(0, seeds, 0), 1.0)  # 0: all of them
+
+
+def test_subset_takes_each_chosen_members_own_gradient_and_nothing_from_the_others() -> None:
+    a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
+    ens = Ensemble([a, b])
+    probes, references = faces()
+    refs = [ens.embed(r).numpy() for r in references]
+    loss = make_loss("target", ens, refs)
+    x = tf.constant(probes)
+    view = lambda v, step: (v, tf.constant(0.0))  # noqa: E731
+    n = len(probes)
+    only_a = tf.constant(np.tile([[1.0, 0.0]], (n, 1)), tf.float32)
+    both = tf.ones([n, 2])
+    for balance in (False, True):
+        grad_a, loss_a, _ = step_gradient(
+            type(loss), ens, loss.inputs, balance, x, view, tf.constant(0), only_a
+        )
+        own = make_loss("target", a, [r[:, :16] for r in refs])
+        g, _, _ = step_gradient(type(own), a, own.inputs, balance, x, view, tf.constant(0))
+        # member a alone, at its share of the ensemble (a half)
+        np.testing.assert_allclose(grad_a.numpy(), 0.5 * g.numpy(), rtol=1e-4, atol=1e-7)
+        # the loss that picks the best iterate is still the whole ensemble's
+        full, _, _ = step_gradient(
+            type(loss), ens, loss.inputs, balance, x, view, tf.constant(0), both
+        )
+        np.testing.assert_allclose(loss_a.numpy(), loss.evaluate(probes)[0], rtol=1e-5)
+        assert np.abs(full.numpy() - grad_a.numpy()).max() > 1e-6
+
+
+def test_a_subset_attack_repeats_and_refuses_a_subset_as_large_as_the_ensemble() -> None:
+    ens = Ensemble([ToyEmbedding(seed=0), ToyEmbedding(seed=1), ToyEmbedding(seed=2)])
+    probes, references = faces()
+    refs = [ens.embed(r).numpy() for r in references]
+    attack = make_attack("pgd", "linf", epsilon=0.03, iterations=4, transfer=Transfer(subset=1))
+    first = attack.attack(probes, make_loss("target", ens, refs), seed=5).delta
+    again = attack.attack(probes, make_loss("target", ens, refs), seed=5).delta
+    np.testing.assert_array_equal(first, again)
+    whole = (
+        make_attack("pgd", "linf", epsilon=0.03, iterations=4)
+        .attack(probes, make_loss("target", ens, refs), seed=5)
+        .delta
+    )
+    assert np.abs(first - whole).max() > 0
+    too_many = make_attack("pgd", "linf", epsilon=0.03, iterations=4, transfer=Transfer(subset=3))
+    with pytest.raises(ValueError, match="subset must be below the number of surrogates \\(3\\)"):
+        too_many.attack(probes, make_loss("target", ens, refs), seed=5)
 
 
 def test_balance_off_is_the_plain_gradient_and_on_a_single_model_its_direction() -> None:
@@ -570,6 +643,9 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"surrogates": "facenet,mobileface"}, "mobileface knows faces only when each is aligned"),
         ({"dropout": -0.01}, "dropout"),
         ({"attack": "cw", "dropout": 0.2}, "PGD techniques"),
+        ({"surrogate_subset": 2}, "fewer than the surrogates \\(2: facenet, sface\\)"),
+        ({"surrogate_subset": 9}, "surrogate_subset"),
+        ({"attack": "cw", "surrogate_subset": 1}, "PGD techniques"),
     ],
 )
 def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:
@@ -598,6 +674,9 @@ def test_transfer_options_reach_the_attack_and_split_batches() -> None:
     assert balanced.attack_params()["transfer"].dropout == 0.3
     assert balanced.attack_params()["balance"] is True
     assert balanced.batch_key() != resolve("medium").batch_key()
+    subset = resolve("medium", surrogates="facenet,sface,faceres", surrogate_subset=2)
+    assert subset.attack_params()["transfer"].subset == 2
+    assert subset.batch_key() != resolve("medium", surrogates="facenet,sface,faceres").batch_key()
     assert o.batch_key() != plain.batch_key()
     assert dataclasses.replace(o, alpha=4.0).batch_key() == o.batch_key()
     assert dataclasses.replace(o, adaptive_alpha=True).batch_key() == o.batch_key()

@@ -395,6 +395,7 @@ def run(
             "visibility": resolved.visibility,
             "dropout": resolved.dropout,
             "visibility_map": resolved.visibility_map,
+            "surrogate_subset": resolved.surrogate_subset,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -100,6 +100,8 @@ class ProtectOptions(TypedDict, total=False):
     dropout: float
     #: With visibility: the change reshaped by Butteraugli's difference map first.
     visibility_map: bool
+    #: Ensemble (PGD): surrogates attacked per iteration, a random subset per face (0: all).
+    surrogate_subset: int
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -344,6 +346,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         visibility=msg.visibility,
         dropout=msg.dropout,
         visibility_map=msg.visibility_map,
+        surrogate_subset=msg.surrogate_subset,
     )
 
 

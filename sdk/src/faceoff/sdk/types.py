@@ -194,6 +194,7 @@ class AppliedOptions:
     visibility: float = 0.0
     dropout: float = 0.0
     visibility_map: bool = False
+    surrogate_subset: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -224,6 +225,7 @@ class AppliedOptions:
             "visibility": round(self.visibility, 6),
             "dropout": round(self.dropout, 6),
             "visibility_map": self.visibility_map,
+            "surrogate_subset": self.surrogate_subset,
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

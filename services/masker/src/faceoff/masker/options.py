@@ -94,6 +94,8 @@ class ProtectionOptions:
         dropout: PGD transfer technique: dropout rate on the surrogates' feature maps (0: off).
         visibility_map: With ``visibility``, reshape each face's change by Butteraugli's
             difference map before the alpha search (:mod:`faceoff.masker.budget`).
+        surrogate_subset: PGD ensemble: each iteration each face attacks a random subset of
+            this many surrogates (0: all of them).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -133,6 +135,7 @@ class ProtectionOptions:
     visibility: float = 0.0
     dropout: float = 0.0
     visibility_map: bool = False
+    surrogate_subset: int = 0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -147,6 +150,7 @@ class ProtectionOptions:
                 eot=self.eot,
                 warp=self.warp,
                 dropout=self.dropout,
+                subset=self.surrogate_subset,
             )
             return {
                 "epsilon": self.epsilon,
@@ -283,6 +287,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             "eot",
             "warp",
             "dropout",
+            "surrogate_subset",
             "feather",
             "texture",
             "ssim",
@@ -369,10 +374,18 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             field="options.iterations",
         )
     if o.attack != "pgd" and (
-        o.momentum or o.diversity or o.ti_kernel or o.eot or o.warp or o.dropout or o.balance
+        o.momentum
+        or o.diversity
+        or o.ti_kernel
+        or o.eot
+        or o.warp
+        or o.dropout
+        or o.balance
+        or o.surrogate_subset
     ):
         raise InvalidOption(
-            f"momentum, diversity, ti_kernel, eot, warp, dropout and balance are PGD techniques; attack "
+            "momentum, diversity, ti_kernel, eot, warp, dropout, balance and surrogate_subset are "
+            f"PGD techniques; attack "
             f"{o.attack} takes none of them (set them to 0 / false)",
             field="options.attack",
         )
@@ -395,6 +408,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             "(leave-one-out 64% through the fixed window, 100% aligned): set align (--align), or "
             f"choose other surrogates",
             field="options.surrogates",
+        )
+    if o.surrogate_subset and o.surrogate_subset >= len(o.surrogates):
+        raise InvalidOption(
+            f"surrogate_subset must be 0 (all) or fewer than the surrogates "
+            f"({len(o.surrogates)}: {', '.join(o.surrogates)}), got {o.surrogate_subset}",
+            field="options.surrogate_subset",
         )
     if o.adaptive_alpha and o.visibility:
         raise InvalidOption(

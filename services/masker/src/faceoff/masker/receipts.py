@@ -119,6 +119,7 @@ class ProtectionResult:
                 "visibility": o.visibility,
                 "dropout": o.dropout,
                 "visibility_map": o.visibility_map,
+                "surrogate_subset": o.surrogate_subset,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha

@@ -46,6 +46,7 @@ from faceoff.masker.attacks.shape import Shape, ShapeInputs, budget, penalty, to
 from faceoff.masker.attacks.transfer import (
     Transfer,
     TransferInputs,
+    member_mask,
     process_gradient,
     surrogate_draws,
     transform_input,
@@ -167,10 +168,17 @@ class PGD(Attack):
             tf.constant(0, tf.int32),
         )
         dropout = self.transfer.dropout > 0
+        subset = self.transfer.subset > 0
+        members = len(loss.model.shares)
+        if subset and self.transfer.subset >= members:
+            raise ValueError(
+                f"subset must be below the number of surrogates ({members}) or 0 (all), "
+                f"got {self.transfer.subset}"
+            )
         run = self._compiled(
             loss,
-            f"run/shaped={shaped}/balance={self.balance}/dropout={dropout}",
-            self._builder(type(loss), shaped, self.balance, dropout),
+            f"run/shaped={shaped}/balance={self.balance}/dropout={dropout}/subset={subset}",
+            self._builder(type(loss), shaped, self.balance, dropout, subset),
         )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
@@ -203,7 +211,7 @@ class PGD(Attack):
 
     @classmethod
     def _builder(
-        cls, loss_class: type[Loss], shaped: bool, balance: bool, dropout: bool
+        cls, loss_class: type[Loss], shaped: bool, balance: bool, dropout: bool, subset: bool
     ) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
@@ -235,9 +243,10 @@ class PGD(Attack):
                     )
 
                 for i in tf.range(steps):
+                    chosen = member_mask(transfer, done + i, len(model.shares)) if subset else None
                     with surrogate_draws(transfer, done + i, dropout):
                         grad, loss, success = step_gradient(
-                            loss_class, model, inputs, balance, variable, view, done + i
+                            loss_class, model, inputs, balance, variable, view, done + i, chosen
                         )
                     take = better(success, loss, best_success, best_loss)
                     best = tf.where(as_rows(take), variable, best)
@@ -262,6 +271,7 @@ def step_gradient(
     variable: tf.Tensor,
     view: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
     step: tf.Tensor,
+    chosen: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """One step's gradient with respect to ``variable``, and the per-face loss and success.
 
@@ -270,9 +280,11 @@ def step_gradient(
     the penalty. With it, each surrogate's objective is differentiated with respect to the view
     on its own, divided by its per-face mean absolute value, weighted by the surrogate's share and
     summed, and that combined gradient of the view is carried back to ``variable`` (with the
-    penalty's) in one more backward pass.
+    penalty's) in one more backward pass. ``chosen`` ``(N, members)``, when given, keeps for each
+    face only the members it attacks this step (each on its own objective, normalised only
+    with ``balance``); the loss and success returned stay the whole ensemble's.
     """
-    if not balance:
+    if not balance and chosen is None:
         with tf.GradientTape() as tape:
             tape.watch(variable)
             seen, extra = view(variable, step)
@@ -289,9 +301,13 @@ def step_gradient(
         objectives, loss, success = loss_class.member_objectives(model, seen, inputs)
         totals = [tf.reduce_sum(objective) for objective in objectives]
     combined = tf.zeros_like(seen)
-    for share, total in zip(model.shares, totals):
+    for m, (share, total) in enumerate(zip(model.shares, totals)):
         g = finite_or_zero(tape.gradient(total, seen))
-        combined += share * g / (tf.reduce_mean(tf.abs(g), axis=[1, 2, 3], keepdims=True) + 1e-12)
+        if balance:
+            g = g / (tf.reduce_mean(tf.abs(g), axis=[1, 2, 3], keepdims=True) + 1e-12)
+        if chosen is not None:
+            g = g * as_rows(chosen[:, m])
+        combined += share * g
     del tape
     grad = view_tape.gradient(
         [seen, extra], variable, output_gradients=[combined, tf.ones_like(extra)]

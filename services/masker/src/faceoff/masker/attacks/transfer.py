@@ -27,6 +27,11 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   runs with dropout at this rate on its intermediate feature maps, a fresh draw per iteration
   and per face (:mod:`faceoff.faces.models.augment`), so the perturbation is fitted to a family
   of nearby networks rather than to one network's exact units.
+* **subset** (random ensemble members): with an ensemble, each iteration each face attacks a
+  random subset of this many of the surrogates, each member on its own objective (a fresh draw
+  per iteration and face), so the perturbation is not fitted to one fixed compromise between
+  members whose gradients disagree (stochastic ensembles, e.g. Xiong et al., CVPR 2022). The
+  loss that picks the best iterate stays the whole ensemble's.
 
 Randomness comes from stateless ops seeded by each face's own seed and the iteration number:
 every face of a batch draws its own transforms, so the same seed gives the same perturbation
@@ -64,6 +69,8 @@ WARP_SCALE = 0.10
 WARP_SHIFT = 0.05
 #: Largest dropout rate accepted: the contract's bound.
 MAX_DROPOUT = bound("dropout")
+#: Largest subset of surrogates accepted: the contract's bound.
+MAX_SUBSET = int(bound("surrogate_subset"))
 
 
 class TransferInputs(NamedTuple):
@@ -74,6 +81,7 @@ class TransferInputs(NamedTuple):
     eot: tf.Tensor  # () float32 probability
     warp: tf.Tensor  # () float32 probability
     dropout: tf.Tensor  # () float32 rate
+    subset: tf.Tensor  # () int32 surrogates per iteration (0: all)
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
     seed: tf.Tensor  # (N,) int64, one per face
 
@@ -95,6 +103,8 @@ class Transfer:
             iteration.
         dropout: Rate in [0, :data:`MAX_DROPOUT`] of dropout on the surrogates' intermediate
             feature maps per iteration (0: off).
+        subset: Surrogates each face attacks per iteration, a random subset (0: all); below
+            the ensemble's size, at most :data:`MAX_SUBSET`.
     """
 
     momentum: float = 0.0
@@ -103,12 +113,16 @@ class Transfer:
     eot: float = 0.0
     warp: float = 0.0
     dropout: float = 0.0
+    subset: int = 0
 
     def __post_init__(self) -> None:
         for name in ("momentum", "diversity", "eot", "warp", "dropout"):
             check_fraction(name, getattr(self, name))
         if self.dropout > MAX_DROPOUT:
             raise ValueError(f"dropout must be in [0, {MAX_DROPOUT:g}], got {self.dropout!r}")
+        s = self.subset
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= MAX_SUBSET:
+            raise ValueError(f"subset must be an integer in 0..{MAX_SUBSET} (0: all), got {s!r}")
         k = self.ti_kernel
         if (
             isinstance(k, bool)
@@ -127,7 +141,13 @@ class Transfer:
     @property
     def active(self) -> bool:
         """Whether any technique is on."""
-        return self.transforms_input or self.momentum > 0 or self.ti_kernel > 0 or self.dropout > 0
+        return (
+            self.transforms_input
+            or self.momentum > 0
+            or self.ti_kernel > 0
+            or self.dropout > 0
+            or self.subset > 0
+        )
 
     @property
     def randomises(self) -> bool:
@@ -143,6 +163,7 @@ class Transfer:
             eot=tf.constant(self.eot, tf.float32),
             warp=tf.constant(self.warp, tf.float32),
             dropout=tf.constant(self.dropout, tf.float32),
+            subset=tf.constant(self.subset, tf.int32),
             kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
             seed=tf.constant(np.asarray(seeds, np.int64).reshape(-1) % (2**62), tf.int64),
         )
@@ -265,6 +286,19 @@ def surrogate_draws(
     if not dropout:
         return contextlib.nullcontext()
     return feature_dropout(t.dropout, t.seed, step)
+
+
+def member_mask(t: TransferInputs, step: tf.Tensor, members: int) -> tf.Tensor:
+    """``(N, members)`` float32: 1 for the surrogates each face attacks at iteration ``step``,
+    ``t.subset`` of them drawn from its own seed (all of them when the subset is 0)."""
+
+    def one(seed: tf.Tensor) -> tf.Tensor:
+        draw = tf.random.stateless_uniform([members], _seed(seed, step, 5))
+        rank = tf.argsort(tf.argsort(draw))  # each member's place in a random order
+        return tf.cast(rank < t.subset, tf.float32)
+
+    chosen = tf.map_fn(one, t.seed, fn_output_signature=tf.float32)
+    return tf.where(t.subset > 0, chosen, tf.ones_like(chosen))
 
 
 def process_gradient(
