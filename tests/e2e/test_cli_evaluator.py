@@ -96,6 +96,23 @@ def test_evaluate_table_and_errors() -> None:
         and "accepted: dlib, sface" in bad.stderr
         and "Traceback" not in bad.stderr
     )
+    # a malformed cloud setting is named, before any model loads
+    setting = subprocess.run(
+        [
+            *FACEOFF,
+            "evaluate",
+            str(PHOTOS / "barack" / "barack_02.jpg"),
+            "--reference",
+            str(PHOTOS / "barack"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV | {"FACEOFF_CLOUD_SECRETS_FILE": "/nonexistent/secrets.json"},
+        timeout=300,
+    )
+    assert setting.returncode == 2, setting.stderr
+    assert "bad setting: FACEOFF_CLOUD_SECRETS_FILE='/nonexistent/secrets.json'" in setting.stderr
+    assert "Traceback" not in setting.stderr
 
 
 def test_serve_evaluator_turns_serving_and_drains_on_sigterm() -> None:

@@ -192,6 +192,17 @@ def test_protect_request_carries_the_transfer_options() -> None:
     assert not o.HasField("alpha")
 
 
+def test_evaluate_sends_the_models_the_protection_attacked() -> None:
+    from faceoff.sdk._convert import evaluate_request
+
+    photo = encode(PIXELS)
+    request = evaluate_request(photo, [photo], "dlib", attacked_models="facenet, sface")
+    assert list(request.attacked_models) == ["facenet", "sface"]
+    assert list(evaluate_request(photo, [photo], ["dlib"]).attacked_models) == []
+    for client in (faceoff.sdk.Client, faceoff.sdk.AsyncClient):
+        assert "attacked_models" in inspect.signature(client.evaluate).parameters
+
+
 def test_the_check_names_the_models_the_protection_used() -> None:
     from faceoff.sdk import Verdict
     from faceoff.sdk._convert import protected_photo

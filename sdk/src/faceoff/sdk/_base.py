@@ -140,6 +140,7 @@ class ClientBase(Generic[Backend]):
         recognizers: Iterable[str] | None = None,
         detect_max_side: int = 1024,
         max_pixels: int | None = None,
+        cloud_apis: bool = False,
     ) -> Self:
         """A client that runs the pipeline in this process: no servers, the same calls and results.
 
@@ -151,9 +152,12 @@ class ClientBase(Generic[Backend]):
 
         Args:
             recognizers: Local recognisers ``evaluate`` may use (default dlib, sface,
-                facenet); cloud APIs answer ``configured=False`` in-process.
+                facenet).
             detect_max_side: Longer side of the copy faces are detected on.
             max_pixels: Largest photo accepted (default 50 megapixels).
+            cloud_apis: Let ``evaluate`` call the cloud APIs this process's environment
+                configures (the evaluator's variables: docs/evaluator.md); off, they answer
+                ``configured=False``.
 
         Example::
 
@@ -163,7 +167,10 @@ class ClientBase(Generic[Backend]):
         from faceoff.sdk.local import LocalPipeline
 
         pipeline = LocalPipeline(
-            list(recognizers) if recognizers is not None else None, detect_max_side, max_pixels
+            list(recognizers) if recognizers is not None else None,
+            detect_max_side,
+            max_pixels,
+            cloud_apis,
         )
         return cls(backend=cls._local(pipeline))
 

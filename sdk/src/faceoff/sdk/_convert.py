@@ -263,6 +263,7 @@ def evaluate_request(
     gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
     top_k: int = 0,
     use_api_threshold: bool = False,
+    attacked_models: str | Iterable[str] = (),
 ) -> evaluator_pb2.EvaluateRequest:
     """The ``EvaluateRequest`` for :meth:`Client.evaluate`'s arguments."""
     msg = evaluator_pb2.EvaluateRequest(
@@ -270,6 +271,7 @@ def evaluate_request(
         reference_images=[common_pb2.Image(data=d) for d in read_photos(reference_photos)],
         recognizers=recognizer_names(recognizers),
         use_api_threshold=use_api_threshold,
+        attacked_models=recognizer_names(attacked_models),
     )
     _set(msg, "top_k", top_k)
     for name, photos in (gallery or {}).items():

@@ -275,6 +275,7 @@ class AsyncClient(ClientBase[_AsyncBackend]):
         gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
         top_k: int = 0,
         use_api_threshold: bool = False,
+        attacked_models: str | Iterable[str] = (),
         timeout: float | None = None,
     ) -> list[Verdict]:
         """One verdict per recogniser (see :meth:`faceoff.sdk.Client.evaluate`).
@@ -290,6 +291,7 @@ class AsyncClient(ClientBase[_AsyncBackend]):
             gallery=gallery,
             top_k=top_k,
             use_api_threshold=use_api_threshold,
+            attacked_models=attacked_models,
         )
         return _convert.verdicts(await self._backend.evaluate(request, timeout))
 

@@ -299,6 +299,7 @@ class Client(ClientBase[_Backend]):
         gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
         top_k: int = 0,
         use_api_threshold: bool = False,
+        attacked_models: str | Iterable[str] = (),
         timeout: float | None = None,
     ) -> list[Verdict]:
         """Ask recognisers whether ``photo`` still shows the person of ``reference_photos``.
@@ -310,6 +311,9 @@ class Client(ClientBase[_Backend]):
             gallery: Identity name -> photos, to rank identities (``Verdict.top_k``).
             top_k: How many identities to rank (default 3).
             use_api_threshold: Judge cloud APIs by their own threshold instead of 0.5.
+            attacked_models: The models the photo's protection used (its surrogates and loop
+                recognisers), ``"facenet,sface"`` or a list: their verdicts are marked
+                white-box (default: the default profile's surrogates).
             timeout: This call's budget in seconds (default: the client's ``timeout``).
 
         Returns:
@@ -328,6 +332,7 @@ class Client(ClientBase[_Backend]):
             gallery=gallery,
             top_k=top_k,
             use_api_threshold=use_api_threshold,
+            attacked_models=attacked_models,
         )
         return _convert.verdicts(self._backend.evaluate(request, timeout))
 

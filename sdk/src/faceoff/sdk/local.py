@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from faceoff.sdk.errors import error_for
+from faceoff.sdk.errors import FailedPreconditionError, error_for
 from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
 
 if TYPE_CHECKING:
@@ -88,10 +88,12 @@ class LocalPipeline:
     """Detector, masker and evaluator cores in this process (thread-safe).
 
     Args:
-        recognizers: Local recognisers :meth:`evaluate` may run (default dlib, sface, facenet);
-            cloud APIs are never called in-process and answer ``configured=False``.
+        recognizers: Local recognisers :meth:`evaluate` may run (default dlib, sface, facenet).
         detect_max_side: Longer side of the copy MTCNN runs on (as ``FACEOFF_DETECT_MAX_SIDE``).
         max_pixels: Largest photo accepted (as ``FACEOFF_MAX_PIXELS``).
+        cloud_apis: Let :meth:`evaluate` call the cloud APIs configured in this process's
+            environment (the evaluator service's variables, docs/evaluator.md); off, they answer
+            ``configured=False``.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class LocalPipeline:
         recognizers: Sequence[str] | None = None,
         detect_max_side: int = 1024,
         max_pixels: int | None = None,
+        cloud_apis: bool = False,
     ) -> None:
         require_services()
         from faceoff.common.imaging import DEFAULT_MAX_PIXELS
@@ -106,6 +109,7 @@ class LocalPipeline:
         self._recognizers = tuple(recognizers) if recognizers is not None else None
         self._detect_max_side = detect_max_side
         self._max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        self._cloud_apis = cloud_apis
         self._lock = threading.Lock()
         self._evaluator: Evaluator | None = None
 
@@ -137,15 +141,27 @@ class LocalPipeline:
             return _protectors[self._max_pixels]
 
     def evaluator(self) -> Evaluator:
-        """The evaluator over the local recognisers (each model loads once per process, when first asked for)."""
+        """The evaluator over the local recognisers (each model loads once per process, when
+        first asked for), and the configured cloud APIs when the pipeline may call them.
+
+        Raises:
+            FailedPreconditionError: A cloud setting of the environment is malformed.
+        """
         with self._lock:
             if self._evaluator is None:
+                from faceoff.common.errors import SettingsError
+                from faceoff.evaluator.cloud.credentials import CloudConfig
                 from faceoff.evaluator.evaluation import Evaluator
                 from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS
 
+                try:
+                    cloud = CloudConfig.from_env() if self._cloud_apis else None
+                except SettingsError as exc:
+                    raise FailedPreconditionError(f"bad setting: {exc}") from None
                 self._evaluator = Evaluator(
                     local=self._recognizers or DEFAULT_LOCAL_RECOGNIZERS,
                     max_pixels=self._max_pixels,
+                    cloud_config=cloud,
                 )
             return self._evaluator
 
@@ -201,8 +217,8 @@ class LocalPipeline:
     def evaluate(
         self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse:
-        """What ``Evaluator.Evaluate`` does, in-process (local recognisers only; ``timeout`` as
-        in :meth:`protect`)."""
+        """What ``Evaluator.Evaluate`` does, in-process (the local recognisers, and the cloud APIs
+        with ``cloud_apis``; ``timeout`` as in :meth:`protect`)."""
         from faceoff.evaluator.convert import request_from_proto, verdicts_to_proto
 
         with _as_sdk_errors():

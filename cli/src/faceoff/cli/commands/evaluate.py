@@ -1,5 +1,6 @@
 """``faceoff evaluate PHOTO --reference DIR``: would recognisers still match a photo to the person?
-In-process (no server)."""
+In-process (no server), through the SDK's embedded pipeline (``Client.local``), with the cloud
+APIs this environment configures."""
 
 from __future__ import annotations
 
@@ -80,13 +81,8 @@ def print_verdicts(photo: Path, verdicts: list[Verdict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from faceoff.common.errors import FaceOffError
-    from faceoff.common.settings import SettingsError
-    from faceoff.evaluator.cloud.credentials import CloudConfig
-    from faceoff.evaluator.convert import verdicts_to_proto
-    from faceoff.evaluator.evaluation import EvaluationRequest, Evaluator
     from faceoff.faces.recognizers import DEFAULT_LOCAL_RECOGNIZERS, LOCAL_RECOGNIZERS
-    from faceoff.sdk._convert import verdicts as sdk_verdicts
+    from faceoff.sdk import Client, FaceOffError, FailedPreconditionError
 
     if args.reference is None and args.gallery is None:
         print("faceoff evaluate: give --reference DIR, --gallery DIR or both", file=sys.stderr)
@@ -104,28 +100,22 @@ def run(args: argparse.Namespace) -> int:
         [n for n in LOCAL_RECOGNIZERS if n in names] if names else list(DEFAULT_LOCAL_RECOGNIZERS)
     )
     try:
-        evaluator = Evaluator(local=local, cloud_config=CloudConfig.from_env())
-    except SettingsError as exc:
-        print(f"faceoff evaluate: bad setting: {exc}", file=sys.stderr)
+        with Client.local(recognizers=local, cloud_apis=True) as client:
+            verdicts = client.evaluate(
+                data,
+                references,
+                names,
+                gallery=gallery,
+                top_k=args.top_k,
+                use_api_threshold=args.use_api_threshold,
+                attacked_models=args.attacked or (),
+            )
+    except FailedPreconditionError as exc:  # a malformed cloud setting: not the photo's fault
+        print(f"faceoff evaluate: {exc.message}", file=sys.stderr)
         return 2
-    try:
-        request = EvaluationRequest(
-            photo=data,
-            references=references,
-            gallery=gallery,
-            recognizers=names,
-            top_k=args.top_k,
-            use_api_threshold=args.use_api_threshold,
-            attacked_models=[n.strip() for n in (args.attacked or "").split(",") if n.strip()],
-        )
-        # the verdicts as a client receives them (the wire's conversion), so that the CLI prints
-        # and serialises one type of verdict, the SDK's
-        verdicts = sdk_verdicts(verdicts_to_proto(evaluator.evaluate(request)))
     except FaceOffError as exc:
         print(f"faceoff evaluate: {args.photo}: {exc.message}", file=sys.stderr)
         return 2
-    finally:
-        evaluator.close()
     if args.json:
         print(json.dumps({"photo": str(args.photo), "verdicts": [v.to_json() for v in verdicts]}))
     else:
