@@ -24,7 +24,7 @@ import io
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -303,40 +303,75 @@ def _field_expect(needle: str, *rpcs: str) -> dict[str, Expect]:
     return {rpc: invalid(needle) for rpc in rpcs}
 
 
-def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
-    """Every hostile case, generated now (about 2 MB of photos plus one 21 MiB message)."""
-    data_dir = DEFAULT_DATA if data_dir is None else Path(data_dir)
+@dataclass(frozen=True)
+class _Sources:
+    """The source material the cases are cut from, built once by :func:`_sources`."""
+
+    data_dir: Path
+    face: np.ndarray  # the face photo's pixels (a texture without the shared data)
+    w: int
+    h: int
+    some: tuple[int, int] | None  # faces an OK Detect of the face photo finds
+    photo_face: _PhotoFace
+    jpeg: bytes
+    png: bytes
+    webp: bytes
+    tiff: bytes
+    bmp: bytes
+    texture: np.ndarray
+    gray16: np.ndarray
+    gray16_large: np.ndarray
+    rgb16: np.ndarray
+    palette: Image.Image
+    gif: bytes
+    sheet: bytes | None
+    bomb_png: bytes
+
+
+def _sources(data_dir: Path) -> _Sources:
+    """The face photo, its encodings and the other source material of the cases."""
     face = _face_pixels(data_dir)
     have_face = face is not None
     if face is None:
         face = no_face_texture(300, 300, seed=1)
     h, w = face.shape[:2]
     some = (1, 3) if have_face else None  # the face photo shows one person
-    jpeg = encode(face, "JPEG", quality=90)
-    png = encode(face, "PNG")
-    webp = encode(face, "WEBP", quality=90)
-    tiff = encode(face, "TIFF")
-    bmp = encode(face, "BMP")
-    texture = no_face_texture()
-    gray16 = (np.asarray(Image.fromarray(face).convert("L"), np.uint16) * 257).astype(">u2")
     gray16_large = (
         np.asarray(Image.fromarray(no_face_texture(1600, 1200, seed=2)).convert("L"), np.uint16)
         * 257
     ).astype(">u2")
-    rgb16 = (face.astype(np.uint16) * 257).astype(">u2")
-    palette = Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
     frames = [
         Image.fromarray(np.roll(face, 8 * i, axis=1)).convert("P", palette=Image.Palette.ADAPTIVE)
         for i in range(4)
     ]
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
-    sheet = forty_faces(data_dir)
-    bomb_png = _zero_rows_png(7000, 7000)
-    photo_face: _PhotoFace = {"size": (w, h), "faces": some}
+    return _Sources(
+        data_dir=data_dir,
+        face=face,
+        w=w,
+        h=h,
+        some=some,
+        photo_face={"size": (w, h), "faces": some},
+        jpeg=encode(face, "JPEG", quality=90),
+        png=encode(face, "PNG"),
+        webp=encode(face, "WEBP", quality=90),
+        tiff=encode(face, "TIFF"),
+        bmp=encode(face, "BMP"),
+        texture=no_face_texture(),
+        gray16=(np.asarray(Image.fromarray(face).convert("L"), np.uint16) * 257).astype(">u2"),
+        gray16_large=gray16_large,
+        rgb16=(face.astype(np.uint16) * 257).astype(">u2"),
+        palette=Image.fromarray(face).convert("P", palette=Image.Palette.ADAPTIVE, colors=255),
+        gif=gif.getvalue(),
+        sheet=forty_faces(data_dir),
+        bomb_png=_zero_rows_png(7000, 7000),
+    )
 
-    cases = [
-        # -- not an image at all
+
+def _not_an_image(s: _Sources) -> list[HostileCase]:
+    """Not an image at all."""
+    return [
         HostileCase("empty", "0 bytes", b"", _photo_expect(invalid("empty"))),
         HostileCase(
             "text_file",
@@ -353,10 +388,16 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
         HostileCase(
             "ico",
             "an ICO file (a real image of an unsupported format)",
-            encode(face[:64, :64], "ICO"),
+            encode(s.face[:64, :64], "ICO"),
             _photo_expect(invalid("not supported")),
         ),
-        # -- truncated and corrupt
+    ]
+
+
+def _truncated_and_corrupt_jpeg_png(s: _Sources) -> list[HostileCase]:
+    """Truncated and corrupt JPEG and PNG files."""
+    jpeg, png = s.jpeg, s.png
+    return [
         HostileCase(
             "jpeg_truncated",
             "the first half of a JPEG",
@@ -389,6 +430,13 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             _corrupt(png, len(png) // 2, len(png), 0xFF),
             _photo_expect(invalid("corrupt")),
         ),
+    ]
+
+
+def _truncated_and_corrupt_other(s: _Sources) -> list[HostileCase]:
+    """Truncated and corrupt WebP, TIFF, BMP and zero-size PNG files."""
+    webp, tiff, bmp = s.webp, s.tiff, s.bmp
+    return [
         HostileCase(
             "webp_truncated",
             "the first half of a WebP",
@@ -401,7 +449,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "(VP8 has no checksum: libwebp decodes noise)",
             _corrupt(webp, 40, 5, 0x33),
             _photo_expect(OK),
-            size=(w, h),
+            size=(s.w, s.h),
         ),
         HostileCase(
             "tiff_truncated",
@@ -415,9 +463,9 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "writer refuses the tag when it is carried over as metadata)",
             _patch_tiff_tag(tiff, 284, 10825),
             _photo_expect(OK),
-            size=(w, h),
+            size=(s.w, s.h),
             output_format="TIFF",
-            faces=some,
+            faces=s.some,
         ),
         HostileCase(
             "bmp_bad_depth",
@@ -431,7 +479,13 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             raw_png(0, 10, b""),
             _photo_expect(invalid("zero size")),
         ),
-        # -- decompression bombs
+    ]
+
+
+def _decompression_bombs(s: _Sources) -> list[HostileCase]:
+    """Decompression bombs: headers claiming gigapixels, a 49 MP PNG, a zTXt text bomb."""
+    w, h = s.w, s.h
+    return [
         HostileCase(
             "png_bomb_60000x60000",
             "a 100-byte PNG whose header claims 60000x60000 px (3.6 gigapixels)",
@@ -441,7 +495,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
         HostileCase(
             "jpeg_bomb_10000x10000",
             "a 3 KB JPEG whose header claims 10000x10000 px (100 megapixels)",
-            _patch_jpeg_size(encode(face[:48, :48], "JPEG"), 10000, 10000),
+            _patch_jpeg_size(encode(s.face[:48, :48], "JPEG"), 10000, 10000),
             _photo_expect(invalid("megapixels")),
         ),
         HostileCase(
@@ -467,9 +521,9 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
         ),
         HostileCase(
             "png_bomb_49mp",
-            f"a {len(bomb_png) // 1024} KB PNG of 7000x7000 black pixels "
+            f"a {len(s.bomb_png) // 1024} KB PNG of 7000x7000 black pixels "
             "(49 MP, just under the 50 MP limit: decoded in full)",
-            bomb_png,
+            s.bomb_png,
             _photo_expect(OK),
             size=(7000, 7000),
             faces=(0, 0),
@@ -482,19 +536,24 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             raw_png(
                 w,
                 h,
-                b"".join(b"\0" + face[y].tobytes() for y in range(h)),
+                b"".join(b"\0" + s.face[y].tobytes() for y in range(h)),
                 extra=_png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"A" * (64 << 20), 9)),
             ),
             _photo_expect(OK),
             output_format="PNG",
             note="text chunk",
-            **photo_face,
+            **s.photo_face,
         ),
-        # -- shapes
+    ]
+
+
+def _shapes(s: _Sources) -> list[HostileCase]:
+    """Extreme shapes: 100000x1 and 1x1."""
+    return [
         HostileCase(
             "wide_100000x1",
             "a 100000x1 px PNG",
-            encode(np.tile(texture[:1, :1], (1, 100000, 1)), "PNG"),
+            encode(np.tile(s.texture[:1, :1], (1, 100000, 1)), "PNG"),
             _photo_expect(OK),
             size=(100000, 1),
             faces=(0, 0),
@@ -503,13 +562,19 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
         HostileCase(
             "tiny_1x1",
             "a 1x1 px PNG",
-            encode(face[:1, :1], "PNG"),
+            encode(s.face[:1, :1], "PNG"),
             _photo_expect(OK),
             size=(1, 1),
             faces=(0, 0),
             output_format="PNG",
         ),
-        # -- colour modes and containers
+    ]
+
+
+def _colour_profiles(s: _Sources) -> list[HostileCase]:
+    """Colour modes and containers: ICC profiles (huge, or of the wrong colour space)."""
+    face = s.face
+    return [
         HostileCase(
             "png_icc_bomb",
             "a PNG whose ICC profile inflates from 3 kB to 3 MiB (past Pillow's 1 MiB limit)",
@@ -519,7 +584,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             _photo_expect(OK),
             output_format="PNG",
             note="icc profile",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "jpeg_icc_3mib",
@@ -528,7 +593,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             _photo_expect(OK),
             output_format="JPEG",
             note="icc colour profile",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "cmyk_jpeg",
@@ -541,17 +606,24 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             ),
             _photo_expect(OK),
             output_format="JPEG",
-            **photo_face,
+            **s.photo_face,
         ),
+    ]
+
+
+def _colour_modes(s: _Sources) -> list[HostileCase]:
+    """Colour modes and containers: 16-bit samples, a palette with transparency, a GIF."""
+    w, h = s.w, s.h
+    return [
         HostileCase(
             "png_16bit_gray",
             "a 16-bit grayscale PNG",
             raw_png(
-                w, h, b"".join(b"\0" + gray16[y].tobytes() for y in range(h)), depth=16, colour=0
+                w, h, b"".join(b"\0" + s.gray16[y].tobytes() for y in range(h)), depth=16, colour=0
             ),
             _photo_expect(OK),
             output_format="PNG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "png_16bit_gray_large",
@@ -560,7 +632,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             raw_png(
                 1600,
                 1200,
-                b"".join(b"\0" + gray16_large[y].tobytes() for y in range(1200)),
+                b"".join(b"\0" + s.gray16_large[y].tobytes() for y in range(1200)),
                 depth=16,
                 colour=0,
             ),
@@ -573,29 +645,35 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "png_16bit_rgb",
             "a 48-bit RGB PNG",
             raw_png(
-                w, h, b"".join(b"\0" + rgb16[y].tobytes() for y in range(h)), depth=16, colour=2
+                w, h, b"".join(b"\0" + s.rgb16[y].tobytes() for y in range(h)), depth=16, colour=2
             ),
             _photo_expect(OK),
             output_format="PNG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "palette_transparency",
             "a 255-colour palette PNG with a transparent colour (alpha must survive)",
-            encode(palette, "PNG", transparency=0),
+            encode(s.palette, "PNG", transparency=0),
             _photo_expect(OK),
             output_format="PNG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "animated_gif",
             "a 4-frame animated GIF (the first frame is protected, written as PNG)",
-            gif.getvalue(),
+            s.gif,
             _photo_expect(OK),
             output_format="PNG",
-            **photo_face,
+            **s.photo_face,
         ),
-        # -- EXIF
+    ]
+
+
+def _exif(s: _Sources) -> list[HostileCase]:
+    """EXIF with absurd orientations and a broken IFD."""
+    face = s.face
+    return [
         HostileCase(
             "exif_orientation_6",
             "a JPEG stored sideways with EXIF orientation 6",
@@ -607,7 +685,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             ),
             _photo_expect(OK),
             output_format="JPEG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "exif_orientation_9999",
@@ -620,7 +698,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             ),
             _photo_expect(OK),
             output_format="JPEG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "exif_orientation_text",
@@ -628,7 +706,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             encode(face, "JPEG", quality=90, exif=exif_block([(_ORIENTATION, 2, 4, b"six\0")])),
             _photo_expect(OK),
             output_format="JPEG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "exif_orientation_huge",
@@ -641,7 +719,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             ),
             _photo_expect(OK),
             output_format="JPEG",
-            **photo_face,
+            **s.photo_face,
         ),
         HostileCase(
             "exif_broken_ifd",
@@ -659,53 +737,63 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             ),
             _photo_expect(OK),
             output_format="JPEG",
-            **photo_face,
-        ),
-        # -- content
-        HostileCase(
-            "no_faces",
-            "a 640x480 synthetic texture without a face",
-            encode(texture, "JPEG", quality=90),
-            _photo_expect(OK),
-            size=(640, 480),
-            faces=(0, 0),
-            output_format="JPEG",
+            **s.photo_face,
         ),
     ]
-    if sheet is not None:
-        # Protect is left out: ProtectStream runs the same pipeline, and one 40-face protection
-        # costs about 15 s of CPU even at 2 iterations (each face gets its own reference set).
-        cases.append(
-            HostileCase(
-                "forty_faces",
-                "40 face crops of the shared set tiled 8x5 (1280x800 JPEG)",
-                sheet,
-                {rpc: OK for rpc in ("Detect", "ProtectStream", "Evaluate")},
-                size=(1280, 800),
-                faces=(34, 40),
-                output_format="JPEG",
-                cli=None,
-            )
-        )
-    else:
-        cases.append(
+
+
+def _content(s: _Sources) -> list[HostileCase]:
+    """Content: a photo without faces, a photo of 40 faces."""
+    no_faces = HostileCase(
+        "no_faces",
+        "a 640x480 synthetic texture without a face",
+        encode(s.texture, "JPEG", quality=90),
+        _photo_expect(OK),
+        size=(640, 480),
+        faces=(0, 0),
+        output_format="JPEG",
+    )
+    if s.sheet is None:
+        return [
+            no_faces,
             HostileCase(
                 "forty_faces",
                 "40 face crops tiled 8x5",
                 b"",
                 {},
-                skip=f"no aligned160 crops under {data_dir}",
-            )
-        )
+                skip=f"no aligned160 crops under {s.data_dir}",
+            ),
+        ]
+    # Protect is left out: ProtectStream runs the same pipeline, and one 40-face protection
+    # costs about 15 s of CPU even at 2 iterations (each face gets its own reference set).
+    return [
+        no_faces,
+        HostileCase(
+            "forty_faces",
+            "40 face crops of the shared set tiled 8x5 (1280x800 JPEG)",
+            s.sheet,
+            {rpc: OK for rpc in ("Detect", "ProtectStream", "Evaluate")},
+            size=(1280, 800),
+            faces=(34, 40),
+            output_format="JPEG",
+            cli=None,
+        ),
+    ]
 
-    # -- protobuf fields out of range (a valid face photo; the field is the problem)
-    masker = ("Protect", "ProtectStream")
-    cases += [
+
+# -- protobuf fields out of range (a valid face photo; the field is the problem)
+_MASKER = ("Protect", "ProtectStream")
+
+
+def _numbers_out_of_range(s: _Sources) -> list[HostileCase]:
+    """Protection options out of range: epsilon, alpha, iterations, search steps ..."""
+    jpeg = s.jpeg
+    return [
         HostileCase(
             "epsilon_negative",
             "epsilon = -1",
             jpeg,
-            _field_expect("epsilon", *masker),
+            _field_expect("epsilon", *_MASKER),
             protect_options={"epsilon": -1.0},
             cli=("--epsilon", "-1"),
         ),
@@ -713,7 +801,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "epsilon_nan",
             "epsilon = NaN",
             jpeg,
-            _field_expect("epsilon", *masker),
+            _field_expect("epsilon", *_MASKER),
             protect_options={"epsilon": float("nan")},
             cli=("--epsilon", "nan"),
         ),
@@ -721,7 +809,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "alpha_zero",
             "alpha = 0",
             jpeg,
-            _field_expect("alpha", *masker),
+            _field_expect("alpha", *_MASKER),
             protect_options={"alpha": 0.0},
             cli=("--alpha", "0"),
         ),
@@ -729,7 +817,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "alpha_infinite",
             "alpha = +inf",
             jpeg,
-            _field_expect("alpha", *masker),
+            _field_expect("alpha", *_MASKER),
             protect_options={"alpha": float("inf")},
             cli=("--alpha", "inf"),
         ),
@@ -737,7 +825,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "iterations_1e9",
             "iterations = 10^9",
             jpeg,
-            _field_expect("iterations", *masker),
+            _field_expect("iterations", *_MASKER),
             protect_options={"iterations": 10**9},
             cli=("--iterations", str(10**9)),
         ),
@@ -745,7 +833,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "cw_search_steps_huge",
             "CW with search_steps = 4294967295",
             jpeg,
-            _field_expect("search_steps", *masker),
+            _field_expect("search_steps", *_MASKER),
             protect_options={"attack": 2, "search_steps": 2**32 - 1},
             cli=("--attack", "cw", "--search-steps", str(2**32 - 1)),
         ),
@@ -753,7 +841,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "learning_rate_negative",
             "learning_rate = -0.5",
             jpeg,
-            _field_expect("learning_rate", *masker),
+            _field_expect("learning_rate", *_MASKER),
             protect_options={"learning_rate": -0.5},
             cli=("--learning-rate", "-0.5"),
         ),
@@ -761,15 +849,22 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "kappa_negative",
             "hinge loss with kappa = -3",
             jpeg,
-            _field_expect("kappa", *masker),
+            _field_expect("kappa", *_MASKER),
             protect_options={"loss": 2, "kappa": -3.0},
             cli=("--loss", "hinge", "--kappa", "-3"),
         ),
+    ]
+
+
+def _unknown_values(s: _Sources) -> list[HostileCase]:
+    """Protection options naming nothing: unknown enums, profile, seed, decoy, face index."""
+    jpeg = s.jpeg
+    return [
         HostileCase(
             "attack_enum_99",
             "attack = 99 (no such enum value)",
             jpeg,
-            _field_expect("attack", *masker),
+            _field_expect("attack", *_MASKER),
             protect_options={"attack": 99},
             cli=None,
         ),
@@ -777,7 +872,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "norm_enum_negative",
             "norm = -5 (no such enum value)",
             jpeg,
-            _field_expect("norm", *masker),
+            _field_expect("norm", *_MASKER),
             protect_options={"norm": -5},
             cli=None,
         ),
@@ -785,7 +880,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "mode_enum_7",
             "mode = 7 (no such enum value)",
             jpeg,
-            _field_expect("mode", *masker),
+            _field_expect("mode", *_MASKER),
             protect_options={"mode": 7},
             cli=None,
         ),
@@ -793,7 +888,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "profile_unknown",
             "profile = 'ultra'",
             jpeg,
-            _field_expect("profile", *masker),
+            _field_expect("profile", *_MASKER),
             protect_options={"profile": "ultra"},
             cli=None,
         ),
@@ -801,7 +896,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "seed_2_64",
             "seed = 2^64 - 1",
             jpeg,
-            _field_expect("seed", *masker),
+            _field_expect("seed", *_MASKER),
             protect_options={"seed": 2**64 - 1},
             cli=("--seed", str(2**64 - 1)),
         ),
@@ -809,7 +904,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "target_untargeted",
             "a target decoy without targeted mode",
             jpeg,
-            _field_expect("target", *masker),
+            _field_expect("target", *_MASKER),
             protect_options={"target": "no-such-decoy", "mode": 1},
             cli=None,
         ),
@@ -817,7 +912,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "target_unknown",
             "targeted mode towards a decoy that does not exist",
             jpeg,
-            _field_expect("no-such-decoy", *masker),
+            _field_expect("no-such-decoy", *_MASKER),
             protect_options={"target": "no-such-decoy", "mode": 2},
             cli=None,
         ),  # checked against the surrogate's decoys, once a face is to be protected
@@ -825,15 +920,22 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "face_indices_out_of_range",
             "face_indices = [4294967295] (the photo has one face)",
             jpeg,
-            _field_expect("face_indices", *masker),
+            _field_expect("face_indices", *_MASKER),
             protect_options={"face_indices": [2**32 - 1]},
             cli=None,
         ),  # checked against the faces found, so only once the models are loaded
+    ]
+
+
+def _other_fields(s: _Sources) -> list[HostileCase]:
+    """Detect and Evaluate fields, reference photos, and a message over the size limit."""
+    jpeg = s.jpeg
+    return [
         HostileCase(
             "min_confidence_2",
             "detect.min_confidence = 2",
             jpeg,
-            _field_expect("min_confidence", "Detect", *masker),
+            _field_expect("min_confidence", "Detect", *_MASKER),
             detect_options={"min_confidence": 2.0},
             cli=None,
         ),
@@ -841,7 +943,7 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             "min_face_size_0",
             "detect.min_face_size = 0",
             jpeg,
-            _field_expect("min_face_size", "Detect", *masker),
+            _field_expect("min_face_size", "Detect", *_MASKER),
             detect_options={"min_face_size": 0},
             cli=None,
         ),
@@ -885,7 +987,29 @@ def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
             cli=None,
         ),
     ]
-    return cases
+
+
+#: The themes, in order: each builds its cases from the shared sources.
+_THEMES: tuple[Callable[[_Sources], list[HostileCase]], ...] = (
+    _not_an_image,
+    _truncated_and_corrupt_jpeg_png,
+    _truncated_and_corrupt_other,
+    _decompression_bombs,
+    _shapes,
+    _colour_profiles,
+    _colour_modes,
+    _exif,
+    _content,
+    _numbers_out_of_range,
+    _unknown_values,
+    _other_fields,
+)
+
+
+def hostile_inputs(data_dir: Path | None = None) -> list[HostileCase]:
+    """Every hostile case, generated now (about 2 MB of photos plus one 21 MiB message)."""
+    sources = _sources(DEFAULT_DATA if data_dir is None else Path(data_dir))
+    return [case for theme in _THEMES for case in theme(sources)]
 
 
 # -- requests --------------------------------------------------------------------------------
