@@ -386,7 +386,7 @@ def test_compiled_step_is_traced_once_for_any_parameters_and_batch_sizes() -> No
     loss_5 = loss_for("target", False)
     PGDL2(epsilon=1.0, iterations=2).attack(probes, loss_5)
     run = PGDL2()._compiled(
-        loss_5, "run/shaped=False/balance=False/dropout=False/subset=False", None
+        loss_5, "run/shaped=False/balance=False/dropout=False/subset=False/feature=False", None
     )
     assert run.tracing_count() == 1  # the first call traced the relaxed shapes, not its own
     e = embeddings()

@@ -16,7 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 from faceoff.faces.models import load_surrogate
-from faceoff.faces.models.augment import feature_dropout
+from faceoff.faces.models.augment import FEATURE_SITES, feature_dropout, feature_taps
 from faceoff.faces.models.base import EmbeddingModel
 from tests.conftest import ALIGNED, cached_model_file
 
@@ -77,3 +77,18 @@ def test_dropout_perturbs_each_surrogate_moderately_and_keeps_identities(
     assert np.abs(_dropped(surrogate, x, 0.3, 1) - dropped).max() > 1e-3
     np.testing.assert_allclose(_dropped(surrogate, x, 0.0, 0), clean, atol=1e-5)
     np.testing.assert_array_equal(surrogate.embed_numpy(x), clean)
+
+
+def test_each_surrogate_hands_out_its_mid_level_features_only_when_tapped(
+    surrogate: EmbeddingModel,
+) -> None:
+    x = _crops(surrogate.input_size)[:2]
+    with feature_taps() as taps:
+        surrogate.embed(tf.constant(x))
+    if surrogate.name not in FEATURE_SITES:  # MobileFace: no feature site
+        assert taps == {}
+        return
+    assert list(taps) == [surrogate.name]
+    features = taps[surrogate.name].numpy()
+    assert features.ndim == 4 and features.shape[0] == 2 and min(features.shape[1:3]) >= 7
+    assert np.abs(features[0] - features[1]).max() > 0  # two faces, two feature maps

@@ -17,13 +17,14 @@ import tensorflow as tf
 from faceoff.common.crops import crop_region, extract_crop
 from faceoff.common.errors import InvalidOption
 from faceoff.common.imaging import Photo
-from faceoff.faces.models.augment import drop, feature_dropout
+from faceoff.faces.models import augment
+from faceoff.faces.models.augment import drop, feature_dropout, feature_taps
 from faceoff.faces.models.ensemble import Ensemble
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
 from faceoff.masker.attacks import Transfer, make_attack, make_loss
 from faceoff.masker.attacks.losses import HingeLoss
-from faceoff.masker.attacks.pgd import step_gradient
+from faceoff.masker.attacks.pgd import feature_disruption, step_gradient
 from faceoff.masker.attacks.transfer import (
     TransferInputs,
     gaussian_kernel,
@@ -264,6 +265,8 @@ def test_transforms_off_return_the_input_exactly() -> None:
         ({"subset": 8}, "subset"),
         ({"subset": 1.5}, "subset"),
         ({"subset": True}, "subset"),
+        ({"feature_level": 1.5}, "feature_level"),
+        ({"feature_level": -0.1}, "feature_level"),
     ],
 )
 def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
@@ -438,6 +441,109 @@ def test_a_subset_attack_repeats_and_refuses_a_subset_as_large_as_the_ensemble()
     too_many = make_attack("pgd", "linf", epsilon=0.03, iterations=4, transfer=Transfer(subset=3))
     with pytest.raises(ValueError, match="subset must be below the number of surrogates \\(3\\)"):
         too_many.attack(probes, make_loss("target", ens, refs), seed=5)
+
+
+class Tapped(ToyEmbedding):
+    """The toy model with its first feature map as a site named after the model."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        super().__init__(seed)
+        self.name = name
+
+    def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
+        h = tf.tanh(tf.nn.conv2d(self.preprocess(images01), self.k1, 2, "SAME"))
+        h = tf.tanh(tf.nn.conv2d(drop(h, f"{self.name}/conv1"), self.k2, 2, "SAME"))
+        h = tf.reshape(h, [tf.shape(h)[0], -1]) @ self.w
+        return tf.math.l2_normalize(h, axis=1)
+
+
+def _unit(g: np.ndarray) -> np.ndarray:
+    return g / np.abs(g).mean(axis=(1, 2, 3), keepdims=True)
+
+
+def test_feature_level_gives_that_share_of_a_surrogates_step_to_its_features(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(augment, "_TAPPED_SITES", frozenset({"toya/conv1"}))  # b has no site
+    a, b = Tapped("toya", 0), Tapped("toyb", 1)
+    ens = Ensemble([a, b])
+    probes, references = faces()
+    refs = [ens.embed(r).numpy() for r in references]
+    loss = make_loss("target", ens, refs)
+    x = tf.constant(probes)
+    change = tf.constant(np.random.default_rng(0).normal(0, 0.02, probes.shape), tf.float32)
+    view = lambda v, step: (x + v, tf.constant(0.0))  # noqa: E731
+    n = len(probes)
+
+    def step(feature: float | None, chosen: np.ndarray | None = None) -> np.ndarray:
+        g, _, _ = step_gradient(
+            type(loss),
+            ens,
+            loss.inputs,
+            True,
+            change,
+            view,
+            tf.constant(0),
+            None if chosen is None else tf.constant(chosen, tf.float32),
+            None if feature is None else tf.constant(feature),
+        )
+        return g.numpy()
+
+    np.testing.assert_allclose(step(0.0), step(None), rtol=1e-5, atol=1e-7)  # 0: balance alone
+    with tf.GradientTape() as tape:
+        tape.watch(change)
+        with feature_taps() as clean:
+            a.embed(x)
+        with feature_taps() as moved:
+            a.embed(x + change)
+        disruption = feature_disruption(moved["toya"], clean["toya"])
+        total = -tf.reduce_sum(disruption)
+    assert disruption.shape == (n,) and np.all(disruption.numpy() > 0)
+    own_features = _unit(tape.gradient(total, change).numpy())
+    b_alone = step(None, np.tile([[0.0, 1.0]], (n, 1)))  # b's normalised step, at its share
+    # all of a's say goes to its features; b, without a site, keeps its embedding step
+    np.testing.assert_allclose(step(1.0), 0.5 * own_features + b_alone, rtol=1e-3, atol=1e-5)
+    half = step(0.5)
+    a_alone = step(None, np.tile([[1.0, 0.0]], (n, 1)))
+    np.testing.assert_allclose(
+        half, 0.5 * a_alone + 0.25 * own_features + b_alone, rtol=1e-3, atol=1e-5
+    )
+
+
+def test_feature_disruption_is_zero_without_change_and_its_gradient_finite() -> None:
+    clean = tf.constant(np.random.default_rng(1).normal(size=(2, 4, 4, 3)), tf.float32)
+    with tf.GradientTape() as tape:
+        moved = tf.identity(clean)
+        tape.watch(moved)
+        d = feature_disruption(moved, clean)
+    np.testing.assert_allclose(d.numpy(), 0.0, atol=1e-6)
+    assert np.all(np.isfinite(tape.gradient(d, moved).numpy()))
+    double = feature_disruption(clean * 2.0, clean).numpy()
+    np.testing.assert_allclose(double, 1.0, rtol=1e-5)  # relative to the clean map's size
+
+
+def test_a_feature_level_attack_repeats_and_needs_balance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(augment, "_TAPPED_SITES", frozenset({"toya/conv1", "toyb/conv1"}))
+    ens = Ensemble([Tapped("toya", 0), Tapped("toyb", 1)])
+    probes, references = faces()
+    refs = [ens.embed(r).numpy() for r in references]
+
+    def run(feature: float, balance: bool = True) -> np.ndarray:
+        attack = make_attack(
+            "pgd",
+            "linf",
+            epsilon=0.03,
+            iterations=4,
+            balance=balance,
+            transfer=Transfer(feature_level=feature),
+        )
+        return attack.attack(probes, make_loss("target", ens, refs), seed=5).delta
+
+    first = run(0.5)
+    np.testing.assert_array_equal(first, run(0.5))
+    assert np.abs(first - run(0.0)).max() > 0
+    with pytest.raises(ValueError, match="feature_level needs balance"):
+        run(0.5, balance=False)
 
 
 def test_balance_off_is_the_plain_gradient_and_on_a_single_model_its_direction() -> None:
@@ -646,6 +752,9 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"surrogate_subset": 2}, "fewer than the surrogates \\(2: facenet, sface\\)"),
         ({"surrogate_subset": 9}, "surrogate_subset"),
         ({"attack": "cw", "surrogate_subset": 1}, "PGD techniques"),
+        ({"feature_level": 0.5, "balance": False}, "feature_level splits .* balance is off"),
+        ({"feature_level": 1.1, "balance": True}, "feature_level"),
+        ({"attack": "cw", "feature_level": 0.5}, "PGD techniques"),
     ],
 )
 def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:
@@ -677,6 +786,9 @@ def test_transfer_options_reach_the_attack_and_split_batches() -> None:
     subset = resolve("medium", surrogates="facenet,sface,faceres", surrogate_subset=2)
     assert subset.attack_params()["transfer"].subset == 2
     assert subset.batch_key() != resolve("medium", surrogates="facenet,sface,faceres").batch_key()
+    features = resolve("medium", balance=True, feature_level=0.4)
+    assert features.attack_params()["transfer"].feature_level == 0.4
+    assert features.batch_key() != resolve("medium", balance=True).batch_key()
     assert o.batch_key() != plain.batch_key()
     assert dataclasses.replace(o, alpha=4.0).batch_key() == o.batch_key()
     assert dataclasses.replace(o, adaptive_alpha=True).batch_key() == o.batch_key()

@@ -396,6 +396,7 @@ def run(
             "dropout": resolved.dropout,
             "visibility_map": resolved.visibility_map,
             "surrogate_subset": resolved.surrogate_subset,
+            "feature_level": resolved.feature_level,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -102,6 +102,8 @@ class ProtectOptions(TypedDict, total=False):
     visibility_map: bool
     #: Ensemble (PGD): surrogates attacked per iteration, a random subset per face (0: all).
     surrogate_subset: int
+    #: PGD: fraction of each surrogate's step pushing its mid-level features (needs balance).
+    feature_level: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -349,6 +351,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         dropout=msg.dropout,
         visibility_map=msg.visibility_map,
         surrogate_subset=msg.surrogate_subset,
+        feature_level=msg.feature_level,
     )
 
 

@@ -195,6 +195,7 @@ class AppliedOptions:
     dropout: float = 0.0
     visibility_map: bool = False
     surrogate_subset: int = 0
+    feature_level: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -226,6 +227,7 @@ class AppliedOptions:
             "dropout": round(self.dropout, 6),
             "visibility_map": self.visibility_map,
             "surrogate_subset": self.surrogate_subset,
+            "feature_level": round(self.feature_level, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -96,6 +96,8 @@ class ProtectionOptions:
             difference map before the alpha search (:mod:`faceoff.masker.budget`).
         surrogate_subset: PGD ensemble: each iteration each face attacks a random subset of
             this many surrogates (0: all of them).
+        feature_level: PGD: fraction of each surrogate's step that pushes its mid-level
+            features away from the clean face's (0: off; needs ``balance``).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -136,6 +138,7 @@ class ProtectionOptions:
     dropout: float = 0.0
     visibility_map: bool = False
     surrogate_subset: int = 0
+    feature_level: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -151,6 +154,7 @@ class ProtectionOptions:
                 warp=self.warp,
                 dropout=self.dropout,
                 subset=self.surrogate_subset,
+                feature_level=self.feature_level,
             )
             return {
                 "epsilon": self.epsilon,
@@ -288,6 +292,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             "warp",
             "dropout",
             "surrogate_subset",
+            "feature_level",
             "feather",
             "texture",
             "ssim",
@@ -382,10 +387,11 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         or o.dropout
         or o.balance
         or o.surrogate_subset
+        or o.feature_level
     ):
         raise InvalidOption(
-            "momentum, diversity, ti_kernel, eot, warp, dropout, balance and surrogate_subset are "
-            f"PGD techniques; attack "
+            "momentum, diversity, ti_kernel, eot, warp, dropout, balance, surrogate_subset and "
+            f"feature_level are PGD techniques; attack "
             f"{o.attack} takes none of them (set them to 0 / false)",
             field="options.attack",
         )
@@ -414,6 +420,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             f"surrogate_subset must be 0 (all) or fewer than the surrogates "
             f"({len(o.surrogates)}: {', '.join(o.surrogates)}), got {o.surrogate_subset}",
             field="options.surrogate_subset",
+        )
+    if o.feature_level and not o.balance:
+        raise InvalidOption(
+            "feature_level splits each surrogate's normalised step between its embedding and its "
+            "features, and balance is off: set balance (--balance) or leave feature_level at 0",
+            field="options.feature_level",
         )
     if o.adaptive_alpha and o.visibility:
         raise InvalidOption(

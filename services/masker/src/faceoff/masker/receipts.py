@@ -120,6 +120,7 @@ class ProtectionResult:
                 "dropout": o.dropout,
                 "visibility_map": o.visibility_map,
                 "surrogate_subset": o.surrogate_subset,
+                "feature_level": o.feature_level,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha

@@ -20,6 +20,11 @@ The context is read while a graph is traced (the attacks' compiled steps open it
 surrogates' call); the rate, seeds and step are tensors, so changing them does not retrace.
 
 FaceNet-512 is a frozen, imported graph with no sites; it is attacked as it is.
+
+The same sites serve an intermediate-feature objective: within a :func:`feature_taps` context
+each model's one mid-level site (:data:`FEATURE_SITES`) hands its feature map to the caller, so
+that an attack can push those features away from the clean face's (a feature-level term, after
+ILA / FIA: mid-level features are shared more across networks than the final embedding).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-__all__ = ["DropoutDraw", "drop", "feature_dropout"]
+__all__ = ["FEATURE_SITES", "DropoutDraw", "drop", "feature_dropout", "feature_taps"]
 
 #: Site scales: the rate each surrogate's sites apply is the setting times its scale, so that one
 #: setting moves every surrogate about as far. FaceNet and MobileFace drop only their residual
@@ -44,6 +49,17 @@ FACENET_SCALE = 1.0
 SFACE_SCALE = 1 / 60
 FACERES_SCALE = 1 / 60
 MOBILEFACE_SCALE = 0.2
+
+#: Each model's mid-level site whose feature map :func:`feature_taps` hands out, by model name:
+#: FaceNet after its five Block35 units (17x17x256, the residual branch), SFace's seventh
+#: pointwise layer (14x14x512) and FaceRes's sixth block (14x14x512), each about halfway
+#: through its network. MobileFace (four residual units) has none.
+FEATURE_SITES = {
+    "facenet": "facenet/Block35_5_ScaleResidual",
+    "sface": "sface/conv_7_relu",
+    "faceres": "faceres/block_6",
+}
+_TAPPED_SITES = frozenset(FEATURE_SITES.values())
 
 #: Mixed into each face's seed so that dropout draws never coincide with the input transforms'.
 _SALT = 0x5EED_D40F
@@ -60,6 +76,23 @@ class DropoutDraw(NamedTuple):
 _ACTIVE: contextvars.ContextVar[DropoutDraw | None] = contextvars.ContextVar(
     "faceoff_feature_dropout", default=None
 )
+
+
+_TAPS: contextvars.ContextVar[dict[str, tf.Tensor] | None] = contextvars.ContextVar(
+    "faceoff_feature_taps", default=None
+)
+
+
+@contextlib.contextmanager
+def feature_taps() -> Iterator[dict[str, tf.Tensor]]:
+    """Within this context, each :data:`FEATURE_SITES` site a surrogate passes records its
+    feature map (before any dropout) in the dict yielded, by model name."""
+    taps: dict[str, tf.Tensor] = {}
+    token = _TAPS.set(taps)
+    try:
+        yield taps
+    finally:
+        _TAPS.reset(token)
 
 
 @contextlib.contextmanager
@@ -88,6 +121,9 @@ def drop(x: tf.Tensor, site: str, scale: float = 1.0) -> tf.Tensor:
     """``x`` ``(N, ...)`` with this step's dropout at ``site`` when a :func:`feature_dropout`
     context is open (at the context's rate times ``scale``, the model's :data:`site scale
     <FACENET_SCALE>`); else ``x`` itself."""
+    taps = _TAPS.get()
+    if taps is not None and site in _TAPPED_SITES:
+        taps[site.split("/", 1)[0]] = x
     draw = _ACTIVE.get()
     if draw is None:
         return x

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from faceoff.faces.models.augment import feature_taps
 from faceoff.masker.attacks._checks import check_bool, check_count, check_positive
 from faceoff.masker.attacks.base import (
     MAX_ITERATIONS,
@@ -41,7 +42,7 @@ from faceoff.masker.attacks.base import (
     per_example_l2,
     run_chunked,
 )
-from faceoff.masker.attacks.losses import Loss, LossInputs
+from faceoff.masker.attacks.losses import Loss, LossInputs, embed_unconverted
 from faceoff.masker.attacks.shape import Shape, ShapeInputs, budget, penalty, to_rgb
 from faceoff.masker.attacks.transfer import (
     Transfer,
@@ -169,6 +170,12 @@ class PGD(Attack):
         )
         dropout = self.transfer.dropout > 0
         subset = self.transfer.subset > 0
+        feature = self.transfer.feature_level > 0
+        if feature and not self.balance:
+            raise ValueError(
+                "feature_level needs balance: each surrogate's embedding and feature gradients are "
+                "normalised before the fraction splits its say"
+            )
         members = len(loss.model.shares)
         if subset and self.transfer.subset >= members:
             raise ValueError(
@@ -177,8 +184,9 @@ class PGD(Attack):
             )
         run = self._compiled(
             loss,
-            f"run/shaped={shaped}/balance={self.balance}/dropout={dropout}/subset={subset}",
-            self._builder(type(loss), shaped, self.balance, dropout, subset),
+            f"run/shaped={shaped}/balance={self.balance}/dropout={dropout}/subset={subset}"
+            f"/feature={feature}",
+            self._builder(type(loss), shaped, self.balance, dropout, subset, feature),
         )
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
@@ -211,7 +219,13 @@ class PGD(Attack):
 
     @classmethod
     def _builder(
-        cls, loss_class: type[Loss], shaped: bool, balance: bool, dropout: bool, subset: bool
+        cls,
+        loss_class: type[Loss],
+        shaped: bool,
+        balance: bool,
+        dropout: bool,
+        subset: bool,
+        feature: bool,
     ) -> Callable[[Callable[[], Any]], Any]:
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
@@ -246,7 +260,15 @@ class PGD(Attack):
                     chosen = member_mask(transfer, done + i, len(model.shares)) if subset else None
                     with surrogate_draws(transfer, done + i, dropout):
                         grad, loss, success = step_gradient(
-                            loss_class, model, inputs, balance, variable, view, done + i, chosen
+                            loss_class,
+                            model,
+                            inputs,
+                            balance,
+                            variable,
+                            view,
+                            done + i,
+                            chosen,
+                            transfer.feature_level if feature else None,
                         )
                     take = better(success, loss, best_success, best_loss)
                     best = tf.where(as_rows(take), variable, best)
@@ -272,6 +294,7 @@ def step_gradient(
     view: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
     step: tf.Tensor,
     chosen: tf.Tensor | None = None,
+    feature: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """One step's gradient with respect to ``variable``, and the per-face loss and success.
 
@@ -282,7 +305,10 @@ def step_gradient(
     summed, and that combined gradient of the view is carried back to ``variable`` (with the
     penalty's) in one more backward pass. ``chosen`` ``(N, members)``, when given, keeps for each
     face only the members it attacks this step (each on its own objective, normalised only
-    with ``balance``); the loss and success returned stay the whole ensemble's.
+    with ``balance``); the loss and success returned stay the whole ensemble's. ``feature``, a
+    fraction (with ``balance``), gives that share of each surrogate's normalised step to pushing
+    its mid-level features away from the clean face's under the same view (``view`` of a zero
+    change), see :func:`feature_disruption`.
     """
     if not balance and chosen is None:
         with tf.GradientTape() as tape:
@@ -296,15 +322,29 @@ def step_gradient(
     with tf.GradientTape() as view_tape:
         view_tape.watch(variable)
         seen, extra = view(variable, step)
+    clean: dict[str, tf.Tensor] = {}
+    if feature is not None:  # the clean face through this step's same view: no gradient
+        with feature_taps() as clean:
+            embed_unconverted(
+                model, tf.stop_gradient(view(tf.zeros_like(variable), step)[0]), inputs.align
+            )
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(seen)
-        objectives, loss, success = loss_class.member_objectives(model, seen, inputs)
+        with feature_taps() as perturbed:
+            objectives, loss, success = loss_class.member_objectives(model, seen, inputs)
         totals = [tf.reduce_sum(objective) for objective in objectives]
+        disrupted = {
+            name: -tf.reduce_sum(feature_disruption(perturbed[name], clean[name])) for name in clean
+        }
+    names = model.name.split("+")
     combined = tf.zeros_like(seen)
     for m, (share, total) in enumerate(zip(model.shares, totals)):
         g = finite_or_zero(tape.gradient(total, seen))
         if balance:
-            g = g / (tf.reduce_mean(tf.abs(g), axis=[1, 2, 3], keepdims=True) + 1e-12)
+            g = _per_face_unit(g)
+        if feature is not None and names[m] in disrupted:
+            f = _per_face_unit(finite_or_zero(tape.gradient(disrupted[names[m]], seen)))
+            g = (1.0 - feature) * g + feature * f
         if chosen is not None:
             g = g * as_rows(chosen[:, m])
         combined += share * g
@@ -313,6 +353,18 @@ def step_gradient(
         [seen, extra], variable, output_gradients=[combined, tf.ones_like(extra)]
     )
     return finite_or_zero(grad), loss, success
+
+
+def feature_disruption(perturbed: tf.Tensor, clean: tf.Tensor) -> tf.Tensor:
+    """``(N,)`` how far each face's feature map moved from the clean one, relative to its size:
+    ``||F(x + delta) - F(x)|| / ||F(x)||`` (smoothed, so its gradient is finite at no change)."""
+    change = tf.sqrt(tf.reduce_sum(tf.square(perturbed - clean), axis=[1, 2, 3]) + 1e-12)
+    return change / (tf.sqrt(tf.reduce_sum(tf.square(clean), axis=[1, 2, 3])) + 1e-6)
+
+
+def _per_face_unit(g: tf.Tensor) -> tf.Tensor:
+    """``g`` divided by each face's mean absolute value."""
+    return g / (tf.reduce_mean(tf.abs(g), axis=[1, 2, 3], keepdims=True) + 1e-12)
 
 
 class PGDL2(PGD):

@@ -32,6 +32,13 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   per iteration and face), so the perturbation is not fitted to one fixed compromise between
   members whose gradients disagree (stochastic ensembles, e.g. Xiong et al., CVPR 2022). The
   loss that picks the best iterate stays the whole ensemble's.
+* **feature_level** (an intermediate-feature term, after ILA / FIA): this fraction of each
+  surrogate's say in a step goes to pushing its mid-level feature map
+  (:data:`~faceoff.faces.models.augment.FEATURE_SITES`) away from the clean face's, seen through
+  the same transform, rather than its embedding away from the references: mid-level features are
+  shared more across networks than the final embedding. Needs ``balance`` (each term's
+  gradient normalised, so the fraction means what it says). A surrogate without a feature
+  site keeps its whole say on the embedding.
 
 Randomness comes from stateless ops seeded by each face's own seed and the iteration number:
 every face of a batch draws its own transforms, so the same seed gives the same perturbation
@@ -82,6 +89,7 @@ class TransferInputs(NamedTuple):
     warp: tf.Tensor  # () float32 probability
     dropout: tf.Tensor  # () float32 rate
     subset: tf.Tensor  # () int32 surrogates per iteration (0: all)
+    feature_level: tf.Tensor  # () float32 fraction of each surrogate's say for its features
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
     seed: tf.Tensor  # (N,) int64, one per face
 
@@ -105,6 +113,9 @@ class Transfer:
             feature maps per iteration (0: off).
         subset: Surrogates each face attacks per iteration, a random subset (0: all); below
             the ensemble's size, at most :data:`MAX_SUBSET`.
+        feature_level: Fraction in [0, 1] of each surrogate's say in a step given to pushing its
+            mid-level features away from the clean face's (0: off; needs the attack's
+            ``balance``).
     """
 
     momentum: float = 0.0
@@ -114,9 +125,10 @@ class Transfer:
     warp: float = 0.0
     dropout: float = 0.0
     subset: int = 0
+    feature_level: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("momentum", "diversity", "eot", "warp", "dropout"):
+        for name in ("momentum", "diversity", "eot", "warp", "dropout", "feature_level"):
             check_fraction(name, getattr(self, name))
         if self.dropout > MAX_DROPOUT:
             raise ValueError(f"dropout must be in [0, {MAX_DROPOUT:g}], got {self.dropout!r}")
@@ -147,6 +159,7 @@ class Transfer:
             or self.ti_kernel > 0
             or self.dropout > 0
             or self.subset > 0
+            or self.feature_level > 0
         )
 
     @property
@@ -164,6 +177,7 @@ class Transfer:
             warp=tf.constant(self.warp, tf.float32),
             dropout=tf.constant(self.dropout, tf.float32),
             subset=tf.constant(self.subset, tf.int32),
+            feature_level=tf.constant(self.feature_level, tf.float32),
             kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
             seed=tf.constant(np.asarray(seeds, np.int64).reshape(-1) % (2**62), tf.int64),
         )
