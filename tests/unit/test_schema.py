@@ -10,7 +10,7 @@ import typing
 import pytest
 
 from faceoff.common.errors import InvalidOption
-from faceoff.masker.options import ATTRIBUTES, ProtectionOptions, resolve
+from faceoff.masker.options import WIRE_NAMES, ProtectionOptions, resolve
 from faceoff.masker.schema import OPTIONS, OptionSpec
 from faceoff.sdk._convert import OPTION_NAMES, ProtectOptions
 
@@ -20,7 +20,12 @@ INTERNAL = {"profile", "margin"}
 
 def test_every_declared_option_is_a_protection_option_and_back() -> None:
     attributes = {f.name for f in dataclasses.fields(ProtectionOptions)} - INTERNAL
-    assert {ATTRIBUTES.get(name, name) for name in OPTIONS} == attributes
+    # one name per option from the command line to the attack: the contract's alias where it
+    # declares one (mode: targeted, face_indices: faces), else the wire's name
+    assert {spec.keyword for spec in OPTIONS.values()} == attributes
+    assert WIRE_NAMES == {"face_indices": "faces"}
+    # the wire's name still resolves, for one release
+    assert resolve(face_indices=(1, 3)).faces == resolve(faces=(1, 3)).faces == (1, 3)
 
 
 def test_the_sdk_takes_every_declared_option_as_a_keyword() -> None:

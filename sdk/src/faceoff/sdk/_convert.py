@@ -113,19 +113,24 @@ class ProtectOptions(TypedDict, total=False):
 
 
 def _declared_options() -> tuple[
-    dict[str, tuple[Any, str, tuple[str, ...]]], tuple[str, ...], tuple[str, ...]
+    dict[str, tuple[Any, str, tuple[str, ...]]], tuple[str, ...], tuple[tuple[str, str], ...]
 ]:
     """The enum, scalar and list options of ``ProtectOptions``, read from the contract.
 
-    Each field declares what it accepts (``[(faceoff.v1.accepts)]``); ``protect()`` takes the
-    same names as keywords. ``mode`` (keyword ``targeted``), ``target``, ``seed`` and
-    ``face_indices`` (keyword ``faces``) have keywords of their own.
+    Each field declares what it accepts (``[(faceoff.v1.accepts)]``); ``protect()`` takes its
+    ``alias`` where it declares one (``face_indices``: ``faces``), else its name, as the
+    keyword. ``profile``, ``target`` and ``seed`` are named parameters of ``protect()``;
+    ``mode``'s alias ``targeted`` is a bool keyword; ``detect``'s fields are keywords of their
+    own. Lists come as ``(keyword, field name)``.
     """
     enums: dict[str, tuple[Any, str, tuple[str, ...]]] = {}
     scalars: list[str] = []
-    lists: list[str] = []
+    lists: list[tuple[str, str]] = []
     for field in masker_pb2.ProtectOptions.DESCRIPTOR.fields:
-        if field.name in ("profile", "detect", "mode", "target", "seed", "face_indices"):
+        alias = field.GetOptions().Extensions[schema_pb2.accepts].alias
+        if field.name in ("profile", "detect", "target", "seed") or (
+            field.enum_type is not None and alias  # mode: the bool keyword ``targeted``
+        ):
             continue
         if field.enum_type is not None:
             enum = masker_pb2.DESCRIPTOR.enum_types_by_name[field.enum_type.name]
@@ -133,7 +138,7 @@ def _declared_options() -> tuple[
             names = tuple(v.name.removeprefix(prefix).lower() for v in enum.values if v.number)
             enums[field.name] = (getattr(masker_pb2, field.enum_type.name), prefix, names)
         elif field.is_repeated:
-            lists.append(field.name)
+            lists.append((alias or field.name, field.name))
         else:
             scalars.append(field.name)
     return enums, tuple(scalars), tuple(lists)
@@ -147,7 +152,13 @@ PROFILES: tuple[str, ...] = tuple(_PROFILES.names)
 DEFAULT_PROFILE: str = _PROFILES.default
 _DETECT = tuple(f.name for f in detector_pb2.DetectOptions.DESCRIPTOR.fields)
 #: Every keyword :func:`protect_request` accepts beyond the named ones.
-OPTION_NAMES: tuple[str, ...] = (*_ENUMS, "targeted", *_SCALARS, *_LISTS, "faces", *_DETECT)
+OPTION_NAMES: tuple[str, ...] = (
+    *_ENUMS,
+    "targeted",
+    *_SCALARS,
+    *(keyword for keyword, _ in _LISTS),
+    *_DETECT,
+)
 
 _FORMATS: dict[int, str] = {
     common_pb2.IMAGE_FORMAT_JPEG: "JPEG",
@@ -213,8 +224,8 @@ def protect_request(
     for name in _SCALARS:
         if options.get(name) is not None:
             _set(msg, name, options[name])
-    for name in _LISTS:
-        value = options.get(name)
+    for keyword, name in _LISTS:
+        value = options.get(keyword)
         if value is None:
             continue
         items = (
@@ -225,16 +236,11 @@ def protect_request(
         try:
             getattr(msg, name).extend(items)
         except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"{name} has an invalid value {value!r} ({exc})") from None
+            raise InvalidArgumentError(
+                f"{keyword} has an invalid value {value!r} ({exc})"
+            ) from None
     if seed is not None:
         _set(msg, "seed", seed)
-    if options.get("faces") is not None:
-        try:
-            msg.face_indices.extend(options["faces"])
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgumentError(
-                f"faces must be indices >= 0, got {options['faces']!r} ({exc})"
-            ) from None
     for name in _DETECT:
         if options.get(name) is not None:
             _set(msg.detect, name, options[name])

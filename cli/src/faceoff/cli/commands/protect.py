@@ -100,15 +100,14 @@ def add_protect_flags(p: argparse.ArgumentParser) -> None:
 def protect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The explicit option overrides given on the command line (None where unset), by
     :class:`~faceoff.masker.options.ProtectionOptions` attribute."""
-    from faceoff.masker.options import ATTRIBUTES
     from faceoff.masker.schema import OPTIONS
 
     out: dict[str, Any] = {}
-    for name, spec in OPTIONS.items():
+    for spec in OPTIONS.values():
         value = getattr(args, spec.keyword)
         if spec.repeated and value is not None:
             value = _list_flag("--" + spec.keyword.replace("_", "-"), spec.kind, value)
-        out[ATTRIBUTES.get(name, name)] = value
+        out[spec.keyword] = value
     if out["targeted"] is None and args.target:
         out["targeted"] = True
     return out
@@ -227,10 +226,7 @@ def run(args: argparse.Namespace) -> int:
     client = _client(args, checks)
     if client is None:
         return 2
-    sdk_options: dict[str, Any] = {
-        k: v for k, v in overrides.items() if k not in ("target", "seed", "face_indices")
-    }
-    sdk_options["faces"] = overrides["face_indices"]
+    sdk_options = {k: v for k, v in overrides.items() if k not in ("target", "seed")}
 
     def protect(
         client: Client, source: Path, on_progress: Callable[[Progress], None]

@@ -6,7 +6,7 @@ from typing import Any
 
 from faceoff.common.errors import InvalidOption
 from faceoff.detector.convert import options_from_proto as detect_options_from_proto
-from faceoff.masker.options import ATTRIBUTES, ProtectionOptions, resolve
+from faceoff.masker.options import ProtectionOptions, resolve
 from faceoff.masker.pipeline import ProtectCall
 from faceoff.masker.receipts import FaceReceipt, ProtectionResult
 from faceoff.masker.schema import OPTIONS, OptionSpec
@@ -33,7 +33,8 @@ def _from_field(msg: masker_pb2.ProtectOptions, spec: OptionSpec) -> Any:
             raise InvalidOption(
                 f"{spec.name} has unknown value {value}; accepted: {', '.join(spec.enum_values)}"
             )
-        return names[value] == "targeted" if spec.name == "mode" else names[value]
+        # mode arrives as the bool ``targeted`` (its alias)
+        return names[value] == "targeted" if spec.keyword != spec.name else names[value]
     if spec.repeated:
         return tuple(value) if value else None
     if spec.optional:
@@ -43,9 +44,7 @@ def _from_field(msg: masker_pb2.ProtectOptions, spec: OptionSpec) -> Any:
 
 def options_from_proto(msg: masker_pb2.ProtectOptions) -> ProtectionOptions:
     """Resolve the request's options against its profile (raises InvalidOption naming the field)."""
-    overrides = {
-        ATTRIBUTES.get(name, name): _from_field(msg, spec) for name, spec in OPTIONS.items()
-    }
+    overrides = {spec.keyword: _from_field(msg, spec) for spec in OPTIONS.values()}
     return resolve(msg.profile or None, **overrides)
 
 
@@ -53,9 +52,10 @@ def options_to_proto(options: ProtectionOptions) -> masker_pb2.ProtectOptions:
     """Resolved options as a message, every field set (the inverse of :func:`options_from_proto`)."""
     msg = masker_pb2.ProtectOptions(profile=options.profile)
     for name, spec in OPTIONS.items():
-        value = getattr(options, ATTRIBUTES.get(name, name))
+        value = getattr(options, spec.keyword)
         if spec.kind == "enum":
-            key = ("targeted" if value else "untargeted") if name == "mode" else value
+            # mode is the bool ``targeted`` (its alias)
+            key = ("targeted" if value else "untargeted") if spec.keyword != name else value
             setattr(msg, name, spec.enum_values[key])
         elif spec.repeated:
             getattr(msg, name).extend(value)

@@ -153,7 +153,7 @@ class Preparer:
                 f"detector saw {detection.width}x{detection.height} px but the photo is {photo.width}x{photo.height}"
             )
         found = len(detection.faces)
-        indices = list(options.face_indices) if options.face_indices else list(range(found))
+        indices = list(options.faces) if options.faces else list(range(found))
         bad = [i for i in indices if i >= found]
         if bad:
             raise InvalidOption(

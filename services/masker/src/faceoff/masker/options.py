@@ -38,8 +38,15 @@ MAX_EPSILON_LINF = 1.0
 INDEPENDENT_JUDGES = ("dlib", "mobilefacenet")
 #: Surrogates accepted only with ``align``: they identify faces only when each is aligned.
 ALIGNED_ONLY = ("mobileface",)
-#: Attributes of :class:`ProtectionOptions` that are not contract fields of the same name.
-ATTRIBUTES = {"mode": "targeted"}
+#: Wire names :func:`resolve` still takes for the options' own names (the contract's ``alias``,
+#: the name the CLI, the SDK and the masker use): deprecated, for one release.
+WIRE_NAMES = {
+    spec.name: spec.keyword
+    for spec in OPTIONS.values()
+    if spec.keyword != spec.name and spec.kind != "enum"  # mode's values differ from targeted's
+}
+#: Each option's wire field by its own name, for the field paths errors name.
+_FIELDS = {spec.keyword: spec.name for spec in OPTIONS.values()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +70,8 @@ class ProtectionOptions:
         initial_const: CW's initial loss constant.
         search_steps: CW's binary-search steps.
         target: Decoy to imitate in targeted mode (None: the nearest that is not the user).
-        face_indices: Faces to protect, as indices into the largest-first list (empty: all).
+        faces: Faces to protect, as indices into the largest-first list (empty: all); on the
+            wire ``face_indices``.
         seed: Random seed; the same seed, photo and options give the same output.
         strip_gps: Remove GPS tags from the output's EXIF.
         margin: Crop margin around each face box, as a fraction of its size.
@@ -113,7 +121,7 @@ class ProtectionOptions:
     initial_const: float = 0.3
     search_steps: int
     target: str | None = None
-    face_indices: tuple[int, ...] = field(default_factory=tuple)
+    faces: tuple[int, ...] = field(default_factory=tuple)
     seed: int = 0
     strip_gps: bool = False
     margin: float = 0.1
@@ -176,7 +184,7 @@ class ProtectionOptions:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one attack batch (the options the contract marks
         as part of the attack)."""
-        return tuple(getattr(self, ATTRIBUTES.get(name, name)) for name in _ATTACK_FIELDS)
+        return tuple(getattr(self, OPTIONS[name].keyword) for name in _ATTACK_FIELDS)
 
     @property
     def total_iterations(self) -> int:
@@ -251,7 +259,9 @@ CW_LEARNING_RATE = 0.01
 def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     """The options of ``profile`` (default: the contract's :data:`DEFAULT_PROFILE`) with ``overrides`` applied and checked.
 
-    Overrides whose value is None are ignored (an unset field takes the profile's value).
+    Overrides whose value is None are ignored (an unset field takes the profile's value). Options
+    go by their own names (``targeted``, ``faces``); ``face_indices``, the wire's name, is still
+    taken (deprecated).
 
     Raises:
         InvalidOption: naming the field and the accepted values.
@@ -259,6 +269,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
     name = profile or DEFAULT_PROFILE
     if not isinstance(name, str) or name not in PROFILES:
         raise InvalidOption(f"profile must be one of {', '.join(PROFILES)}, got {name!r}")
+    overrides = {WIRE_NAMES.get(k, k): v for k, v in overrides.items()}
     known = {f.name for f in dataclasses.fields(ProtectionOptions)} - {"profile"}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -304,7 +315,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             values["chroma"] = 1
         if "balance" not in explicit:
             values["balance"] = False
-    for key in ("face_indices", "surrogates", "surrogate_weights", "loop_recognizers"):
+    for key in ("faces", "surrogates", "surrogate_weights", "loop_recognizers"):
         value = values.get(key)
         if isinstance(value, str):
             values[key] = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -313,12 +324,13 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
         elif value is not None:
             raise InvalidOption(
                 f"{key} must be a list (or a comma-separated string), got {value!r}",
-                field=f"options.{key}",
+                field=f"options.{_FIELDS.get(key, key)}",
             )
     for key in ("surrogates", "loop_recognizers"):
         if not all(isinstance(v, str) for v in values.get(key, ())):
             raise InvalidOption(
-                f"{key} must be model names, got {list(values[key])!r}", field=f"options.{key}"
+                f"{key} must be model names, got {list(values[key])!r}",
+                field=f"options.{_FIELDS.get(key, key)}",
             )
         judges = sorted(set(values.get(key, ())) & set(INDEPENDENT_JUDGES))
         if judges:
@@ -326,7 +338,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
                 f"{', '.join(judges)} is an independent judge: it never enters the attack or its "
                 f"loop (a model the protection consults stops being a judge); {key} accepts "
                 f"{', '.join(OPTIONS[key].names)}",
-                field=f"options.{key}",
+                field=f"options.{_FIELDS.get(key, key)}",
             )
     options = ProtectionOptions(profile=name, **values)
     return validate(options)
@@ -339,9 +351,9 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
     tie fields together.
     """
     for name, spec in OPTIONS.items():
-        if name in ATTRIBUTES:  # mode: the enum arrives here as the bool ``targeted``
+        if spec.kind == "enum" and spec.keyword != name:  # mode: here the bool ``targeted``
             continue
-        value = getattr(o, name)
+        value = getattr(o, spec.keyword)
         if name == "target" and value is None:
             continue
         shown = list(value) if spec.repeated else value

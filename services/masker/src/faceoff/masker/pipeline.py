@@ -127,13 +127,13 @@ async def protect(
             *(_detect_named(detect, p, i, call.detect_options) for i, p in enumerate(photos))
         )
     found = len(detections[0].faces)
-    wanted = len(set(call.options.face_indices)) if call.options.face_indices else found
+    wanted = len(set(call.options.faces)) if call.options.faces else found
     if wanted > limits.max_faces:
         raise InvalidOption(
             f"the photo has {wanted} faces to protect; at most {limits.max_faces} are accepted per "
             "request (FACEOFF_MAX_FACES_PER_REQUEST): choose some with faces (face_indices), or "
             "detect.max_faces to take the largest",
-            field="options.face_indices" if call.options.face_indices else "image",
+            field="options.face_indices" if call.options.faces else "image",
             reason="TOO_MANY_FACES",
         )
     cost.check_work(wanted, protector.resolved(call.options), limits.max_request_work)
