@@ -3,20 +3,27 @@
 As httpx's ``Client`` and ``AsyncClient`` do, the two clients differ only in how a call is made
 (blocking, or a coroutine); everything else is here once: the constructor's checks, the
 remote backend's addresses, channels and stubs, ``local()`` (the in-process pipeline is a
-*backend*, given to the constructor), the evaluation a ``check=`` sends, and ``repr``.
+*backend*, given to the constructor), the calls' signatures, documentation and requests, the
+evaluation a ``check=`` sends, and ``repr``. A client implements ``_protect``, ``_detect`` and
+``_evaluate``: the same request sent through its backend, blocking or awaited.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Generic, TypeVar
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
+from faceoff.sdk import _convert
+from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
 from faceoff.sdk._grpc import Caller, TLSOption, metadata
 from faceoff.sdk.config import RetryPolicy
-from faceoff.v1 import evaluator_pb2, masker_pb2
+from faceoff.sdk.photos import PhotoInput
+from faceoff.sdk.types import Progress
+from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
 
 if TYPE_CHECKING:
-    from typing import Self
+    from typing import Self, Unpack
 
     from faceoff.sdk.local import LocalPipeline
 
@@ -29,6 +36,10 @@ MASKER, DETECTOR, EVALUATOR = "faceoff.v1.Masker", "faceoff.v1.Detector", "faceo
 
 Channel = TypeVar("Channel")
 Backend = TypeVar("Backend")
+#: What protect, detect and evaluate return: the result (Client) or a coroutine of it (AsyncClient).
+ProtectR = TypeVar("ProtectR")
+DetectR = TypeVar("DetectR")
+EvaluateR = TypeVar("EvaluateR")
 
 
 class RemoteBase(Generic[Channel]):
@@ -84,7 +95,17 @@ def check_request(
     )
 
 
-class ClientBase(Generic[Backend]):
+class ProtectCall(NamedTuple):
+    """One ``protect()``: its request (built when the call runs), the recognisers ``check=``
+    names, the progress callback and the budget."""
+
+    build: Callable[[], masker_pb2.ProtectRequest]
+    checks: list[str]
+    on_progress: Callable[[Progress], object] | None
+    timeout: float | None
+
+
+class ClientBase(Generic[Backend, ProtectR, DetectR, EvaluateR]):
     """The part of a client that does not depend on how calls are made (see the module docstring).
 
     The arguments are :class:`~faceoff.sdk.Client`'s; ``backend`` is what runs the calls instead
@@ -173,6 +194,162 @@ class ClientBase(Generic[Backend]):
             cloud_apis,
         )
         return cls(backend=cls._local(pipeline))
+
+    # -- how a call is made: blocking (Client) or a coroutine (AsyncClient) --------------------
+    # Each takes a thunk that builds the request, so that a bad argument is raised where the
+    # call is made: at once for Client, when awaited for AsyncClient.
+
+    def _protect(self, call: ProtectCall) -> ProtectR:
+        raise NotImplementedError
+
+    def _detect(
+        self, build: Callable[[], detector_pb2.DetectRequest], timeout: float | None
+    ) -> DetectR:
+        raise NotImplementedError
+
+    def _evaluate(
+        self, build: Callable[[], evaluator_pb2.EvaluateRequest], timeout: float | None
+    ) -> EvaluateR:
+        raise NotImplementedError
+
+    # -- the calls -------------------------------------------------------------------------------
+
+    def protect(
+        self,
+        photo: PhotoInput,
+        *,
+        profile: str = DEFAULT_PROFILE,
+        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        target: str | None = None,
+        check: str | Iterable[str] = (),
+        on_progress: Callable[[Progress], object] | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
+        **options: Unpack[ProtectOptions],
+    ) -> ProtectR:
+        """Protect every face of ``photo`` against face recognition.
+
+        On an :class:`~faceoff.sdk.AsyncClient` this call, like the others, is a coroutine:
+        ``protected = await client.protect(...)``.
+
+        Args:
+            photo: A path, bytes, a binary file object, a PIL image or a uint8 ``(H, W, 3)`` array
+                (images and arrays are sent as PNG).
+            profile: One of :data:`~faceoff.sdk.PROFILES` (``low``, ``medium``, ``high``): how
+                strong (and slow) the protection is; default :data:`~faceoff.sdk.DEFAULT_PROFILE`.
+            reference_photos: Other photos of the person (their set A_y); without them the face
+                itself and light augmentations of it stand in.
+            target: A decoy identity to make the face look like (implies targeted mode).
+            check: Recognisers to ask about the protected photo afterwards, e.g.
+                ``"dlib,mobilefacenet"`` or ``["dlib", "mobilefacenet"]``; their verdicts are in
+                :attr:`ProtectedPhoto.verdicts`. The person is the reference photos, or the
+                original photo without them; each local recogniser says whether it still picks
+                them out of its gallery of public figures (:attr:`Verdict.identified`,
+                :attr:`Verdict.rank`).
+            on_progress: Called with each :class:`Progress` event (stage detect, attack
+                iteration k of N, paste), in order. The call streams when it is given.
+            seed: Random seed; the same seed, photo and options give the same photo.
+            timeout: This call's budget in seconds (default: the client's ``timeout``), the
+                protection and the ``check`` together, retries included. ``Client.local()``
+                runs in this process and takes no deadline.
+            **options: Explicit settings that override the profile's (see :class:`ProtectOptions`):
+                ``attack``, ``norm``, ``loss``, ``targeted``, ``epsilon``, ``iterations``,
+                ``learning_rate``, ``kappa``, ``alpha``, ``initial_const``, ``search_steps``,
+                ``faces``, ``strip_gps``, ``min_face_size``, ``min_confidence``, ``max_faces``.
+
+        Returns:
+            The protected photo (same format and size; GIF becomes PNG) with a receipt per face.
+
+        Raises:
+            InvalidArgumentError: a bad photo or option (the message names it and what is accepted).
+            UnavailableError, ResourceExhaustedError, DeadlineExceededError: after the retries.
+            TypeError: an unknown keyword.
+
+        Example::
+
+            protected = client.protect(Path("me.jpg"), profile="low", on_progress=print, check="sface")
+            print(protected.faces[0].psnr, [v.match for v in protected.verdicts])
+        """
+        build = functools.partial(
+            _convert.protect_request,
+            photo,
+            profile=profile,
+            reference_photos=reference_photos,
+            target=target,
+            seed=seed,
+            options=options,
+        )
+        return self._protect(
+            ProtectCall(build, _convert.recognizer_names(check), on_progress, timeout)
+        )
+
+    def detect(
+        self,
+        photo: PhotoInput,
+        *,
+        min_face_size: int | None = None,
+        min_confidence: float | None = None,
+        timeout: float | None = None,
+    ) -> DetectR:
+        """Find the faces in ``photo``, largest first (``timeout``: this call's budget).
+
+        ``min_face_size`` (the shorter side of a box, in pixels; default 20) and
+        ``min_confidence`` (default 0.9) leave out smaller or less certain faces.
+
+        Example::
+
+            for face in client.detect("group.jpg").faces:
+                print(face.box, face.confidence)
+        """
+        build = functools.partial(_convert.detect_request, photo, min_face_size, min_confidence)
+        return self._detect(build, timeout)
+
+    def evaluate(
+        self,
+        photo: PhotoInput,
+        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
+        recognizers: str | Iterable[str] = (),
+        *,
+        gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
+        top_k: int = 0,
+        use_api_threshold: bool = False,
+        attacked_models: str | Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> EvaluateR:
+        """Ask recognisers whether ``photo`` still shows the person of ``reference_photos``.
+
+        Args:
+            photo: The (protected) photo.
+            reference_photos: Photos of the person to verify against.
+            recognizers: ``"dlib,sface"`` or a list; empty asks every one the evaluator runs.
+            gallery: Identity name -> photos, to rank identities (``Verdict.top_k``).
+            top_k: How many identities to rank (default 3).
+            use_api_threshold: Judge cloud APIs by their own threshold instead of 0.5.
+            attacked_models: The models the photo's protection used (its surrogates and loop
+                recognisers), ``"facenet,sface"`` or a list: their verdicts are marked
+                white-box (default: the default profile's surrogates).
+            timeout: This call's budget in seconds (default: the client's ``timeout``).
+
+        Returns:
+            One :class:`Verdict` per recogniser, in request order; a failing recogniser's verdict
+            carries its error instead of failing the call.
+
+        Example::
+
+            verdicts = client.evaluate("me.protected.jpg", ["me1.jpg", "me2.jpg"], "dlib,sface")
+            fooled = [v.recognizer for v in verdicts if v.match is False]
+        """
+        build = functools.partial(
+            _convert.evaluate_request,
+            photo,
+            reference_photos,
+            recognizers,
+            gallery=gallery,
+            top_k=top_k,
+            use_api_threshold=use_api_threshold,
+            attacked_models=attacked_models,
+        )
+        return self._evaluate(build, timeout)
 
     def __repr__(self) -> str:
         name = type(self).__name__

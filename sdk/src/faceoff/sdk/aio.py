@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
 from faceoff.sdk import _convert
-from faceoff.sdk._base import DETECTOR, EVALUATOR, MASKER, ClientBase, RemoteBase, check_request
-from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
+from faceoff.sdk._base import (
+    DETECTOR,
+    EVALUATOR,
+    MASKER,
+    ClientBase,
+    ProtectCall,
+    RemoteBase,
+    check_request,
+)
 from faceoff.sdk._grpc import Deadline, aio_channel
 from faceoff.sdk.errors import InternalError
-from faceoff.sdk.photos import PhotoInput
-from faceoff.sdk.types import Detection, Progress, ProtectedPhoto, Verdict
+from faceoff.sdk.types import Detection, ProtectedPhoto, Verdict
 from faceoff.v1 import (
     detector_pb2,
     detector_pb2_grpc,
@@ -42,8 +48,6 @@ from faceoff.v1 import (
 )
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
     from faceoff.sdk.local import LocalPipeline
 
 __all__ = ["AsyncClient"]
@@ -188,7 +192,14 @@ class _AsyncLocal:
         self.pipeline.close()
 
 
-class AsyncClient(ClientBase[_AsyncBackend]):
+class AsyncClient(
+    ClientBase[
+        _AsyncBackend,
+        Coroutine[Any, Any, ProtectedPhoto],
+        Coroutine[Any, Any, Detection],
+        Coroutine[Any, Any, list[Verdict]],
+    ]
+):
     """The asyncio form of :class:`faceoff.sdk.Client`: same arguments, same results, coroutines.
 
     Create it inside a running event loop (gRPC's asyncio channels belong to one loop).
@@ -206,94 +217,34 @@ class AsyncClient(ClientBase[_AsyncBackend]):
     def _local(cls, pipeline: LocalPipeline) -> _AsyncBackend:
         return _AsyncLocal(pipeline)
 
-    async def protect(
-        self,
-        photo: PhotoInput,
-        *,
-        profile: str = DEFAULT_PROFILE,
-        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        target: str | None = None,
-        check: str | Iterable[str] = (),
-        on_progress: Callable[[Progress], object] | None = None,
-        seed: int | None = None,
-        timeout: float | None = None,
-        **options: Unpack[ProtectOptions],
-    ) -> ProtectedPhoto:
-        """Protect every face of ``photo``; see :meth:`faceoff.sdk.Client.protect` for the arguments.
-
-        Example::
-
-            protected = await client.protect("me.jpg", profile="low", seed=3)
-        """
-        request = _convert.protect_request(
-            photo,
-            profile=profile,
-            reference_photos=reference_photos,
-            target=target,
-            seed=seed,
-            options=options,
-        )
+    async def _protect(self, call: ProtectCall) -> ProtectedPhoto:
+        request = call.build()
         on_event: AsyncEventSink | None = None
-        if on_progress is not None:
-            callback = on_progress
+        if call.on_progress is not None:
+            callback = call.on_progress
 
             async def on_event(event: masker_pb2.ProtectProgress) -> None:
                 result = callback(_convert.progress(event))
                 if inspect.isawaitable(result):
                     await result
 
-        budget = Deadline(timeout)
+        budget = Deadline(call.timeout)
         response = await self._backend.protect(request, on_event, budget.left())
-        names = _convert.recognizer_names(check)
-        verdicts = (
-            _convert.verdicts(
-                await self._backend.evaluate(check_request(request, response, names), budget.left())
-            )
-            if names
-            else []
-        )
-        return _convert.protected_photo(response, verdicts)
+        if not call.checks:
+            return _convert.protected_photo(response, [])
+        check = check_request(request, response, call.checks)
+        verdicts = await self._backend.evaluate(check, budget.left())
+        return _convert.protected_photo(response, _convert.verdicts(verdicts))
 
-    async def detect(
-        self,
-        photo: PhotoInput,
-        *,
-        min_face_size: int | None = None,
-        min_confidence: float | None = None,
-        timeout: float | None = None,
+    async def _detect(
+        self, build: Callable[[], detector_pb2.DetectRequest], timeout: float | None
     ) -> Detection:
-        """Find the faces in ``photo``, largest first (see :meth:`faceoff.sdk.Client.detect`)."""
-        request = _convert.detect_request(photo, min_face_size, min_confidence)
-        return _convert.detection(await self._backend.detect(request, timeout))
+        return _convert.detection(await self._backend.detect(build(), timeout))
 
-    async def evaluate(
-        self,
-        photo: PhotoInput,
-        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        recognizers: str | Iterable[str] = (),
-        *,
-        gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
-        top_k: int = 0,
-        use_api_threshold: bool = False,
-        attacked_models: str | Iterable[str] = (),
-        timeout: float | None = None,
+    async def _evaluate(
+        self, build: Callable[[], evaluator_pb2.EvaluateRequest], timeout: float | None
     ) -> list[Verdict]:
-        """One verdict per recogniser (see :meth:`faceoff.sdk.Client.evaluate`).
-
-        Example::
-
-            verdicts = await client.evaluate("me.protected.jpg", ["me1.jpg"], ["dlib", "sface"])
-        """
-        request = _convert.evaluate_request(
-            photo,
-            reference_photos,
-            recognizers,
-            gallery=gallery,
-            top_k=top_k,
-            use_api_threshold=use_api_threshold,
-            attacked_models=attacked_models,
-        )
-        return _convert.verdicts(await self._backend.evaluate(request, timeout))
+        return _convert.verdicts(await self._backend.evaluate(build(), timeout))
 
     async def close(self) -> None:
         """Close the channels (or stop the embedded pipeline's worker threads)."""

@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -30,14 +30,13 @@ from faceoff.sdk._base import (
     EVALUATOR,
     MASKER,
     ClientBase,
+    ProtectCall,
     RemoteBase,
     check_request,
 )
-from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
 from faceoff.sdk._grpc import Deadline, sync_channel
 from faceoff.sdk.errors import InternalError
-from faceoff.sdk.photos import PhotoInput
-from faceoff.sdk.types import Detection, Progress, ProtectedPhoto, Verdict
+from faceoff.sdk.types import Detection, ProtectedPhoto, Verdict
 from faceoff.v1 import (
     detector_pb2,
     detector_pb2_grpc,
@@ -48,8 +47,6 @@ from faceoff.v1 import (
 )
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
     from faceoff.sdk.local import LocalPipeline
 
 __all__ = [
@@ -154,7 +151,7 @@ class _Remote(RemoteBase[grpc.Channel]):
             channel.close()
 
 
-class Client(ClientBase[_Backend]):
+class Client(ClientBase[_Backend, ProtectedPhoto, Detection, list[Verdict]]):
     """A client of the Face-Off services (or, from :meth:`local`, of the same pipeline in-process).
 
     Args:
@@ -189,152 +186,33 @@ class Client(ClientBase[_Backend]):
     def _local(cls, pipeline: LocalPipeline) -> _Backend:
         return pipeline
 
-    def protect(
-        self,
-        photo: PhotoInput,
-        *,
-        profile: str = DEFAULT_PROFILE,
-        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        target: str | None = None,
-        check: str | Iterable[str] = (),
-        on_progress: Callable[[Progress], object] | None = None,
-        seed: int | None = None,
-        timeout: float | None = None,
-        **options: Unpack[ProtectOptions],
-    ) -> ProtectedPhoto:
-        """Protect every face of ``photo`` against face recognition.
-
-        Args:
-            photo: A path, bytes, a binary file object, a PIL image or a uint8 ``(H, W, 3)`` array
-                (images and arrays are sent as PNG).
-            profile: One of :data:`~faceoff.sdk.PROFILES` (``low``, ``medium``, ``high``): how
-                strong (and slow) the protection is; default :data:`~faceoff.sdk.DEFAULT_PROFILE`.
-            reference_photos: Other photos of the person (their set A_y); without them the face
-                itself and light augmentations of it stand in.
-            target: A decoy identity to make the face look like (implies targeted mode).
-            check: Recognisers to ask about the protected photo afterwards, e.g.
-                ``"dlib,mobilefacenet"`` or ``["dlib", "mobilefacenet"]``; their verdicts are in
-                :attr:`ProtectedPhoto.verdicts`. The person is the reference photos, or the
-                original photo without them; each local recogniser says whether it still picks
-                them out of its gallery of public figures (:attr:`Verdict.identified`,
-                :attr:`Verdict.rank`).
-            on_progress: Called with each :class:`Progress` event (stage detect, attack
-                iteration k of N, paste), in order. The call streams when it is given.
-            seed: Random seed; the same seed, photo and options give the same photo.
-            timeout: This call's budget in seconds (default: the client's ``timeout``), the
-                protection and the ``check`` together, retries included. ``Client.local()``
-                runs in this process and takes no deadline.
-            **options: Explicit settings that override the profile's (see :class:`ProtectOptions`):
-                ``attack``, ``norm``, ``loss``, ``targeted``, ``epsilon``, ``iterations``,
-                ``learning_rate``, ``kappa``, ``alpha``, ``initial_const``, ``search_steps``,
-                ``faces``, ``strip_gps``, ``min_face_size``, ``min_confidence``, ``max_faces``.
-
-        Returns:
-            The protected photo (same format and size; GIF becomes PNG) with a receipt per face.
-
-        Raises:
-            InvalidArgumentError: a bad photo or option (the message names it and what is accepted).
-            UnavailableError, ResourceExhaustedError, DeadlineExceededError: after the retries.
-            TypeError: an unknown keyword.
-
-        Example::
-
-            protected = client.protect(Path("me.jpg"), profile="low", on_progress=print, check="sface")
-            print(protected.faces[0].psnr, [v.match for v in protected.verdicts])
-        """
-        request = _convert.protect_request(
-            photo,
-            profile=profile,
-            reference_photos=reference_photos,
-            target=target,
-            seed=seed,
-            options=options,
-        )
+    def _protect(self, call: ProtectCall) -> ProtectedPhoto:
+        request = call.build()
         on_event: EventSink | None = None
-        if on_progress is not None:
-            callback = on_progress
+        if call.on_progress is not None:
+            callback = call.on_progress
 
             def on_event(event: masker_pb2.ProtectProgress) -> None:
                 callback(_convert.progress(event))
 
-        budget = Deadline(timeout)
+        budget = Deadline(call.timeout)
         response = self._backend.protect(request, on_event, budget.left())
-        names = _convert.recognizer_names(check)
-        verdicts = (
-            _convert.verdicts(
-                self._backend.evaluate(check_request(request, response, names), budget.left())
-            )
-            if names
-            else []
+        if not call.checks:
+            return _convert.protected_photo(response, [])
+        verdicts = self._backend.evaluate(
+            check_request(request, response, call.checks), budget.left()
         )
-        return _convert.protected_photo(response, verdicts)
+        return _convert.protected_photo(response, _convert.verdicts(verdicts))
 
-    def detect(
-        self,
-        photo: PhotoInput,
-        *,
-        min_face_size: int | None = None,
-        min_confidence: float | None = None,
-        timeout: float | None = None,
+    def _detect(
+        self, build: Callable[[], detector_pb2.DetectRequest], timeout: float | None
     ) -> Detection:
-        """Find the faces in ``photo``, largest first (``timeout``: this call's budget).
+        return _convert.detection(self._backend.detect(build(), timeout))
 
-        ``min_face_size`` (the shorter side of a box, in pixels; default 20) and
-        ``min_confidence`` (default 0.9) leave out smaller or less certain faces.
-
-        Example::
-
-            for face in client.detect("group.jpg").faces:
-                print(face.box, face.confidence)
-        """
-        request = _convert.detect_request(photo, min_face_size, min_confidence)
-        return _convert.detection(self._backend.detect(request, timeout))
-
-    def evaluate(
-        self,
-        photo: PhotoInput,
-        reference_photos: Iterable[PhotoInput] | PhotoInput = (),
-        recognizers: str | Iterable[str] = (),
-        *,
-        gallery: Mapping[str, Iterable[PhotoInput]] | None = None,
-        top_k: int = 0,
-        use_api_threshold: bool = False,
-        attacked_models: str | Iterable[str] = (),
-        timeout: float | None = None,
+    def _evaluate(
+        self, build: Callable[[], evaluator_pb2.EvaluateRequest], timeout: float | None
     ) -> list[Verdict]:
-        """Ask recognisers whether ``photo`` still shows the person of ``reference_photos``.
-
-        Args:
-            photo: The (protected) photo.
-            reference_photos: Photos of the person to verify against.
-            recognizers: ``"dlib,sface"`` or a list; empty asks every one the evaluator runs.
-            gallery: Identity name -> photos, to rank identities (``Verdict.top_k``).
-            top_k: How many identities to rank (default 3).
-            use_api_threshold: Judge cloud APIs by their own threshold instead of 0.5.
-            attacked_models: The models the photo's protection used (its surrogates and loop
-                recognisers), ``"facenet,sface"`` or a list: their verdicts are marked
-                white-box (default: the default profile's surrogates).
-            timeout: This call's budget in seconds (default: the client's ``timeout``).
-
-        Returns:
-            One :class:`Verdict` per recogniser, in request order; a failing recogniser's verdict
-            carries its error instead of failing the call.
-
-        Example::
-
-            verdicts = client.evaluate("me.protected.jpg", ["me1.jpg", "me2.jpg"], "dlib,sface")
-            fooled = [v.recognizer for v in verdicts if v.match is False]
-        """
-        request = _convert.evaluate_request(
-            photo,
-            reference_photos,
-            recognizers,
-            gallery=gallery,
-            top_k=top_k,
-            use_api_threshold=use_api_threshold,
-            attacked_models=attacked_models,
-        )
-        return _convert.verdicts(self._backend.evaluate(request, timeout))
+        return _convert.verdicts(self._backend.evaluate(build(), timeout))
 
     def close(self) -> None:
         """Close the channels (or stop the embedded pipeline's worker threads)."""
