@@ -66,6 +66,23 @@ def celeb_photos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def protector() -> Any:
+    """The masker's :class:`~faceoff.masker.protection.Protector` (FaceNet loaded), once per test
+    worker: the files that attack real surrogates share it, as the masker's requests do."""
+    from faceoff.masker.protection import Protector
+
+    return Protector()
+
+
+@pytest.fixture(scope="session")
+def detector() -> Any:
+    """The MTCNN :class:`~faceoff.detector.detection.FaceDetector`, once per test worker."""
+    from faceoff.detector.detection import FaceDetector
+
+    return FaceDetector()
+
+
+@pytest.fixture(scope="session")
 def shared_photos() -> list[Path]:
     photos = celeb_photos()
     if not photos:

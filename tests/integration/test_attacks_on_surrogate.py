@@ -49,8 +49,7 @@ def _load(path: Any) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def setup() -> dict[str, Any]:
-    protector = Protector()
+def setup(protector: Protector) -> dict[str, Any]:
     names = sorted(p.name for p in ALIGNED.iterdir() if p.is_dir())
     crops = {n: np.stack([_load(p) for p in sorted((ALIGNED / n).glob("*.png"))]) for n in names}
     emb = {n: protector.model.embed_numpy(c) for n, c in crops.items()}

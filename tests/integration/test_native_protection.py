@@ -41,16 +41,6 @@ SHAPED = {
 }
 
 
-@pytest.fixture(scope="module")
-def protector() -> Protector:
-    return Protector()
-
-
-@pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector()
-
-
 def _png(path: str) -> tuple[bytes, np.ndarray]:
     with Image.open(PHOTOS / path) as img:
         pixels = np.asarray(img.convert("RGB"))

@@ -33,11 +33,6 @@ def _load(path: Any) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def protector() -> Protector:
-    return Protector()
-
-
-@pytest.fixture(scope="module")
 def crops() -> dict[str, np.ndarray]:
     return {n: np.stack([_load(p) for p in sorted((ALIGNED / n).glob("*.png"))[:5]]) for n in NAMES}
 
@@ -86,8 +81,9 @@ def test_ensemble_attack_moves_the_face_on_both_surrogates(
                 ), (member.name, NAMES[k])
 
 
-def test_adaptive_alpha_with_a_real_recogniser(protector: Protector) -> None:
-    detector = FaceDetector()
+def test_adaptive_alpha_with_a_real_recogniser(
+    protector: Protector, detector: FaceDetector
+) -> None:
     data = (PHOTOS / "barack" / "barack_02.jpg").read_bytes()
     references = [p.read_bytes() for p in sorted((PHOTOS / "barack").glob("*.jpg"))[2:4]]
     plain = {
