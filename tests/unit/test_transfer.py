@@ -277,6 +277,13 @@ def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], mes
 # -- the ensemble ---------------------------------------------------------------------------------
 
 
+def _toy_ensemble(*members: ToyEmbedding) -> tuple[Ensemble, np.ndarray, list[np.ndarray]]:
+    """An ensemble of toy members, the probes and each probe's reference embeddings on it."""
+    ens = Ensemble(list(members))
+    probes, references = faces()
+    return ens, probes, [ens.embed(r).numpy() for r in references]
+
+
 def test_ensemble_distance_is_the_weighted_mean_of_member_distances() -> None:
     a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
     ens = Ensemble([a, b], weights=[3.0, 1.0])
@@ -307,9 +314,7 @@ def test_ensemble_target_loss_is_the_weighted_sum_of_member_losses() -> None:
 
 def test_attack_on_an_ensemble_moves_every_member() -> None:
     a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
-    ens = Ensemble([a, b])
-    probes, references = faces()
-    refs = [ens.embed(r).numpy() for r in references]
+    ens, probes, refs = _toy_ensemble(a, b)
     result = make_attack("pgd", "l2", **PGD_FAST).attack(
         probes, make_loss("target", ens, refs), seed=2
     )
@@ -331,9 +336,7 @@ class Steep(ToyEmbedding):
 def _member_gradients(balance: bool) -> list[np.ndarray]:
     """The step's gradient, and its cosine with each member's own gradient, on (steep, toy)."""
     steep, toy = Steep(seed=0), ToyEmbedding(seed=1)
-    ens = Ensemble([steep, toy])
-    probes, references = faces()
-    refs = [ens.embed(r).numpy() for r in references]
+    ens, probes, refs = _toy_ensemble(steep, toy)
     loss = make_loss("target", ens, refs)
     x = tf.constant(probes)
     grad, _, _ = step_gradient(
@@ -399,9 +402,7 @@ def test_subset_draws_k_members_per_face_fresh_each_iteration_and_repeats_for_a_
 
 def test_subset_takes_each_chosen_members_own_gradient_and_nothing_from_the_others() -> None:
     a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
-    ens = Ensemble([a, b])
-    probes, references = faces()
-    refs = [ens.embed(r).numpy() for r in references]
+    ens, probes, refs = _toy_ensemble(a, b)
     loss = make_loss("target", ens, refs)
     x = tf.constant(probes)
     view = lambda v, step: (v, tf.constant(0.0))  # noqa: E731
@@ -425,9 +426,9 @@ def test_subset_takes_each_chosen_members_own_gradient_and_nothing_from_the_othe
 
 
 def test_a_subset_attack_repeats_and_refuses_a_subset_as_large_as_the_ensemble() -> None:
-    ens = Ensemble([ToyEmbedding(seed=0), ToyEmbedding(seed=1), ToyEmbedding(seed=2)])
-    probes, references = faces()
-    refs = [ens.embed(r).numpy() for r in references]
+    ens, probes, refs = _toy_ensemble(
+        ToyEmbedding(seed=0), ToyEmbedding(seed=1), ToyEmbedding(seed=2)
+    )
     attack = make_attack("pgd", "linf", epsilon=0.03, iterations=4, transfer=Transfer(subset=1))
     first = attack.attack(probes, make_loss("target", ens, refs), seed=5).delta
     again = attack.attack(probes, make_loss("target", ens, refs), seed=5).delta
@@ -466,9 +467,7 @@ def test_feature_level_gives_that_share_of_a_surrogates_step_to_its_features(
 ) -> None:
     monkeypatch.setattr(augment, "_TAPPED_SITES", frozenset({"toya/conv1"}))  # b has no site
     a, b = Tapped("toya", 0), Tapped("toyb", 1)
-    ens = Ensemble([a, b])
-    probes, references = faces()
-    refs = [ens.embed(r).numpy() for r in references]
+    ens, probes, refs = _toy_ensemble(a, b)
     loss = make_loss("target", ens, refs)
     x = tf.constant(probes)
     change = tf.constant(np.random.default_rng(0).normal(0, 0.02, probes.shape), tf.float32)
@@ -524,9 +523,7 @@ def test_feature_disruption_is_zero_without_change_and_its_gradient_finite() -> 
 
 def test_a_feature_level_attack_repeats_and_needs_balance(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(augment, "_TAPPED_SITES", frozenset({"toya/conv1", "toyb/conv1"}))
-    ens = Ensemble([Tapped("toya", 0), Tapped("toyb", 1)])
-    probes, references = faces()
-    refs = [ens.embed(r).numpy() for r in references]
+    ens, probes, refs = _toy_ensemble(Tapped("toya", 0), Tapped("toyb", 1))
 
     def run(feature: float, balance: bool = True) -> np.ndarray:
         attack = make_attack(
