@@ -16,7 +16,13 @@ import tensorflow as tf
 from PIL import Image
 
 from faceoff.faces.models import load_surrogate
-from faceoff.faces.models.augment import FEATURE_SITES, feature_dropout, feature_taps
+from faceoff.faces.models.augment import (
+    FEATURE_SITES,
+    RESIDUAL_SITES,
+    feature_dropout,
+    feature_taps,
+    skip_gradient,
+)
 from faceoff.faces.models.base import EmbeddingModel
 from tests.conftest import ALIGNED, cached_model_file
 
@@ -92,3 +98,29 @@ def test_each_surrogate_hands_out_its_mid_level_features_only_when_tapped(
     features = taps[surrogate.name].numpy()
     assert features.ndim == 4 and features.shape[0] == 2 and min(features.shape[1:3]) >= 7
     assert np.abs(features[0] - features[1]).max() > 0  # two faces, two feature maps
+
+
+def test_skip_gradient_changes_only_the_residual_surrogates_gradients_never_their_embedding(
+    surrogate: EmbeddingModel,
+) -> None:
+    x = tf.constant(_crops(surrogate.input_size)[:2])
+
+    def embed(gamma: float | None) -> tuple[np.ndarray, np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if gamma is None:
+                e = surrogate.embed(x)
+            else:
+                with skip_gradient(tf.constant(gamma)):
+                    e = surrogate.embed(x)
+            total = tf.reduce_sum(e[:, :8])
+        return e.numpy(), tape.gradient(total, x).numpy()
+
+    clean, grad = embed(None)
+    skipped, skipped_grad = embed(0.2)
+    np.testing.assert_allclose(skipped, clean, atol=1e-5)
+    residual = surrogate.name + "/" in {prefix for prefix in RESIDUAL_SITES}
+    if residual:
+        assert np.abs(skipped_grad - grad).max() > 1e-4 * np.abs(grad).max(), surrogate.name
+    else:  # SFace and FaceRes have no residual-branch sites
+        np.testing.assert_allclose(skipped_grad, grad, rtol=1e-5, atol=1e-8)

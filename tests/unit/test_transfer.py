@@ -18,7 +18,7 @@ from faceoff.common.crops import crop_region, extract_crop
 from faceoff.common.errors import InvalidOption
 from faceoff.common.imaging import Photo
 from faceoff.faces.models import augment
-from faceoff.faces.models.augment import drop, feature_dropout, feature_taps
+from faceoff.faces.models.augment import drop, feature_dropout, feature_taps, skip_gradient
 from faceoff.faces.models.ensemble import Ensemble
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
@@ -222,6 +222,57 @@ def test_dropout_sites_are_the_identity_outside_an_attack_and_at_rate_0() -> Non
         np.testing.assert_array_equal(drop(x, "toy/site").numpy(), x.numpy())
 
 
+def test_skip_gradient_keeps_a_residual_branch_value_and_scales_only_its_gradient() -> None:
+    x = tf.constant(np.random.default_rng(2).normal(size=(2, 4, 4, 3)), tf.float32)
+
+    def through(site: str, gamma: float | None) -> tuple[np.ndarray, np.ndarray]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if gamma is None:
+                y = drop(x, site)
+            else:
+                with skip_gradient(tf.constant(gamma)):
+                    y = drop(x, site)
+            total = tf.reduce_sum(y * y)
+        return y.numpy(), tape.gradient(total, x).numpy()
+
+    plain_value, plain_grad = through("facenet/Block35_1_ScaleResidual", None)
+    value, grad = through("facenet/Block35_1_ScaleResidual", 0.25)
+    np.testing.assert_array_equal(value, plain_value)  # forward: unchanged
+    np.testing.assert_allclose(grad, 0.25 * plain_grad, rtol=1e-6)  # backward: gamma of it
+    _, mobile = through("mobileface/stage_1", 0.5)
+    np.testing.assert_allclose(mobile, 0.5 * plain_grad, rtol=1e-6)
+    _, sface = through("sface/conv_7_relu", 0.25)  # not a residual branch: untouched
+    np.testing.assert_array_equal(sface, plain_grad)
+
+
+class Residual(ToyEmbedding):
+    """The toy model with a residual unit whose branch is a FaceNet-named site."""
+
+    def embed(self, images01: tf.Tensor, training: bool = False) -> tf.Tensor:
+        h = tf.tanh(tf.nn.conv2d(self.preprocess(images01), self.k1, 2, "SAME"))
+        h = h + drop(tf.tanh(h * 1.5), "facenet/toy_branch")
+        h = tf.tanh(tf.nn.conv2d(h, self.k2, 2, "SAME"))
+        h = tf.reshape(h, [tf.shape(h)[0], -1]) @ self.w
+        return tf.math.l2_normalize(h, axis=1)
+
+
+def test_an_attack_with_skip_gradient_repeats_and_differs_from_the_plain_one() -> None:
+    model = Residual(seed=0)
+    probes, references = faces()
+    refs = [model.embed(r).numpy() for r in references]
+
+    def run(gamma: float) -> np.ndarray:
+        attack = make_attack(
+            "pgd", "linf", epsilon=0.03, iterations=4, transfer=Transfer(skip_gradient=gamma)
+        )
+        return attack.attack(probes, make_loss("target", model, refs), seed=5).delta
+
+    first = run(0.3)
+    np.testing.assert_array_equal(first, run(0.3))
+    assert np.abs(first - run(0.0)).max() > 0
+
+
 def test_dropout_passes_gradients_through_the_kept_units() -> None:
     x = tf.ones([1, 6, 6, 4])
     with tf.GradientTape() as tape:
@@ -266,6 +317,8 @@ def test_transforms_off_return_the_input_exactly() -> None:
         ({"subset": 1.5}, "subset"),
         ({"subset": True}, "subset"),
         ({"feature_level": 1.5}, "feature_level"),
+        ({"skip_gradient": 1.0}, "skip_gradient"),
+        ({"skip_gradient": -0.2}, "skip_gradient"),
         ({"feature_level": -0.1}, "feature_level"),
     ],
 )
@@ -752,6 +805,8 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"feature_level": 0.5, "balance": False}, "feature_level splits .* balance is off"),
         ({"feature_level": 1.1, "balance": True}, "feature_level"),
         ({"attack": "cw", "feature_level": 0.5}, "PGD techniques"),
+        ({"skip_gradient": 1.0}, "skip_gradient"),
+        ({"attack": "cw", "skip_gradient": 0.5}, "PGD techniques"),
     ],
 )
 def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:

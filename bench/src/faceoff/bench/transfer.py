@@ -397,6 +397,7 @@ def run(
             "visibility_map": resolved.visibility_map,
             "surrogate_subset": resolved.surrogate_subset,
             "feature_level": resolved.feature_level,
+            "skip_gradient": resolved.skip_gradient,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -104,6 +104,8 @@ class ProtectOptions(TypedDict, total=False):
     surrogate_subset: int
     #: PGD: fraction of each surrogate's step pushing its mid-level features (needs balance).
     feature_level: float
+    #: Transfer technique (PGD): SGM's gradient fraction on residual branches (0: off).
+    skip_gradient: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -358,6 +360,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         visibility_map=msg.visibility_map,
         surrogate_subset=msg.surrogate_subset,
         feature_level=msg.feature_level,
+        skip_gradient=msg.skip_gradient,
     )
 
 

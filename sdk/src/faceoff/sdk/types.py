@@ -196,6 +196,7 @@ class AppliedOptions:
     visibility_map: bool = False
     surrogate_subset: int = 0
     feature_level: float = 0.0
+    skip_gradient: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -228,6 +229,7 @@ class AppliedOptions:
             "visibility_map": self.visibility_map,
             "surrogate_subset": self.surrogate_subset,
             "feature_level": round(self.feature_level, 6),
+            "skip_gradient": round(self.skip_gradient, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

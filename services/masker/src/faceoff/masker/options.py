@@ -106,6 +106,8 @@ class ProtectionOptions:
             this many surrogates (0: all of them).
         feature_level: PGD: fraction of each surrogate's step that pushes its mid-level
             features away from the clean face's (0: off; needs ``balance``).
+        skip_gradient: PGD transfer technique: SGM's gamma on the residual surrogates' branches
+            (0: off).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -147,6 +149,7 @@ class ProtectionOptions:
     visibility_map: bool = False
     surrogate_subset: int = 0
     feature_level: float = 0.0
+    skip_gradient: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -163,6 +166,7 @@ class ProtectionOptions:
                 dropout=self.dropout,
                 subset=self.surrogate_subset,
                 feature_level=self.feature_level,
+                skip_gradient=self.skip_gradient,
             )
             return {
                 "epsilon": self.epsilon,
@@ -304,6 +308,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             "dropout",
             "surrogate_subset",
             "feature_level",
+            "skip_gradient",
             "feather",
             "texture",
             "ssim",
@@ -400,10 +405,11 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         or o.balance
         or o.surrogate_subset
         or o.feature_level
+        or o.skip_gradient
     ):
         raise InvalidOption(
-            "momentum, diversity, ti_kernel, eot, warp, dropout, balance, surrogate_subset and "
-            f"feature_level are PGD techniques; attack "
+            "momentum, diversity, ti_kernel, eot, warp, dropout, balance, surrogate_subset, "
+            f"feature_level and skip_gradient are PGD techniques; attack "
             f"{o.attack} takes none of them (set them to 0 / false)",
             field="options.attack",
         )

@@ -121,6 +121,7 @@ class ProtectionResult:
                 "visibility_map": o.visibility_map,
                 "surrogate_subset": o.surrogate_subset,
                 "feature_level": o.feature_level,
+                "skip_gradient": o.skip_gradient,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha

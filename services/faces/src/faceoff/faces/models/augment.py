@@ -21,6 +21,12 @@ surrogates' call); the rate, seeds and step are tensors, so changing them does n
 
 FaceNet-512 is a frozen, imported graph with no sites; it is attacked as it is.
 
+The residual branches among the sites (FaceNet's and MobileFace's) also serve the skip-gradient
+method (SGM, Wu et al., "Skip Connections Matter", ICLR 2020): within a :func:`skip_gradient`
+context each residual branch passes its full value forward but only a fraction ``gamma`` of its
+gradient backward, so the attack's gradient leans on the skip connections, the lower-level
+features that networks share more, and transfers further.
+
 The same sites serve an intermediate-feature objective: within a :func:`feature_taps` context
 each model's one mid-level site (:data:`FEATURE_SITES`) hands its feature map to the caller, so
 that an attack can push those features away from the clean face's (a feature-level term, after
@@ -37,7 +43,15 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-__all__ = ["FEATURE_SITES", "DropoutDraw", "drop", "feature_dropout", "feature_taps"]
+__all__ = [
+    "FEATURE_SITES",
+    "RESIDUAL_SITES",
+    "DropoutDraw",
+    "drop",
+    "feature_dropout",
+    "feature_taps",
+    "skip_gradient",
+]
 
 #: Site scales: the rate each surrogate's sites apply is the setting times its scale, so that one
 #: setting moves every surrogate about as far. FaceNet and MobileFace drop only their residual
@@ -60,6 +74,9 @@ FEATURE_SITES = {
     "faceres": "faceres/block_6",
 }
 _TAPPED_SITES = frozenset(FEATURE_SITES.values())
+#: The models whose sites are residual branches (a branch before its add to the skip path), by
+#: the prefix of their site names: the sites :func:`skip_gradient` acts on.
+RESIDUAL_SITES = ("facenet/", "mobileface/")
 
 #: Mixed into each face's seed so that dropout draws never coincide with the input transforms'.
 _SALT = 0x5EED_D40F
@@ -95,6 +112,22 @@ def feature_taps() -> Iterator[dict[str, tf.Tensor]]:
         _TAPS.reset(token)
 
 
+_SKIP: contextvars.ContextVar[tf.Tensor | None] = contextvars.ContextVar(
+    "faceoff_skip_gradient", default=None
+)
+
+
+@contextlib.contextmanager
+def skip_gradient(gamma: tf.Tensor) -> Iterator[None]:
+    """Within this context every residual-branch site (:data:`RESIDUAL_SITES`) passes its value
+    unchanged forward and ``gamma`` (in (0, 1]) times its gradient backward (SGM)."""
+    token = _SKIP.set(tf.convert_to_tensor(gamma, tf.float32))
+    try:
+        yield
+    finally:
+        _SKIP.reset(token)
+
+
 @contextlib.contextmanager
 def feature_dropout(rate: tf.Tensor, seed: tf.Tensor, step: tf.Tensor) -> Iterator[None]:
     """Within this context, every :func:`drop` site of a surrogate called applies dropout at
@@ -124,6 +157,9 @@ def drop(x: tf.Tensor, site: str, scale: float = 1.0) -> tf.Tensor:
     taps = _TAPS.get()
     if taps is not None and site in _TAPPED_SITES:
         taps[site.split("/", 1)[0]] = x
+    gamma = _SKIP.get()
+    if gamma is not None and site.startswith(RESIDUAL_SITES):
+        x = gamma * x + tf.stop_gradient((1.0 - gamma) * x)  # the same value, gamma's gradient
     draw = _ACTIVE.get()
     if draw is None:
         return x

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +55,17 @@ from faceoff.masker.attacks.transfer import (
 
 #: Scale of the starting perturbation without a random start, as a fraction of epsilon.
 TINY_START = 1e-2
+
+
+class Switches(NamedTuple):
+    """What a compiled PGD loop is traced with: each a trace-time switch (one trace each way)."""
+
+    shaped: bool
+    balance: bool
+    dropout: bool
+    subset: bool
+    feature: bool
+    skip: bool
 
 
 class PGD(Attack):
@@ -168,26 +179,26 @@ class PGD(Attack):
             tf.zeros_like(variable),
             tf.constant(0, tf.int32),
         )
-        dropout = self.transfer.dropout > 0
-        subset = self.transfer.subset > 0
-        feature = self.transfer.feature_level > 0
-        if feature and not self.balance:
+        switches = Switches(
+            shaped=shaped,
+            balance=self.balance,
+            dropout=self.transfer.dropout > 0,
+            subset=self.transfer.subset > 0,
+            feature=self.transfer.feature_level > 0,
+            skip=self.transfer.skip_gradient > 0,
+        )
+        if switches.feature and not self.balance:
             raise ValueError(
                 "feature_level needs balance: each surrogate's embedding and feature gradients are "
                 "normalised before the fraction splits its say"
             )
         members = len(loss.model.shares)
-        if subset and self.transfer.subset >= members:
+        if switches.subset and self.transfer.subset >= members:
             raise ValueError(
                 f"subset must be below the number of surrogates ({members}) or 0 (all), "
                 f"got {self.transfer.subset}"
             )
-        run = self._compiled(
-            loss,
-            f"run/shaped={shaped}/balance={self.balance}/dropout={dropout}/subset={subset}"
-            f"/feature={feature}",
-            self._builder(type(loss), shaped, self.balance, dropout, subset, feature),
-        )
+        run = self._compiled(loss, f"run/{switches}", self._builder(type(loss), switches))
         epsilon = tf.constant(self.epsilon, tf.float32)
         step_size = tf.constant(self.step_size, tf.float32)
         transfer = self.transfer.inputs(rng.integers(0, 2**62, size=(n,)))
@@ -219,14 +230,15 @@ class PGD(Attack):
 
     @classmethod
     def _builder(
-        cls,
-        loss_class: type[Loss],
-        shaped: bool,
-        balance: bool,
-        dropout: bool,
-        subset: bool,
-        feature: bool,
+        cls, loss_class: type[Loss], switches: Switches
     ) -> Callable[[Callable[[], Any]], Any]:
+        shaped, balance, subset, feature = (
+            switches.shaped,
+            switches.balance,
+            switches.subset,
+            switches.feature,
+        )
+
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
             def run(
@@ -258,7 +270,7 @@ class PGD(Attack):
 
                 for i in tf.range(steps):
                     chosen = member_mask(transfer, done + i, len(model.shares)) if subset else None
-                    with surrogate_draws(transfer, done + i, dropout):
+                    with surrogate_draws(transfer, done + i, switches.dropout, switches.skip):
                         grad, loss, success = step_gradient(
                             loss_class,
                             model,

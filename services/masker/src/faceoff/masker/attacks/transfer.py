@@ -32,6 +32,10 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   per iteration and face), so the perturbation is not fitted to one fixed compromise between
   members whose gradients disagree (stochastic ensembles, e.g. Xiong et al., CVPR 2022). The
   loss that picks the best iterate stays the whole ensemble's.
+* **skip_gradient** (SGM, Wu et al., ICLR 2020): each residual branch of the residual surrogates
+  (FaceNet, MobileFace) passes only this fraction gamma of its gradient backward (its value
+  forward unchanged), so the step leans on the skip connections
+  (:func:`~faceoff.faces.models.augment.skip_gradient`); 0 is off.
 * **feature_level** (an intermediate-feature term, after ILA / FIA): this fraction of each
   surrogate's say in a step goes to pushing its mid-level feature map
   (:data:`~faceoff.faces.models.augment.FEATURE_SITES`) away from the clean face's, seen through
@@ -51,13 +55,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from faceoff.faces.models.augment import feature_dropout
+from faceoff.faces.models.augment import feature_dropout, skip_gradient
 from faceoff.masker.attacks._checks import check_fraction
 from faceoff.masker.attacks._compile import relax_dims
 from faceoff.masker.schema import bound
@@ -90,6 +95,7 @@ class TransferInputs(NamedTuple):
     dropout: tf.Tensor  # () float32 rate
     subset: tf.Tensor  # () int32 surrogates per iteration (0: all)
     feature_level: tf.Tensor  # () float32 fraction of each surrogate's say for its features
+    skip_gradient: tf.Tensor  # () float32 SGM's gamma on residual branches (0: off)
     kernel: tf.Tensor  # (k, k, 3, 1) float32 depthwise Gaussian; (1, 1, 3, 1) ones when off
     seed: tf.Tensor  # (N,) int64, one per face
 
@@ -116,6 +122,8 @@ class Transfer:
         feature_level: Fraction in [0, 1] of each surrogate's say in a step given to pushing its
             mid-level features away from the clean face's (0: off; needs the attack's
             ``balance``).
+        skip_gradient: SGM's gamma in [0, 1): the fraction of the gradient each residual branch
+            of FaceNet and MobileFace passes backward (0: off, the whole gradient).
     """
 
     momentum: float = 0.0
@@ -126,10 +134,23 @@ class Transfer:
     dropout: float = 0.0
     subset: int = 0
     feature_level: float = 0.0
+    skip_gradient: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("momentum", "diversity", "eot", "warp", "dropout", "feature_level"):
+        for name in (
+            "momentum",
+            "diversity",
+            "eot",
+            "warp",
+            "dropout",
+            "feature_level",
+            "skip_gradient",
+        ):
             check_fraction(name, getattr(self, name))
+        if self.skip_gradient >= 1:
+            raise ValueError(
+                f"skip_gradient must be in [0, 1) (0: off), got {self.skip_gradient!r}"
+            )
         if self.dropout > MAX_DROPOUT:
             raise ValueError(f"dropout must be in [0, {MAX_DROPOUT:g}], got {self.dropout!r}")
         s = self.subset
@@ -160,6 +181,7 @@ class Transfer:
             or self.dropout > 0
             or self.subset > 0
             or self.feature_level > 0
+            or self.skip_gradient > 0
         )
 
     @property
@@ -178,6 +200,7 @@ class Transfer:
             dropout=tf.constant(self.dropout, tf.float32),
             subset=tf.constant(self.subset, tf.int32),
             feature_level=tf.constant(self.feature_level, tf.float32),
+            skip_gradient=tf.constant(self.skip_gradient, tf.float32),
             kernel=tf.constant(gaussian_kernel(self.ti_kernel)),
             seed=tf.constant(np.asarray(seeds, np.int64).reshape(-1) % (2**62), tf.int64),
         )
@@ -292,14 +315,19 @@ def _platform(images: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
     return resized + tf.stop_gradient(jpeg - resized)
 
 
+@contextlib.contextmanager
 def surrogate_draws(
-    t: TransferInputs, step: tf.Tensor, dropout: bool
-) -> contextlib.AbstractContextManager[None]:
+    t: TransferInputs, step: tf.Tensor, dropout: bool, skip: bool
+) -> Iterator[None]:
     """The context the surrogates run in at iteration ``step``: their feature dropout when
-    ``dropout`` (a trace-time switch: off adds nothing to the graph)."""
-    if not dropout:
-        return contextlib.nullcontext()
-    return feature_dropout(t.dropout, t.seed, step)
+    ``dropout``, SGM on their residual branches when ``skip`` (trace-time switches: off adds
+    nothing to the graph)."""
+    with contextlib.ExitStack() as stack:
+        if dropout:
+            stack.enter_context(feature_dropout(t.dropout, t.seed, step))
+        if skip:
+            stack.enter_context(skip_gradient(t.skip_gradient))
+        yield
 
 
 def member_mask(t: TransferInputs, step: tf.Tensor, members: int) -> tf.Tensor:
