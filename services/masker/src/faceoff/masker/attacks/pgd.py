@@ -22,6 +22,7 @@ no longer their own: L2 epsilon 0.1 -> 0/4, 1 -> 2/4, 2 -> 3/4, 3 -> 4/4; Linf 2
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -232,12 +233,6 @@ class PGD(Attack):
     def _builder(
         cls, loss_class: type[Loss], switches: Switches
     ) -> Callable[[Callable[[], Any]], Any]:
-        shaped, balance, subset, feature = (
-            switches.shaped,
-            switches.balance,
-            switches.subset,
-            switches.feature,
-        )
 
         def build(model_ref: Callable[[], Any]) -> Any:
             @tf.function(reduce_retracing=True)
@@ -258,7 +253,7 @@ class PGD(Attack):
             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 model = model_ref()
                 # shaped and unshaped are one loop; which one is a trace-time switch
-                room = budget(x, shape) if shaped else None
+                room = budget(x, shape) if switches.shaped else None
 
                 def view(v: tf.Tensor, step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                     if room is None:
@@ -269,18 +264,22 @@ class PGD(Attack):
                     )
 
                 for i in tf.range(steps):
-                    chosen = member_mask(transfer, done + i, len(model.shares)) if subset else None
+                    chosen = (
+                        member_mask(transfer, done + i, len(model.shares))
+                        if switches.subset
+                        else None
+                    )
                     with surrogate_draws(transfer, done + i, switches.dropout, switches.skip):
                         grad, loss, success = step_gradient(
                             loss_class,
                             model,
                             inputs,
-                            balance,
+                            switches.balance,
                             variable,
                             view,
                             done + i,
                             chosen,
-                            transfer.feature_level if feature else None,
+                            transfer.feature_level if switches.feature else None,
                         )
                     take = better(success, loss, best_success, best_loss)
                     best = tf.where(as_rows(take), variable, best)
@@ -342,7 +341,11 @@ def step_gradient(
             )
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(seen)
-        with feature_taps() as perturbed:
+        # the feature maps are handed out only when the feature term asks for them
+        taps: contextlib.AbstractContextManager[dict[str, tf.Tensor]] = (
+            feature_taps() if feature is not None else contextlib.nullcontext({})
+        )
+        with taps as perturbed:
             objectives, loss, success = loss_class.member_objectives(model, seen, inputs)
         totals = [tf.reduce_sum(objective) for objective in objectives]
         disrupted = {
