@@ -269,3 +269,78 @@ def test_visibility_map_needs_a_visibility_target() -> None:
     with pytest.raises(InvalidOption, match="visibility") as raised:
         resolve("medium", visibility_map=True)
     assert raised.value.field == "options.visibility_map"
+
+
+def test_the_blotch_guard_caps_alpha_without_a_butteraugli_call() -> None:
+    from faceoff.common.crops import paste_delta
+    from faceoff.masker.quality import blotch, display_faces
+
+    pixels, boxes, regions, faces, _ = _setup()
+    # a soft brightening of the whole face: what Butteraugli barely sees and people do
+    deltas = np.full_like(faces, 8 / 255)
+
+    def no_call(a: np.ndarray, b: np.ndarray) -> float:
+        raise AssertionError("the guard alone needs no Butteraugli call")
+
+    alphas = _alphas(pixels, boxes, regions, faces, deltas, 2.0, 0.0, distance=no_call, blotch=3.0)
+    for k, alpha in enumerate(alphas):
+        assert 0.2 < alpha < 1.0, "8 levels at alpha 1 must come down to 3"
+        applied = np.clip(faces[k] + alpha * deltas[k], 0, 1) - faces[k]
+        shown = paste_delta(pixels, regions[k], applied)
+        ((before, after),) = display_faces(pixels, shown, boxes[k : k + 1])
+        assert blotch(before, after) <= 3.0 + 0.5
+    # a change with no soft patch keeps its alpha
+    _, _, _, _, textured = _setup()
+    assert _alphas(pixels, boxes, regions, faces, textured, 2.0, 0.0, blotch=3.0) == [2.0, 2.0]
+    # with a target, the tighter of the two wins
+    target = 1e6
+    assert (
+        _alphas(
+            pixels, boxes, regions, faces, deltas, 2.0, target, distance=_mean_change, blotch=3.0
+        )
+        == alphas
+    )
+    with pytest.raises(ValueError, match="blotch"):
+        _alphas(pixels, boxes, regions, faces, deltas, 2.0, 0.0, blotch=0.0)
+
+
+def test_with_the_map_the_guard_lowers_the_change_where_it_blotches() -> None:
+    pixels, boxes, regions, faces, deltas = _setup()
+    deltas = deltas[:1].copy()
+    deltas[0, :, :32] = 8 / 255  # the left half brightens softly, the right half is a texture
+    target = 1e6  # Butteraugli's stand-in never binds: only the guard shapes the field
+    ((alpha, field),) = budget.visibility_budget(
+        pixels,
+        boxes[:1],
+        regions[:1],
+        faces,
+        deltas,
+        2.0,
+        target,
+        distance=_map_max,
+        distance_map=_local_map,
+        blotch=3.0,
+    )
+    (capped,) = _alphas(
+        pixels, boxes[:1], regions[:1], faces, deltas, 2.0, target, distance=_map_max, blotch=3.0
+    )
+    assert field is not None
+    assert field[20:44, 4:24].mean() < 0.7 * field[20:44, 44:60].mean(), "less where it blotched"
+    assert alpha > capped, "the rest of the face keeps more of its change"
+    shown = _windows(pixels, boxes[0], regions[0], faces[0], alpha * field * deltas[0])
+    from faceoff.masker.quality import blotch
+
+    assert blotch(*shown) <= 3.0 + 0.5
+
+
+def test_blotch_is_checked_by_name() -> None:
+    assert resolve("medium", blotch=3.0).blotch == 3.0
+    assert resolve("medium", blotch=3.0, visibility=5.0, alpha=2.0).visibility == 5.0
+    for bad in (
+        {"blotch": 0.1},
+        {"blotch": 31.0},
+        {"blotch": 3.0, "adaptive_alpha": True, "alpha": 2.0, "loop_recognizers": ("sface",)},
+    ):
+        with pytest.raises(InvalidOption, match="blotch") as raised:
+            resolve("medium", **bad)
+        assert raised.value.field == "options.blotch"

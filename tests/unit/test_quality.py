@@ -91,13 +91,13 @@ def test_without_the_tool_the_receipt_says_so(
     assert not msg.HasField("butteraugli") and not msg.HasField("butteraugli_native")
 
 
-def test_the_receipt_carries_both_distances_through_the_contract_and_the_sdk() -> None:
+def test_the_receipt_carries_the_distances_and_blotch_through_contract_and_sdk() -> None:
     from faceoff.sdk._convert import protected_photo
     from faceoff.v1 import common_pb2, masker_pb2
     from tests.conftest import encode
 
     receipt = FaceReceipt(0, BOX, None, 1.0, 0.1, 40.0, 0.98, 0.2, 1.1, butteraugli=3.25,
-                          butteraugli_native=5.5)  # fmt: skip
+                          butteraugli_native=5.5, blotch=2.5)  # fmt: skip
     response = masker_pb2.ProtectResponse(
         image=common_pb2.Image(data=encode(np.zeros((8, 8, 3), np.uint8))),
         faces=[receipt_to_proto(receipt)],
@@ -105,3 +105,27 @@ def test_the_receipt_carries_both_distances_through_the_contract_and_the_sdk() -
     (face,) = protected_photo(response).faces
     assert (face.butteraugli, face.butteraugli_native) == (3.25, 5.5)
     assert face.to_json()["butteraugli"] == 3.25 and "butteraugli_note" not in face.to_json()
+    assert face.blotch == 2.5 and face.to_json()["blotch"] == receipt.to_json()["blotch"] == 2.5
+
+
+def test_the_blotch_sees_a_soft_patch_and_not_the_texture() -> None:
+    """A soft patch of brighter skin shows as its contrast; fine noise of far larger amplitude
+    averages away; the blotch grows linearly with the change."""
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(80, 170, (200, 200, 3)).round().astype(np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    patch = 6.0 * np.exp(-((yy - 100) ** 2 + (xx - 90) ** 2) / (2 * 25.0**2))
+    patched = np.clip(clean + patch[..., None].round(), 0, 255).astype(np.uint8)
+    assert quality.blotch(clean, clean) == 0.0
+    once = quality.blotch(clean, patched)
+    assert 4.5 < once <= 6.0, "the patch's contrast, a little less at its 99th percentile"
+    twice = np.clip(clean + (2 * patch[..., None]).round(), 0, 255).astype(np.uint8)
+    assert quality.blotch(clean, twice) == pytest.approx(2 * once, rel=0.05)
+    checker = np.where((yy + xx) % 2, 12, -12)[..., None]
+    textured = np.clip(clean.astype(int) + checker, 0, 255).astype(np.uint8)
+    assert quality.blotch(clean, textured) < 1.0, "a fine texture is no blotch"
+    blue = clean.copy()
+    blue[..., 2] = np.clip(blue[..., 2] + patch.round(), 0, 255)
+    assert quality.blotch(clean, blue) < 0.2 * quality.blotch(clean, patched), "luma only"
+    with pytest.raises(ValueError, match="shapes"):
+        quality.blotch(clean, clean[:100])

@@ -19,7 +19,9 @@ looks like the photo: face Butteraugli (box + 25%, as displayed, longer side <= 
 <= 5.5 and p90 <= 10 (mean face PSNR >= 32 dB when the ``butteraugli`` tool is not installed).
 
 Visibility is reported per row: Butteraugli median and p90 as displayed and at native resolution,
-and the face region's native PSNR and SSIM. ``--sheet PNG`` writes a contact sheet of the first
+the blotch as displayed (median and p90: the largest low-frequency brightness change, in 0..255
+levels, :func:`faceoff.masker.quality.blotch` — what Butteraugli does not see), and the face
+region's native PSNR and SSIM. ``--sheet PNG`` writes a contact sheet of the first
 alpha's faces (original | protected, as displayed), the worst and the best by Butteraugli;
 ``--plot PNG`` the frontier: evasion of each independent recogniser against face Butteraugli.
 ``faceoff bench frontier A.json B.json ... --plot PNG`` puts several runs on one frontier plot.
@@ -203,7 +205,7 @@ def run(
     from faceoff.faces.recognizers import get_local
     from faceoff.masker.options import resolve
     from faceoff.masker.protection import Protector
-    from faceoff.masker.quality import display_faces
+    from faceoff.masker.quality import blotch, display_faces
 
     identities = _identities(data)
     photos = {p: p.read_bytes() for paths in identities.values() for p in paths}
@@ -266,7 +268,9 @@ def run(
             psnrs, ssims, l2s, chosen, finish_seconds = [], [], [], [], 0.0
             seen: list[float] = []
             seen_native: list[float] = []
+            blotches: list[float] = []
             faces_of: dict[str, float] = {}
+            blotch_of: dict[str, float] = {}
             outcome: dict[str, dict[str, list[Any]]] = {
                 n: {"clean": [], "top1": [], "top3": [], "platform": []} for n in recognizers
             }
@@ -287,10 +291,14 @@ def run(
                         faces_of[f"{probe.name}#{face.index}"] = face.butteraugli
                     if face.butteraugli_native is not None:
                         seen_native.append(face.butteraugli_native)
-                if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
+                if result.faces and job.photo:
                     shown = decode(result.data, max_pixels=protector.max_pixels).pixels
                     boxes = [f.box for f in result.faces]
                     pairs = display_faces(job.photo.pixels, shown, boxes)
+                    for face, (before, after) in zip(result.faces, pairs):
+                        blotches.append(blotch(before, after))
+                        blotch_of[f"{probe.name}#{face.index}"] = round(blotches[-1], 2)
+                if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
                     natives = native_faces(job.photo.pixels, shown, boxes, SHEET_HEIGHT)
                     for face, (before, after), (close, close_after) in zip(
                         result.faces, pairs, natives
@@ -350,6 +358,8 @@ def run(
                 "butteraugli_p90": _quantile(seen, 0.9),
                 "butteraugli_native_median": _quantile(seen_native, 0.5),
                 "butteraugli_native_p90": _quantile(seen_native, 0.9),
+                "blotch_median": _quantile(blotches, 0.5),
+                "blotch_p90": _quantile(blotches, 0.9),
             }
             results.append(
                 {
@@ -359,6 +369,7 @@ def run(
                     "goal": goal(per_rec, psnr_mean, visibility),
                     **visibility,
                     "butteraugli_per_face": {k: round(v, 3) for k, v in faces_of.items()},
+                    "blotch_per_face": blotch_of,
                     "psnr_face_mean": psnr_mean,
                     "ssim_face_mean": float(np.mean(ssims)) if ssims else float("nan"),
                     "l2_mean": float(np.mean(l2s)) if l2s else float("nan"),
@@ -398,6 +409,7 @@ def run(
             "surrogate_subset": resolved.surrogate_subset,
             "feature_level": resolved.feature_level,
             "skip_gradient": resolved.skip_gradient,
+            "blotch": resolved.blotch,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],
@@ -722,6 +734,8 @@ def print_summary(result: dict[str, Any]) -> None:
                     r["alpha"],
                     fig(r["butteraugli_median"]),
                     fig(r["butteraugli_p90"]),
+                    fig(r.get("blotch_median")),
+                    fig(r.get("blotch_p90")),
                     round(r["psnr_face_mean"], 1),
                     round(r["ssim_face_mean"], 3),
                     name + mark,
@@ -737,6 +751,8 @@ def print_summary(result: dict[str, Any]) -> None:
             "alpha",
             "B median",
             "B p90",
+            "blotch",
+            "blotch p90",
             "PSNR dB",
             "SSIM",
             "recogniser",

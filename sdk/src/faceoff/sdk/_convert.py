@@ -106,6 +106,8 @@ class ProtectOptions(TypedDict, total=False):
     feature_level: float
     #: Transfer technique (PGD): SGM's gradient fraction on residual branches (0: off).
     skip_gradient: float
+    #: Per face, the largest low-frequency brightness change as displayed, 0..255 (0: off).
+    blotch: float
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -361,6 +363,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         surrogate_subset=msg.surrogate_subset,
         feature_level=msg.feature_level,
         skip_gradient=msg.skip_gradient,
+        blotch=msg.blotch,
     )
 
 
@@ -394,6 +397,7 @@ def protected_photo(
                 butteraugli_native=(
                     f.butteraugli_native if f.HasField("butteraugli_native") else None
                 ),
+                blotch=f.blotch,
                 loop_verdicts=tuple(
                     (v.recognizer, v.matched, v.distance if v.HasField("distance") else None)
                     for v in f.verdicts

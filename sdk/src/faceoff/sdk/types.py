@@ -111,6 +111,8 @@ class FaceReceipt:
             (longer side at most 1080 px); 1.0 is "just noticeable". None when the masker has
             no Butteraugli tool.
         butteraugli_native: The same at the photo's own resolution.
+        blotch: The largest low-frequency brightness change of the same window as displayed, in
+            0..255 levels: soft darker or paler patches, which Butteraugli does not see.
     """
 
     index: int
@@ -126,6 +128,7 @@ class FaceReceipt:
     loop_verdicts: tuple[tuple[str, bool, float | None], ...] = ()
     butteraugli: float | None = None
     butteraugli_native: float | None = None
+    blotch: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the shape ``faceoff protect --json`` prints)."""
@@ -144,6 +147,7 @@ class FaceReceipt:
             "butteraugli_native": (
                 None if self.butteraugli_native is None else round(self.butteraugli_native, 3)
             ),
+            "blotch": round(self.blotch, 2),
         }
         if self.butteraugli is None:
             out["butteraugli_note"] = "not measured: the masker has no butteraugli tool"
@@ -197,6 +201,7 @@ class AppliedOptions:
     surrogate_subset: int = 0
     feature_level: float = 0.0
     skip_gradient: float = 0.0
+    blotch: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -230,6 +235,7 @@ class AppliedOptions:
             "surrogate_subset": self.surrogate_subset,
             "feature_level": round(self.feature_level, 6),
             "skip_gradient": round(self.skip_gradient, 6),
+            "blotch": round(self.blotch, 6),
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -144,6 +144,8 @@ def print_receipt(receipt: dict[str, Any], output: Path) -> None:
             if seen is None
             else f"Butteraugli {seen:.1f} as displayed, {f['butteraugli_native']:.1f} native"
         )
+        if f.get("blotch") is not None:
+            butteraugli += f", blotch {f['blotch']:.1f}/255"
         print(
             f"  face {f['index']}: PSNR {psnr}, SSIM {f['ssim']:.3f}, {butteraugli}, "
             f"|a*d|2 {f['l2']:.2f}, "

@@ -24,6 +24,14 @@ fraction ``(aim / map) ** MAP_POWER`` of its change where the map exceeds the ai
 less :data:`MAP_MARGIN`), blurred so the field itself leaves no edge; :data:`MAP_ROUNDS` such
 rounds, then the same alpha search runs on the reshaped change. The face keeps the same
 Butteraugli target; more of its change sits where the eye does not see it.
+
+With ``blotch`` a second guard caps each face's alpha: Butteraugli does not see soft patches of
+darker or paler skin, and a per-pixel budget moves the change exactly there. The blotch
+(:func:`faceoff.masker.quality.blotch`: the change's luma blurred, its 99th percentile, in
+0..255 levels as displayed) grows linearly with alpha, so the cap is ``limit / blotch(alpha=1)``
+without a Butteraugli call; with the map, each round also lowers the change where its blur
+exceeds the limit less :data:`BLOTCH_MARGIN`, so the cap costs the face as little as it can. A
+guard without a visibility target caps the options' alpha alone.
 """
 
 from __future__ import annotations
@@ -36,7 +44,13 @@ import cv2
 import numpy as np
 
 from faceoff.common.crops import CropRegion, resize_delta
-from faceoff.masker.quality import _display_size, _window, butteraugli_distance
+from faceoff.masker.quality import (
+    BLOTCH_QUANTILE,
+    _display_size,
+    _window,
+    butteraugli_distance,
+    lowpass_luma,
+)
 
 #: Butteraugli calls per face at most (each about 0.05-0.3 s for a face window on one core).
 MAX_CALLS = 5
@@ -54,6 +68,8 @@ MAP_POWER = 1.0
 MAP_FLOOR = 0.1
 #: The field is blurred with a Gaussian of this fraction of the window's shorter side.
 MAP_BLUR = 0.02
+#: With the map, its rounds aim the blotch this fraction under its limit.
+BLOTCH_MARGIN = 0.1
 
 Box = tuple[float, float, float, float]
 _T = TypeVar("_T")
@@ -121,6 +137,15 @@ def _largest_within(seen: Callable[[float], float], alpha_max: float, target: fl
     return best
 
 
+def _blotch_cap(change: np.ndarray, alpha_max: float, limit: float) -> float:
+    """The largest alpha in ``[0, alpha_max]`` at which ``alpha * change`` (a displayed window's
+    change at alpha 1) keeps its blotch within ``limit`` (0: no limit)."""
+    if limit <= 0:
+        return alpha_max
+    level = float(np.quantile(np.abs(lowpass_luma(change)), BLOTCH_QUANTILE))
+    return alpha_max if level * alpha_max <= limit else limit / level
+
+
 def _measured(value: _T | None) -> _T:
     """``value``, a Butteraugli measurement; None (the tool is not installed) is an error here."""
     if value is None:
@@ -157,9 +182,11 @@ def _reshaped(
     target: float,
     distance_map: DistanceMap,
     should_stop: Callable[[], None],
+    blotch: float = 0.0,
 ) -> np.ndarray:
     """The field ``(h, w)`` in ``[MAP_FLOOR, 1]`` that lowers ``change`` where the map at
-    ``alpha_max`` exceeds the aim (see the module docstring)."""
+    ``alpha_max`` exceeds the aim, and where its blotch exceeds ``blotch`` less the margin when
+    that is > 0 (see the module docstring)."""
     shown = np.clip(np.rint(clean), 0, 255).astype(np.uint8)
     field = np.ones(clean.shape[:2], np.float32)
     aim = max(target - MAP_MARGIN, 0.5 * target)
@@ -168,9 +195,13 @@ def _reshaped(
         should_stop()
         protected = np.clip(np.rint(clean + alpha_max * field[..., None] * change), 0, 255)
         score, heat = _measured(distance_map(shown, protected.astype(np.uint8)))
-        if score <= aim:
+        low = np.abs(lowpass_luma(alpha_max * field[..., None] * change)) if blotch > 0 else None
+        blotch_aim = (1 - BLOTCH_MARGIN) * blotch
+        if score <= aim and (low is None or np.quantile(low, BLOTCH_QUANTILE) <= blotch_aim):
             break
         ratio = np.minimum(1.0, (aim / np.maximum(heat, 1e-3)) ** MAP_POWER).astype(np.float32)
+        if low is not None:
+            ratio = np.minimum(ratio, blotch_aim / np.maximum(low, 1e-3)).astype(np.float32)
         field = np.clip(field * ratio, MAP_FLOOR, 1.0)
         field = cv2.GaussianBlur(field, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     return field
@@ -207,11 +238,13 @@ def visibility_budget(
     should_stop: Callable[[], None] = lambda: None,
     distance: Callable[[np.ndarray, np.ndarray], float | None] = butteraugli_distance,
     distance_map: DistanceMap | None = None,
+    blotch: float = 0.0,
 ) -> list[tuple[float, np.ndarray | None]]:
     """Per face, ``(alpha, field)``: the largest alpha in ``[0, alpha_max]`` whose face
-    Butteraugli as displayed is at most ``target`` (see the module docstring), the face's change
-    first reshaped by ``distance_map`` when one is given (the ``visibility_map`` option:
-    ``field`` is then a ``(S, S, 1)`` multiplier in ``[MAP_FLOOR, 1]`` over the crop, else None).
+    Butteraugli as displayed is at most ``target`` and whose blotch is at most ``blotch`` (see
+    the module docstring), the face's change first reshaped by ``distance_map`` when one is
+    given (the ``visibility_map`` option: ``field`` is then a ``(S, S, 1)`` multiplier in
+    ``[MAP_FLOOR, 1]`` over the crop, else None).
 
     Args:
         pixels: The clean photo, ``(H, W, 3)`` uint8.
@@ -219,16 +252,23 @@ def visibility_budget(
         faces: ``(n, S, S, 3)`` the faces the perturbations were computed on, in [0, 1].
         deltas: ``(n, S, S, 3)`` their perturbations before amplification.
         alpha_max: The largest amplification (the options' alpha).
-        target: The face Butteraugli not to exceed, > 0.
+        target: The face Butteraugli not to exceed; 0: none (then ``blotch`` must be > 0, and
+            no Butteraugli call is made).
         should_stop: Called between Butteraugli calls; may raise to abort a cancelled request.
         distance: The Butteraugli distance of two uint8 windows (None: not measured).
         distance_map: The distance and its difference map (:func:`butteraugli_map`), or None.
+        blotch: The largest blotch, in 0..255 levels as displayed; 0: no limit.
 
     Raises:
         RuntimeError: the Butteraugli tool is not installed, or failed.
     """
-    if target <= 0 or alpha_max <= 0:
-        raise ValueError(f"target and alpha_max must be > 0, got {target} and {alpha_max}")
+    if target < 0 or blotch < 0 or alpha_max <= 0 or not (target or blotch):
+        raise ValueError(
+            f"target or blotch, both >= 0, and alpha_max must be > 0, got {target}, {blotch} "
+            f"and {alpha_max}"
+        )
+    if distance_map is not None and not target:
+        raise ValueError("a distance map reshapes the change within a target, and target is 0")
     height, width = pixels.shape[:2]
     chosen: list[tuple[float, np.ndarray | None]] = []
     for k, (box, region) in enumerate(zip(boxes, regions)):
@@ -236,10 +276,12 @@ def visibility_budget(
         clean, change = _display_window(pixels, box, region, applied)
         on_crop = None
         if distance_map is not None:
-            field = _reshaped(clean, change, alpha_max, target, distance_map, should_stop)
+            field = _reshaped(clean, change, alpha_max, target, distance_map, should_stop, blotch)
             on_crop = _field_on_crop(field, box, region, width, height, faces.shape[1])
             # the search runs on the field as it reaches the display: pasted, then scaled
             clean, change = _display_window(pixels, box, region, on_crop * applied)
-        alpha = _alpha_within(clean, change, alpha_max, target, should_stop, distance)
+        alpha = _blotch_cap(change, alpha_max, blotch)
+        if target and alpha > 0:
+            alpha = _alpha_within(clean, change, alpha, target, should_stop, distance)
         chosen.append((alpha, on_crop))
     return chosen

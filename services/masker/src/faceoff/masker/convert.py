@@ -83,6 +83,7 @@ def receipt_to_proto(face: FaceReceipt) -> masker_pb2.FaceReceipt:
             for v in face.verdicts
         ],
     )
+    msg.blotch = face.blotch
     if face.butteraugli is not None:
         msg.butteraugli = face.butteraugli
     if face.butteraugli_native is not None:

@@ -66,7 +66,7 @@ class Finisher:
                 job.references,
                 should_stop,
             )
-        elif o.visibility and job.size:
+        elif (o.visibility or o.blotch) and job.size:
             if progress:
                 progress("adapt", 0, 0)
             budgeted = visibility_budget(
@@ -79,6 +79,7 @@ class Finisher:
                 o.visibility,
                 should_stop,
                 distance_map=butteraugli_map if o.visibility_map else None,
+                blotch=o.blotch,
             )
             choices = [Choice(a, ()) for a, _ in budgeted]
             fields = [f for _, f in budgeted if f is not None]

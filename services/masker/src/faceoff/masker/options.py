@@ -108,6 +108,9 @@ class ProtectionOptions:
             features away from the clean face's (0: off; needs ``balance``).
         skip_gradient: PGD transfer technique: SGM's gamma on the residual surrogates' branches
             (0: off).
+        blotch: Per face, the largest low-frequency brightness change as displayed, in 0..255
+            levels (:func:`faceoff.masker.quality.blotch`); alpha is capped to keep it
+            (:mod:`faceoff.masker.budget`; 0: off).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -150,6 +153,7 @@ class ProtectionOptions:
     surrogate_subset: int = 0
     feature_level: float = 0.0
     skip_gradient: float = 0.0
+    blotch: float = 0.0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -450,6 +454,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             "visibility and adaptive_alpha each choose alpha per face; set one of them "
             f"(visibility={o.visibility:g}, adaptive_alpha=true)",
             field="options.visibility",
+        )
+    if o.adaptive_alpha and o.blotch:
+        raise InvalidOption(
+            "blotch caps the alpha that visibility or the profile chose, and adaptive_alpha "
+            f"chooses its own; set one of them (blotch={o.blotch:g}, adaptive_alpha=true)",
+            field="options.blotch",
         )
     if o.visibility_map and not o.visibility:
         raise InvalidOption(

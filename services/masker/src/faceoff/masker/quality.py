@@ -8,6 +8,12 @@
   tool when it is installed (``./dev setup`` installs it); without it the distances are None
   and :data:`BUTTERAUGLI_MISSING` says why. The two crops reach the tool through anonymous
   in-memory files (``memfd``): no pixel of the user's face is written to disk.
+- The blotch (:func:`blotch`): the largest low-frequency change of brightness over the same
+  window as displayed, in 0..255 levels. Butteraugli's distance is blind to part of what people
+  see: soft patches of darker or paler skin a tenth of a face across, at a few levels of
+  contrast (docs/results.md, "The visibility map"). The blotch measures exactly that: the
+  change's luma (BT.601), blurred by a Gaussian of :data:`BLOTCH_SIGMA` of the window's shorter
+  side, at its :data:`BLOTCH_QUANTILE` quantile of absolute value (a robust maximum).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 from skimage.metrics import structural_similarity
@@ -31,6 +38,15 @@ BUTTERAUGLI_MARGIN = 0.25
 BUTTERAUGLI_MISSING = "butteraugli is not installed (Debian package butteraugli; ./dev setup)"
 #: Longest a Butteraugli run may take, in seconds.
 BUTTERAUGLI_TIMEOUT = 60.0
+
+#: The blotch's blur: a Gaussian of this fraction of the window's shorter side (the window is
+#: the face plus 25% each side, so about a twentieth of the face; patches a tenth of a face
+#: across and larger keep their contrast, the texture of the perturbation is averaged away).
+BLOTCH_SIGMA = 0.03
+#: The blotch is this quantile of the blurred change's absolute value (a robust maximum).
+BLOTCH_QUANTILE = 0.99
+#: BT.601 luma weights of R, G, B.
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 Box = tuple[float, float, float, float]
 
@@ -67,6 +83,24 @@ def ssim(original: np.ndarray, protected: np.ndarray) -> float:
             channel_axis=2 if original.ndim == 3 else None,
         )
     )
+
+
+def lowpass_luma(change: np.ndarray) -> np.ndarray:
+    """The low-frequency part ``(H, W)`` float32 of the brightness of a change ``(H, W, 3)``
+    (0..255 units, signed): its BT.601 luma blurred as :func:`blotch` blurs it."""
+    luma = np.ascontiguousarray(change.astype(np.float32) @ LUMA)
+    sigma = max(0.5, BLOTCH_SIGMA * min(change.shape[:2]))
+    blurred: np.ndarray = cv2.GaussianBlur(luma, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return blurred
+
+
+def blotch(original: np.ndarray, protected: np.ndarray) -> float:
+    """The largest low-frequency brightness change between two uint8 RGB windows, in 0..255
+    levels (see the module docstring); 0 for identical windows."""
+    if original.shape != protected.shape:
+        raise ValueError(f"shapes differ: {original.shape} vs {protected.shape}")
+    low = lowpass_luma(protected.astype(np.float32) - original.astype(np.float32))
+    return float(np.quantile(np.abs(low), BLOTCH_QUANTILE))
 
 
 def _window(box: Box, width: int, height: int, scale: float) -> tuple[int, int, int, int]:

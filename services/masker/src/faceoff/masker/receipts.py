@@ -16,7 +16,14 @@ from faceoff.common.crops import CropRegion, extract_crop
 from faceoff.faces.models import EmbeddingModel
 from faceoff.masker.adaptive import Choice, Verdict
 from faceoff.masker.options import ProtectionOptions
-from faceoff.masker.quality import BUTTERAUGLI_MISSING, face_butteraugli, psnr, ssim
+from faceoff.masker.quality import (
+    BUTTERAUGLI_MISSING,
+    blotch,
+    display_faces,
+    face_butteraugli,
+    psnr,
+    ssim,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,9 @@ class FaceReceipt:
     #: resolution; None when the tool is not installed (:data:`quality.BUTTERAUGLI_MISSING`).
     butteraugli: float | None = None
     butteraugli_native: float | None = None
+    #: The largest low-frequency brightness change of the same window as displayed, 0..255
+    #: levels (:func:`quality.blotch`).
+    blotch: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (PSNR of an unchanged region is reported as null)."""
@@ -54,6 +64,7 @@ class FaceReceipt:
             "alpha": round(self.alpha, 4),
             "butteraugli": _rounded(self.butteraugli),
             "butteraugli_native": _rounded(self.butteraugli_native),
+            "blotch": round(self.blotch, 2),
         }
         if self.butteraugli is None:
             out["butteraugli_note"] = BUTTERAUGLI_MISSING
@@ -122,6 +133,7 @@ class ProtectionResult:
                 "surrogate_subset": o.surrogate_subset,
                 "feature_level": o.feature_level,
                 "skip_gradient": o.skip_gradient,
+                "blotch": o.blotch,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha
@@ -160,6 +172,7 @@ def face_receipts(
     before = model.embed_numpy(crops, align=aligns)
     after = model.embed_numpy(after_crops, align=aligns)
     seen = face_butteraugli(original, shown, boxes)
+    blotches = [blotch(a, b) for a, b in display_faces(original, shown, boxes)]
     receipts = []
     for k, region in enumerate(regions):
         receipts.append(
@@ -178,6 +191,7 @@ def face_receipts(
                 verdicts=choices[k].verdicts,
                 butteraugli=seen[k].display,
                 butteraugli_native=seen[k].native,
+                blotch=blotches[k],
             )
         )
     return receipts
