@@ -205,22 +205,21 @@ def _map_max(a: np.ndarray, b: np.ndarray) -> float:
     return _local_map(a, b)[0]
 
 
+def _mapped(pixels, boxes, regions, faces, deltas, alpha_max, target, **kwargs):  # type: ignore[no-untyped-def]
+    """The first face's ``(alpha, field)`` with the stand-in distance and its local map."""
+    ((alpha, field),) = budget.visibility_budget(
+        pixels, boxes[:1], regions[:1], faces, deltas, alpha_max, target,
+        distance=_map_max, distance_map=_local_map, **kwargs,
+    )  # fmt: skip
+    return alpha, field
+
+
 def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None:
     pixels, boxes, regions, faces, deltas = _setup()
     deltas = deltas[:1].copy()
     deltas[0, :, 32:] *= 4.0  # the right half of the face changes four times more
     target = 1.2 * _map_max(*_windows(pixels, boxes[0], regions[0], faces[0], deltas[0] / 4))
-    ((alpha, field),) = budget.visibility_budget(
-        pixels,
-        boxes[:1],
-        regions[:1],
-        faces,
-        deltas,
-        4.0,
-        target,
-        distance=_map_max,
-        distance_map=_local_map,
-    )
+    alpha, field = _mapped(pixels, boxes, regions, faces, deltas, 4.0, target)
     (plain,) = _alphas(
         pixels, boxes[:1], regions[:1], faces, deltas, 4.0, target, distance=_map_max
     )
@@ -235,17 +234,7 @@ def test_the_map_moves_change_from_where_it_shows_and_keeps_the_target() -> None
     seen = _map_max(*_windows(pixels, boxes[0], regions[0], faces[0], alpha * field * deltas[0]))
     assert seen <= target + 0.05
     # a face already within the aim at alpha_max keeps its change as it is
-    ((alpha_q, field_q),) = budget.visibility_budget(
-        pixels,
-        boxes[:1],
-        regions[:1],
-        faces,
-        deltas * 0.01,
-        1.0,
-        target,
-        distance=_map_max,
-        distance_map=_local_map,
-    )
+    alpha_q, field_q = _mapped(pixels, boxes, regions, faces, deltas * 0.01, 1.0, target)
     assert alpha_q == 1.0 and field_q is not None and np.all(field_q == 1.0)
 
 
@@ -309,18 +298,7 @@ def test_with_the_map_the_guard_lowers_the_change_where_it_blotches() -> None:
     deltas = deltas[:1].copy()
     deltas[0, :, :32] = 8 / 255  # the left half brightens softly, the right half is a texture
     target = 1e6  # Butteraugli's stand-in never binds: only the guard shapes the field
-    ((alpha, field),) = budget.visibility_budget(
-        pixels,
-        boxes[:1],
-        regions[:1],
-        faces,
-        deltas,
-        2.0,
-        target,
-        distance=_map_max,
-        distance_map=_local_map,
-        blotch=3.0,
-    )
+    alpha, field = _mapped(pixels, boxes, regions, faces, deltas, 2.0, target, blotch=3.0)
     (capped,) = _alphas(
         pixels, boxes[:1], regions[:1], faces, deltas, 2.0, target, distance=_map_max, blotch=3.0
     )
