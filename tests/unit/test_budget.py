@@ -322,3 +322,38 @@ def test_blotch_is_checked_by_name() -> None:
         with pytest.raises(InvalidOption, match="blotch") as raised:
             resolve("medium", **bad)
         assert raised.value.field == "options.blotch"
+
+
+def test_faces_displayed_small_keep_alpha_one_and_no_map() -> None:
+    pixels, boxes, regions, faces, deltas = _setup()  # face boxes 140 px and 70 px high
+    deltas = deltas * 0.25  # both faces within the target up to alpha_max
+    target = 1e6
+    plain = _alphas(pixels, boxes, regions, faces, deltas, 4.0, target, distance=_mean_change)
+    assert plain == [4.0, 4.0]
+    kept = _alphas(
+        pixels, boxes, regions, faces, deltas, 4.0, target, distance=_mean_change, min_face=100
+    )
+    assert kept == [4.0, 1.0], "the 70 px face is left at alpha 1, the 140 px face budgeted"
+    # with the map, the small face's field is all ones (the large face's is the map's)
+    chosen = budget.visibility_budget(
+        pixels, boxes, regions, faces, deltas * 8, 4.0, 1.0,
+        distance=_map_max, distance_map=_local_map, min_face=100,
+    )  # fmt: skip
+    (alpha_l, field_l), (alpha_s, field_s) = chosen
+    assert field_s is not None and np.all(field_s == 1.0) and alpha_s <= 1.0
+    assert field_l is not None and field_l.min() < 1.0
+    # a small face over the target at alpha 1 is still lowered
+    (low,) = _alphas(
+        pixels, boxes[1:], regions[1:], faces[1:], deltas[1:] * 8, 4.0, 0.5 * _mean_change(
+            *_windows(pixels, boxes[1], regions[1], faces[1], deltas[1] * 8)
+        ), distance=_mean_change, min_face=100,
+    )  # fmt: skip
+    assert 0.3 < low < 0.7
+
+
+def test_visibility_min_face_needs_a_target() -> None:
+    assert resolve("medium", visibility=5.0, visibility_min_face=200).visibility_min_face == 200
+    for bad in ({"visibility_min_face": 200}, {"visibility": 5.0, "visibility_min_face": 4}):
+        with pytest.raises(InvalidOption, match="visibility_min_face") as raised:
+            resolve("medium", **bad)
+        assert raised.value.field == "options.visibility_min_face"

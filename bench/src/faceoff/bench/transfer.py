@@ -410,6 +410,7 @@ def run(
             "feature_level": resolved.feature_level,
             "skip_gradient": resolved.skip_gradient,
             "blotch": resolved.blotch,
+            "visibility_min_face": resolved.visibility_min_face,
             "adaptive_alpha": resolved.adaptive_alpha,
             "psnr_floor": resolved.psnr_floor if resolved.adaptive_alpha else None,
             "loop_recognizers": list(resolved.loop_recognizers) if resolved.adaptive_alpha else [],

@@ -108,6 +108,8 @@ class ProtectOptions(TypedDict, total=False):
     skip_gradient: float
     #: Per face, the largest low-frequency brightness change as displayed, 0..255 (0: off).
     blotch: float
+    #: With visibility: faces displayed smaller than this (px) keep alpha <= 1, unmapped (0: none).
+    visibility_min_face: int
     #: Smallest face to protect, in pixels (default 20).
     min_face_size: int
     #: Smallest detector confidence (default 0.9).
@@ -364,6 +366,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         feature_level=msg.feature_level,
         skip_gradient=msg.skip_gradient,
         blotch=msg.blotch,
+        visibility_min_face=msg.visibility_min_face,
     )
 
 

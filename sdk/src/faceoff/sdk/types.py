@@ -202,6 +202,7 @@ class AppliedOptions:
     feature_level: float = 0.0
     skip_gradient: float = 0.0
     blotch: float = 0.0
+    visibility_min_face: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (floats rounded to float32 precision)."""
@@ -236,6 +237,7 @@ class AppliedOptions:
             "feature_level": round(self.feature_level, 6),
             "skip_gradient": round(self.skip_gradient, 6),
             "blotch": round(self.blotch, 6),
+            "visibility_min_face": self.visibility_min_face,
         }
         if self.adaptive_alpha:
             out["psnr_floor"] = round(self.psnr_floor, 6)

@@ -32,6 +32,12 @@ darker or paler skin, and a per-pixel budget moves the change exactly there. The
 without a Butteraugli call; with the map, each round also lowers the change where its blur
 exceeds the limit less :data:`BLOTCH_MARGIN`, so the cap costs the face as little as it can. A
 guard without a visibility target caps the options' alpha alone.
+
+With ``min_face`` (the ``visibility_min_face`` option) a face whose box as displayed is smaller
+than that on its longer side is left out of the amplification and the map: its alpha is searched
+in ``[0, min(1, alpha)]`` on its change as the attack bounded it. On faces of about 115 px,
+Butteraugli as displayed counts a worm-like texture anyone sees as 4-5, so a target that suits a
+large face disfigures a small one (docs/results.md).
 """
 
 from __future__ import annotations
@@ -239,6 +245,7 @@ def visibility_budget(
     distance: Callable[[np.ndarray, np.ndarray], float | None] = butteraugli_distance,
     distance_map: DistanceMap | None = None,
     blotch: float = 0.0,
+    min_face: int = 0,
 ) -> list[tuple[float, np.ndarray | None]]:
     """Per face, ``(alpha, field)``: the largest alpha in ``[0, alpha_max]`` whose face
     Butteraugli as displayed is at most ``target`` and whose blotch is at most ``blotch`` (see
@@ -258,6 +265,8 @@ def visibility_budget(
         distance: The Butteraugli distance of two uint8 windows (None: not measured).
         distance_map: The distance and its difference map (:func:`butteraugli_map`), or None.
         blotch: The largest blotch, in 0..255 levels as displayed; 0: no limit.
+        min_face: Faces whose box as displayed is smaller than this on its longer side (px)
+            keep alpha <= 1 and no reshaping (their field is all ones); 0: none.
 
     Raises:
         RuntimeError: the Butteraugli tool is not installed, or failed.
@@ -270,17 +279,22 @@ def visibility_budget(
     if distance_map is not None and not target:
         raise ValueError("a distance map reshapes the change within a target, and target is 0")
     height, width = pixels.shape[:2]
+    scale, _ = _display_size(width, height)
     chosen: list[tuple[float, np.ndarray | None]] = []
     for k, (box, region) in enumerate(zip(boxes, regions)):
         applied = np.clip(faces[k] + deltas[k], 0.0, 1.0) - faces[k]
         clean, change = _display_window(pixels, box, region, applied)
         on_crop = None
-        if distance_map is not None:
+        small = min_face > 0 and max(box[2], box[3]) * scale < min_face
+        top = min(alpha_max, 1.0) if small else alpha_max
+        if distance_map is not None and small:
+            on_crop = np.ones((*faces.shape[1:3], 1), np.float32)
+        elif distance_map is not None:
             field = _reshaped(clean, change, alpha_max, target, distance_map, should_stop, blotch)
             on_crop = _field_on_crop(field, box, region, width, height, faces.shape[1])
             # the search runs on the field as it reaches the display: pasted, then scaled
             clean, change = _display_window(pixels, box, region, on_crop * applied)
-        alpha = _blotch_cap(change, alpha_max, blotch)
+        alpha = _blotch_cap(change, top, blotch)
         if target and alpha > 0:
             alpha = _alpha_within(clean, change, alpha, target, should_stop, distance)
         chosen.append((alpha, on_crop))

@@ -80,6 +80,7 @@ class Finisher:
                 should_stop,
                 distance_map=butteraugli_map if o.visibility_map else None,
                 blotch=o.blotch,
+                min_face=o.visibility_min_face,
             )
             choices = [Choice(a, ()) for a, _ in budgeted]
             fields = [f for _, f in budgeted if f is not None]

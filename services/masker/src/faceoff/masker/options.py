@@ -111,6 +111,8 @@ class ProtectionOptions:
         blotch: Per face, the largest low-frequency brightness change as displayed, in 0..255
             levels (:func:`faceoff.masker.quality.blotch`); alpha is capped to keep it
             (:mod:`faceoff.masker.budget`; 0: off).
+        visibility_min_face: With ``visibility``, faces whose box as displayed is smaller than
+            this on its longer side (px) keep alpha at most 1 and no map (0: every face).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -154,6 +156,7 @@ class ProtectionOptions:
     feature_level: float = 0.0
     skip_gradient: float = 0.0
     blotch: float = 0.0
+    visibility_min_face: int = 0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -460,6 +463,12 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             "blotch caps the alpha that visibility or the profile chose, and adaptive_alpha "
             f"chooses its own; set one of them (blotch={o.blotch:g}, adaptive_alpha=true)",
             field="options.blotch",
+        )
+    if o.visibility_min_face and not o.visibility:
+        raise InvalidOption(
+            "visibility_min_face leaves small faces out of a visibility target, and visibility is "
+            "0: set visibility (--visibility B, e.g. 5) or leave visibility_min_face at 0",
+            field="options.visibility_min_face",
         )
     if o.visibility_map and not o.visibility:
         raise InvalidOption(

@@ -134,6 +134,7 @@ class ProtectionResult:
                 "feature_level": o.feature_level,
                 "skip_gradient": o.skip_gradient,
                 "blotch": o.blotch,
+                "visibility_min_face": o.visibility_min_face,
                 **(
                     {"psnr_floor": o.psnr_floor, "loop_recognizers": list(o.loop_recognizers)}
                     if o.adaptive_alpha
