@@ -137,6 +137,12 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     assert result["alpha"] == 3.0 and 25 < result["psnr_face_mean"] < 60 and result["l2_mean"] > 0
     assert doc["config"]["momentum"] == 0.9 and doc["config"]["loop_recognizers"] == ["sface"]
     assert 1.0 <= result["alpha_applied_mean"] <= 3.0
+    # a second judge of the look, and how large the faces are as displayed
+    assert 0 < result["blotch_median"] <= result["blotch_p90"] < 30
+    assert set(result["blotch_per_face"]) == set(result["butteraugli_per_face"])
+    assert 50 < doc["probe_face_px_displayed_median"] <= doc["probe_face_px_median"]
+    under = doc["probes_face_displayed_under"]
+    assert set(under) == {"150", "200"} and 0 <= under["150"] <= under["200"] <= 2
     assert result["goal"]["judged_on"] == ["dlib"], (
         "the surrogate and the loop recogniser are not judges"
     )

@@ -21,7 +21,8 @@ looks like the photo: face Butteraugli (box + 25%, as displayed, longer side <= 
 Visibility is reported per row: Butteraugli median and p90 as displayed and at native resolution,
 the blotch as displayed (median and p90: the largest low-frequency brightness change, in 0..255
 levels, :func:`faceoff.masker.quality.blotch` — what Butteraugli does not see), and the face
-region's native PSNR and SSIM. ``--sheet PNG`` writes a contact sheet of the first
+region's native PSNR and SSIM. The JSON also gives the probes' face size as displayed (median,
+and how many are under 150 and 200 px): visibility targets read differently on small faces. ``--sheet PNG`` writes a contact sheet of the first
 alpha's faces (original | protected, as displayed), the worst and the best by Butteraugli;
 ``--plot PNG`` the frontier: evasion of each independent recogniser against face Butteraugli.
 ``faceoff bench frontier A.json B.json ... --plot PNG`` puts several runs on one frontier plot.
@@ -75,6 +76,8 @@ DEFAULT_DATA = CELEBS / "photos"
 ATTACK_BATCH = 8
 #: ``--face-size small``: the probe's face box is scaled to about this longer side, in pixels.
 SMALL_FACE_PX = 115
+#: The JSON counts the probes whose face, as displayed, is under each of these sizes (px).
+DISPLAYED_FACE_THRESHOLDS = (150, 200)
 FACE_SIZES = ("large", "small")
 
 
@@ -205,7 +208,7 @@ def run(
     from faceoff.faces.recognizers import get_local
     from faceoff.masker.options import resolve
     from faceoff.masker.protection import Protector
-    from faceoff.masker.quality import blotch, display_faces
+    from faceoff.masker.quality import _display_size, blotch, display_faces
 
     identities = _identities(data)
     photos = {p: p.read_bytes() for paths in identities.values() for p in paths}
@@ -230,6 +233,14 @@ def run(
     probe_face_px = [
         max(d.faces[0].box[2], d.faces[0].box[3]) for d in probe_detections.values() if d.faces
     ]
+    # the same as a platform displays the photo (longer side <= 1080 px), where Butteraugli looks
+    shown_face_px = np.array(
+        [
+            max(d.faces[0].box[2], d.faces[0].box[3]) * _display_size(d.width, d.height)[0]
+            for d in probe_detections.values()
+            if d.faces
+        ]
+    )
     galleries = {}
     for name in recognizers:
         rec = get_local(name)
@@ -384,6 +395,12 @@ def run(
         "probes": len(probes),
         "face_size": face_size,
         "probe_face_px_median": float(np.median(probe_face_px)) if probe_face_px else None,
+        "probe_face_px_displayed_median": (
+            float(np.median(shown_face_px)) if len(shown_face_px) else None
+        ),
+        "probes_face_displayed_under": {
+            str(px): int((shown_face_px < px).sum()) for px in DISPLAYED_FACE_THRESHOLDS
+        },
         "label": _label(profile, overrides, face_size),
         "config": {
             "profile": profile,
