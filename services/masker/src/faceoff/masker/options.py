@@ -204,6 +204,11 @@ class ProtectionOptions:
 
 
 _ATTACK_FIELDS = tuple(name for name, spec in OPTIONS.items() if spec.attack)
+#: The options that only shape a visibility target, and what each does with it.
+_NEED_VISIBILITY = {
+    "visibility_map": "reshapes the change within",
+    "visibility_min_face": "leaves small faces out of",
+}
 
 #: The named profiles. Epsilon is given per norm (the profile's attack runs in its own norm, but
 #: a caller who switches the norm gets that norm's bound). Unless set explicitly, PGD's step size
@@ -464,18 +469,13 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
             f"chooses its own; set one of them (blotch={o.blotch:g}, adaptive_alpha=true)",
             field="options.blotch",
         )
-    if o.visibility_min_face and not o.visibility:
-        raise InvalidOption(
-            "visibility_min_face leaves small faces out of a visibility target, and visibility is "
-            "0: set visibility (--visibility B, e.g. 5) or leave visibility_min_face at 0",
-            field="options.visibility_min_face",
-        )
-    if o.visibility_map and not o.visibility:
-        raise InvalidOption(
-            "visibility_map reshapes the change within a visibility target, and visibility is 0: "
-            "set visibility (--visibility B, e.g. 5) or leave visibility_map off",
-            field="options.visibility_map",
-        )
+    for name, what in _NEED_VISIBILITY.items():
+        if getattr(o, name) and not o.visibility:
+            raise InvalidOption(
+                f"{name} {what} a visibility target, and visibility is 0: set visibility "
+                f"(--visibility B, e.g. 5) or leave {name} unset",
+                field=f"options.{name}",
+            )
     if o.adaptive_alpha and not o.loop_recognizers:
         raise InvalidOption(
             "adaptive_alpha needs at least one loop recogniser (loop_recognizers is empty)",
