@@ -45,6 +45,8 @@ from faceoff.sdk import PROFILES
 FUZZ_MAX_PIXELS = 4_000_000
 #: Inputs taking longer than this are reported as slow (a decoder that loops would show here).
 SLOW_SECONDS = 5.0
+#: The share of ``ProtectOptions``' fields a fuzzed message sets (other messages: 0.3).
+PROTECT_DENSITY = 0.1
 
 
 # -- the properties --------------------------------------------------------------------------
@@ -304,17 +306,21 @@ def _scalar_kind(field: Any) -> str:
 
 
 def random_message(
-    cls: Any, rng: random.Random, depth: int = 0, image: Callable[[], bytes] | None = None
+    cls: Any,
+    rng: random.Random,
+    depth: int = 0,
+    image: Callable[[], bytes] | None = None,
+    density: float = 0.3,
 ) -> Any:
-    """A ``cls`` message with a random subset of its fields set to boundary or random values,
-    read from its descriptor (new fields are fuzzed without changing this code); ``bytes`` fields
-    (photos) come from ``image``."""
+    """A ``cls`` message with a random subset of its fields (each with probability ``density``)
+    set to boundary or random values, read from its descriptor (new fields are fuzzed without
+    changing this code); ``bytes`` fields (photos) come from ``image``."""
     from google.protobuf import message_factory
     from google.protobuf.descriptor import FieldDescriptor as F
 
     message = cls()
     for field in cls.DESCRIPTOR.fields:
-        if rng.random() < 0.7:
+        if rng.random() >= density:
             continue
         repeated = field.is_repeated
         count = rng.choice((0, 1, 1, 2, 3, 12)) if repeated else 1
@@ -323,7 +329,11 @@ def random_message(
                 if depth > 2:
                     break
                 sub = random_message(
-                    message_factory.GetMessageClass(field.message_type), rng, depth + 1, image
+                    message_factory.GetMessageClass(field.message_type),
+                    rng,
+                    depth + 1,
+                    image,
+                    density,
                 )
                 (
                     getattr(message, field.name).add() if repeated else getattr(message, field.name)
@@ -425,7 +435,9 @@ def _targets(corpus: list[bytes]) -> list[_Target]:
         ),
         _Target(
             "ProtectOptions message",
-            lambda rng: random_message(masker_pb2.ProtectOptions, rng),
+            # 42 fields, most with bounds and dependencies: a few set at a time, so that valid
+            # combinations come up as well as refused ones
+            lambda rng: random_message(masker_pb2.ProtectOptions, rng, density=PROTECT_DENSITY),
             check_protect_options,
             frozenset({"ok", "InvalidOption"}),
         ),
