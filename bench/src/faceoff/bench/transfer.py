@@ -20,7 +20,7 @@ looks like the photo: face Butteraugli (box + 25%, as displayed, longer side <= 
 
 Visibility is reported per row: Butteraugli median and p90 as displayed and at native resolution,
 the blotch as displayed (median and p90: the largest low-frequency brightness change, in 0..255
-levels, :func:`faceoff.masker.quality.blotch` — what Butteraugli does not see), and the face
+levels, the receipts' :func:`faceoff.masker.quality.blotch` — what Butteraugli does not see), and the face
 region's native PSNR and SSIM. The JSON also gives the probes' face size as displayed (median,
 and how many are under 150 and 200 px): visibility targets read differently on small faces. ``--sheet PNG`` writes a contact sheet of the first
 alpha's faces (original | protected, as displayed), the worst and the best by Butteraugli;
@@ -208,7 +208,7 @@ def run(
     from faceoff.faces.recognizers import get_local
     from faceoff.masker.options import resolve
     from faceoff.masker.protection import Protector
-    from faceoff.masker.quality import _display_size, blotch, display_faces
+    from faceoff.masker.quality import _display_size, display_faces
 
     identities = _identities(data)
     photos = {p: p.read_bytes() for paths in identities.values() for p in paths}
@@ -302,14 +302,12 @@ def run(
                         faces_of[f"{probe.name}#{face.index}"] = face.butteraugli
                     if face.butteraugli_native is not None:
                         seen_native.append(face.butteraugli_native)
-                if result.faces and job.photo:
+                    blotches.append(face.blotch)
+                    blotch_of[f"{probe.name}#{face.index}"] = round(face.blotch, 2)
+                if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
                     shown = decode(result.data, max_pixels=protector.max_pixels).pixels
                     boxes = [f.box for f in result.faces]
                     pairs = display_faces(job.photo.pixels, shown, boxes)
-                    for face, (before, after) in zip(result.faces, pairs):
-                        blotches.append(blotch(before, after))
-                        blotch_of[f"{probe.name}#{face.index}"] = round(blotches[-1], 2)
-                if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
                     natives = native_faces(job.photo.pixels, shown, boxes, SHEET_HEIGHT)
                     for face, (before, after), (close, close_after) in zip(
                         result.faces, pairs, natives

@@ -199,9 +199,10 @@ def _reshaped(
     sigma = max(0.5, MAP_BLUR * min(clean.shape[:2]))
     for _ in range(MAP_ROUNDS):
         should_stop()
-        protected = np.clip(np.rint(clean + alpha_max * field[..., None] * change), 0, 255)
+        scaled = alpha_max * field[..., None] * change
+        protected = np.clip(np.rint(clean + scaled), 0, 255)
         score, heat = _measured(distance_map(shown, protected.astype(np.uint8)))
-        low = np.abs(lowpass_luma(alpha_max * field[..., None] * change)) if blotch > 0 else None
+        low = np.abs(lowpass_luma(scaled)) if blotch > 0 else None
         blotch_aim = (1 - BLOTCH_MARGIN) * blotch
         if score <= aim and (low is None or np.quantile(low, BLOTCH_QUANTILE) <= blotch_aim):
             break

@@ -268,15 +268,22 @@ def display_faces(
 
 
 def face_butteraugli(
-    original: np.ndarray, protected: np.ndarray, boxes: list[Box]
+    original: np.ndarray,
+    protected: np.ndarray,
+    boxes: list[Box],
+    shown: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[Butteraugli]:
-    """Butteraugli of each face box (+25%) between two full photos, as displayed and native."""
+    """Butteraugli of each face box (+25%) between two full photos, as displayed and native.
+
+    ``shown``: the faces' :func:`display_faces` pairs when the caller has them already (the
+    scaling of both photos is then not done again)."""
     if shutil.which("butteraugli") is None:
         return [Butteraugli(None, None) for _ in boxes]
     height, width = original.shape[:2]
     scale, _ = _display_size(width, height)
     out = []
-    for box, (a, b) in zip(boxes, display_faces(original, protected, boxes)):
+    pairs = shown if shown is not None else display_faces(original, protected, boxes)
+    for box, (a, b) in zip(boxes, pairs):
         display = butteraugli_distance(a, b)
         if scale == 1.0:
             out.append(Butteraugli(display, display))

@@ -172,8 +172,9 @@ def face_receipts(
     after_crops = np.stack([extract_crop(shown, r, size) for r in regions])
     before = model.embed_numpy(crops, align=aligns)
     after = model.embed_numpy(after_crops, align=aligns)
-    seen = face_butteraugli(original, shown, boxes)
-    blotches = [blotch(a, b) for a, b in display_faces(original, shown, boxes)]
+    displayed = display_faces(original, shown, boxes)  # scaled once for both measures
+    seen = face_butteraugli(original, shown, boxes, displayed)
+    blotches = [blotch(a, b) for a, b in displayed]
     receipts = []
     for k, region in enumerate(regions):
         receipts.append(
