@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, cast
 
 from faceoff.sdk import _convert
 from faceoff.sdk._convert import DEFAULT_PROFILE, ProtectOptions
@@ -20,7 +20,14 @@ from faceoff.sdk._grpc import Caller, TLSOption, metadata
 from faceoff.sdk.config import RetryPolicy
 from faceoff.sdk.photos import PhotoInput
 from faceoff.sdk.types import Progress
-from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
+from faceoff.v1 import (
+    detector_pb2,
+    detector_pb2_grpc,
+    evaluator_pb2,
+    evaluator_pb2_grpc,
+    masker_pb2,
+    masker_pb2_grpc,
+)
 
 if TYPE_CHECKING:
     from typing import Self, Unpack
@@ -33,6 +40,8 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 MASKER, DETECTOR, EVALUATOR = "faceoff.v1.Masker", "faceoff.v1.Detector", "faceoff.v1.Evaluator"
+#: The service of each RPC the clients make.
+SERVICE_OF = {"Protect": MASKER, "ProtectStream": MASKER, "Detect": DETECTOR, "Evaluate": EVALUATOR}
 
 Channel = TypeVar("Channel")
 Backend = TypeVar("Backend")
@@ -71,10 +80,34 @@ class RemoteBase(Generic[Channel]):
         for address in self.addresses.values():
             if address not in self._channels:
                 self._channels[address] = channel(address, tls, max_message_bytes)
+        # A stub's methods block or are coroutines as its channel does (the generated types have
+        # one overload per kind; the clients' methods state the reply types).
+        self._stubs: dict[str, Any] = {
+            MASKER: masker_pb2_grpc.MaskerStub(cast(Any, self.channel(MASKER))),
+            DETECTOR: detector_pb2_grpc.DetectorStub(cast(Any, self.channel(DETECTOR))),
+            EVALUATOR: evaluator_pb2_grpc.EvaluatorStub(cast(Any, self.channel(EVALUATOR))),
+        }
+        self._masker = self._stubs[MASKER]
 
     def channel(self, service: str) -> Channel:
         """The channel to ``service`` (:data:`MASKER`, :data:`DETECTOR` or :data:`EVALUATOR`)."""
         return self._channels[self.addresses[service]]
+
+    def route(self, method: str) -> tuple[str, str, str]:
+        """``(service, address, method)`` of an RPC, as ``Caller.call`` / ``acall`` take them."""
+        service = SERVICE_OF[method]
+        return service, self.addresses[service], method
+
+    def unary(self, method: str, request: Any) -> tuple[Callable[..., Any], str, str, str]:
+        """The arguments of ``Caller.call`` / ``acall`` for the unary RPC ``method(request)``."""
+        service, address, _ = self.route(method)
+        rpc = getattr(self._stubs[service], method)
+        return (
+            lambda timeout, md: rpc(request, timeout=timeout, metadata=md),
+            service,
+            address,
+            method,
+        )
 
 
 def check_request(
@@ -103,6 +136,12 @@ class ProtectCall(NamedTuple):
     checks: list[str]
     on_progress: Callable[[Progress], object] | None
     timeout: float | None
+
+    def check(
+        self, request: masker_pb2.ProtectRequest, response: masker_pb2.ProtectResponse
+    ) -> evaluator_pb2.EvaluateRequest | None:
+        """The evaluation ``check=`` asks for once the photo is protected (None without it)."""
+        return check_request(request, response, self.checks) if self.checks else None
 
 
 class ClientBase(Generic[Backend, ProtectR, DetectR, EvaluateR]):

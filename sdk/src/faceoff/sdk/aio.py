@@ -27,25 +27,14 @@ import grpc
 
 from faceoff.sdk import _convert
 from faceoff.sdk._base import (
-    DETECTOR,
-    EVALUATOR,
-    MASKER,
     ClientBase,
     ProtectCall,
     RemoteBase,
-    check_request,
 )
 from faceoff.sdk._grpc import Deadline, aio_channel
 from faceoff.sdk.errors import InternalError
 from faceoff.sdk.types import Detection, ProtectedPhoto, Verdict
-from faceoff.v1 import (
-    detector_pb2,
-    detector_pb2_grpc,
-    evaluator_pb2,
-    evaluator_pb2_grpc,
-    masker_pb2,
-    masker_pb2_grpc,
-)
+from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
 
 if TYPE_CHECKING:
     from faceoff.sdk.local import LocalPipeline
@@ -76,9 +65,6 @@ class _AsyncRemote(RemoteBase[grpc.aio.Channel]):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(aio_channel, *args)
-        self._masker = masker_pb2_grpc.MaskerStub(self.channel(MASKER))
-        self._detector = detector_pb2_grpc.DetectorStub(self.channel(DETECTOR))
-        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self.channel(EVALUATOR))
 
     async def protect(
         self,
@@ -87,19 +73,16 @@ class _AsyncRemote(RemoteBase[grpc.aio.Channel]):
         timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse:
         if on_event is None:
-            return await self._caller.acall(
-                lambda timeout, md: self._masker.Protect(request, timeout=timeout, metadata=md),
-                MASKER,
-                self.addresses[MASKER],
-                "Protect",
-                timeout,
+            reply: masker_pb2.ProtectResponse = await self._caller.acall(
+                *self.unary("Protect", request), timeout
             )
+            return reply
 
         async def stream(
             timeout: float, md: tuple[tuple[str, str], ...]
         ) -> masker_pb2.ProtectResponse:
             call = self._masker.ProtectStream(request, timeout=timeout, metadata=md)
-            result = None
+            result: masker_pb2.ProtectResponse | None = None
             try:
                 async for event in call:  # read to the end: the stream's status follows the result
                     if event.HasField("result"):
@@ -111,35 +94,27 @@ class _AsyncRemote(RemoteBase[grpc.aio.Channel]):
                 raise
             if result is None:
                 raise InternalError(
-                    f"the masker at {self.addresses[MASKER]} ended its stream without a result"
+                    f"the masker at {self.route('ProtectStream')[1]} ended its stream without a result"
                 )
             return result
 
-        return await self._caller.acall(
-            stream, MASKER, self.addresses[MASKER], "ProtectStream", timeout
-        )
+        return await self._caller.acall(stream, *self.route("ProtectStream"), timeout)
 
     async def detect(
         self, request: detector_pb2.DetectRequest, timeout: float | None = None
     ) -> detector_pb2.DetectResponse:
-        return await self._caller.acall(
-            lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
-            DETECTOR,
-            self.addresses[DETECTOR],
-            "Detect",
-            timeout,
+        reply: detector_pb2.DetectResponse = await self._caller.acall(
+            *self.unary("Detect", request), timeout
         )
+        return reply
 
     async def evaluate(
         self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse:
-        return await self._caller.acall(
-            lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
-            EVALUATOR,
-            self.addresses[EVALUATOR],
-            "Evaluate",
-            timeout,
+        reply: evaluator_pb2.EvaluateResponse = await self._caller.acall(
+            *self.unary("Evaluate", request), timeout
         )
+        return reply
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -230,9 +205,9 @@ class AsyncClient(
 
         budget = Deadline(call.timeout)
         response = await self._backend.protect(request, on_event, budget.left())
-        if not call.checks:
+        check = call.check(request, response)
+        if check is None:
             return _convert.protected_photo(response, [])
-        check = check_request(request, response, call.checks)
         verdicts = await self._backend.evaluate(check, budget.left())
         return _convert.protected_photo(response, _convert.verdicts(verdicts))
 

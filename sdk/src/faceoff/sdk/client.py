@@ -37,14 +37,7 @@ from faceoff.sdk._base import (
 from faceoff.sdk._grpc import Deadline, sync_channel
 from faceoff.sdk.errors import InternalError
 from faceoff.sdk.types import Detection, ProtectedPhoto, Verdict
-from faceoff.v1 import (
-    detector_pb2,
-    detector_pb2_grpc,
-    evaluator_pb2,
-    evaluator_pb2_grpc,
-    masker_pb2,
-    masker_pb2_grpc,
-)
+from faceoff.v1 import detector_pb2, evaluator_pb2, masker_pb2
 
 if TYPE_CHECKING:
     from faceoff.sdk.local import LocalPipeline
@@ -85,9 +78,6 @@ class _Remote(RemoteBase[grpc.Channel]):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(sync_channel, *args)
-        self._masker = masker_pb2_grpc.MaskerStub(self.channel(MASKER))
-        self._detector = detector_pb2_grpc.DetectorStub(self.channel(DETECTOR))
-        self._evaluator = evaluator_pb2_grpc.EvaluatorStub(self.channel(EVALUATOR))
 
     def protect(
         self,
@@ -96,17 +86,14 @@ class _Remote(RemoteBase[grpc.Channel]):
         timeout: float | None = None,
     ) -> masker_pb2.ProtectResponse:
         if on_event is None:
-            return self._caller.call(
-                lambda timeout, md: self._masker.Protect(request, timeout=timeout, metadata=md),
-                MASKER,
-                self.addresses[MASKER],
-                "Protect",
-                timeout,
+            reply: masker_pb2.ProtectResponse = self._caller.call(
+                *self.unary("Protect", request), timeout
             )
+            return reply
 
         def stream(timeout: float, md: tuple[tuple[str, str], ...]) -> masker_pb2.ProtectResponse:
             call = self._masker.ProtectStream(request, timeout=timeout, metadata=md)
-            result = None
+            result: masker_pb2.ProtectResponse | None = None
             try:
                 for event in call:  # read to the end: the stream's status follows the result
                     if event.HasField("result"):
@@ -118,33 +105,27 @@ class _Remote(RemoteBase[grpc.Channel]):
                 raise
             if result is None:
                 raise InternalError(
-                    f"the masker at {self.addresses[MASKER]} ended its stream without a result"
+                    f"the masker at {self.route('ProtectStream')[1]} ended its stream without a result"
                 )
             return result
 
-        return self._caller.call(stream, MASKER, self.addresses[MASKER], "ProtectStream", timeout)
+        return self._caller.call(stream, *self.route("ProtectStream"), timeout)
 
     def detect(
         self, request: detector_pb2.DetectRequest, timeout: float | None = None
     ) -> detector_pb2.DetectResponse:
-        return self._caller.call(
-            lambda timeout, md: self._detector.Detect(request, timeout=timeout, metadata=md),
-            DETECTOR,
-            self.addresses[DETECTOR],
-            "Detect",
-            timeout,
+        reply: detector_pb2.DetectResponse = self._caller.call(
+            *self.unary("Detect", request), timeout
         )
+        return reply
 
     def evaluate(
         self, request: evaluator_pb2.EvaluateRequest, timeout: float | None = None
     ) -> evaluator_pb2.EvaluateResponse:
-        return self._caller.call(
-            lambda timeout, md: self._evaluator.Evaluate(request, timeout=timeout, metadata=md),
-            EVALUATOR,
-            self.addresses[EVALUATOR],
-            "Evaluate",
-            timeout,
+        reply: evaluator_pb2.EvaluateResponse = self._caller.call(
+            *self.unary("Evaluate", request), timeout
         )
+        return reply
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -197,11 +178,10 @@ class Client(ClientBase[_Backend, ProtectedPhoto, Detection, list[Verdict]]):
 
         budget = Deadline(call.timeout)
         response = self._backend.protect(request, on_event, budget.left())
-        if not call.checks:
+        check = call.check(request, response)
+        if check is None:
             return _convert.protected_photo(response, [])
-        verdicts = self._backend.evaluate(
-            check_request(request, response, call.checks), budget.left()
-        )
+        verdicts = self._backend.evaluate(check, budget.left())
         return _convert.protected_photo(response, _convert.verdicts(verdicts))
 
     def _detect(
