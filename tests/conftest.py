@@ -273,3 +273,43 @@ class ServeAll:
         code = self.process.wait(timeout=120)
         self._log.close()
         return code
+
+
+#: The test files that use the one ``faceoff serve all`` of a test run (:func:`serve_all`). Under
+#: ``--dist loadfile`` they are one work unit (:func:`pytest_xdist_make_scheduler`), so the stack
+#: starts once per run, on the worker that runs them.
+SERVE_ALL_FILES = ("tests/e2e/test_cli_batch.py", "tests/integration/test_sdk.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with :data:`SERVE_ALL_FILES` as one unit; other modes as xdist makes them."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ServeAllOnce(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SERVE_ALL_FILES[0] if scope in SERVE_ALL_FILES else scope
+
+    return ServeAllOnce(config, log)
+
+
+@pytest.fixture(scope="session")
+def serve_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeAll]:
+    """The test run's ``faceoff serve all``, with bit-exact kernels (``FACEOFF_DETERMINISTIC=1``;
+    tests compare the bytes of two protections). A test may kill its children (the supervisor
+    starts them again) but not stop it: at the end, Ctrl-C and then SIGTERM during the drain must
+    drain the three services and exit 0 (both signals handled, the second not cutting the drain)."""
+    import signal
+    import time
+
+    log = tmp_path_factory.mktemp("serve-all") / "log.txt"
+    services = ServeAll(log, env={"FACEOFF_DETERMINISTIC": "1"})
+    yield services
+    assert services.process.poll() is None, "a test stopped the shared serve all"
+    services.process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    code = services.stop(signal.SIGTERM)
+    text = log.read_text()
+    assert code == 0 and "SIGINT: draining" in text and "stopped" in text, text[-3000:]

@@ -17,7 +17,6 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,9 @@ SMALL = ["bill/bill_03.jpg", "leo/leo_01.jpg", "morgan/morgan_01.jpg"]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeAll]:
-    services = ServeAll(tmp_path_factory.mktemp("serve-all") / "log.txt")
-    yield services
-    assert services.stop(signal.SIGINT) == 0, "Ctrl-C must drain the three services and exit 0"
+def stack(serve_all: ServeAll) -> ServeAll:
+    """The run's one ``faceoff serve all`` (tests/conftest.py; its end checks Ctrl-C's drain)."""
+    return serve_all
 
 
 def _inputs(folder: Path, names: list[str] = SMALL) -> list[Path]:

@@ -47,10 +47,9 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeAll]:
-    services = ServeAll(tmp_path_factory.mktemp("serve-all") / "log.txt", env=DETERMINISTIC)
-    yield services
-    services.stop()
+def stack(serve_all: ServeAll) -> ServeAll:
+    """The run's one ``faceoff serve all`` (``FACEOFF_DETERMINISTIC=1``; tests/conftest.py)."""
+    return serve_all
 
 
 @pytest.fixture(scope="module")
@@ -405,7 +404,3 @@ def test_serve_all_restarts_a_killed_or_hung_child_and_the_others_keep_serving(
     )
     for name, count in (("detector", 1), ("masker", 0), ("evaluator", 1)):
         assert f'faceoff_serve_all_restarts_total{{service="{name}"}} {count}.0' in page, page
-
-
-def test_serve_all_drains_on_sigterm(stack: ServeAll) -> None:
-    assert stack.stop() == 0
