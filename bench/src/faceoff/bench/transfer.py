@@ -208,7 +208,7 @@ def run(
     from faceoff.faces.recognizers import get_local
     from faceoff.masker.options import resolve
     from faceoff.masker.protection import Protector
-    from faceoff.masker.quality import _display_size, display_faces
+    from faceoff.masker.quality import display_faces, display_size
 
     identities = _identities(data)
     photos = {p: p.read_bytes() for paths in identities.values() for p in paths}
@@ -236,7 +236,7 @@ def run(
     # the same as a platform displays the photo (longer side <= 1080 px), where Butteraugli looks
     shown_face_px = np.array(
         [
-            max(d.faces[0].box[2], d.faces[0].box[3]) * _display_size(d.width, d.height)[0]
+            max(d.faces[0].box[2], d.faces[0].box[3]) * display_size(d.width, d.height)[0]
             for d in probe_detections.values()
             if d.faces
         ]

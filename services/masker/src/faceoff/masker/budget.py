@@ -52,9 +52,9 @@ import numpy as np
 from faceoff.common.crops import CropRegion, resize_delta
 from faceoff.masker.quality import (
     BLOTCH_QUANTILE,
-    _display_size,
     _window,
     butteraugli_distance,
+    display_size,
     lowpass_luma,
 )
 
@@ -103,7 +103,7 @@ def _display_window(
         change[y0 - top : y1 - top, x0 - left : x1 - left] = full[
             y0 - region.top : y1 - region.top, x0 - region.left : x1 - region.left
         ]
-    scale, _ = _display_size(width, height)
+    scale, _ = display_size(width, height)
     if scale < 1.0:
         size = (max(1, round(window.shape[1] * scale)), max(1, round(window.shape[0] * scale)))
         window_f = cv2.resize(window.astype(np.float32), size, interpolation=cv2.INTER_LANCZOS4)
@@ -197,13 +197,13 @@ def _reshaped(
     field = np.ones(clean.shape[:2], np.float32)
     aim = max(target - MAP_MARGIN, 0.5 * target)
     sigma = max(0.5, MAP_BLUR * min(clean.shape[:2]))
+    blotch_aim = (1 - BLOTCH_MARGIN) * blotch
     for _ in range(MAP_ROUNDS):
         should_stop()
         scaled = alpha_max * field[..., None] * change
         protected = np.clip(np.rint(clean + scaled), 0, 255)
         score, heat = _measured(distance_map(shown, protected.astype(np.uint8)))
         low = np.abs(lowpass_luma(scaled)) if blotch > 0 else None
-        blotch_aim = (1 - BLOTCH_MARGIN) * blotch
         if score <= aim and (low is None or np.quantile(low, BLOTCH_QUANTILE) <= blotch_aim):
             break
         ratio = np.minimum(1.0, (aim / np.maximum(heat, 1e-3)) ** MAP_POWER).astype(np.float32)
@@ -280,7 +280,7 @@ def visibility_budget(
     if distance_map is not None and not target:
         raise ValueError("a distance map reshapes the change within a target, and target is 0")
     height, width = pixels.shape[:2]
-    scale, _ = _display_size(width, height)
+    scale, _ = display_size(width, height)
     chosen: list[tuple[float, np.ndarray | None]] = []
     for k, (box, region) in enumerate(zip(boxes, regions)):
         applied = np.clip(faces[k] + deltas[k], 0.0, 1.0) - faces[k]

@@ -237,7 +237,8 @@ class Butteraugli:
     native: float | None
 
 
-def _display_size(width: int, height: int) -> tuple[float, tuple[int, int]]:
+def display_size(width: int, height: int) -> tuple[float, tuple[int, int]]:
+    """The scale and ``(width, height)`` at which a platform displays a photo (longer side <= 1080 px)."""
     scale = min(1.0, DISPLAY_LONGEST_SIDE / max(width, height))
     return scale, (max(1, round(width * scale)), max(1, round(height * scale)))
 
@@ -251,7 +252,7 @@ def display_faces(
     uint8 crop pairs, the windows :func:`face_butteraugli` compares.
     """
     height, width = original.shape[:2]
-    scale, size = _display_size(width, height)
+    scale, size = display_size(width, height)
     shown = (
         [
             np.asarray(Image.fromarray(p).resize(size, Image.Resampling.LANCZOS))
@@ -280,7 +281,7 @@ def face_butteraugli(
     if shutil.which("butteraugli") is None:
         return [Butteraugli(None, None) for _ in boxes]
     height, width = original.shape[:2]
-    scale, _ = _display_size(width, height)
+    scale, _ = display_size(width, height)
     out = []
     pairs = shown if shown is not None else display_faces(original, protected, boxes)
     for box, (a, b) in zip(boxes, pairs):
