@@ -281,6 +281,7 @@ class ServeAll:
 SERVE_ALL_FILES = ("tests/e2e/test_cli_batch.py", "tests/integration/test_sdk.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # the SDK's own venv (./dev test-sdk) has no xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile`` with :data:`SERVE_ALL_FILES` as one unit; other modes as xdist makes them."""
     if config.getoption("dist") != "loadfile":
