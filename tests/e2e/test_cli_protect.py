@@ -140,6 +140,10 @@ def test_bench_transfer_small_run(tmp_path: Path) -> None:
     # a second judge of the look, and how large the faces are as displayed
     assert 0 < result["blotch_median"] <= result["blotch_p90"] < 30
     assert set(result["blotch_per_face"]) == set(result["butteraugli_per_face"])
+    applied = result["alpha_per_face"]  # each face's alpha, where the mean comes from
+    assert set(applied) == set(result["butteraugli_per_face"])
+    assert all(1.0 <= a <= 3.0 for a in applied.values())
+    assert abs(sum(applied.values()) / len(applied) - result["alpha_applied_mean"]) < 0.01
     assert 50 < doc["probe_face_px_displayed_median"] <= doc["probe_face_px_median"]
     under = doc["probes_face_displayed_under"]
     assert set(under) == {"150", "200"} and 0 <= under["150"] <= under["200"] <= 2

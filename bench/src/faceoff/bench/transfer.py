@@ -282,6 +282,7 @@ def run(
             blotches: list[float] = []
             faces_of: dict[str, float] = {}
             blotch_of: dict[str, float] = {}
+            alpha_of: dict[str, float] = {}
             outcome: dict[str, dict[str, list[Any]]] = {
                 n: {"clean": [], "top1": [], "top3": [], "platform": []} for n in recognizers
             }
@@ -304,6 +305,7 @@ def run(
                         seen_native.append(face.butteraugli_native)
                     blotches.append(face.blotch)
                     blotch_of[f"{probe.name}#{face.index}"] = round(face.blotch, 2)
+                    alpha_of[f"{probe.name}#{face.index}"] = round(face.alpha, 3)
                 if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
                     shown = decode(result.data, max_pixels=protector.max_pixels).pixels
                     boxes = [f.box for f in result.faces]
@@ -379,6 +381,7 @@ def run(
                     **visibility,
                     "butteraugli_per_face": {k: round(v, 3) for k, v in faces_of.items()},
                     "blotch_per_face": blotch_of,
+                    "alpha_per_face": alpha_of,
                     "psnr_face_mean": psnr_mean,
                     "ssim_face_mean": float(np.mean(ssims)) if ssims else float("nan"),
                     "l2_mean": float(np.mean(l2s)) if l2s else float("nan"),
