@@ -275,6 +275,10 @@ class ServeAll:
         return code
 
 
+#: Bit-exact kernels for served stacks and subprocesses whose bytes tests compare (README
+#: "Reproducible results").
+DETERMINISTIC = {"FACEOFF_DETERMINISTIC": "1"}
+
 #: The test files that use the one ``faceoff serve all`` of a test run (:func:`serve_all`). Under
 #: ``--dist loadfile`` they are one work unit (:func:`pytest_xdist_make_scheduler`), so the stack
 #: starts once per run, on the worker that runs them.
@@ -306,7 +310,7 @@ def serve_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeAll]:
     import time
 
     log = tmp_path_factory.mktemp("serve-all") / "log.txt"
-    services = ServeAll(log, env={"FACEOFF_DETERMINISTIC": "1"})
+    services = ServeAll(log, env=DETERMINISTIC)
     yield services
     assert services.process.poll() is None, "a test stopped the shared serve all"
     services.process.send_signal(signal.SIGINT)

@@ -25,15 +25,12 @@ from PIL import Image
 
 from faceoff.sdk import AsyncClient, Client, InvalidArgumentError, Progress, ProtectedPhoto
 from faceoff.v1 import common_pb2, masker_pb2, masker_pb2_grpc
-from tests.conftest import PHOTOS, REPO, ServeAll
+from tests.conftest import DETERMINISTIC, PHOTOS, REPO, ServeAll
 
 pytestmark = pytest.mark.slow
 
 LEO = PHOTOS / "leo" / "leo_01.jpg"  # 176x177, one face
 LEO_REFS = [PHOTOS / "leo" / "leo_03.jpg", PHOTOS / "leo" / "leo_05.jpg"]
-#: Bit-exact kernels for the served stack (see README "Reproducible results"): several tests
-#: compare the bytes of two protections.
-DETERMINISTIC = {"FACEOFF_DETERMINISTIC": "1"}
 SMALL = [
     "bill/bill_03.jpg",
     "bill/bill_04.jpg",
