@@ -71,6 +71,8 @@ def test_folder_batch_skips_finished_outputs_and_clears_leftovers(
         stack.address("masker"),
         "--profile",
         "low",
+        "--iterations",
+        "2",
         "--json",
         "--receipts",
         str(receipts),
@@ -93,7 +95,7 @@ def test_folder_batch_skips_finished_outputs_and_clears_leftovers(
     ]
     for r in lines[1:]:
         assert (
-            r["faces_protected"] >= 1 and r["profile"] == "low" and r["options"]["iterations"] == 20
+            r["faces_protected"] >= 1 and r["profile"] == "low" and r["options"]["iterations"] == 2
         )
         with Image.open(r["output"]) as img, Image.open(r["input"]) as original:
             assert img.format == r["format"] == ("PNG" if r["input"].endswith(".gif") else "JPEG")
@@ -118,6 +120,8 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll
         stack.address("masker"),
         "--profile",
         "low",
+        "--iterations",
+        "2",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
@@ -140,6 +144,8 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll
         stack.address("masker"),
         "--profile",
         "low",
+        "--iterations",
+        "2",
         "--json",
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -167,6 +173,8 @@ def test_summary_table_with_checks_and_a_failed_photo(tmp_path: Path, stack: Ser
         "dlib,sface",
         "--profile",
         "low",
+        "--iterations",
+        "2",
         "--reference",
         str(PHOTOS / "leo"),
     )
