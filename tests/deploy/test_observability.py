@@ -204,7 +204,8 @@ def _masker_metrics(loop_thread: LoopThread) -> Generator[Scrape, None, None]:
         photo = (REPO.parent / "shared/data/faceoff-celebs/photos/bill/bill_03.jpg").read_bytes()
         with grpc.insecure_channel(masker.address) as channel:
             request = masker_pb2.ProtectRequest(
-                image=common_pb2.Image(data=photo), options=masker_pb2.ProtectOptions(profile="low")
+                image=common_pb2.Image(data=photo),
+                options=masker_pb2.ProtectOptions(profile="low", iterations=2),
             )
             masker_pb2_grpc.MaskerStub(channel).Protect(request, timeout=300)
             health_pb2_grpc.HealthStub(channel).Check(
