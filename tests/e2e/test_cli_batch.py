@@ -1,6 +1,8 @@
 """``faceoff protect`` over folders as a person runs it: resuming, receipts, the summary, progress.
 
-The remote runs use one ``faceoff serve all`` for the module (``--server``); one run is embedded.
+The remote runs use the test run's one ``faceoff serve all`` (``--server``; the ``serve_all``
+fixture of tests/conftest.py, shared with tests/integration/test_sdk.py); one run is embedded.
+The batch runs take two attack steps a photo: they test the batch, not the protection.
 """
 
 from __future__ import annotations
