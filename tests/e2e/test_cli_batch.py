@@ -2,7 +2,7 @@
 
 The remote runs use the test run's one ``faceoff serve all`` (``--server``; the ``serve_all``
 fixture of tests/conftest.py, shared with tests/integration/test_sdk.py); one run is embedded.
-The batch runs take two attack steps a photo: they test the batch, not the protection.
+The batch runs take two attack steps a photo (``TWO_STEPS``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ pytestmark = pytest.mark.slow
 FACEOFF = [sys.executable, "-m", "faceoff.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 SMALL = ["bill/bill_03.jpg", "leo/leo_01.jpg", "morgan/morgan_01.jpg"]
+#: The batch runs' options: ``low`` cut to two attack steps a photo (the batch is under test, not
+#: the protection).
+TWO_STEPS = ["--profile", "low", "--iterations", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +74,7 @@ def test_folder_batch_skips_finished_outputs_and_clears_leftovers(
         str(out),
         "--server",
         stack.address("masker"),
-        "--profile",
-        "low",
-        "--iterations",
-        "2",
+        *TWO_STEPS,
         "--json",
         "--receipts",
         str(receipts),
@@ -120,10 +120,7 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll
         str(out),
         "--server",
         stack.address("masker"),
-        "--profile",
-        "low",
-        "--iterations",
-        "2",
+        *TWO_STEPS,
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
@@ -144,10 +141,7 @@ def test_a_killed_batch_resumes_where_it_stopped(tmp_path: Path, stack: ServeAll
         str(out),
         "--server",
         stack.address("masker"),
-        "--profile",
-        "low",
-        "--iterations",
-        "2",
+        *TWO_STEPS,
         "--json",
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -173,10 +167,7 @@ def test_summary_table_with_checks_and_a_failed_photo(tmp_path: Path, stack: Ser
         stack.address("evaluator"),
         "--check",
         "dlib,sface",
-        "--profile",
-        "low",
-        "--iterations",
-        "2",
+        *TWO_STEPS,
         "--reference",
         str(PHOTOS / "leo"),
     )
@@ -267,10 +258,7 @@ def test_embedded_batch_without_a_server(tmp_path: Path) -> None:
         str(tmp_path / "in" / "meryl_04.jpg"),
         "-o",
         str(tmp_path / "out"),
-        "--profile",
-        "low",
-        "--iterations",
-        "2",
+        *TWO_STEPS,
         "--seed",
         "3",
         "--json",
