@@ -153,7 +153,8 @@ def test_every_backend_answers_in_one_call_and_one_failure_spares_the_rest(
         assert (v.identified, v.rank, v.gallery_size) == (True, 1, 10), name
     # cloud APIs have no decoy gallery: the identification fields stay unset
     assert not any(verdicts["facepp"].HasField(f) for f in ("identified", "rank", "gallery_size"))
-    # Not told which models were attacked: the default protection's (facenet, sface) are white-box.
+    # Not told which models were attacked: the default protection's (facenet, sface, faceres)
+    # are white-box; faceres is no recogniser.
     assert [verdicts[n].white_box for n in names] == [False, True, True, False, False, False]
     told = _evaluate(
         channel,

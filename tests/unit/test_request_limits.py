@@ -163,8 +163,8 @@ def test_a_reduced_reference_keeps_its_face_crop() -> None:
 
 
 def test_work_over_the_budget_is_refused_after_detection_naming_the_figures() -> None:
-    options = resolve("medium", iterations=1000)  # 1000 iterations x 2 surrogates per face
-    assert cost.work(11, options) == 22_000
+    options = resolve("medium", iterations=1000, surrogates=("facenet", "sface"))
+    assert cost.work(11, options) == 22_000  # 1000 iterations x 2 surrogates per face
     with pytest.raises(InvalidOption) as info:
         _protect(11, iterations=1000, surrogates=("facenet", "sface"))
     err = info.value

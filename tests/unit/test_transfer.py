@@ -796,10 +796,13 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"attack": "cw", "balance": True}, "PGD techniques"),
         ({"attack": "cw", "warp": 0.5}, "PGD techniques"),
         ({"dropout": 0.51}, "dropout"),
-        ({"surrogates": "facenet,mobileface"}, "mobileface knows faces only when each is aligned"),
+        (
+            {"surrogates": "facenet,mobileface", "align": False},
+            "mobileface knows faces only when each is aligned",
+        ),
         ({"dropout": -0.01}, "dropout"),
         ({"attack": "cw", "dropout": 0.2}, "PGD techniques"),
-        ({"surrogate_subset": 2}, "fewer than the surrogates \\(2: facenet, sface\\)"),
+        ({"surrogate_subset": 3}, "fewer than the surrogates \\(3: facenet, sface, faceres\\)"),
         ({"surrogate_subset": 9}, "surrogate_subset"),
         ({"attack": "cw", "surrogate_subset": 1}, "PGD techniques"),
         ({"feature_level": 0.5, "balance": False}, "feature_level splits .* balance is off"),
@@ -822,6 +825,7 @@ def test_transfer_options_reach_the_attack_and_split_batches() -> None:
         diversity=0.5,
         ti_kernel=5,
         eot=0.25,
+        warp=0.0,
         surrogates="facenet,facenet512",
     )
     assert o.surrogates == ("facenet", "facenet512")

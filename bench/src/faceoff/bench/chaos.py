@@ -16,9 +16,9 @@ Cases (``--cases`` picks some, in this order):
 - ``refs_over_budget``: 6 reference PNGs of 12 megapixels (decoded whole): TOO_MANY_PIXELS;
 - ``crowd``: a photo of 197 faces: TOO_MANY_FACES after detection;
 - ``work_over_budget``: ``high`` at 10 000 iterations: TOO_MUCH_WORK after detection;
-- ``cheap_under_maximal``: a cheap protection while a maximal one (``medium``, 10 000
-  iterations: 20 000 face-steps, the request budget) runs; its latency against ``warm``'s (the
-  maximal call is then cancelled);
+- ``cheap_under_maximal``: a cheap protection while a maximal one (``medium`` at the
+  iterations that fill the request budget of 20 000 face-steps: 6 666 on its three surrogates)
+  runs; its latency against ``warm``'s (the maximal call is then cancelled);
 - ``weights``: 6 distinct ``surrogate_weights`` values (each builds an ensemble and a trace);
 - ``kill_detector``, ``kill_evaluator``, ``kill_masker``: SIGKILL the child (the masker with an
   SDK protection in flight, which must end OK through its retries); seconds until it serves
@@ -284,7 +284,13 @@ def case_work_over_budget(stack: Stack) -> Outcome:
 
 
 def case_cheap_under_maximal(stack: Stack) -> Outcome:
-    request = protect_request(stack.photo, [], profile=DEFAULT_PROFILE, iterations=10_000, seed=0)
+    from faceoff.masker.cost import DEFAULT_MAX_REQUEST_WORK
+    from faceoff.masker.schema import DEFAULT_SURROGATES
+
+    iterations = DEFAULT_MAX_REQUEST_WORK // len(DEFAULT_SURROGATES)  # one face: the budget
+    request = protect_request(
+        stack.photo, [], profile=DEFAULT_PROFILE, iterations=iterations, seed=0
+    )
     big = stack.masker().Protect.future(request, timeout=900)
     time.sleep(8.0)  # detection, preparation, the first chunks of its attack
     code, seconds, _ = stack.protect(**CHEAP)
@@ -316,13 +322,14 @@ def _future_code(future: Any) -> str:
 
 
 def case_weights(stack: Stack) -> Outcome:
+    from faceoff.masker.schema import DEFAULT_SURROGATES
     from faceoff.masker.surrogates import WEIGHTED_IDLE_SECONDS
 
     codes = []
     for k in range(6):
-        w = 0.3 + 0.08 * k
+        weights = [0.3 + 0.08 * k] + [1.0] * (len(DEFAULT_SURROGATES) - 1)
         code, _, _ = stack.protect(
-            profile=DEFAULT_PROFILE, iterations=2, seed=0, surrogate_weights=[w, 1 - w]
+            profile=DEFAULT_PROFILE, iterations=2, seed=0, surrogate_weights=weights
         )
         codes.append(code)
     pid = stack.pid("masker")

@@ -49,7 +49,7 @@ def register(sub: Any, loud: argparse.ArgumentParser) -> None:
         "--attacked",
         help="models the photo's protection used (its surrogates and loop recognisers), "
         "comma-separated; their verdicts are marked white-box (default: the default "
-        "profile's surrogates, facenet,sface)",
+        "profile's surrogates, facenet,sface,faceres)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run, traced=True)
