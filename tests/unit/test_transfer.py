@@ -20,10 +20,11 @@ from faceoff.common.imaging import Photo
 from faceoff.faces.models import augment
 from faceoff.faces.models.augment import drop, feature_dropout, feature_taps, skip_gradient
 from faceoff.faces.models.ensemble import Ensemble
+from faceoff.faces.models.resized import Resized
 from faceoff.faces.recognizers.base import EmbeddingRecognizer
 from faceoff.masker import adaptive
 from faceoff.masker.attacks import Transfer, make_attack, make_loss
-from faceoff.masker.attacks.losses import HingeLoss
+from faceoff.masker.attacks.losses import HingeLoss, set_distances
 from faceoff.masker.attacks.pgd import feature_disruption, step_gradient
 from faceoff.masker.attacks.transfer import (
     TransferInputs,
@@ -637,6 +638,37 @@ def test_a_member_past_its_hinge_margin_stops_pulling() -> None:
         HingeLoss, ens, loss.inputs, True, x, lambda v, step: (v, tf.constant(0.0)), tf.constant(0)
     )
     assert float(tf.reduce_max(tf.abs(grad))) > 0, "the member still inside its margin pulls"
+
+
+def test_each_member_objective_runs_back_through_its_own_member_only() -> None:
+    """Balanced steps differentiate each member's objective on its own: through the work-size
+    wrapper, objective k is connected to member k's weights only (a slice of the concatenated
+    embedding would carry zeros back through every other member, doubling the step's time),
+    and the objectives are those of the concatenated embedding's segments."""
+    a, b = ToyEmbedding(seed=0), ToyEmbedding(seed=1)
+    wrapped = Resized(Ensemble([a, b]), 2 * a.input_size)
+    probes, references = faces()
+    big = tf.image.resize(tf.constant(probes), [wrapped.input_size] * 2)
+    e = np.stack(
+        [wrapped.embed(tf.image.resize(r, [wrapped.input_size] * 2)).numpy() for r in references]
+    )
+    loss = HingeLoss(wrapped, [e[0]], [[e[j] for j in range(1, IDENTITIES)]], kappa=0.05)
+    x = big[:1]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([a.w, b.w])
+        objectives, _, _ = HingeLoss.member_objectives(wrapped, x, loss.inputs)
+        totals = [tf.reduce_sum(o) for o in objectives]
+    assert len(objectives) == 2
+    assert tape.gradient(totals[0], b.w) is None and tape.gradient(totals[1], a.w) is None
+    assert tape.gradient(totals[0], a.w) is not None and tape.gradient(totals[1], b.w) is not None
+    joined = wrapped.embed_aligned(x, loss.inputs.align)
+    for (lo, hi), objective in zip(wrapped.segments, objectives):
+        mean, _, present = set_distances(
+            joined[:, lo:hi], loss.inputs.references[..., lo:hi], loss.inputs.mask
+        )
+        np.testing.assert_allclose(
+            objective.numpy(), HingeLoss._objective(mean, present, loss.inputs).numpy(), rtol=1e-6
+        )
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,14 @@ class EmbeddingModel(abc.ABC):
         del align
         return self.embed(images01)
 
+    def parts_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> list[tf.Tensor]:
+        """:meth:`embed_aligned`'s :attr:`segments` as separate tensors, one per surrogate.
+
+        Differentiating one part reaches only its own network; a slice of the concatenated
+        embedding would carry zeros back through every other member's network too.
+        """
+        return [self.embed_aligned(images01, align)]
+
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Distance ``(...)`` represented by difference vectors ``u`` ``(..., D)`` (differentiable).
 

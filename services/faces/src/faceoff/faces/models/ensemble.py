@@ -92,7 +92,11 @@ class Ensemble(EmbeddingModel):
 
     def embed_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> tf.Tensor:
         """``(N, sum D_i)``: each member's :meth:`~EmbeddingModel.embed_aligned`."""
-        return tf.concat([m.embed_aligned(images01, align) for m in self.members], axis=-1)
+        return tf.concat(self.parts_aligned(images01, align), axis=-1)
+
+    def parts_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> list[tf.Tensor]:
+        """Each member's :meth:`~EmbeddingModel.embed_aligned`, in :attr:`segments`' order."""
+        return [m.embed_aligned(images01, align) for m in self.members]
 
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Weighted mean of the members' smoothed L2 norms of their parts of ``u``."""

@@ -60,6 +60,9 @@ class Resized(EmbeddingModel):
         # alignments are in normalised crop coordinates: the same at any size
         return self.model.embed_aligned(self.shrink(images01), align)
 
+    def parts_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> list[tf.Tensor]:
+        return self.model.parts_aligned(self.shrink(images01), align)
+
     @property
     def segments(self) -> tuple[tuple[int, int], ...]:
         return self.model.segments

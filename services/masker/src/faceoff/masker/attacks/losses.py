@@ -209,17 +209,24 @@ class Loss(abc.ABC):
 
         An ensemble's members each get the objective on their own distances (for the hinge, a
         hinge per member: a member already past its margin stops pulling); a single model has
-        one, equal to the loss. The embeddings are computed once.
+        one, equal to the loss. The embeddings are computed once, each member's on its own
+        (:meth:`~faceoff.faces.models.EmbeddingModel.parts_aligned`), so that each objective's
+        gradient runs back through its own member only.
         """
-        embeddings = embed_unconverted(model, images01, inputs.align)
+        parts = tf.autograph.experimental.do_not_convert(model.parts_aligned)(
+            images01, inputs.align
+        )
+        if len(parts) != len(model.segments):  # a wrapper that does not pass its parts on
+            raise TypeError(
+                f"{type(model).__name__} gives {len(parts)} embedding part(s) for {len(model.segments)} segments"
+            )
+        embeddings = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
         loss, success = cls._decide(model, embeddings, inputs)
-        if len(model.segments) == 1:
+        if len(parts) == 1:
             return [loss], loss, success
         objectives = []
-        for a, b in model.segments:
-            mean, _, present = set_distances(
-                embeddings[:, a:b], inputs.references[..., a:b], inputs.mask
-            )
+        for part, (a, b) in zip(parts, model.segments):
+            mean, _, present = set_distances(part, inputs.references[..., a:b], inputs.mask)
             objectives.append(cls._objective(mean, present, inputs))
         return objectives, loss, success
 
