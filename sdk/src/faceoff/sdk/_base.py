@@ -204,7 +204,7 @@ class ClientBase(Generic[Backend, ProtectR, DetectR, EvaluateR]):
     ) -> Self:
         """A client that runs the pipeline in this process: no servers, the same calls and results.
 
-        Models load, and each kind of attack is traced, on first use (about 20 s before the
+        Models load, and each kind of attack is traced, on first use (20-30 s before the
         first photo on a 2-core CPU: docs/speed.md) and stay loaded. With the same seed (and
         ``FACEOFF_DETERMINISTIC=1`` on both sides), a protection gives the same bytes as a masker
         service that ran the request, alone or batched with others. ``AsyncClient.local()``

@@ -37,8 +37,9 @@ def register(sub: Any, loud: argparse.ArgumentParser) -> None:
         "--profile",
         choices=PROFILES,
         help=f"bundle of attack settings (default {DEFAULT_PROFILE}). Measured on the shared photos: medium "
-        "stops independent recognisers identifying only about 1 face in 4 (dlib 24%%, "
-        "FaceNet-512 30%%; fewer after a platform's re-encode), low almost none, high about 3 "
+        "stops independent recognisers identifying only about 1 face in 4 (dlib 22-30%%, "
+        "MobileFaceNet 16-22%%, FaceNet-512 34-38%%, large and small faces; fewer after a "
+        "platform's re-encode), low almost none, high about 3 "
         "in 4 (dlib 80%%) with a visible texture; add --check dlib,mobilefacenet to see what "
         "your photo got",
     )
@@ -202,7 +203,7 @@ def _client(args: argparse.Namespace, checks: list[str]) -> Client | None:
     from faceoff.faces.recognizers import LOCAL_RECOGNIZERS
 
     print(
-        "faceoff protect: loading the models in-process (the first photo takes about 20 s on a "
+        "faceoff protect: loading the models in-process (the first photo takes 20-30 s on a "
         "2-core CPU, the next ones a few each; --server uses a running masker)",
         file=sys.stderr,
     )
