@@ -244,10 +244,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "attack": "pgd",
         "norm": "linf",
         "loss": "target",
-        # The transfer engine's levers together at the old default's time and look: 15
-        # iterations on three surrogates read through each face's own alignment, warped, with
-        # balanced gradients protect 5-12 points more than 30 on two did, on both face sizes
-        # (docs/results.md, "The transfer engine")
+        # The transfer engine's levers together at the old default's look and time: 15
+        # iterations on three surrogates (SFace reading each face through its own landmarks),
+        # warped, with balanced gradients, protect 5-12 points more than 30 on FaceNet + SFace
+        # did, on both face sizes (docs/results.md, "The transfer engine")
         "iterations": 15,
         "alpha": 1.0,
         "search_steps": 3,
