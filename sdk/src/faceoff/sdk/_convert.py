@@ -68,7 +68,8 @@ class ProtectOptions(TypedDict, total=False):
     ti_kernel: int
     #: Transfer technique (PGD): probability of a platform transform (resize + JPEG) per step.
     eot: float
-    #: Surrogates the attack runs on: "facenet", "facenet512", "sface" (two or more: an ensemble).
+    #: Surrogates the attack runs on: "facenet", "facenet512", "sface", "faceres", "mobileface"
+    #: (two or more: an ensemble).
     surrogates: Sequence[str]
     #: One weight > 0 per surrogate.
     surrogate_weights: Sequence[float]
