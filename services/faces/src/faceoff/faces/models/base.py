@@ -79,10 +79,14 @@ class EmbeddingModel(abc.ABC):
     def parts_aligned(self, images01: tf.Tensor, align: tf.Tensor) -> list[tf.Tensor]:
         """:meth:`embed_aligned`'s :attr:`segments` as separate tensors, one per surrogate.
 
-        Differentiating one part reaches only its own network; a slice of the concatenated
-        embedding would carry zeros back through every other member's network too.
+        Here, slices of the whole embedding. An ensemble overrides this with each member's own
+        embedding, so that differentiating one part reaches only its own network: a slice of the
+        concatenation carries zeros back through every other member's network too.
         """
-        return [self.embed_aligned(images01, align)]
+        embeddings = self.embed_aligned(images01, align)
+        if len(self.segments) == 1:
+            return [embeddings]
+        return [embeddings[:, a:b] for a, b in self.segments]
 
     def distance(self, u: tf.Tensor) -> tf.Tensor:
         """Distance ``(...)`` represented by difference vectors ``u`` ``(..., D)`` (differentiable).

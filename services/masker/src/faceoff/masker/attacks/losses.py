@@ -92,6 +92,13 @@ def embed_unconverted(model: EmbeddingModel, images01: tf.Tensor, align: tf.Tens
     return tf.autograph.experimental.do_not_convert(model.embed_aligned)(images01, align)
 
 
+def parts_unconverted(
+    model: EmbeddingModel, images01: tf.Tensor, align: tf.Tensor
+) -> list[tf.Tensor]:
+    """``model.parts_aligned(images01, align)`` traced as written (see :func:`embed_unconverted`)."""
+    return tf.autograph.experimental.do_not_convert(model.parts_aligned)(images01, align)
+
+
 def set_distances(
     embeddings: tf.Tensor,
     references: tf.Tensor,
@@ -213,13 +220,7 @@ class Loss(abc.ABC):
         (:meth:`~faceoff.faces.models.EmbeddingModel.parts_aligned`), so that each objective's
         gradient runs back through its own member only.
         """
-        parts = tf.autograph.experimental.do_not_convert(model.parts_aligned)(
-            images01, inputs.align
-        )
-        if len(parts) != len(model.segments):  # a wrapper that does not pass its parts on
-            raise TypeError(
-                f"{type(model).__name__} gives {len(parts)} embedding part(s) for {len(model.segments)} segments"
-            )
+        parts = parts_unconverted(model, images01, inputs.align)
         embeddings = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
         loss, success = cls._decide(model, embeddings, inputs)
         if len(parts) == 1:
