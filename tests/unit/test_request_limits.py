@@ -175,6 +175,16 @@ def test_work_over_the_budget_is_refused_after_detection_naming_the_figures() ->
         _protect(10, iterations=1000, surrogates=("facenet", "sface"))
 
 
+def test_variance_tuning_neighbours_count_as_work() -> None:
+    options = resolve("medium", iterations=500, surrogates=("facenet", "sface"), variance=2)
+    assert cost.work(7, options) == 21_000  # 500 iterations x 3 gradients x 2 surrogates per face
+    with pytest.raises(InvalidOption) as info:
+        _protect(7, iterations=500, surrogates=("facenet", "sface"), variance=2)
+    assert "(7 face(s) x 500 iterations x 3 gradients (variance) x 2 surrogate(s))" in (
+        info.value.message
+    )
+
+
 def test_the_budgets_are_masker_settings() -> None:
     from faceoff.masker.server import MaskerSettings, load_settings
 

@@ -27,9 +27,12 @@ from faceoff.masker.attacks import Transfer, make_attack, make_loss
 from faceoff.masker.attacks.losses import HingeLoss, set_distances
 from faceoff.masker.attacks.pgd import feature_disruption, step_gradient
 from faceoff.masker.attacks.transfer import (
+    MAX_VARIANCE,
     TransferInputs,
     gaussian_kernel,
     member_mask,
+    neighbour,
+    neighbour_step,
     process_gradient,
     transform_input,
     warp_matrix,
@@ -45,6 +48,7 @@ TECHNIQUES = {
     "eot": Transfer(eot=1.0),
     "warp": Transfer(warp=1.0),
     "dropout": Transfer(dropout=0.2),
+    "variance": Transfer(variance=2),
 }
 
 
@@ -274,6 +278,33 @@ def test_an_attack_with_skip_gradient_repeats_and_differs_from_the_plain_one() -
     assert np.abs(first - run(0.0)).max() > 0
 
 
+def test_variance_neighbours_lie_within_the_radius_and_differ_per_face_and_draw() -> None:
+    v = tf.zeros([2, 8, 8, 3])
+    t = _inputs(2, variance=2)
+    first = neighbour(v, t, neighbour_step(tf.constant(4), 0), tf.constant(0.1)).numpy()
+    assert np.abs(first).max() <= 0.1 and np.abs(first).max() > 0.09  # uniform over the cube
+    assert np.abs(first[0] - first[1]).max() > 0  # each face its own draw
+    again = neighbour(v, t, neighbour_step(tf.constant(4), 0), tf.constant(0.1)).numpy()
+    np.testing.assert_array_equal(first, again)  # the same seed, the same neighbour
+    other = neighbour(v, t, neighbour_step(tf.constant(4), 1), tf.constant(0.1)).numpy()
+    assert np.abs(first - other).max() > 0  # the next neighbour of the same iteration differs
+
+
+def test_a_neighbours_draws_never_meet_an_iterations() -> None:
+    # each iteration draws its transforms and dropout at its own (non-negative) number
+    numbers = {
+        int(neighbour_step(tf.constant(s), k)) for s in range(50) for k in range(MAX_VARIANCE)
+    }
+    assert len(numbers) == 50 * MAX_VARIANCE and max(numbers) < 0
+
+
+def test_an_attack_with_variance_tuning_repeats_and_differs_per_seed() -> None:
+    tuned = Transfer(variance=1)
+    first = _attack(tuned, seed=3, norm="linf")
+    np.testing.assert_array_equal(first, _attack(tuned, seed=3, norm="linf"))
+    assert np.abs(first - _attack(tuned, seed=4, norm="linf")).max() > 0
+
+
 def test_dropout_passes_gradients_through_the_kept_units() -> None:
     x = tf.ones([1, 6, 6, 4])
     with tf.GradientTape() as tape:
@@ -321,6 +352,10 @@ def test_transforms_off_return_the_input_exactly() -> None:
         ({"skip_gradient": 1.0}, "skip_gradient"),
         ({"skip_gradient": -0.2}, "skip_gradient"),
         ({"feature_level": -0.1}, "feature_level"),
+        ({"variance": -1}, "variance"),
+        ({"variance": 9}, "variance"),
+        ({"variance": 1.5}, "variance"),
+        ({"variance": True}, "variance"),
     ],
 )
 def test_bad_technique_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
@@ -842,6 +877,8 @@ def test_reference_photos_replace_the_clean_face() -> None:
         ({"attack": "cw", "feature_level": 0.5}, "PGD techniques"),
         ({"skip_gradient": 1.0}, "skip_gradient"),
         ({"attack": "cw", "skip_gradient": 0.5}, "PGD techniques"),
+        ({"variance": 9}, "variance"),
+        ({"attack": "cw", "variance": 1}, "PGD techniques"),
     ],
 )
 def test_bad_transfer_options_are_refused_by_name(overrides: dict[str, Any], message: str) -> None:

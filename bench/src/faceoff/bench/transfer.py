@@ -427,6 +427,7 @@ def run(
             "surrogate_subset": resolved.surrogate_subset,
             "feature_level": resolved.feature_level,
             "skip_gradient": resolved.skip_gradient,
+            "variance": resolved.variance,
             "blotch": resolved.blotch,
             "visibility_min_face": resolved.visibility_min_face,
             "adaptive_alpha": resolved.adaptive_alpha,

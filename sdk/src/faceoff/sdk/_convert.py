@@ -107,6 +107,8 @@ class ProtectOptions(TypedDict, total=False):
     feature_level: float
     #: Transfer technique (PGD): SGM's gradient fraction on residual branches (0: off).
     skip_gradient: float
+    #: Transfer technique (PGD): variance-tuning neighbours per iteration (VMI; 0: off).
+    variance: int
     #: Per face, the largest low-frequency brightness change as displayed, 0..255 (0: off).
     blotch: float
     #: With visibility: faces displayed smaller than this (px) keep alpha <= 1, unmapped (0: none).
@@ -366,6 +368,7 @@ def applied_options(msg: masker_pb2.ProtectOptions) -> AppliedOptions:
         surrogate_subset=msg.surrogate_subset,
         feature_level=msg.feature_level,
         skip_gradient=msg.skip_gradient,
+        variance=msg.variance,
         blotch=msg.blotch,
         visibility_min_face=msg.visibility_min_face,
     )

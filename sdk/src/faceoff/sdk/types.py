@@ -201,6 +201,7 @@ class AppliedOptions:
     surrogate_subset: int = 0
     feature_level: float = 0.0
     skip_gradient: float = 0.0
+    variance: int = 0
     blotch: float = 0.0
     visibility_min_face: int = 0
 
@@ -236,6 +237,7 @@ class AppliedOptions:
             "surrogate_subset": self.surrogate_subset,
             "feature_level": round(self.feature_level, 6),
             "skip_gradient": round(self.skip_gradient, 6),
+            "variance": self.variance,
             "blotch": round(self.blotch, 6),
             "visibility_min_face": self.visibility_min_face,
         }

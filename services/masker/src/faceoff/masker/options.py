@@ -113,6 +113,8 @@ class ProtectionOptions:
             (:mod:`faceoff.masker.budget`; 0: off).
         visibility_min_face: With ``visibility``, faces whose box as displayed is smaller than
             this on its longer side (px) keep alpha at most 1 and no map (0: every face).
+        variance: PGD transfer technique: neighbours whose gradients tune each step (VMI;
+            0: off); each costs one more gradient per iteration.
     """
 
     profile: str = DEFAULT_PROFILE
@@ -157,6 +159,7 @@ class ProtectionOptions:
     skip_gradient: float = 0.0
     blotch: float = 0.0
     visibility_min_face: int = 0
+    variance: int = 0
 
     def attack_params(self) -> dict[str, Any]:
         """Constructor arguments of the optimiser."""
@@ -174,6 +177,7 @@ class ProtectionOptions:
                 subset=self.surrogate_subset,
                 feature_level=self.feature_level,
                 skip_gradient=self.skip_gradient,
+                variance=self.variance,
             )
             return {
                 "epsilon": self.epsilon,
@@ -201,6 +205,11 @@ class ProtectionOptions:
     def total_iterations(self) -> int:
         """Iterations the optimiser runs at most (CW: all search steps)."""
         return self.iterations * (self.search_steps if self.attack == "cw" else 1)
+
+    @property
+    def gradients_per_iteration(self) -> int:
+        """Gradients each iteration takes: its own and one per variance-tuning neighbour."""
+        return 1 + self.variance
 
 
 _ATTACK_FIELDS = tuple(name for name, spec in OPTIONS.items() if spec.attack)
@@ -326,6 +335,7 @@ def resolve(profile: str | None = None, **overrides: Any) -> ProtectionOptions:
             "surrogate_subset",
             "feature_level",
             "skip_gradient",
+            "variance",
             "feather",
             "texture",
             "ssim",
@@ -423,10 +433,11 @@ def validate(o: ProtectionOptions) -> ProtectionOptions:
         or o.surrogate_subset
         or o.feature_level
         or o.skip_gradient
+        or o.variance
     ):
         raise InvalidOption(
             "momentum, diversity, ti_kernel, eot, warp, dropout, balance, surrogate_subset, "
-            f"feature_level and skip_gradient are PGD techniques; attack "
+            f"feature_level, skip_gradient and variance are PGD techniques; attack "
             f"{o.attack} takes none of them (set them to 0 / false)",
             field="options.attack",
         )

@@ -133,6 +133,7 @@ class ProtectionResult:
                 "surrogate_subset": o.surrogate_subset,
                 "feature_level": o.feature_level,
                 "skip_gradient": o.skip_gradient,
+                "variance": o.variance,
                 "blotch": o.blotch,
                 "visibility_min_face": o.visibility_min_face,
                 **(

@@ -46,9 +46,12 @@ from faceoff.masker.attacks.base import (
 from faceoff.masker.attacks.losses import Loss, LossInputs, embed_unconverted
 from faceoff.masker.attacks.shape import Shape, ShapeInputs, budget, penalty, to_rgb
 from faceoff.masker.attacks.transfer import (
+    VARIANCE_RADIUS,
     Transfer,
     TransferInputs,
     member_mask,
+    neighbour,
+    neighbour_step,
     process_gradient,
     surrogate_draws,
     transform_input,
@@ -67,6 +70,7 @@ class Switches(NamedTuple):
     subset: bool
     feature: bool
     skip: bool
+    variance: int  # neighbours per iteration (0: off)
 
 
 class PGD(Attack):
@@ -145,6 +149,12 @@ class PGD(Attack):
     def _sample(self, shape: tuple[int, ...], radius: float, rng: FaceRandom) -> np.ndarray:
         """Random perturbations inside the ball of ``radius``."""
 
+    @staticmethod
+    @abc.abstractmethod
+    def _per_value(epsilon: tf.Tensor, variable: tf.Tensor) -> tf.Tensor:
+        """The change of one value that ``epsilon`` stands for in the attack's norm (the
+        scale of variance tuning's neighbourhood)."""
+
     # Shared algorithm --------------------------------------------------------------------------
 
     def _start(self, x: np.ndarray, rng: FaceRandom, radius: float) -> np.ndarray:
@@ -178,6 +188,7 @@ class PGD(Attack):
             tf.fill([n], np.float32(np.inf)),
             tf.zeros([n], tf.bool),
             tf.zeros_like(variable),
+            tf.zeros_like(variable),
             tf.constant(0, tf.int32),
         )
         switches = Switches(
@@ -187,6 +198,7 @@ class PGD(Attack):
             subset=self.transfer.subset > 0,
             feature=self.transfer.feature_level > 0,
             skip=self.transfer.skip_gradient > 0,
+            variance=self.transfer.variance,
         )
         if switches.feature and not self.balance:
             raise ValueError(
@@ -210,7 +222,7 @@ class PGD(Attack):
             state = run(images, *state, chunk, epsilon, step_size, loss.inputs, transfer, shape)
 
         run_chunked(self.iterations, progress, self.iterations, step)
-        last, best, best_loss, best_success, _, _ = state
+        last, best, best_loss, best_success = state[:4]
         change = self._change_of(images, shape)
         delta = change(last)
         if self.transfer.randomises:
@@ -243,6 +255,7 @@ class PGD(Attack):
                 best_loss: tf.Tensor,
                 best_success: tf.Tensor,
                 velocity: tf.Tensor,
+                tuning: tf.Tensor,
                 done: tf.Tensor,
                 steps: tf.Tensor,
                 epsilon: tf.Tensor,
@@ -250,7 +263,7 @@ class PGD(Attack):
                 inputs: LossInputs,
                 transfer: TransferInputs,
                 shape: ShapeInputs,
-            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+            ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
                 model = model_ref()
                 # shaped and unshaped are one loop; which one is a trace-time switch
                 room = budget(x, shape) if switches.shaped else None
@@ -263,24 +276,37 @@ class PGD(Attack):
                         penalty(x, adv, shape)
                     )
 
+                def gradient(
+                    at: tf.Tensor, draw: tf.Tensor, chosen: tf.Tensor | None
+                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+                    with surrogate_draws(transfer, draw, switches.dropout, switches.skip):
+                        return step_gradient(
+                            loss_class,
+                            model,
+                            inputs,
+                            switches.balance,
+                            at,
+                            view,
+                            draw,
+                            chosen,
+                            transfer.feature_level if switches.feature else None,
+                        )
+
                 for i in tf.range(steps):
                     chosen = (
                         member_mask(transfer, done + i, len(model.shares))
                         if switches.subset
                         else None
                     )
-                    with surrogate_draws(transfer, done + i, switches.dropout, switches.skip):
-                        grad, loss, success = step_gradient(
-                            loss_class,
-                            model,
-                            inputs,
-                            switches.balance,
-                            variable,
-                            view,
-                            done + i,
-                            chosen,
-                            transfer.feature_level if switches.feature else None,
-                        )
+                    grad, loss, success = gradient(variable, done + i, chosen)
+                    if switches.variance:  # VMI: this step uses the last one's variance
+                        around = tf.zeros_like(grad)
+                        for k in range(switches.variance):
+                            draw = neighbour_step(done + i, k)
+                            radius = VARIANCE_RADIUS * cls._per_value(epsilon, variable)
+                            near = neighbour(variable, transfer, draw, radius)
+                            around += gradient(near, draw, chosen)[0]
+                        grad, tuning = grad + tuning, around / switches.variance - grad
                     take = better(success, loss, best_success, best_loss)
                     best = tf.where(as_rows(take), variable, best)
                     best_loss = tf.where(take, loss, best_loss)
@@ -289,7 +315,7 @@ class PGD(Attack):
                     variable = cls._project(variable - step_size * cls._direction(grad), epsilon)
                     if room is None:  # the RGB change itself: kept in the [0, 1] box
                         variable = tf.clip_by_value(x + variable, 0.0, 1.0) - x
-                return variable, best, best_loss, best_success, velocity, done + steps
+                return variable, best, best_loss, best_success, velocity, tuning, done + steps
 
             return run
 
@@ -409,6 +435,11 @@ class PGDL2(PGD):
         scale = np.where(norm > self.epsilon, shrink, 1.0)
         return (delta * scale).astype(np.float32)
 
+    @staticmethod
+    def _per_value(epsilon: tf.Tensor, variable: tf.Tensor) -> tf.Tensor:
+        # an L2 ball of radius epsilon over n values: epsilon / sqrt(n) each, evenly spread
+        return epsilon / tf.sqrt(tf.cast(tf.reduce_prod(tf.shape(variable)[1:]), tf.float32))
+
     def _sample(self, shape: tuple[int, ...], radius: float, rng: FaceRandom) -> np.ndarray:
         direction = rng.standard_normal(size=shape)
         direction /= np.sqrt(np.sum(direction**2, axis=(1, 2, 3), keepdims=True))
@@ -440,6 +471,10 @@ class PGDLinf(PGD):
         if float(epsilon) > self.epsilon:  # rounded up to float32: take the float32 just below
             epsilon = np.nextafter(epsilon, np.float32(0))
         return np.clip(delta, -epsilon, epsilon)
+
+    @staticmethod
+    def _per_value(epsilon: tf.Tensor, variable: tf.Tensor) -> tf.Tensor:
+        return epsilon
 
     def _sample(self, shape: tuple[int, ...], radius: float, rng: FaceRandom) -> np.ndarray:
         return rng.uniform(-radius, radius, size=shape).astype(np.float32)

@@ -43,6 +43,12 @@ off at 0, used by :class:`~faceoff.masker.attacks.pgd.PGD` inside its compiled l
   shared more across networks than the final embedding. Needs ``balance`` (each term's
   gradient normalised, so the fraction means what it says). A surrogate without a feature
   site keeps its whole say on the embedding.
+* **variance** (variance tuning, VMI-FGSM, Wang & He, CVPR 2021): each iteration the gradient
+  is also taken at this many random neighbours of the iterate (each value moved uniformly
+  within :data:`VARIANCE_RADIUS` times epsilon, each neighbour through its own transform
+  draw), and the next step adds the neighbours' mean gradient minus this iterate's to its own
+  gradient, which steadies the direction against the surrogates' local wiggles. It costs this
+  many more gradients per iteration; 0 is off.
 
 Randomness comes from stateless ops seeded by each face's own seed and the iteration number:
 every face of a batch draws its own transforms, so the same seed gives the same perturbation
@@ -83,6 +89,10 @@ WARP_SHIFT = 0.05
 MAX_DROPOUT = bound("dropout")
 #: Largest subset of surrogates accepted: the contract's bound.
 MAX_SUBSET = int(bound("surrogate_subset"))
+#: Largest number of variance-tuning neighbours accepted: the contract's bound.
+MAX_VARIANCE = int(bound("variance"))
+#: Variance tuning: neighbours lie within this many epsilons of the iterate (VMI's beta).
+VARIANCE_RADIUS = 1.5
 
 
 class TransferInputs(NamedTuple):
@@ -124,6 +134,8 @@ class Transfer:
             ``balance``).
         skip_gradient: SGM's gamma in [0, 1): the fraction of the gradient each residual branch
             of FaceNet and MobileFace passes backward (0: off, the whole gradient).
+        variance: Neighbours whose gradients tune each step (VMI), 0 (off) to
+            :data:`MAX_VARIANCE`.
     """
 
     momentum: float = 0.0
@@ -135,6 +147,7 @@ class Transfer:
     subset: int = 0
     feature_level: float = 0.0
     skip_gradient: float = 0.0
+    variance: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -153,9 +166,10 @@ class Transfer:
             )
         if self.dropout > MAX_DROPOUT:
             raise ValueError(f"dropout must be in [0, {MAX_DROPOUT:g}], got {self.dropout!r}")
-        s = self.subset
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= MAX_SUBSET:
-            raise ValueError(f"subset must be an integer in 0..{MAX_SUBSET} (0: all), got {s!r}")
+        for name, most, zero in (("subset", MAX_SUBSET, "all"), ("variance", MAX_VARIANCE, "off")):
+            s = getattr(self, name)
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= most:
+                raise ValueError(f"{name} must be an integer in 0..{most} (0: {zero}), got {s!r}")
         k = self.ti_kernel
         if (
             isinstance(k, bool)
@@ -182,6 +196,7 @@ class Transfer:
             or self.subset > 0
             or self.feature_level > 0
             or self.skip_gradient > 0
+            or self.variance > 0
         )
 
     @property
@@ -328,6 +343,26 @@ def surrogate_draws(
         if skip:
             stack.enter_context(skip_gradient(t.skip_gradient))
         yield
+
+
+def neighbour_step(step: tf.Tensor, k: int) -> tf.Tensor:
+    """The draw number of variance-tuning neighbour ``k`` at iteration ``step``: negative, so
+    that its transforms, dropout and noise are drawn apart from every iteration's own."""
+    return -(step * (MAX_VARIANCE + 1) + k + 1)
+
+
+def neighbour(
+    variable: tf.Tensor, t: TransferInputs, step: tf.Tensor, radius: tf.Tensor
+) -> tf.Tensor:
+    """``variable`` moved uniformly within ``radius`` in every value, each face from its own
+    seed at draw number ``step`` (see :func:`neighbour_step`)."""
+    shape = tf.shape(variable)[1:]
+
+    def one(seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_uniform(shape, _seed(seed, step, 6), minval=-1.0, maxval=1.0)
+
+    noise = tf.map_fn(one, t.seed, fn_output_signature=tf.float32)
+    return variable + radius * tf.reshape(noise, tf.shape(variable))
 
 
 def member_mask(t: TransferInputs, step: tf.Tensor, members: int) -> tf.Tensor:
