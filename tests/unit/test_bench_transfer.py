@@ -168,3 +168,41 @@ def test_contact_sheet_adds_the_native_view_when_faces_carry_it(tmp_path: Path) 
     contact_sheet([{**face, **same}], tmp_path / "same.png")
     with Image.open(tmp_path / "same.png") as c:
         assert c.height == 28 + 50 + 36 + 10
+
+
+class _ColourRecognizer:
+    """A fake recogniser: a photo's embedding is its first pixel's colour."""
+
+    def embed(self, face: Any) -> np.ndarray:
+        return face.photo.pixels[0, 0].astype(np.float64)
+
+    @staticmethod
+    def centroid(embeddings: np.ndarray) -> np.ndarray:
+        return embeddings.mean(axis=0)
+
+    @staticmethod
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.linalg.norm(a - b))
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_held_out_decoy_is_not_ranked_so_a_face_taken_for_it_is_not_protected() -> None:
+    from faceoff.bench.transfer import _Gallery
+
+    colours = {"ann": (10, 10, 10), "bob": (200, 200, 200), "cy": (90, 90, 90)}
+    paths = {name: [Path(f"{name}_{k}.png") for k in range(2)] for name in colours}
+    photos = {p: _png(colours[name]) for name, ps in paths.items() for p in ps}
+    gallery = _Gallery(_ColourRecognizer(), paths, photos)  # type: ignore[arg-type]
+    pulled_to_bob = np.array([180.0, 180.0, 180.0])  # a face moved nearly onto bob
+    assert gallery.rank(pulled_to_bob, paths["ann"][0]) == ["bob", "cy", "ann"]
+    # bob held out: the face is nearer cy than ann, so it passes for someone else...
+    assert gallery.rank(pulled_to_bob, paths["ann"][0], {"bob"}) == ["cy", "ann"]
+    # ...while a face only a little off ann is still ann's once bob is out
+    assert gallery.rank(np.array([30.0, 30.0, 30.0]), paths["ann"][0], {"bob"})[0] == "ann"

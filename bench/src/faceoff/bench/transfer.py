@@ -10,7 +10,11 @@ re-encoding the protected photo as JPEG quality 75 and downscaling it to 50%, as
 might. A recogniser that finds no face in a protected photo did not identify it.
 
 ``evasion_rate`` is, among the probes a recogniser identified correctly when clean, the fraction
-it no longer identifies top-1 after protection. Recognisers whose model the attack ran on (a
+it no longer identifies top-1 after protection. A targeted protection pulls each face towards a
+decoy, and the masker's decoys are this set's own identities: each probe's decoy is held out of
+every recogniser's gallery (clean, protected and platform copy alike; ``decoy_per_face`` in the
+JSON), so a face counts as protected only if it passes for one of the *other* identities, as it
+would have to with a platform that does not know the decoy. Recognisers whose model the attack ran on (a
 surrogate, alone or in an ensemble) are marked ``"white_box": true``, and those consulted by
 adaptive amplification ``"in_loop": true``: neither says anything about transfer. Each result row
 says whether it meets the goal on the remaining, independent recognisers (``goal``): top-1
@@ -46,7 +50,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,12 +150,17 @@ class _Gallery:
                     self.embeddings[p] = None
         self.identities = identities
 
-    def rank(self, embedding: np.ndarray | None, leave_out: Path) -> list[str]:
-        """Identity names by centroid distance, nearest first (empty if there is no embedding)."""
+    def rank(
+        self, embedding: np.ndarray | None, leave_out: Path, hold_out: Collection[str] = ()
+    ) -> list[str]:
+        """Identity names by centroid distance, nearest first (empty if there is no embedding),
+        without the identities in ``hold_out``."""
         if embedding is None:
             return []
         scored = []
         for name in self.names:
+            if name in hold_out:
+                continue
             embs = [
                 emb
                 for p in self.identities[name]
@@ -283,8 +292,10 @@ def run(
             faces_of: dict[str, float] = {}
             blotch_of: dict[str, float] = {}
             alpha_of: dict[str, float] = {}
+            decoy_of: dict[str, str] = {}
             outcome: dict[str, dict[str, list[Any]]] = {
-                n: {"clean": [], "top1": [], "top3": [], "platform": []} for n in recognizers
+                n: {"clean": [], "top1": [], "top3": [], "platform": [], "decoy": []}
+                for n in recognizers
             }
             for (name, probe), job, delta in zip(probes, jobs, deltas):
                 t0 = time.perf_counter()
@@ -306,6 +317,8 @@ def run(
                     blotches.append(face.blotch)
                     blotch_of[f"{probe.name}#{face.index}"] = round(face.blotch, 2)
                     alpha_of[f"{probe.name}#{face.index}"] = round(face.alpha, 3)
+                    if face.target:
+                        decoy_of[f"{probe.name}#{face.index}"] = face.target
                 if sheet is not None and alpha == alphas[0] and result.faces and job.photo:
                     shown = decode(result.data, max_pixels=protector.max_pixels).pixels
                     boxes = [f.box for f in result.faces]
@@ -327,19 +340,27 @@ def run(
                             }
                         )
                 degraded = platform_copy(result.data)
+                # a face pulled towards a decoy must not count as protected for being taken for
+                # the decoy: the judges rank the identities without it (a platform need not
+                # know the decoy), so the face must pass for someone else
+                decoys = {face.target for face in result.faces if face.target}
                 for rec_name, gallery in galleries.items():
                     clean_embedding = (
                         gallery.embeddings[probe]
                         if face_size == "large"
                         else gallery.embed(probe_data[probe])
                     )
-                    clean = gallery.rank(clean_embedding, probe)
-                    protected = gallery.rank(gallery.embed(result.data), probe)
-                    after_platform = gallery.rank(gallery.embed(degraded), probe)
+                    clean = gallery.rank(clean_embedding, probe, decoys)
+                    protected_embedding = gallery.embed(result.data)
+                    protected = gallery.rank(protected_embedding, probe, decoys)
+                    after_platform = gallery.rank(gallery.embed(degraded), probe, decoys)
                     o = outcome[rec_name]
                     o["clean"].append(bool(clean) and clean[0] == name)
                     o["top1"].append(bool(protected) and protected[0] == name)
                     o["top3"].append(name in protected[:3])
+                    if decoys:  # and with the decoy in the gallery: was the face taken for it?
+                        named = gallery.rank(protected_embedding, probe)
+                        o["decoy"].append(bool(named) and named[0] in decoys)
                     o["platform"].append(bool(after_platform) and after_platform[0] == name)
                 bar.update(1)
             bar.close()
@@ -355,6 +376,9 @@ def run(
                     "clean_top1": float(clean_ok.mean()),
                     "protected_top1": float(top1.mean()),
                     "protected_top3": float(np.mean(o["top3"])),
+                    # targeted: the share of protected faces taken for their decoy when the
+                    # gallery holds it (what a platform that knows the decoy would answer)
+                    "taken_for_decoy": float(np.mean(o["decoy"])) if o["decoy"] else None,
                     "evasion_rate": float((clean_ok & ~top1).sum() / n_clean)
                     if n_clean
                     else float("nan"),
@@ -382,6 +406,8 @@ def run(
                     "butteraugli_per_face": {k: round(v, 3) for k, v in faces_of.items()},
                     "blotch_per_face": blotch_of,
                     "alpha_per_face": alpha_of,
+                    # targeted: each face's decoy, held out of the judges' galleries
+                    "decoy_per_face": decoy_of,
                     "psnr_face_mean": psnr_mean,
                     "ssim_face_mean": float(np.mean(ssims)) if ssims else float("nan"),
                     "l2_mean": float(np.mean(l2s)) if l2s else float("nan"),
