@@ -301,9 +301,9 @@ class PGD(Attack):
                     grad, loss, success = gradient(variable, done + i, chosen)
                     if switches.variance:  # VMI: this step uses the last one's variance
                         around = tf.zeros_like(grad)
+                        radius = VARIANCE_RADIUS * cls._per_value(epsilon, variable)
                         for k in range(switches.variance):
                             draw = neighbour_step(done + i, k)
-                            radius = VARIANCE_RADIUS * cls._per_value(epsilon, variable)
                             near = neighbour(variable, transfer, draw, radius)
                             around += gradient(near, draw, chosen)[0]
                         grad, tuning = grad + tuning, around / switches.variance - grad
