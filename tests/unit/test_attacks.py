@@ -384,14 +384,19 @@ def test_progress_callback_can_abort() -> None:
 
 def test_compiled_step_is_traced_once_for_any_parameters_and_batch_sizes() -> None:
     probes, _ = faces()
-    loss_5 = loss_for("target", False)
+    # a model of its own: the compiled functions are cached per model, and the shared toy
+    # model's may already have been traced by another test (another transfer kernel's shape)
+    own = ToyEmbedding()
+    e = embeddings()
+    loss_5 = TargetLoss(
+        own, list(e), [[e[j] for j in range(IDENTITIES) if j != i] for i in range(IDENTITIES)]
+    )
     PGDL2(epsilon=1.0, iterations=2).attack(probes, loss_5)
     run = PGDL2()._compiled(loss_5, f"run/{Switches(*[False] * 6, variance=0)}", None)
     assert run.tracing_count() == 1  # the first call traced the relaxed shapes, not its own
-    e = embeddings()
-    loss_3 = TargetLoss(model(), list(e[:3]), [[e[4]]] * 3)
+    loss_3 = TargetLoss(own, list(e[:3]), [[e[4]]] * 3)
     PGDL2(epsilon=0.5, iterations=2).attack(probes[:3], loss_3)
-    loss_2 = TargetLoss(model(), list(e[:2]), [[e[3][:2], e[4]]] * 2, targeted=True)
+    loss_2 = TargetLoss(own, list(e[:2]), [[e[3][:2], e[4]]] * 2, targeted=True)
     PGDL2(epsilon=3.0, step_size=0.7, iterations=4).attack(probes[:2], loss_2)
     assert run.tracing_count() == 1
 
