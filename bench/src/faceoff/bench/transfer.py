@@ -14,8 +14,8 @@ it no longer identifies top-1 after protection. A targeted protection pulls each
 decoy, and the masker's decoys are this set's own identities: each probe's decoy is held out of
 every recogniser's gallery (clean, protected and platform copy alike; ``decoy_per_face`` in the
 JSON), so a face counts as protected only if it passes for one of the *other* identities, as it
-would have to with a platform that does not know the decoy. Recognisers whose model the attack ran on (a
-surrogate, alone or in an ensemble) are marked ``"white_box": true``, and those consulted by
+would have to with a platform that does not know the decoy. Recognisers whose model the attack
+ran on (a surrogate, alone or in an ensemble) are marked ``"white_box": true``, and those consulted by
 adaptive amplification ``"in_loop": true``: neither says anything about transfer. Each result row
 says whether it meets the goal on the remaining, independent recognisers (``goal``): top-1
 evasion >= 90% on each, at most 5 points lost after the platform copy, and a face that still

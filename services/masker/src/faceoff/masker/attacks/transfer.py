@@ -87,6 +87,8 @@ WARP_SCALE = 0.10
 WARP_SHIFT = 0.05
 #: Largest dropout rate accepted: the contract's bound.
 MAX_DROPOUT = bound("dropout")
+#: SGM's gamma must stay below this: the contract's (exclusive) bound.
+MAX_SKIP_GRADIENT = bound("skip_gradient")
 #: Largest subset of surrogates accepted: the contract's bound.
 MAX_SUBSET = int(bound("surrogate_subset"))
 #: Largest number of variance-tuning neighbours accepted: the contract's bound.
@@ -160,9 +162,10 @@ class Transfer:
             "skip_gradient",
         ):
             check_fraction(name, getattr(self, name))
-        if self.skip_gradient >= 1:
+        if self.skip_gradient >= MAX_SKIP_GRADIENT:
             raise ValueError(
-                f"skip_gradient must be in [0, 1) (0: off), got {self.skip_gradient!r}"
+                f"skip_gradient must be in [0, {MAX_SKIP_GRADIENT:g}) (0: off), "
+                f"got {self.skip_gradient!r}"
             )
         if self.dropout > MAX_DROPOUT:
             raise ValueError(f"dropout must be in [0, {MAX_DROPOUT:g}], got {self.dropout!r}")
