@@ -104,10 +104,16 @@ def embeddings() -> np.ndarray:
     return np.stack([model().embed(r).numpy() for r in references])
 
 
-def loss_for(name: str, targeted: bool, picked: list[int] | None = None, **params: Any):
+def loss_for(
+    name: str,
+    targeted: bool,
+    picked: list[int] | None = None,
+    on: ToyEmbedding | None = None,
+    **params: Any,
+):
     """Loss for all probes (or the ``picked`` ones): anchor = own identity (untargeted) or the
     next one (targeted); others = every remaining identity, so success is decided by the nearest
-    centroid."""
+    centroid. ``on``: the model the loss runs (default: the shared toy model)."""
     e = embeddings()
     probes = range(IDENTITIES) if picked is None else picked
     anchor = [(i + 1) % IDENTITIES if targeted else i for i in probes]
@@ -115,7 +121,7 @@ def loss_for(name: str, targeted: bool, picked: list[int] | None = None, **param
     others = [[e[j] for j in range(IDENTITIES) if j != a] for a in anchor]
     if name == "hinge":
         params.setdefault("kappa", 0.05)
-    return make_loss(name, model(), references, others, targeted=targeted, **params)
+    return make_loss(name, on or model(), references, others, targeted=targeted, **params)
 
 
 #: Fast settings for the toy model (a 32x32x3 crop has 3072 values: L2 2.0 ~ 0.036 per value).
@@ -387,13 +393,11 @@ def test_compiled_step_is_traced_once_for_any_parameters_and_batch_sizes() -> No
     # a model of its own: the compiled functions are cached per model, and the shared toy
     # model's may already have been traced by another test (another transfer kernel's shape)
     own = ToyEmbedding()
-    e = embeddings()
-    loss_5 = TargetLoss(
-        own, list(e), [[e[j] for j in range(IDENTITIES) if j != i] for i in range(IDENTITIES)]
-    )
+    loss_5 = loss_for("target", False, on=own)
     PGDL2(epsilon=1.0, iterations=2).attack(probes, loss_5)
     run = PGDL2()._compiled(loss_5, f"run/{Switches(*[False] * 6, variance=0)}", None)
     assert run.tracing_count() == 1  # the first call traced the relaxed shapes, not its own
+    e = embeddings()
     loss_3 = TargetLoss(own, list(e[:3]), [[e[4]]] * 3)
     PGDL2(epsilon=0.5, iterations=2).attack(probes[:3], loss_3)
     loss_2 = TargetLoss(own, list(e[:2]), [[e[3][:2], e[4]]] * 2, targeted=True)
