@@ -5,8 +5,8 @@ Usage: ``.venv/bin/python tools/whitebox_stages.py [--profile medium] [--set NAM
 
 Each of the shared photos (``../shared/data/faceoff-celebs/photos``) is protected in this process
 as ``faceoff bench transfer`` does (MTCNN -> masker, the identity's other photos as the user's
-references, seed 0, alpha 1), and the masker's FaceNet (the ``facenet`` surrogate: box + 10%,
-160 px) identifies the face top-1 among the ten identities (nearest centroid of the other
+references, seed 0, alpha 1), and the ``facenet`` recogniser (the masker's FaceNet surrogate:
+box + 10%, 160 px) identifies the face top-1 among the ten identities (nearest centroid of the other
 photos, the bench's ``facenet`` recogniser's gallery, the probe left out) at four stages:
 
 1. ``inside``: the attack's own view — the work-size crop plus the perturbation, shrunk to 160 px
@@ -54,20 +54,22 @@ def main() -> int:
     from faceoff.common.errors import NoFaceFound
     from faceoff.common.imaging import decode
     from faceoff.detector.detection import FaceDetector
-    from faceoff.faces.models import load_surrogate
     from faceoff.faces.recognizers import FacePhoto, get_local
+    from faceoff.faces.recognizers.facenet import CROP_SIZE
     from faceoff.masker.options import resolve
     from faceoff.masker.protection import Protector
 
-    options = resolve(args.profile, seed=args.seed, alpha=1.0, **parse_settings(args.set))
+    overrides = parse_settings(args.set)
+    if "alpha" in overrides:  # the inside stage is the unamplified perturbation
+        parser.error("--set alpha is not accepted: every stage is measured at alpha 1")
+    options = resolve(args.profile, seed=args.seed, alpha=1.0, **overrides)
     identities = _identities(args.data)
     photos = {p: p.read_bytes() for paths in identities.values() for p in paths}
     detector, protector = FaceDetector(), Protector()
     recognizer = get_local("facenet")
     recognizer.load()
     gallery = _Gallery(recognizer, identities, photos)
-    facenet = load_surrogate("facenet")
-    side = facenet.input_size
+    side = CROP_SIZE
     detections = {p: detector.detect(data) for p, data in photos.items()}
 
     missed = {stage: 0 for stage in STAGES}
@@ -91,7 +93,7 @@ def main() -> int:
                 [inside.numpy(), extract_crop(pasted, region, side)[None],
                  extract_crop(shown, region, side)[None]]
             )  # fmt: skip
-            embeddings: list[np.ndarray | None] = list(facenet.embed_numpy(crops))
+            embeddings: list[np.ndarray | None] = list(recognizer.embed_crops(crops))
             try:
                 embeddings.append(recognizer.embed(FacePhoto.from_bytes(result.data)))
             except NoFaceFound:
